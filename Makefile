@@ -1,0 +1,54 @@
+# kiloml — two commands on a fresh machine: `make demo` and `make test`.
+# Each target sets up what it needs: the system toolchain (apt, as root), the
+# virtual environment .venv with the pinned Python packages, then runs.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kiloml-installed
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# Packages are installed only when one of these commands is missing.
+APT_PROBES   := arm-none-eabi-gcc qemu-system-arm
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup system venv demo test bench lint clean
+
+setup: system venv
+
+system:
+	@missing=""; for c in $(APT_PROBES) gcc; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	[ -f /usr/lib/arm-none-eabi/newlib/libc.a ] || missing="$$missing newlib"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "kiloml: installing system packages (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) gcc libc6-dev make >/dev/null; \
+	  else \
+	    echo "kiloml: missing$$missing; as root run: apt-get install --no-install-recommends $(APT_PACKAGES)"; \
+	  fi; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "kiloml needs Python 3.11, found " + sys.version' 
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/kiloml run examples/watch/kiloml.toml
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

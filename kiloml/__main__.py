@@ -1,0 +1,3 @@
+from kiloml.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""C code generation: literals, the library layout and its files."""

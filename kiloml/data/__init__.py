@@ -1,0 +1,1 @@
+"""Recordings, ingest, public data sets, windowing and leak-free splits."""

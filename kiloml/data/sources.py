@@ -1,0 +1,148 @@
+"""Turn the project's [data] section into a list of Recordings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from kiloml.data.csv_ingest import RATE_TOLERANCE, read_csv_recording
+from kiloml.data.npy_ingest import read_npy
+from kiloml.data.public import load_basic_motions, load_watch
+from kiloml.data.recording import Recording
+from kiloml.data.wav_ingest import read_wav
+from kiloml.errors import KilomlError
+from kiloml.progress import track
+from kiloml.project import DataConfig, LoadedProject
+
+DEFAULT_GLOBS = {"csv": "**/*.csv", "wav": "**/*.wav", "npy": "**/*.np[yz]"}
+
+
+def load_recordings(project: LoadedProject) -> list[Recording]:
+    cfg = project.config.data
+    if cfg.source == "watch":
+        recordings = load_watch()
+    elif cfg.source == "basic-motions":
+        recordings = load_basic_motions()
+    else:
+        recordings = _load_files(project, cfg)
+    if cfg.channels and cfg.source in ("watch", "basic-motions"):
+        known = recordings[0].channels
+        for name in cfg.channels:
+            if name not in known:
+                raise KilomlError(f"channel '{name}' is not in the '{cfg.source}' data set "
+                                  f"(channels: {', '.join(known)})", file=project.path,
+                                  where="[data] channels")
+        recordings = [r.select_channels(list(cfg.channels)) for r in recordings]
+    return recordings
+
+
+def list_files(project: LoadedProject, cfg: DataConfig) -> tuple[Path, list[Path]]:
+    assert cfg.path is not None
+    base = project.resolve(cfg.path)
+    if not base.exists():
+        raise KilomlError("data path not found", file=base, where="[data] path")
+    if base.is_file():
+        return base.parent, [base]
+    pattern = cfg.glob or DEFAULT_GLOBS[cfg.source]
+    files = sorted(p for p in base.glob(pattern) if p.is_file())
+    if not files:
+        raise KilomlError(f"no files match '{pattern}' in this folder", file=base,
+                          where="[data] path")
+    return base, files
+
+
+def _from_name(pattern: str | None, relative: str, what: str, display: str) -> str | None:
+    if pattern is None:
+        return None
+    m = re.search(pattern, relative)
+    if not m or not m.group(what):
+        raise KilomlError(f"file name does not match {what}_pattern '{pattern}'", file=display)
+    return m.group(what)
+
+
+def _load_files(project: LoadedProject, cfg: DataConfig) -> list[Recording]:
+    base, files = list_files(project, cfg)
+    recordings: list[Recording] = []
+    rates: list[float] = []
+    for path in track(files, f"reading {cfg.source.upper()} files"):
+        display = _display(path)
+        relative = path.relative_to(base).as_posix()
+        label = _from_name(cfg.label_pattern, relative, "label", display)
+        if cfg.label_from_folder:
+            label = path.parent.name  # the folder the file sits in names its label
+        group = _from_name(cfg.group_pattern, relative, "group", display)
+        sample_labels = None
+        if cfg.source == "csv":
+            samples, rate, channels, sample_labels, column_group = read_csv_recording(
+                path, cfg, display, label=label, group=group)
+            group = column_group or group
+        elif cfg.source == "wav":
+            samples, rate = read_wav(path, display)
+            channels = _channel_names(cfg, samples.shape[1], display)
+            _check_declared_rate(cfg, rate, display)
+        else:
+            samples, sample_labels, stored_rate = read_npy(path, display)
+            channels = _channel_names(cfg, samples.shape[1], display)
+            rate = stored_rate or cfg.sample_rate_hz
+            if rate is None:
+                raise KilomlError("no sample rate: set sample_rate_hz in [data] or store "
+                                  "'sample_rate_hz' in the NPZ file", file=display)
+            if stored_rate is not None:
+                _check_declared_rate(cfg, stored_rate, display)
+            if cfg.label_column is not None:
+                if sample_labels is None:
+                    raise KilomlError("label_column is set but the file has no 'labels' "
+                                      "array (NPZ with samples and labels is needed)",
+                                      file=display)
+            else:
+                sample_labels = None
+        if sample_labels is not None:
+            label = None
+        recordings.append(Recording(samples=samples, sample_rate_hz=rate, channels=channels,
+                                    group=group or relative, source=display, label=label,
+                                    sample_labels=sample_labels))
+        rates.append(rate)
+    _check_consistent(recordings, cfg, rates)
+    return recordings
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _channel_names(cfg: DataConfig, n_channels: int, display: str) -> list[str]:
+    if cfg.channels is None:
+        return [f"ch{i}" for i in range(n_channels)]
+    if len(cfg.channels) != n_channels:
+        raise KilomlError(f"the file has {n_channels} channels but [data] channels names "
+                          f"{len(cfg.channels)}", file=display)
+    return list(cfg.channels)
+
+
+def _check_declared_rate(cfg: DataConfig, rate: float, display: str) -> None:
+    if cfg.sample_rate_hz is None:
+        return
+    off = abs(rate - cfg.sample_rate_hz) / cfg.sample_rate_hz
+    if off > RATE_TOLERANCE:
+        raise KilomlError(f"the file says {rate:g} Hz, {off:.0%} off the declared "
+                          f"sample_rate_hz = {cfg.sample_rate_hz:g}", file=display)
+
+
+def _check_consistent(recordings: list[Recording], cfg: DataConfig, rates: list[float]) -> None:
+    first = recordings[0]
+    for r in recordings[1:]:
+        if r.channels != first.channels:
+            raise KilomlError(f"channels {r.channels} differ from {first.channels} in "
+                              f"{first.source}", file=r.source)
+    reference = cfg.sample_rate_hz or float(np.median(rates))
+    for r in recordings:
+        off = abs(r.sample_rate_hz - reference) / reference
+        if off > RATE_TOLERANCE:
+            raise KilomlError(f"sample rate {r.sample_rate_hz:.4g} Hz is {off:.0%} off the "
+                              f"{reference:.4g} Hz of the other recordings", file=r.source)
+        r.sample_rate_hz = reference

@@ -1,0 +1,97 @@
+"""Evaluation splits that cannot leak: by group (subject), never by window.
+
+A held-out test set of whole groups, plus grouped k-fold cross-validation on
+the rest. Every split passes through ``assert_no_leak``, which raises if a group
+or a recording is on both sides.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import GroupKFold
+
+from kiloml.data.windows import WindowSet
+from kiloml.errors import DataLeakError, KilomlError
+from kiloml.project import EvaluationConfig
+
+
+@dataclass
+class Split:
+    train: np.ndarray  # window indices
+    test: np.ndarray
+    test_groups: list[str]
+    folds: list[tuple[np.ndarray, np.ndarray]]  # (train, validation) indices into the windows
+
+
+def assert_no_leak(windows: WindowSet, a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """Raise DataLeakError if any group or recording has windows in both ``a`` and ``b``."""
+    shared_groups = set(windows.group[a]) & set(windows.group[b])
+    if shared_groups:
+        raise DataLeakError(f"{what}: group(s) {sorted(shared_groups)[:5]} on both sides")
+    shared_recs = set(windows.recording[a].tolist()) & set(windows.recording[b].tolist())
+    if shared_recs:
+        raise DataLeakError(f"{what}: recording(s) {sorted(shared_recs)[:5]} on both sides")
+    if len(np.intersect1d(a, b)):
+        raise DataLeakError(f"{what}: the same window on both sides")
+
+
+def choose_test_groups(windows: WindowSet, cfg: EvaluationConfig) -> list[str]:
+    groups = sorted(set(windows.group.tolist()), key=_natural)
+    if cfg.test_groups is not None:
+        missing = [g for g in cfg.test_groups if g not in groups]
+        if missing:
+            shown = ", ".join(groups[:20]) + (" ..." if len(groups) > 20 else "")
+            raise KilomlError(f"test group '{missing[0]}' is not in the data (groups: {shown})",
+                              where="[evaluation] test_groups")
+        if len(set(cfg.test_groups)) == len(groups):
+            raise KilomlError("every group is a test group: none is left for training",
+                              where="[evaluation] test_groups")
+        return list(cfg.test_groups)
+    if len(groups) < 2:
+        raise KilomlError("the data has a single group, so no group can be held out for test; "
+                          "set group_column or group_pattern in [data]",
+                          where="[evaluation]")
+    n_test = max(1, round(cfg.test_fraction * len(groups)))
+    n_test = min(n_test, len(groups) - 1)
+    rng = np.random.default_rng(cfg.seed)
+    # Prefer a draw that leaves every class with training windows.
+    best = None
+    for _ in range(200):
+        pick = sorted(rng.choice(groups, size=n_test, replace=False).tolist(), key=_natural)
+        train_classes = set(windows.y[~np.isin(windows.group, pick)].tolist())
+        if best is None:
+            best = pick
+        if len(train_classes) == len(windows.class_names):
+            return pick
+    return best  # type: ignore[return-value]
+
+
+def make_split(windows: WindowSet, cfg: EvaluationConfig) -> Split:
+    test_groups = choose_test_groups(windows, cfg)
+    is_test = np.isin(windows.group, test_groups)
+    train = np.flatnonzero(~is_test)
+    test = np.flatnonzero(is_test)
+    assert_no_leak(windows, train, test, "test split")
+    for k, name in enumerate(windows.class_names):
+        if not np.any(windows.y[train] == k):
+            raise KilomlError(f"class '{name}' has no training windows: all of them are in the "
+                              f"test groups {test_groups}", where="[evaluation]")
+    folds: list[tuple[np.ndarray, np.ndarray]] = []
+    train_groups = sorted(set(windows.group[train].tolist()))
+    n_folds = min(cfg.cv_folds, len(train_groups))
+    if n_folds >= 2:
+        splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=cfg.seed)
+        for fit_idx, val_idx in splitter.split(train, groups=windows.group[train]):
+            fold = (train[fit_idx], train[val_idx])
+            assert_no_leak(windows, fold[0], fold[1], f"cross-validation fold {len(folds)}")
+            folds.append(fold)
+    return Split(train=train, test=test, test_groups=test_groups, folds=folds)
+
+
+def _natural(text: str) -> tuple:
+    """Sort '2' before '10'."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                 for p in re.split(r"(\d+)", text) if p)

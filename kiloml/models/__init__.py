@@ -1,0 +1,1 @@
+"""Classical models (trees) and their exact C emission."""

@@ -1,0 +1,345 @@
+"""The project file, ``kiloml.toml``: schema, loading and one-line errors.
+
+Every section is a pydantic model that forbids unknown keys. Unknown keys are
+found before pydantic runs so the error can name the line and suggest the
+closest known key ("did you mean ...").
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kiloml.errors import KilomlError
+
+STATISTICS = (
+    "mean",
+    "std",
+    "min",
+    "max",
+    "rms",
+    "peak_to_peak",
+    "zero_crossing_rate",
+    "mean_crossing_rate",
+    "skewness",
+    "kurtosis",
+)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """Where recordings come from and how to read them."""
+
+    source: Literal["csv", "wav", "npy", "watch", "basic-motions"]
+    path: str | None = None
+    glob: str | None = None
+    channels: list[str] | None = None
+    sample_rate_hz: float | None = Field(default=None, gt=0)
+    timestamp_column: str | None = None
+    timestamp_unit: Literal["s", "ms"] = "s"
+    label_column: str | None = None
+    label_pattern: str | None = None
+    label_from_folder: bool = False
+    group_column: str | None = None
+    group_pattern: str | None = None
+    min_label_coverage: float = Field(default=0.8, gt=0.5, le=1.0)
+    short_recordings: Literal["error", "skip"] = "error"
+
+    @field_validator("label_pattern", "group_pattern")
+    @classmethod
+    def _regex_compiles(cls, value: str | None, info: Any) -> str | None:
+        if value is None:
+            return value
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        group = "label" if info.field_name == "label_pattern" else "group"
+        if group not in compiled.groupindex:
+            raise ValueError(f"needs a named group (?P<{group}>...)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        files = self.source in ("csv", "wav", "npy")
+        if files and not self.path:
+            raise ValueError(f"source '{self.source}' needs 'path' (a file or a folder)")
+        if not files:
+            for key in ("path", "glob", "label_column", "label_pattern", "group_column",
+                        "group_pattern", "timestamp_column"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' does not apply to the built-in data set "
+                                     f"'{self.source}'")
+            if self.label_from_folder:
+                raise ValueError(f"'label_from_folder' does not apply to '{self.source}'")
+        if files:
+            sources = [self.label_column is not None, self.label_pattern is not None,
+                       self.label_from_folder]
+            if sum(sources) != 1:
+                raise ValueError("set exactly one of label_column, label_pattern, "
+                                 "label_from_folder")
+            if self.group_column is not None and self.group_pattern is not None:
+                raise ValueError("set at most one of group_column, group_pattern")
+        if self.source != "csv":
+            for key in ("timestamp_column", "group_column"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' applies to CSV files only")
+        if self.source == "wav" and self.label_column is not None:
+            raise ValueError("WAV files have no label column: use label_pattern or "
+                             "label_from_folder")
+        return self
+
+
+class WindowConfig(Section):
+    window_ms: float = Field(gt=0)
+    stride_ms: float = Field(gt=0)
+
+
+class StatisticsStageConfig(Section):
+    stage: Literal["statistics"]
+    statistics: list[Literal[STATISTICS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(STATISTICS))
+
+    @field_validator("statistics")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("choose at least one statistic")
+        if len(set(value)) != len(value):
+            raise ValueError("a statistic is listed twice")
+        return value
+
+
+FeatureStageConfig = Annotated[StatisticsStageConfig, Field(discriminator="stage")]
+
+FEATURE_STAGES: dict[str, type[Section]] = {"statistics": StatisticsStageConfig}
+
+
+class TreeModelConfig(Section):
+    kind: Literal["random_forest", "extra_trees", "decision_tree"]
+    n_estimators: int = Field(default=20, ge=1, le=1000)
+    max_depth: int | None = Field(default=None, ge=1, le=64)
+    min_samples_leaf: int = Field(default=1, ge=1)
+    max_features: Literal["sqrt", "log2"] | float | None = "sqrt"
+    class_weight: Literal["balanced"] | None = None
+    random_state: int = 0
+
+
+class EvaluationConfig(Section):
+    test_groups: list[str] | None = None
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    cv_folds: int = Field(default=5, ge=0, le=50)
+    seed: int = 0
+
+    @field_validator("test_groups", mode="before")
+    @classmethod
+    def _groups_as_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2")
+        return value
+
+
+class TargetConfig(Section):
+    name: str = "cortex-m4f"
+    ram_budget_bytes: int | None = Field(default=None, gt=0)
+    flash_budget_bytes: int | None = Field(default=None, gt=0)
+    warn_fraction: float = Field(default=0.7, gt=0, le=1)
+
+
+class OutputConfig(Section):
+    dir: str | None = None
+
+
+class Project(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: DataConfig
+    window: WindowConfig
+    features: list[FeatureStageConfig] = Field(
+        default_factory=lambda: [StatisticsStageConfig(stage="statistics")])
+    model: TreeModelConfig
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+class LoadedProject(BaseModel):
+    """A validated project plus where it came from (paths resolve against ``root``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: Project
+    path: Path
+    root: Path
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def output_dir(self) -> Path:
+        if self.config.output.dir:
+            return self.resolve(self.config.output.dir)
+        return Path.cwd() / "build" / self.config.name
+
+
+# --- loading ---------------------------------------------------------------
+
+
+def load_project(path: str | Path) -> LoadedProject:
+    """Read and validate a project file (or a folder holding ``kiloml.toml``)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "kiloml.toml"
+    if not p.exists():
+        raise KilomlError("project file not found", file=p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KilomlError(f"cannot read project file: {exc}", file=p) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise KilomlError(f"invalid TOML: {msg}", file=p, line=line) from None
+    _check_unknown_keys(raw, Project, (), text, p)
+    try:
+        config = Project.model_validate(raw)
+    except ValidationError as exc:
+        raise _validation_error(exc, text, p) from None
+    from kiloml.targets.profiles import load_profile
+
+    try:
+        load_profile(config.target.name)
+    except KilomlError as exc:
+        raise KilomlError(exc.message, file=p, line=_find_key_line(text, ("target",), "name"),
+                          where="[target] name") from None
+    return LoadedProject(config=config, path=p.resolve(), root=p.resolve().parent)
+
+
+def _toml_error_line(message: str) -> int | None:
+    m = re.search(r"at line (\d+)", message)
+    return int(m.group(1)) if m else None
+
+
+def _section_models(annotation: Any, value: Any) -> type[BaseModel] | None:
+    """The model class that validates ``value`` for a field with ``annotation``."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _section_models(typing.get_args(annotation)[0], value)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for arg in typing.get_args(annotation):
+            found = _section_models(arg, value)
+            if found is not None:
+                return found
+    return None
+
+
+def _check_unknown_keys(raw: Any, model: type[BaseModel], where: tuple[str, ...], text: str,
+                        path: Path) -> None:
+    if not isinstance(raw, dict):
+        return
+    fields = model.model_fields
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else \
+                f" (known keys: {', '.join(fields)})"
+            section = f"[{'.'.join(where)}] " if where else ""
+            raise KilomlError(f"{section}unknown key '{key}'{hint}", file=path,
+                              line=_find_key_line(text, where, key))
+        annotation = fields[key].annotation
+        if key == "features" and model is Project:
+            for i, item in enumerate(value if isinstance(value, list) else []):
+                stage = item.get("stage") if isinstance(item, dict) else None
+                if stage in FEATURE_STAGES:
+                    _check_unknown_keys(item, FEATURE_STAGES[stage], (*where, f"features.{i}"),
+                                        text, path)
+            continue
+        sub = _section_models(annotation, value)
+        if sub is not None:
+            _check_unknown_keys(value, sub, (*where, key), text, path)
+
+
+def _find_key_line(text: str, where: tuple[str, ...], key: str | int | None) -> int | None:
+    """Best-effort line number of ``key`` inside the table ``where``."""
+    lines = text.splitlines()
+    start = 0
+    if where:
+        head = where[0]
+        m = re.fullmatch(r"features\.(\d+)", head) if isinstance(head, str) else None
+        if m:
+            n = int(m.group(1))
+            seen = -1
+            for i, line in enumerate(lines):
+                if re.match(r"^\s*\[\[\s*features\s*\]\]", line):
+                    seen += 1
+                    if seen == n:
+                        start = i + 1
+                        break
+        else:
+            dotted = r"\.".join(re.escape(str(w)) for w in where)
+            for i, line in enumerate(lines):
+                if re.match(rf"^\s*\[\s*{dotted}\s*\]", line):
+                    start = i + 1
+                    break
+    if key is None:
+        return start or None
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(str(key))}[\"']?\s*=")
+    for i in range(start, len(lines)):
+        if i > start and re.match(r"^\s*\[", lines[i]) and where:
+            break
+        if pattern.match(lines[i]):
+            return i + 1
+    return start or None
+
+
+def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlError:
+    err = exc.errors()[0]
+    loc = tuple(str(x) for x in err["loc"])
+    # Drop pydantic's union/discriminator tags such as 'statistics' in features.0.statistics
+    cleaned: list[str] = []
+    for part in loc:
+        if cleaned and cleaned[-1] == "features" and part.isdigit():
+            cleaned[-1] = f"features.{part}"
+            continue
+        cleaned.append(part)
+    if len(cleaned) >= 2 and cleaned[0].startswith("features.") and cleaned[1] in FEATURE_STAGES:
+        cleaned.pop(1)
+    msg = err["msg"]
+    msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
+    if err["type"] == "missing":
+        section = ".".join(cleaned[:-1])
+        where = f"[{section}] " if section else ""
+        line = _find_key_line(text, tuple(cleaned[:-1]), None) if section else None
+        return KilomlError(f"{where}missing required key '{cleaned[-1]}'", file=path, line=line)
+    if len(cleaned) == 1 and cleaned[0] in Project.model_fields and \
+            Project.model_fields[cleaned[0]].annotation is not str and err["type"].startswith(
+                ("model_", "value_error")):
+        # error on the whole section (a cross-field rule)
+        line = _find_key_line(text, (cleaned[0],), None)
+        return KilomlError(f"[{cleaned[0]}] {msg}", file=path, line=line)
+    section, key = tuple(cleaned[:-1]), cleaned[-1] if cleaned else None
+    line = _find_key_line(text, section, key)
+    value = err.get("input")
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    where = f"[{'.'.join(section)}] " if section else ""
+    return KilomlError(f"{where}{key}: {msg}{shown}", file=path, line=line)

@@ -1,0 +1,190 @@
+"""The HTML report: one self-contained file with the figures people look at."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from kiloml.pipeline import Pipeline
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
+margin:2em auto;color:#222;padding:0 1em}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:.3em .7em;
+text-align:right}th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}
+.ok{color:#1a7f37;font-weight:600}.warn{color:#9a6700;font-weight:600}
+.fail{color:#cf222e;font-weight:600}.figs{display:flex;flex-wrap:wrap;gap:1em}
+.muted{color:#666}img{max-width:100%}
+"""
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def confusion_figure(cm: list[list[int]], names: list[str]) -> str:
+    m = np.asarray(cm, dtype=float)
+    rows = m.sum(axis=1, keepdims=True)
+    frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    size = max(4.0, 0.6 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center",
+                    color="white" if frac[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (held-out test windows)")
+    return _png(fig)
+
+
+def bar_figure(labels: list[str], values: list[float], title: str, xlabel: str,
+               reference: float | None = None, fmt: str = "{:.2f}") -> str:
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(labels) + 1.2))
+    y = np.arange(len(labels))
+    ax.barh(y, values, color="#4c72b0")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    for yi, v in zip(y, values, strict=True):
+        ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=8)
+    if reference is not None:
+        ax.axvline(reference, color="#cf222e", ls="--", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _png(fig)
+
+
+def budget_figure(resources: dict) -> str:
+    fig, ax = plt.subplots(figsize=(6, 2.2))
+    labels, used = [], []
+    for target, r in resources.items():
+        labels += [f"{target} flash", f"{target} RAM"]
+        used += [100 * r["flash_fraction"], 100 * r["ram_fraction"]]
+    y = np.arange(len(labels))
+    colors = ["#cf222e" if u > 100 else "#d4a72c" if u > 70 else "#1a7f37" for u in used]
+    ax.barh(y, used, color=colors)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.axvline(100, color="#cf222e", lw=1)
+    ax.axvline(70, color="#d4a72c", lw=1, ls="--")
+    for yi, u in zip(y, used, strict=True):
+        ax.text(u, yi, f" {u:.1f}%", va="center", fontsize=8)
+    ax.set_xlim(0, max(110, max(used) * 1.15))
+    ax.set_xlabel("% of budget")
+    ax.set_title("Library size against the target budget")
+    return _png(fig)
+
+
+def _status(ok: bool | str) -> str:
+    if ok is True or ok == "ok":
+        return '<span class="ok">ok</span>'
+    if ok == "warn":
+        return '<span class="warn">warn</span>'
+    return '<span class="fail">FAIL</span>'
+
+
+def _table(rows: list[tuple], header: tuple | None = None) -> str:
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def write_report(metrics: dict, pipeline: Pipeline, path: Path) -> None:
+    ev = metrics["evaluation"]
+    data = metrics["data"]
+    par = metrics["parity"]["host"]
+    names = ev["class_names"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>kiloml: "
+             f"{html.escape(metrics['project'])}</title><style>{STYLE}</style></head><body>",
+             f"<h1>kiloml report: {html.escape(metrics['project'])}</h1>",
+             f"<p class='muted'>kiloml {metrics['kiloml_version']} &middot; "
+             f"{data['n_recordings']} recordings, {data['n_windows']} windows of "
+             f"{data['window_ms']:g} ms every {data['stride_ms']:g} ms at "
+             f"{data['sample_rate_hz']:g} Hz, {len(data['channels'])} channels, "
+             f"{len(names)} classes</p>"]
+
+    parts.append("<h2>Held-out test</h2>")
+    parts.append(_table([
+        ("accuracy", f"{ev['accuracy']:.4f}"),
+        ("balanced accuracy", f"{ev['balanced_accuracy']:.4f}"),
+        ("macro F1", f"{ev['macro_f1']:.4f}"),
+        ("test windows", ev["n_test_windows"]),
+        ("test groups (never seen in training)", html.escape(", ".join(ev["test_groups"]))),
+        ("training windows", ev["n_train_windows"]),
+    ]))
+    cv = ev["cross_validation"]
+    if cv.get("folds"):
+        parts.append(f"<p>Grouped {cv['folds']}-fold cross-validation on the training groups: "
+                     f"accuracy {cv['accuracy_mean']:.4f} &plusmn; {cv['accuracy_std']:.4f}</p>")
+    groups = ev["per_group_accuracy"]
+    figs = [confusion_figure(ev["confusion_matrix"], names),
+            bar_figure(list(groups), [g["accuracy"] for g in groups.values()],
+                       "Accuracy per held-out group", "accuracy", reference=ev["accuracy"])]
+    if cv.get("folds"):
+        figs.append(bar_figure([f"fold {i}" for i in range(cv["folds"])],
+                               cv["accuracy_per_fold"], "Cross-validation accuracy per fold",
+                               "accuracy", reference=cv["accuracy_mean"]))
+    parts.append("<div class='figs'>" + "".join(figs) + "</div>")
+
+    parts.append("<h2>Parity: C library against Python</h2>")
+    st = par["streaming"]
+    parts.append(_table([
+        ("held-out windows, kml_classify", f"{par['decisions_equal']} / {par['n']} decisions equal",
+         f"max |score diff| {par['max_abs_score_diff']:.2e}", _status(par["all_decisions_equal"])),
+        ("features", "bit-exact" if par["features_bit_exact"] else "differ",
+         f"max |diff| {par['max_abs_feature_diff']:.2e}", _status(par["features_bit_exact"])),
+        ("streaming, kml_push_sample", f"{st['decisions_equal']} / {st['n_windows']} decisions "
+         f"equal on {st['n_recordings']} recordings",
+         "same windows" if st["windows_equal"] else "windows differ",
+         _status(st["all_decisions_equal"])),
+    ], header=("check", "result", "detail", "status")))
+
+    parts.append("<h2>Resources against the budget</h2>")
+    rows = []
+    for target, r in metrics["resources"].items():
+        rows.append((html.escape(target), f"{r['flash_bytes']:,} B",
+                     f"{r['flash_budget_bytes']:,} B", f"{r['ram_bytes']:,} B",
+                     f"{r['ram_budget_bytes']:,} B",
+                     html.escape(r["measured_on"]), _status(r["status"])))
+    parts.append(_table(rows, header=("target", "flash", "flash budget", "RAM", "RAM budget",
+                                      "measured on", "status")))
+    for r in metrics["resources"].values():
+        for note in r["notes"]:
+            parts.append(f"<p class='warn'>{html.escape(note)}</p>")
+    parts.append(budget_figure(metrics["resources"]))
+
+    parts.append("<h2>Model and features</h2>")
+    model = metrics["model"]
+    parts.append(_table([(html.escape(k), html.escape(str(v))) for k, v in model.items()]))
+    est = pipeline.model.estimator
+    if hasattr(est, "feature_importances_"):
+        feature_names = pipeline.feature_names()
+        imp = np.asarray(est.feature_importances_)
+        top = np.argsort(imp)[::-1][:15]
+        parts.append(bar_figure([feature_names[i] for i in top], [float(imp[i]) for i in top],
+                                "Most important features", "impurity importance",
+                                fmt="{:.3f}"))
+    parts.append("<h2>Data</h2>")
+    parts.append(bar_figure(names, [float(v) for v in data["windows_per_class"]],
+                            "Windows per class (all data)", "windows", fmt="{:.0f}"))
+    parts.append("</body></html>")
+    path.write_text("\n".join(parts))

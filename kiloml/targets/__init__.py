@@ -1,0 +1,1 @@
+"""MCU target profiles (data files) and budget checks."""

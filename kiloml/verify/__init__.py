@@ -1,0 +1,1 @@
+"""Build the generated library, run it, and compare it with the Python reference."""

@@ -1,0 +1,109 @@
+/* kiloml host verification harness: runs the generated library on files.
+ *
+ *   host_main windows IN OUT   IN: int32 n, then n windows of
+ *                              KML_WINDOW_SAMPLES x KML_CHANNELS float32.
+ *                              OUT per window: int32 label, float32 scores[KML_CLASSES],
+ *                              float32 features[KML_FEATURES].
+ *   host_main stream IN OUT    IN: int32 n_recordings, then per recording int32
+ *                              n_samples and n_samples x KML_CHANNELS float32.
+ *                              OUT per completed window: int32 recording, int32 sample
+ *                              index of the window's last sample, int32 label,
+ *                              float32 scores[KML_CLASSES].
+ * Little-endian host byte order throughout. Exit code 0 on success.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "kiloml_model.h"
+
+static float window_buf[KML_WINDOW_SAMPLES * KML_CHANNELS];
+static float feature_buf[KML_FEATURES];
+
+static int read_exact(FILE *f, void *dst, size_t size, size_t count)
+{
+    return fread(dst, size, count, f) == count;
+}
+
+static int write_exact(FILE *f, const void *src, size_t size, size_t count)
+{
+    return fwrite(src, size, count, f) == count;
+}
+
+static int run_windows(FILE *in, FILE *out)
+{
+    int32_t n, i;
+    kml_result_t result;
+    if (!read_exact(in, &n, sizeof n, 1)) {
+        return 1;
+    }
+    for (i = 0; i < n; ++i) {
+        if (!read_exact(in, window_buf, sizeof(float), KML_WINDOW_SAMPLES * KML_CHANNELS)) {
+            return 1;
+        }
+        kml_compute_features(window_buf, feature_buf);
+        kml_classify(window_buf, &result);
+        if (!write_exact(out, &result.label, sizeof(int32_t), 1) ||
+            !write_exact(out, result.scores, sizeof(float), KML_CLASSES) ||
+            !write_exact(out, feature_buf, sizeof(float), KML_FEATURES)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int run_stream(FILE *in, FILE *out)
+{
+    int32_t n_recordings, r, n_samples, s;
+    float sample[KML_CHANNELS];
+    kml_result_t result;
+    if (!read_exact(in, &n_recordings, sizeof n_recordings, 1)) {
+        return 1;
+    }
+    for (r = 0; r < n_recordings; ++r) {
+        if (!read_exact(in, &n_samples, sizeof n_samples, 1)) {
+            return 1;
+        }
+        kml_reset();
+        for (s = 0; s < n_samples; ++s) {
+            if (!read_exact(in, sample, sizeof(float), KML_CHANNELS)) {
+                return 1;
+            }
+            if (kml_push_sample(sample)) {
+                if (kml_classify_latest(&result) < 0) {
+                    return 1;
+                }
+                if (!write_exact(out, &r, sizeof r, 1) || !write_exact(out, &s, sizeof s, 1) ||
+                    !write_exact(out, &result.label, sizeof(int32_t), 1) ||
+                    !write_exact(out, result.scores, sizeof(float), KML_CLASSES)) {
+                    return 1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    FILE *in, *out;
+    int status;
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s windows|stream IN OUT\n", argv[0]);
+        return 2;
+    }
+    in = fopen(argv[2], "rb");
+    out = fopen(argv[3], "wb");
+    if (!in || !out) {
+        fprintf(stderr, "cannot open input or output file\n");
+        return 2;
+    }
+    status = strcmp(argv[1], "stream") == 0 ? run_stream(in, out) : run_windows(in, out);
+    fclose(in);
+    if (fclose(out) != 0) {
+        status = 1;
+    }
+    if (status) {
+        fprintf(stderr, "harness: short read or write\n");
+    }
+    return status;
+}

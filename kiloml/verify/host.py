@@ -1,0 +1,99 @@
+"""Level 1 verification: build the library with the host gcc, run it, compare with Python."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kiloml.codegen.library import STRICT_CFLAGS, FirmwareLibrary
+from kiloml.errors import ToolchainError
+
+HARNESS_DIR = Path(__file__).resolve().parent / "harness"
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g"]
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise ToolchainError(f"'{name}' is not installed; install the Debian package "
+                             f"'{package}' (make setup does it as root)")
+    return path
+
+
+def build_host(library: FirmwareLibrary, build_dir: Path, *, sanitize: bool = False,
+               optimize: str = "-O2") -> Path:
+    """Compile library + host harness with the strict flags; returns the executable."""
+    cc = require_tool("gcc", "gcc")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    exe = build_dir / ("host_main_sanitized" if sanitize else "host_main")
+    cmd = [cc, *STRICT_CFLAGS, optimize, f"-I{library.directory}",
+           *(SANITIZE_FLAGS if sanitize else []),
+           *[str(s) for s in library.sources], str(HARNESS_DIR / "host_main.c"),
+           "-lm", "-o", str(exe)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["(no output)"])[0]
+        raise ToolchainError(f"host build of the generated library failed: {first}")
+    return exe
+
+
+@dataclass
+class WindowOutputs:
+    labels: np.ndarray  # int32 [N]
+    scores: np.ndarray  # float32 [N, K]
+    features: np.ndarray  # float32 [N, F]
+
+
+@dataclass
+class StreamEvents:
+    recording: np.ndarray  # int32 [M]
+    last_sample: np.ndarray  # int32 [M]
+    labels: np.ndarray  # int32 [M]
+    scores: np.ndarray  # float32 [M, K]
+
+
+def _run(exe: Path, mode: str, payload: bytes, work: Path) -> bytes:
+    work.mkdir(parents=True, exist_ok=True)
+    src, dst = work / f"{mode}.in", work / f"{mode}.out"
+    src.write_bytes(payload)
+    result = subprocess.run([str(exe), mode, str(src), str(dst)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise ToolchainError(f"{exe.name} {mode} failed (exit {result.returncode}): "
+                             f"{result.stderr.strip()[:300]}")
+    data = dst.read_bytes()
+    src.unlink()
+    dst.unlink()
+    return data
+
+
+def run_windows(exe: Path, windows: np.ndarray, n_classes: int, n_features: int,
+                work: Path) -> WindowOutputs:
+    x = np.ascontiguousarray(windows, dtype="<f4")
+    payload = np.int32(len(x)).astype("<i4").tobytes() + x.tobytes()
+    raw = _run(exe, "windows", payload, work)
+    record = np.dtype([("label", "<i4"), ("scores", "<f4", (n_classes,)),
+                       ("features", "<f4", (n_features,))])
+    out = np.frombuffer(raw, dtype=record)
+    if len(out) != len(x):
+        raise ToolchainError(f"harness returned {len(out)} results for {len(x)} windows")
+    return WindowOutputs(out["label"].copy(), out["scores"].copy(), out["features"].copy())
+
+
+def run_stream(exe: Path, recordings: list[np.ndarray], n_classes: int,
+               work: Path) -> StreamEvents:
+    parts = [np.int32(len(recordings)).astype("<i4").tobytes()]
+    for samples in recordings:
+        s = np.ascontiguousarray(samples, dtype="<f4")
+        parts.append(np.int32(len(s)).astype("<i4").tobytes())
+        parts.append(s.tobytes())
+    raw = _run(exe, "stream", b"".join(parts), work)
+    record = np.dtype([("recording", "<i4"), ("sample", "<i4"), ("label", "<i4"),
+                       ("scores", "<f4", (n_classes,))])
+    out = np.frombuffer(raw, dtype=record)
+    return StreamEvents(out["recording"].copy(), out["sample"].copy(), out["label"].copy(),
+                        out["scores"].copy())
