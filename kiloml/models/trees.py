@@ -57,6 +57,7 @@ class ForestTables:
     threshold: np.ndarray  # float32 [n_nodes]
     left: np.ndarray  # int16 [n_nodes]
     right: np.ndarray  # int16 [n_nodes]
+    missing_left: np.ndarray  # uint8 bitmap [ceil(n_nodes / 8)]: NaN goes left at node i
     leaf_proba: np.ndarray  # float64 [n_mixed, n_classes] (class fractions as sklearn holds them)
     leaf_num: np.ndarray  # uint8/uint16 [n_mixed, n_classes] or empty
     leaf_den: np.ndarray  # uint8/uint16 [n_mixed] or empty
@@ -94,7 +95,11 @@ class ForestTables:
         index_bytes = 1 if self.n_features <= 256 else 2
         leaves = {0: 0, 1: self.leaf_num.nbytes + self.leaf_den.nbytes,
                   2: self.leaf_proba.nbytes}[self.score_mode]
-        return 4 * self.n_trees + self.n_nodes * (index_bytes + 4 + 2 + 2) + leaves
+        return (4 * self.n_trees + self.n_nodes * (index_bytes + 4 + 2 + 2) + leaves
+                + self.missing_left.nbytes)
+
+    def nan_goes_left(self, node: int) -> bool:
+        return bool((self.missing_left[node >> 3] >> (node & 7)) & 1)
 
     def leaf(self, tree: int, x: np.ndarray) -> int:
         """The C kernel's walk in Python (used by tests)."""
@@ -104,7 +109,9 @@ class ForestTables:
         node = 0
         while True:
             i = base + node
-            nxt = self.left[i] if x[self.feature[i]] <= self.threshold[i] else self.right[i]
+            v = x[self.feature[i]]
+            go_left = v <= self.threshold[i] or (np.isnan(v) and self.nan_goes_left(i))
+            nxt = self.left[i] if go_left else self.right[i]
             if nxt < 0:
                 return -int(nxt) - 1
             node = int(nxt)
@@ -138,6 +145,7 @@ def forest_tables(estimators: list[DecisionTreeClassifier], n_classes: int,
     threshold: list[np.float32] = []
     left: list[int] = []
     right: list[int] = []
+    missing_left: list[bool] = []
     mixed: dict[bytes, int] = {}
     mixed_rows: list[np.ndarray] = []
     mixed_weights: list[float] = []
@@ -183,6 +191,9 @@ def forest_tables(estimators: list[DecisionTreeClassifier], n_classes: int,
             threshold.append(float32_threshold(float(tree.threshold[node])))
             left.append(ref(int(children_left[node])))
             right.append(ref(int(children_right[node])))
+            # sklearn sends NaN to the side that saw missing values in training, or
+            # else to the child with more samples; the C kernel does the same.
+            missing_left.append(bool(tree.missing_go_to_left[node]))
 
     leaf_proba = np.array(mixed_rows, dtype=np.float64).reshape(-1, n_classes)
     leaf_num, leaf_den = integer_fractions(leaf_proba, np.array(mixed_weights))
@@ -194,6 +205,7 @@ def forest_tables(estimators: list[DecisionTreeClassifier], n_classes: int,
         threshold=np.array(threshold, dtype=np.float32),
         left=np.array(left, dtype=np.int16),
         right=np.array(right, dtype=np.int16),
+        missing_left=np.packbits(np.array(missing_left, dtype=bool), bitorder="little"),
         leaf_proba=leaf_proba,
         leaf_num=leaf_num,
         leaf_den=leaf_den,
@@ -257,6 +269,7 @@ class TreeModel:
             c_array("float", f"{p}threshold", t.threshold, fmt=c_float, per_line=6),
             c_array("int16_t", f"{p}left", t.left, per_line=12),
             c_array("int16_t", f"{p}right", t.right, per_line=12),
+            c_array("uint8_t", f"{p}missing_left", t.missing_left, per_line=16),
         ]
         leaf_refs = "NULL, NULL, NULL"
         if mode == 1:
@@ -270,7 +283,7 @@ class TreeModel:
         constants.append(
             f"static const kml_forest_t {p}forest = {{\n"
             f"    {t.n_trees}, {t.n_classes}, {t.max_depth},\n"
-            f"    {p}roots, {p}feature, {p}threshold, {p}left, {p}right,\n"
+            f"    {p}roots, {p}feature, {p}threshold, {p}left, {p}right, {p}missing_left,\n"
             f"    {leaf_refs}\n}};\n")
         config = [
             f"#define KML_TREE_FEATURE_T {t.feature_ctype}",

@@ -10,8 +10,10 @@ int32_t kml_forest_leaf(const kml_forest_t *forest, int32_t tree, const float *x
     }
     for (depth = 0; depth < forest->max_depth; ++depth) {
         const int32_t i = base + node;
-        const int32_t next = (x[forest->feature[i]] <= forest->threshold[i]) ? forest->left[i]
-                                                                               : forest->right[i];
+        const float v = x[forest->feature[i]];
+        const int go_left = (v <= forest->threshold[i]) ||
+                            (v != v && ((forest->missing_left[i >> 3] >> (i & 7)) & 1u));
+        const int32_t next = go_left ? forest->left[i] : forest->right[i];
         if (next < 0) {
             return -next - 1;
         }

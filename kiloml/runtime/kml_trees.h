@@ -41,6 +41,8 @@ typedef struct {
     const float *threshold;             /* per internal node: go left when x <= threshold */
     const int16_t *left;                /* child node relative to the tree's first node, */
     const int16_t *right;               /* or -(leaf payload + 1) for a leaf */
+    const uint8_t *missing_left;        /* bit i (LSB first): a NaN feature goes left at
+                                           node i, as scikit-learn routes missing values */
     /* Leaf payload < n_classes: a pure leaf of that class; otherwise row
      * (payload - n_classes) of the mixed-leaf table: */
     const KML_TREE_FRACTION_T *leaf_num; /* KML_TREE_PROBA 1: [rows][n_classes] numerators */

@@ -1,0 +1,126 @@
+"""Shared helpers: small real-format projects written into a temporary folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kiloml.cli import app
+
+RATE_HZ = 50.0
+CLASSES = {"idle": 0.0, "walk": 2.0, "shake": 7.0}  # dominant frequency in Hz
+SUBJECTS = ["s1", "s2", "s3", "s4"]
+
+PROJECT_TOML = """\
+name = "{name}"
+
+[data]
+source = "csv"
+path = "data"
+sample_rate_hz = 50
+timestamp_column = "t"
+label_from_folder = true
+group_pattern = "(?P<group>s\\\\d+)_"
+
+[window]
+window_ms = 1000
+stride_ms = 500
+
+[[features]]
+stage = "statistics"
+
+[model]
+kind = "random_forest"
+n_estimators = 5
+max_depth = 6
+
+[evaluation]
+test_groups = ["s4"]
+cv_folds = 3
+
+[target]
+name = "cortex-m4f"
+
+[output]
+dir = "out"
+"""
+
+
+def signal(label: str, seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE_HZ)) / RATE_HZ
+    f = CLASSES[label]
+    base = np.sin(2 * np.pi * f * t) if f else np.zeros_like(t)
+    ax = base + 0.2 * rng.standard_normal(len(t))
+    ay = 0.5 * base + 0.2 * rng.standard_normal(len(t)) + 1.0
+    az = 0.1 * rng.standard_normal(len(t)) - 0.3 * (f > 0)
+    return np.column_stack([t, ax, ay, az])
+
+
+def csv_text(rows: np.ndarray, header: str = "t,ax,ay,az") -> str:
+    lines = [header] + [",".join(f"{v:.6f}" for v in row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class CsvProject:
+    root: Path
+    toml: Path
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    def file(self, label: str, subject: str) -> Path:
+        return self.root / "data" / label / f"{subject}_rec.csv"
+
+    def set_toml(self, old: str, new: str) -> None:
+        text = self.toml.read_text()
+        assert old in text, old
+        self.toml.write_text(text.replace(old, new))
+
+
+@pytest.fixture
+def csv_project(tmp_path: Path) -> CsvProject:
+    """Three activities x four subjects, one 8 s CSV recording each, with timestamps."""
+    seed = 0
+    for label in CLASSES:
+        for subject in SUBJECTS:
+            path = tmp_path / "data" / label / f"{subject}_rec.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(csv_text(signal(label, 8.0, seed)))
+            seed += 1
+    toml = tmp_path / "kiloml.toml"
+    toml.write_text(PROJECT_TOML.format(name="toy"))
+    return CsvProject(tmp_path, toml)
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> CliResult:
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def assert_user_error(result: CliResult, *fragments: str) -> str:
+    """Exit code 2, one line on stderr holding every fragment, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.stderr, result.stdout)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    line = lines[0]
+    assert line.startswith("kiloml: error: "), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
