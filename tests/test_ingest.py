@@ -246,3 +246,48 @@ def test_channel_subset_of_public_data(tmp_path: Path) -> None:
     assert recs[0].channels == ["az", "wx"] and recs[0].samples.shape[1] == 2
     with pytest.raises(KilomlError, match="channel 'q' is not in the 'watch' data set"):
         load(tmp_path, 'source = "watch"\nchannels = ["q"]')
+
+
+# --- CSV dialects seen in the wild --------------------------------------------------
+
+
+def test_timestamp_column_found_by_name(tmp_path: Path) -> None:
+    d = tmp_path / "walk"
+    d.mkdir()
+    (d / "x.csv").write_text("# logger v2.1, device 42\nTime_ms,accX,accY\n"
+                             + "".join(f"{1000 + 20 * i},{i},{-i}\n" for i in range(30)))
+    (r,) = load(tmp_path, 'source = "csv"\npath = "walk"\nlabel_from_folder = true')
+    assert r.channels == ["accX", "accY"]  # the time column is not a feature
+    assert r.sample_rate_hz == pytest.approx(50.0)
+
+
+def test_iso_datetime_timestamps(tmp_path: Path) -> None:
+    d = tmp_path / "walk"
+    d.mkdir()
+    stamps = np.datetime64("2024-03-01T12:00:00") + np.arange(40) * np.timedelta64(40, "ms")
+    (d / "x.csv").write_text("timestamp,a\n" + "".join(f"{s},{i}\n" for i, s in
+                                                        enumerate(stamps)))
+    (r,) = load(tmp_path, 'source = "csv"\npath = "walk"\nsample_rate_hz = 25\n'
+                          'label_from_folder = true')
+    assert r.channels == ["a"] and r.n_samples == 40
+
+
+def test_semicolons_with_decimal_commas(tmp_path: Path) -> None:
+    d = tmp_path / "walk"
+    d.mkdir()
+    (d / "x.csv").write_text("a;b\n1,5;-2,25\n3,0;4\n")
+    (r,) = load(tmp_path, 'source = "csv"\npath = "walk"\nsample_rate_hz = 5\n'
+                          'label_from_folder = true')
+    np.testing.assert_array_equal(r.samples, np.float32([[1.5, -2.25], [3.0, 4.0]]))
+
+
+def test_gap_in_timestamps_is_named(tmp_path: Path) -> None:
+    d = tmp_path / "walk"
+    d.mkdir()
+    t = np.arange(100) * 0.02
+    t[60:] += 0.5  # half a second lost
+    (d / "x.csv").write_text("t,a\n" + "".join(f"{v:.3f},{i}\n" for i, v in enumerate(t)))
+    with pytest.raises(KilomlError, match=r"x\.csv: column 't'.*gaps \(the longest, 0\.52 s, "
+                                          r"ends on line 62\)"):
+        load(tmp_path, 'source = "csv"\npath = "walk"\nsample_rate_hz = 50\n'
+                       'label_from_folder = true')

@@ -1,13 +1,18 @@
 """CSV recordings: a header of channel names, one row per sample.
 
-Optional columns: a timestamp (seconds or milliseconds) from which the sample
-rate is derived and checked, a per-sample label, and a group (subject,
-session, device) that must be constant within one file.
+Optional columns: a timestamp (seconds, milliseconds or ISO 8601 date-times)
+from which the sample rate is derived and checked, a per-sample label, and a
+group (subject, session, device) that must be constant within one file.
+
+Accepted dialects: comma, semicolon or tab delimiters (detected from the
+header), a decimal comma with semicolon delimiters, a UTF-8 byte-order mark,
+and lines starting with '#' (comments, e.g. a logger's metadata) anywhere.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +23,11 @@ from kiloml.project import DataConfig
 
 RATE_TOLERANCE = 0.05  # a derived rate more than 5% off the declared one is an error
 DELIMITERS = (",", ";", "\t")
+# Header names taken as the timestamp column when the project names neither a
+# timestamp column nor the channels (so a logger's time column is not a feature).
+TIMESTAMP_NAME = re.compile(
+    r"^(t|ts|time|timestamp|time_?stamp|epoch|datetime)([ _]?(\(?(s|ms|sec|msec)\)?))?$",
+    re.IGNORECASE)
 
 
 @dataclass
@@ -25,36 +35,39 @@ class CsvTable:
     header: list[str]
     rows: list[list[str]]
     lines: list[int]  # the file line of each row, for error messages
+    delimiter: str = ","
+    header_line: int = 1
+
+
+def _is_comment(text: str) -> bool:
+    return text.lstrip().startswith("#")
 
 
 def read_table(path: Path, display: str) -> CsvTable:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            first = f.readline()
-            if not first.strip():
-                rest = f.read().strip()
-                if not rest:
-                    raise KilomlError("the CSV file is empty (no header, no rows)", file=display)
-                raise KilomlError("line 1 is blank: the first line must be the header",
-                                  file=display, line=1)
+            first = ""
+            for line in f:
+                if line.strip() and not _is_comment(line):
+                    first = line
+                    break
+            if not first:
+                raise KilomlError("the CSV file is empty (no header, no rows)", file=display)
             delimiter = max(DELIMITERS, key=first.count)
             f.seek(0)
             reader = csv.reader(f, delimiter=delimiter)
-            header = [h.strip() for h in next(reader)]
-            for i, name in enumerate(header):
-                if not name:
-                    raise KilomlError(f"header column {i + 1} has no name", file=display, line=1)
-            seen: set[str] = set()
-            for name in header:
-                if name in seen:
-                    raise KilomlError(f"header names column '{name}' twice", file=display,
-                                      line=1)
-                seen.add(name)
+            header: list[str] | None = None
+            header_at = 1
             rows: list[list[str]] = []
             lines: list[int] = []
             for row in reader:
                 line = reader.line_num
-                if not row or all(not c.strip() for c in row):
+                if not row or all(not c.strip() for c in row) or _is_comment(row[0]):
+                    continue
+                if header is None:
+                    header = [h.strip() for h in row]
+                    header_at = line
+                    _check_header(header, display, line)
                     continue
                 if len(row) != len(header):
                     raise KilomlError(
@@ -68,15 +81,28 @@ def read_table(path: Path, display: str) -> CsvTable:
         raise KilomlError(f"malformed CSV: {exc}", file=display) from None
     except OSError as exc:
         raise KilomlError(f"cannot read file: {exc.strerror}", file=display) from None
+    assert header is not None
     if not rows:
         raise KilomlError("the CSV file has a header but no data rows", file=display)
-    return CsvTable(header, rows, lines)
+    return CsvTable(header, rows, lines, delimiter, header_at)
+
+
+def _check_header(header: list[str], display: str, line: int) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(header):
+        if not name:
+            raise KilomlError(f"header column {i + 1} has no name", file=display, line=line)
+        if name in seen:
+            raise KilomlError(f"header names column '{name}' twice", file=display, line=line)
+        seen.add(name)
 
 
 def numeric_columns(table: CsvTable, names: list[str], display: str) -> np.ndarray:
     """The named columns as float64 [rows, len(names)]; one-line error on a bad cell."""
     index = [table.header.index(n) for n in names]
     cells = [[row[i] for i in index] for row in table.rows]
+    if table.delimiter == ";" and any("," in c for c in cells[0]):
+        cells = [[c.replace(",", ".") for c in row] for row in cells]  # decimal comma
     try:
         values = np.array(cells, dtype=np.float64)
     except ValueError:
@@ -98,41 +124,83 @@ def numeric_columns(table: CsvTable, names: list[str], display: str) -> np.ndarr
     return values
 
 
-def derive_rate(table: CsvTable, cfg: DataConfig, display: str) -> float:
-    column = cfg.timestamp_column
+def timestamp_seconds(table: CsvTable, column: str, unit: str, display: str) -> np.ndarray:
+    """The timestamp column in seconds: numbers in ``unit``, or ISO 8601 date-times."""
+    cells = text_column(table, column)
+    try:
+        t = np.array(cells, dtype=np.float64)
+        return t / 1000.0 if unit == "ms" else t
+    except ValueError:
+        pass
+    try:
+        stamps = np.array(cells, dtype="datetime64[ns]")
+    except ValueError:
+        return numeric_columns(table, [column], display)[:, 0]  # names the bad cell
+    return (stamps - stamps[0]).astype(np.int64) / 1e9
+
+
+def derive_rate(table: CsvTable, cfg: DataConfig, column: str | None, unit: str,
+                display: str) -> float:
+    """The recording's sample rate; with timestamps, checked against the declared rate."""
     if column is None:
         if cfg.sample_rate_hz is None:
             raise KilomlError("sample_rate_hz is not set in [data] and there is no "
                               "timestamp_column to derive it from", file=display)
         return cfg.sample_rate_hz
-    t = numeric_columns(table, [column], display)[:, 0]
-    if cfg.timestamp_unit == "ms":
-        t = t / 1000.0
+    t = timestamp_seconds(table, column, unit, display)
+    if not np.all(np.isfinite(t)):
+        i = int(np.flatnonzero(~np.isfinite(t))[0])
+        raise KilomlError(f"column '{column}': timestamp is not finite", file=display,
+                          line=table.lines[i])
     step = np.diff(t)
     bad = np.flatnonzero(step <= 0)
     if len(bad):
         i = int(bad[0]) + 1
-        raise KilomlError(
-            f"column '{column}': timestamp {table.rows[i][table.header.index(column)].strip()} "
-            f"is not after the previous one "
-            f"({table.rows[i - 1][table.header.index(column)].strip()}); timestamps must "
-            f"increase", file=display, line=table.lines[i])
+        cells = text_column(table, column)
+        raise KilomlError(f"column '{column}': timestamp {cells[i]} is not after the previous "
+                          f"one ({cells[i - 1]}); timestamps must increase", file=display,
+                          line=table.lines[i])
     if len(t) < 2:
         if cfg.sample_rate_hz is None:
             raise KilomlError("one row is not enough to derive the sample rate from "
                               "timestamps; set sample_rate_hz", file=display)
         return cfg.sample_rate_hz
+    # The mean rate over the whole recording: sustained loss or gaps lower it.
     derived = (len(t) - 1) / float(t[-1] - t[0])
-    if cfg.sample_rate_hz is not None:
-        off = abs(derived - cfg.sample_rate_hz) / cfg.sample_rate_hz
-        if off > RATE_TOLERANCE:
-            raise KilomlError(
-                f"column '{column}': timestamps give {derived:.4g} Hz, {off:.0%} off the "
-                f"declared sample_rate_hz = {cfg.sample_rate_hz:g} (tolerance "
-                f"{RATE_TOLERANCE:.0%}; check timestamp_unit = '{cfg.timestamp_unit}')",
-                file=display)
-        return cfg.sample_rate_hz
-    return derived
+    typical = 1.0 / float(np.median(step))
+    if cfg.sample_rate_hz is None:
+        reference, what = typical, "the typical sample spacing"
+    else:
+        reference = cfg.sample_rate_hz
+        what = f"the declared sample_rate_hz = {cfg.sample_rate_hz:g}"
+    off = abs(derived - reference) / reference
+    if off > RATE_TOLERANCE:
+        unit_hint = "" if cfg.timestamp_column is None and unit == "s" else \
+            f"; check timestamp_unit = '{unit}'"
+        if abs(typical - reference) / reference <= RATE_TOLERANCE:
+            gap = int(np.argmax(step)) + 1
+            detail = (f"the recording has gaps (the longest, {step[gap - 1]:.3g} s, ends "
+                      f"on line {table.lines[gap]}); split it at the gaps")
+        else:
+            detail = f"tolerance {RATE_TOLERANCE:.0%}{unit_hint}"
+        raise KilomlError(f"column '{column}': timestamps give {derived:.4g} Hz, {off:.0%} off "
+                          f"{what} ({detail})", file=display)
+    return cfg.sample_rate_hz if cfg.sample_rate_hz is not None else derived
+
+
+def find_timestamp_column(table: CsvTable, cfg: DataConfig) -> tuple[str | None, str]:
+    """The timestamp column and its unit: the configured one, or a column named like one
+    (time, timestamp, t, ts, time_ms ...) when neither it nor the channels are configured."""
+    if cfg.timestamp_column is not None:
+        return cfg.timestamp_column, cfg.timestamp_unit
+    if cfg.channels:
+        return None, cfg.timestamp_unit
+    for name in table.header:
+        m = TIMESTAMP_NAME.match(name)
+        if m and name not in (cfg.label_column, cfg.group_column):
+            suffix = (m.group(4) or "").lower()
+            return name, "ms" if suffix in ("ms", "msec") else cfg.timestamp_unit
+    return None, cfg.timestamp_unit
 
 
 def text_column(table: CsvTable, name: str) -> list[str]:
@@ -149,31 +217,33 @@ def read_csv_recording(path: Path, cfg: DataConfig, display: str, *, label: str 
     caller builds the Recording.
     """
     table = read_table(path, display)
-    special = [c for c in (cfg.timestamp_column, cfg.label_column, cfg.group_column) if c]
+    at = table.header_line
+    timestamp, unit = find_timestamp_column(table, cfg)
+    special = [c for c in (timestamp, cfg.label_column, cfg.group_column) if c]
     for role, name in (("timestamp_column", cfg.timestamp_column),
                        ("label_column", cfg.label_column),
                        ("group_column", cfg.group_column)):
         if name is not None and name not in table.header:
             raise KilomlError(f"{role} '{name}' is not in the header "
-                              f"(columns: {', '.join(table.header)})", file=display, line=1)
+                              f"(columns: {', '.join(table.header)})", file=display, line=at)
     if cfg.channels:
         missing = [c for c in cfg.channels if c not in table.header]
         if missing:
             raise KilomlError(f"channel '{missing[0]}' is not in the header "
-                              f"(columns: {', '.join(table.header)})", file=display, line=1)
+                              f"(columns: {', '.join(table.header)})", file=display, line=at)
         channels = list(cfg.channels)
     else:
         channels = [c for c in table.header if c not in special]
         if not channels:
             raise KilomlError("no channel columns: every column is a timestamp, label or "
-                              "group column", file=display, line=1)
+                              "group column", file=display, line=at)
     samples = numeric_columns(table, channels, display)
     too_big = np.argwhere(np.abs(samples) > np.finfo(np.float32).max)
     if len(too_big):
         r, j = too_big[0]
         raise KilomlError(f"column '{channels[j]}': {samples[r, j]:g} does not fit in float32",
                           file=display, line=table.lines[r])
-    rate = derive_rate(table, cfg, display)
+    rate = derive_rate(table, cfg, timestamp, unit, display)
 
     sample_labels = None
     if cfg.label_column is not None:
