@@ -129,9 +129,22 @@ class TreeModelConfig(Section):
     n_estimators: int = Field(default=20, ge=1, le=1000)
     max_depth: int | None = Field(default=None, ge=1, le=64)
     min_samples_leaf: int = Field(default=1, ge=1)
-    max_features: Literal["sqrt", "log2"] | float | None = "sqrt"
+    # sklearn's meaning: an int is a count of features, a float a fraction of them
+    max_features: Literal["sqrt", "log2", "all"] | int | float = "sqrt"
     class_weight: Literal["balanced"] | None = None
     random_state: int = 0
+
+
+    @field_validator("max_features")
+    @classmethod
+    def _max_features(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("use 'sqrt', 'log2', 'all', a count or a fraction")
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a count of features must be at least 1")
+        if isinstance(value, float) and not 0.0 < value <= 1.0:
+            raise ValueError("a fraction of features must be in (0, 1]")
+        return value
 
 
 class EvaluationConfig(Section):

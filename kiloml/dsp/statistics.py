@@ -1,7 +1,8 @@
 """Per-channel window statistics: the Python reference for ``kml_statistics``.
 
 Every value is computed with the float32 operations the C kernel performs, in
-the same order (sequential sums over time, two passes for central moments), so
+the same order (sequential sums over time, the mean from sums of x - x[0], two
+passes for central moments), so
 Python and C agree bit for bit, which is what makes tree decisions identical.
 """
 
@@ -22,20 +23,23 @@ def window_statistics(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=F32)
     n_windows, rows, channels = x.shape
     n = F32(rows)
-    total = np.zeros((n_windows, channels), F32)
-    total_sq = np.zeros_like(total)
-    lo = x[:, 0, :].copy()
-    hi = x[:, 0, :].copy()
+    first = x[:, 0, :].copy()
+    shifted_total = np.zeros((n_windows, channels), F32)
+    total_sq = np.zeros_like(shifted_total)
+    lo = first.copy()
+    hi = first.copy()
     for t in range(rows):
         v = x[:, t, :]
-        total += v
+        shifted_total += v - first
         total_sq += v * v
         lo = np.where(v < lo, v, lo)
         hi = np.where(v > hi, v, hi)
-    mean = total / n
-    s2 = np.zeros_like(total)
-    s3 = np.zeros_like(total)
-    s4 = np.zeros_like(total)
+    # Summing x - x[0] keeps a constant channel's mean exact (a float32 sum of 9.81
+    # repeated is not 9.81 * n) and loses less to a large offset such as 1 g.
+    mean = first + shifted_total / n
+    s2 = np.zeros_like(shifted_total)
+    s3 = np.zeros_like(shifted_total)
+    s4 = np.zeros_like(shifted_total)
     zero_crossings = np.zeros((n_windows, channels), np.int64)
     mean_crossings = np.zeros_like(zero_crossings)
     prev_x = prev_d = None

@@ -120,7 +120,8 @@ class ForestTables:
 def integer_fractions(proba: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Numerators [n, K] and denominators [n] with num / den == proba bit for bit in
     float64, reduced by their common divisor; empty arrays if some row has none
-    (non-integer sample weights, e.g. class_weight)."""
+    (non-integer sample weights, e.g. class_weight on a single tree or extra trees;
+    a random forest draws its balanced bootstrap in whole counts)."""
     empty = (np.zeros((0, proba.shape[1]), np.uint8), np.zeros(0, np.uint8))
     if not len(proba) or not np.all(weights == np.round(weights)):
         return empty
@@ -225,7 +226,8 @@ class TreeModel:
     def _make(self) -> DecisionTreeClassifier | RandomForestClassifier | ExtraTreesClassifier:
         c = self.config
         common = dict(max_depth=c.max_depth, min_samples_leaf=c.min_samples_leaf,
-                      max_features=c.max_features, class_weight=c.class_weight,
+                      max_features=None if c.max_features == "all" else c.max_features,
+                      class_weight=c.class_weight,
                       random_state=c.random_state)
         if c.kind == "decision_tree":
             return DecisionTreeClassifier(**common)

@@ -10,16 +10,16 @@ void kml_statistics(const float *window, int32_t rows, int32_t channels, int32_t
     const float n = (float)rows;
     int32_t c;
     for (c = 0; c < channels; ++c) {
-        float sum = 0.0f, sum_sq = 0.0f, lo, hi, mean, prev_x = 0.0f, prev_d = 0.0f;
+        float sum = 0.0f, sum_sq = 0.0f, first, lo, hi, mean, prev_x = 0.0f, prev_d = 0.0f;
         float s2 = 0.0f, s3 = 0.0f, s4 = 0.0f, m2, m3, m4, std_dev, den;
         int32_t zero_crossings = 0, mean_crossings = 0, t, r;
         float stat[KML_STAT_COUNT];
         uint32_t k;
 
-        lo = hi = window[start_row * channels + c];
+        first = lo = hi = window[start_row * channels + c];
         for (t = 0, r = start_row; t < rows; ++t) {
             const float x = window[r * channels + c];
-            sum += x;
+            sum += x - first; /* keeps a constant channel's mean exact */
             sum_sq += x * x;
             lo = (x < lo) ? x : lo;
             hi = (x > hi) ? x : hi;
@@ -27,7 +27,7 @@ void kml_statistics(const float *window, int32_t rows, int32_t channels, int32_t
                 r = 0;
             }
         }
-        mean = sum / n;
+        mean = first + sum / n;
         for (t = 0, r = start_row; t < rows; ++t) {
             const float x = window[r * channels + c];
             const float d = x - mean;
