@@ -62,33 +62,25 @@ def _project_name(directory: Path) -> str:
 
 @app.command()
 @user_errors
-def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder")] = Path(".")
-        ) -> None:
-    """Load, window, train, evaluate, emit the C library and verify it on the host."""
+def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder")] = Path("."),
+        no_emulator: Annotated[bool, typer.Option(
+            "--no-emulator", help="Skip the emulated-MCU step (host parity and sizes only)")
+        ] = False) -> None:
+    """Load, window, train, evaluate, emit the C library and verify it (host and MCU)."""
     from kiloml.run import run_project
 
-    result = run_project(project)
+    result = run_project(project, emulate=not no_emulator)
     m = result.metrics
-    ev, par = m["evaluation"], m["parity"]["host"]
-    st = par["streaming"]
+    ev = m["evaluation"]
     out = result.output_dir
     print(f"library        {_rel(out / 'firmware')}/ (kiloml_model.h, kiloml_model.c "
-                  f"and runtime)")
+          f"and runtime)")
     print(f"report         {_rel(out / 'report.html')}")
     print(f"test accuracy  {ev['accuracy']:.4f} on {ev['n_test_windows']} windows of "
-                  f"held-out groups {', '.join(ev['test_groups'])} (balanced "
-                  f"{ev['balanced_accuracy']:.4f}, macro F1 {ev['macro_f1']:.4f})")
-    print(f"parity (host)  {par['decisions_equal']}/{par['n']} decisions equal, "
-                  f"max score diff {par['max_abs_score_diff']:.1e}, features "
-                  f"{'bit-exact' if par['features_bit_exact'] else 'differ'}; streaming "
-                  f"{st['decisions_equal']}/{st['n_windows']} equal")
-    for target, r in m["resources"].items():
-        print(f"resources      {target}: flash {r['flash_bytes']:,} B "
-                      f"({r['flash_fraction']:.1%} of {r['flash_budget_bytes']:,}), RAM "
-                      f"{r['ram_bytes']:,} B ({r['ram_fraction']:.1%} of "
-                      f"{r['ram_budget_bytes']:,}) [{r['status']}, {r['measured_on']}]")
-        for note in r["notes"]:
-            print(f"               {note}")
+          f"held-out groups {', '.join(ev['test_groups'])} (balanced "
+          f"{ev['balanced_accuracy']:.4f}, macro F1 {ev['macro_f1']:.4f})")
+    _print_parity(m)
+    _print_resources(m)
     if not result.ok:
         sys.stderr.write("kiloml: the library failed verification or its budget "
                          f"(see {_rel(out / 'report.html')})\n")
@@ -97,15 +89,79 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
 
 @app.command()
 @user_errors
+def verify(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder")] = Path("."),
+           target: Annotated[str | None, typer.Option(
+               "--target", help="Target profile (default: the project's; see `kiloml targets`)")
+           ] = None) -> None:
+    """Cross-compile the run's library for a target, run every held-out window on the
+    emulated MCU (QEMU), check parity and measure flash, RAM, stack and instructions."""
+    from kiloml.verify.command import verify_project
+
+    outcome = verify_project(project, target)
+    m = __import__("kiloml.results", fromlist=["read_metrics"]).read_metrics(outcome.output_dir)
+    _print_parity(m, only=outcome.target)
+    _print_resources(m, only=outcome.target)
+    print(f"report         {_rel(outcome.output_dir / 'report.html')}")
+    if not outcome.ok:
+        sys.stderr.write("kiloml: the library failed verification or its budget on "
+                         f"{outcome.target}\n")
+        raise typer.Exit(1)
+
+
+def _print_parity(m: dict, only: str | None = None) -> None:
+    for where, p in m["parity"].items():
+        if only is not None and where != only:
+            continue
+        if where != "host" and not p.get("emulated", False):
+            print(f"parity ({where})  {p.get('note', 'not checked')}")
+            continue
+        st = p["streaming"]
+        label = "host" if where == "host" else f"{where}, QEMU {p['machine']}"
+        print(f"parity ({label})  {p['decisions_equal']}/{p['n']} decisions equal, max score "
+              f"diff {p['max_abs_score_diff']:.1e}, features "
+              f"{'bit-exact' if p['features_bit_exact'] else 'differ'}; streaming "
+              f"{st['decisions_equal']}/{st['n_windows']} equal")
+
+
+def _print_resources(m: dict, only: str | None = None) -> None:
+    for target, r in m["resources"].items():
+        if only is not None and target != only:
+            continue
+        line = (f"resources      {target}: flash {r['flash_bytes']:,} B "
+                f"({r['flash_fraction']:.1%} of {r['flash_budget_bytes']:,}), RAM "
+                f"{r['ram_bytes']:,} B")
+        if "stack_bytes" in r:
+            est = " (est.)" if "stack_bytes" in r.get("estimated", []) else ""
+            line += f" + stack {r['stack_bytes']:,} B{est}"
+        line += f" ({r['ram_fraction']:.1%} of {r['ram_budget_bytes']:,})"
+        print(line)
+        if "instructions_per_inference" in r:
+            est = " (estimates)" if r.get("estimated") else ""
+            spread = (f" (max; mean {r['instructions_mean']:,.0f})" if "instructions_mean" in r
+                      else "")
+            print(f"               {r['instructions_per_inference']:,} instructions per "
+                  f"inference{spread}, "
+                  f"{r['latency_us']:,.1f} us at {r['clock_hz'] / 1e6:g} MHz "
+                  f"(CPI {r['cycles_per_instruction']:g}), {r['energy_uj']:.3f} uJ{est}")
+        print(f"               [{r['status']}] measured on {r['measured_on']}")
+        for note in r["notes"]:
+            print(f"               {note}")
+
+
+@app.command()
+@user_errors
 def targets() -> None:
     """List the target profiles."""
     from kiloml.targets.profiles import load_profile, profile_names
 
+    print(f"{'target':<15} {'clock':>9}  {'RAM':>8}  {'flash':>8}  fpu  dsp  "
+          f"{'emulator':<11} description")
     for name in profile_names():
         p = load_profile(name)
-        print(f"{p.name:<15} {p.clock_hz / 1e6:>5.0f} MHz  RAM {p.ram_bytes // 1024:>5} KB  "
-              f"flash {p.flash_bytes // 1024:>5} KB  fpu={'yes' if p.has_fpu else 'no ':<3} "
-              f"dsp={'yes' if p.has_dsp_ext else 'no'}  {p.description}")
+        print(f"{p.name:<15} {p.clock_hz / 1e6:>5.0f} MHz  {p.ram_bytes // 1024:>5} KB  "
+              f"{p.flash_bytes // 1024:>5} KB  {'yes' if p.has_fpu else 'no ':<3}  "
+              f"{'yes' if p.has_dsp_ext else 'no ':<3}  {p.qemu_machine or '(none)':<11} "
+              f"{p.description}")
 
 
 def _rel(path: Path) -> str:

@@ -172,6 +172,7 @@ class TargetConfig(Section):
     name: str = "cortex-m4f"
     ram_budget_bytes: int | None = Field(default=None, gt=0)
     flash_budget_bytes: int | None = Field(default=None, gt=0)
+    latency_budget_ms: float | None = Field(default=None, gt=0)
     warn_fraction: float = Field(default=0.7, gt=0, le=1)
 
 

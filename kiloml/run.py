@@ -7,7 +7,6 @@ half-written output folder behind.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -24,18 +23,21 @@ from kiloml.codegen.library import write_library
 from kiloml.data.recording import Recording
 from kiloml.data.sources import load_recordings
 from kiloml.data.splits import Split, make_split
-from kiloml.data.windows import WindowSet, make_windows, window_starts
+from kiloml.data.windows import WindowSet, make_windows
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
 from kiloml.models.trees import TreeModel
 from kiloml.pipeline import Pipeline, make_feature_stages
 from kiloml.progress import track
 from kiloml.project import LoadedProject, load_project
+from kiloml.results import record_target, run_ok, write_results
 from kiloml.targets.budget import Budget, check_budget
+from kiloml.targets.estimate import estimate_resources
 from kiloml.targets.profiles import load_profile
-from kiloml.verify import host
-from kiloml.verify.parity import expected_stream, stream_parity, window_parity
+from kiloml.verify.host import verify_host
+from kiloml.verify.reference import REFERENCE_FILE, Reference
 from kiloml.verify.sizes import measure_library
+from kiloml.verify.target import verify_target
 
 
 @dataclass
@@ -45,19 +47,19 @@ class RunResult:
     ok: bool  # parity holds and the library is within budget
 
 
-def run_project(project_path: str | Path) -> RunResult:
+def run_project(project_path: str | Path, *, emulate: bool = True) -> RunResult:
+    """The whole job. ``emulate=False`` skips the emulated-MCU step (host parity and
+    host-measured sizes only, labelled as such)."""
     project = load_project(project_path)
     out_dir = project.output_dir
     staging = _prepare_output(out_dir)
     try:
-        metrics = _run(project, staging)
+        metrics = _run(project, staging, emulate)
         _commit_output(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    ok = (metrics["parity"]["host"]["all_decisions_equal"]
-          and metrics["parity"]["host"]["streaming"]["all_decisions_equal"]
-          and all(r["within_budget"] for r in metrics["resources"].values()))
+    ok = run_ok(metrics)
     return RunResult(out_dir, metrics, ok)
 
 
@@ -92,7 +94,7 @@ def _commit_output(staging: Path, out_dir: Path) -> None:
 # --- the job -------------------------------------------------------------------
 
 
-def _run(project: LoadedProject, out: Path) -> dict:
+def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     cfg = project.config
     profile = load_profile(cfg.target.name)
     started = time.time()
@@ -108,9 +110,8 @@ def _run(project: LoadedProject, out: Path) -> dict:
             exc.file = str(project.path)
         raise
     print(f"{cfg.name}: {len(recordings)} recordings, {len(windows)} windows "
-                  f"of {windows.window_samples} samples x {len(windows.channels)} channels, "
-                  f"{len(windows.class_names)} classes; test groups: "
-                  f"{', '.join(split.test_groups)}")
+          f"of {windows.window_samples} samples x {len(windows.channels)} channels, "
+          f"{len(windows.class_names)} classes; test groups: {', '.join(split.test_groups)}")
 
     pipeline = Pipeline(
         name=cfg.name, channels=windows.channels, sample_rate_hz=windows.sample_rate_hz,
@@ -138,21 +139,19 @@ def _run(project: LoadedProject, out: Path) -> dict:
         recordings_skipped_short=windows.skipped_recordings)
 
     library = write_library(pipeline, out / "firmware")
-    model_info = pipeline.model.describe()
+    test_groups = set(split.test_groups)
+    stream_recordings = [r for r in recordings
+                         if r.group in test_groups and r.n_samples >= pipeline.window_samples]
+    reference = Reference.build(pipeline, windows.x[split.test], features[split.test],
+                                test_pred, test_scores, stream_recordings)
+    (out / "verify").mkdir(parents=True, exist_ok=True)
+    reference.save(out / "verify" / REFERENCE_FILE)
+    pipeline.save(out / "pipeline.pkl")
 
-    parity = _verify_host(pipeline, library, features[split.test], test_pred, test_scores,
-                          windows, split, recordings, out / "verify" / "host")
-
-    sizes = measure_library(library, out / "verify" / "sizes")
+    host_parity = verify_host(pipeline, library, reference, out / "verify" / "host")
+    sizes = measure_library(library, out / "verify" / "host" / "sizes")
     budget = Budget.for_target(profile, cfg.target)
-    check = check_budget(sizes.flash_bytes, sizes.ram_bytes, budget)
-    resources = {profile.name: {
-        **check.as_dict(),
-        "sections": {"text": sizes.text, "rodata": sizes.rodata, "data": sizes.data,
-                     "bss": sizes.bss},
-        "measured_on": f"host-gcc-{platform.machine()}",
-        "estimate": _estimate(pipeline, profile, library.n_features),
-    }}
+    estimate = estimate_resources(pipeline, profile, library.n_features)
 
     metrics = {
         "kiloml_version": __version__,
@@ -174,18 +173,32 @@ def _run(project: LoadedProject, out: Path) -> dict:
         },
         "features": {"n": library.n_features, "names": pipeline.feature_names(),
                      "stages": [s.kind for s in pipeline.features]},
-        "model": model_info,
+        "model": pipeline.model.describe(),
         "evaluation": evaluation,
-        "parity": {"host": parity},
-        "resources": resources,
-        "target": profile.model_dump(),
-        "elapsed_s": round(time.time() - started, 2),
+        "parity": {"host": host_parity},
+        "resources": {},
+        "host_library": {"flash_bytes": sizes.flash_bytes, "ram_bytes": sizes.ram_bytes,
+                         "sections": {"text": sizes.text, "rodata": sizes.rodata,
+                                      "data": sizes.data, "bss": sizes.bss},
+                         "measured_on": f"host-gcc-{platform.machine()} -Os"},
+        "estimates": {profile.name: estimate},
+        "targets": {},
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    pipeline.save(out / "pipeline.pkl")
-    from kiloml.report.html import write_report
-
-    write_report(metrics, pipeline, out / "report.html")
+    if emulate:
+        result = verify_target(pipeline, library, reference, profile, budget,
+                               out / "verify" / profile.name,
+                               latency_budget_ms=cfg.target.latency_budget_ms,
+                               estimate=estimate)
+        record_target(metrics, profile, result)
+    else:
+        check = check_budget(sizes.flash_bytes, sizes.ram_bytes, budget)
+        metrics["resources"][profile.name] = {
+            **check.as_dict(),
+            "measured_on": f"host-gcc-{platform.machine()} (not run on the MCU: --no-emulator)",
+        }
+        metrics["targets"][profile.name] = profile.model_dump()
+    metrics["elapsed_s"] = round(time.time() - started, 2)
+    write_results(out, metrics, pipeline)
     return metrics
 
 
@@ -229,62 +242,4 @@ def _cross_validate(pipeline: Pipeline, features: np.ndarray, windows: WindowSet
         "accuracy_mean": float(np.mean(accuracies)),
         "accuracy_std": float(np.std(accuracies)),
         "balanced_accuracy_mean": float(np.mean(balanced)),
-    }
-
-
-def _verify_host(pipeline: Pipeline, library, test_features: np.ndarray, test_pred: np.ndarray,
-                 test_scores: np.ndarray, windows: WindowSet, split: Split,
-                 recordings: list[Recording], work: Path) -> dict:
-    exe = host.build_host(library, work)
-    test_x = windows.x[split.test]
-    outputs = []
-    batch = 4096
-    for s in track(range(0, len(test_x), batch), "host parity (windows)",
-                   total=(len(test_x) + batch - 1) // batch):
-        outputs.append(host.run_windows(exe, test_x[s:s + batch], pipeline.n_classes,
-                                        library.n_features, work))
-    c_out = host.WindowOutputs(
-        np.concatenate([o.labels for o in outputs]) if outputs else np.zeros(0, np.int32),
-        np.concatenate([o.scores for o in outputs]) if outputs else np.zeros((0, 1), np.float32),
-        np.concatenate([o.features for o in outputs]) if outputs else
-        np.zeros((0, 1), np.float32))
-    result = window_parity(test_pred, test_scores, test_features, c_out)
-
-    # Streaming: feed each held-out recording sample by sample.
-    test_groups = set(split.test_groups)
-    stream_recs = [r for r in recordings
-                   if r.group in test_groups and r.n_samples >= pipeline.window_samples]
-    exp_rec, _exp_start, exp_last = expected_stream([r.n_samples for r in stream_recs],
-                                                   pipeline.window_samples,
-                                                   pipeline.stride_samples)
-    exp_labels, exp_scores = [], []
-    for i in track(range(len(stream_recs)), "host parity (streaming)"):
-        rec = stream_recs[i]
-        starts = window_starts(rec.n_samples, pipeline.window_samples, pipeline.stride_samples)
-        view = np.lib.stride_tricks.sliding_window_view(rec.samples, pipeline.window_samples,
-                                                        axis=0)
-        x = np.ascontiguousarray(view[starts].transpose(0, 2, 1))
-        f = pipeline.compute_features(x)
-        exp_labels.append(pipeline.model.predict(f))
-        exp_scores.append(pipeline.model.predict_proba(f))
-    events = host.run_stream(exe, [r.samples for r in stream_recs], pipeline.n_classes, work)
-    empty = np.zeros((0, pipeline.n_classes))
-    result["streaming"] = stream_parity(
-        exp_rec, exp_last,
-        np.concatenate(exp_labels) if exp_labels else np.zeros(0, np.int64),
-        np.concatenate(exp_scores) if exp_scores else empty, events)
-    result["streaming"]["n_recordings"] = len(stream_recs)
-    return result
-
-
-def _estimate(pipeline: Pipeline, profile, n_features: int) -> dict:
-    costs = [s.cost(profile, pipeline.window_samples, pipeline.n_channels)
-             for s in pipeline.features]
-    costs.append(pipeline.model.cost(profile, n_features))
-    ring = 4 * pipeline.window_samples * pipeline.n_channels + 4 * n_features
-    return {
-        "flash_bytes": sum(c.flash_bytes for c in costs),
-        "ram_bytes": sum(c.ram_bytes for c in costs) + ring,
-        "instructions_per_inference": sum(c.instructions for c in costs),
-        "note": "uncalibrated estimate",
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-from pathlib import Path
 
 import matplotlib
 
@@ -73,7 +72,8 @@ def budget_figure(resources: dict) -> str:
     fig, ax = plt.subplots(figsize=(6, 2.2))
     labels, used = [], []
     for target, r in resources.items():
-        labels += [f"{target} flash", f"{target} RAM"]
+        labels += [f"{target} flash", f"{target} RAM" + (" + stack" if "stack_bytes" in r
+                                                           else "")]
         used += [100 * r["flash_fraction"], 100 * r["ram_fraction"]]
     y = np.arange(len(labels))
     colors = ["#cf222e" if u > 100 else "#d4a72c" if u > 70 else "#1a7f37" for u in used]
@@ -108,10 +108,9 @@ def _table(rows: list[tuple], header: tuple | None = None) -> str:
     return "".join(out)
 
 
-def write_report(metrics: dict, pipeline: Pipeline, path: Path) -> None:
+def render_report(metrics: dict, pipeline: Pipeline) -> str:
     ev = metrics["evaluation"]
     data = metrics["data"]
-    par = metrics["parity"]["host"]
     names = ev["class_names"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>kiloml: "
              f"{html.escape(metrics['project'])}</title><style>{STYLE}</style></head><body>",
@@ -146,31 +145,63 @@ def write_report(metrics: dict, pipeline: Pipeline, path: Path) -> None:
     parts.append("<div class='figs'>" + "".join(figs) + "</div>")
 
     parts.append("<h2>Parity: C library against Python</h2>")
-    st = par["streaming"]
-    parts.append(_table([
-        ("held-out windows, kml_classify", f"{par['decisions_equal']} / {par['n']} decisions equal",
-         f"max |score diff| {par['max_abs_score_diff']:.2e}", _status(par["all_decisions_equal"])),
-        ("features", "bit-exact" if par["features_bit_exact"] else "differ",
-         f"max |diff| {par['max_abs_feature_diff']:.2e}", _status(par["features_bit_exact"])),
-        ("streaming, kml_push_sample", f"{st['decisions_equal']} / {st['n_windows']} decisions "
-         f"equal on {st['n_recordings']} recordings",
-         "same windows" if st["windows_equal"] else "windows differ",
-         _status(st["all_decisions_equal"])),
-    ], header=("check", "result", "detail", "status")))
+    parts.append("<p class='muted'>Every held-out window through <code>kml_classify</code>, "
+                 "and every held-out recording fed sample by sample through "
+                 "<code>kml_push_sample</code>, compared with the Python reference.</p>")
+    rows = []
+    for where, p in metrics["parity"].items():
+        if where != "host" and not p.get("emulated", False):
+            rows.append((html.escape(where), html.escape(p.get("note", "not checked")), "", "",
+                         "<span class='warn'>not run</span>"))
+            continue
+        st = p["streaming"]
+        label = "host (gcc)" if where == "host" else f"{where} (QEMU {p.get('machine', '')})"
+        rows.append((
+            html.escape(label),
+            f"{p['decisions_equal']} / {p['n']} decisions equal",
+            ("features bit-exact" if p["features_bit_exact"]
+             else f"features differ (max {p['max_abs_feature_diff']:.1e})")
+            + f", max |score diff| {p['max_abs_score_diff']:.1e}",
+            f"streaming {st['decisions_equal']} / {st['n_windows']} on {st['n_recordings']} "
+            f"recordings" + ("" if st["windows_equal"] else ", windows differ"),
+            _status(p["all_decisions_equal"] and st["all_decisions_equal"])))
+    parts.append(_table(rows, header=("where", "kml_classify", "detail", "kml_push_sample",
+                                      "status")))
 
     parts.append("<h2>Resources against the budget</h2>")
     rows = []
     for target, r in metrics["resources"].items():
-        rows.append((html.escape(target), f"{r['flash_bytes']:,} B",
-                     f"{r['flash_budget_bytes']:,} B", f"{r['ram_bytes']:,} B",
+        est = set(r.get("estimated", []))
+
+        def fig(key: str, fmt: str, r=r, est=est) -> str:
+            if key not in r or r[key] is None:
+                return "&ndash;"
+            text = fmt.format(r[key])
+            return f"{text} <span class='muted'>(est.)</span>" if key in est else text
+
+        rows.append((html.escape(target),
+                     f"{r['flash_bytes']:,} / {r['flash_budget_bytes']:,} B",
+                     f"{r['ram_bytes']:,} + stack {fig('stack_bytes', '{:,}')} / "
                      f"{r['ram_budget_bytes']:,} B",
+                     fig("instructions_per_inference", "{:,}"),
+                     fig("latency_us", "{:,.1f} &micro;s"),
+                     fig("energy_uj", "{:.3f} &micro;J"),
                      html.escape(r["measured_on"]), _status(r["status"])))
-    parts.append(_table(rows, header=("target", "flash", "flash budget", "RAM", "RAM budget",
-                                      "measured on", "status")))
-    for r in metrics["resources"].values():
+    parts.append(_table(rows, header=("target", "flash / budget", "RAM / budget",
+                                      "instructions per inference (max)", "latency",
+                                      "energy", "measured on", "status")))
+    for target, r in metrics["resources"].items():
+        if "cycles_per_instruction" in r:
+            parts.append(f"<p class='muted'>{html.escape(target)}: latency and energy assume "
+                         f"{r['cycles_per_instruction']:g} cycles per instruction at "
+                         f"{r['clock_hz'] / 1e6:g} MHz and {html.escape(r['power_source'])}. "
+                         f"Flash includes the runtime support the library pulls from libgcc "
+                         f"and newlib ({r['runtime_support_flash_bytes']:,} B). Built with "
+                         f"{html.escape(r['compiler'])}.</p>")
         for note in r["notes"]:
-            parts.append(f"<p class='warn'>{html.escape(note)}</p>")
-    parts.append(budget_figure(metrics["resources"]))
+            parts.append(f"<p class='warn'>{html.escape(target)}: {html.escape(note)}</p>")
+    if metrics["resources"]:
+        parts.append(budget_figure(metrics["resources"]))
 
     parts.append("<h2>Model and features</h2>")
     model = metrics["model"]
@@ -187,4 +218,4 @@ def write_report(metrics: dict, pipeline: Pipeline, path: Path) -> None:
     parts.append(bar_figure(names, [float(v) for v in data["windows_per_class"]],
                             "Windows per class (all data)", "windows", fmt="{:.0f}"))
     parts.append("</body></html>")
-    path.write_text("\n".join(parts))
+    return "\n".join(parts)

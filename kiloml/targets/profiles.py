@@ -28,7 +28,19 @@ class TargetProfile(BaseModel):
     has_fpu: bool
     has_dsp_ext: bool
     cflags: list[str]
-    qemu_machine: str | None = None
+    qemu_machine: str | None = None  # the emulated board kiloml verifies on, if any
+    cycles_per_instruction: float = Field(gt=0)  # assumed, for latency from instruction counts
+    active_current_ua_per_mhz: float = Field(gt=0)  # run-mode current, for energy
+    supply_voltage_v: float = Field(gt=0)
+    power_source: str
+
+    def latency_us(self, instructions: float) -> float:
+        return instructions * self.cycles_per_instruction / self.clock_hz * 1e6
+
+    def energy_uj(self, instructions: float) -> float:
+        """Energy of the active cycles: I = k * f, t = cycles / f, so E = k * V * cycles."""
+        cycles = instructions * self.cycles_per_instruction
+        return self.active_current_ua_per_mhz * self.supply_voltage_v * cycles / 1e6
 
 
 def profile_names() -> list[str]:

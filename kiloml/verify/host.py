@@ -97,3 +97,27 @@ def run_stream(exe: Path, recordings: list[np.ndarray], n_classes: int,
     out = np.frombuffer(raw, dtype=record)
     return StreamEvents(out["recording"].copy(), out["sample"].copy(), out["label"].copy(),
                         out["scores"].copy())
+
+
+def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> dict:
+    """Every held-out window through kml_classify and every held-out recording through
+    kml_push_sample, on the host, against the Python reference."""
+    from kiloml.progress import track
+    from kiloml.verify.parity import stream_parity, window_parity
+
+    exe = build_host(library, work)
+    batch = 4096
+    parts = []
+    n = len(reference.windows)
+    for s in track(range(0, n, batch), "host parity (windows)", total=(n + batch - 1) // batch):
+        parts.append(run_windows(exe, reference.windows[s:s + batch], pipeline.n_classes,
+                                 library.n_features, work))
+    outputs = WindowOutputs(np.concatenate([p.labels for p in parts]),
+                            np.concatenate([p.scores for p in parts]),
+                            np.concatenate([p.features for p in parts]))
+    result = window_parity(reference.labels, reference.scores, reference.features, outputs)
+    events = run_stream(exe, reference.stream_recordings, pipeline.n_classes, work)
+    result["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
+                                        reference.stream_labels, reference.stream_scores, events)
+    result["streaming"]["n_recordings"] = len(reference.stream_lengths)
+    return result

@@ -1,0 +1,133 @@
+/* kiloml verification harness for an emulated Cortex-M (QEMU, semihosting).
+ *
+ * Reads kml_in.bin from the host and writes kml_out.bin (little-endian):
+ *   in:  int32 mode; mode 0 (windows): int32 n, then n windows of
+ *        KML_WINDOW_SAMPLES x KML_CHANNELS float32;
+ *        mode 1 (stream): int32 n_recordings, then per recording int32 n_samples
+ *        and the samples (KML_CHANNELS float32 each).
+ *   out: mode 0, per window: int32 label, float32 scores[KML_CLASSES],
+ *        float32 features[KML_FEATURES], uint32 stack bytes used by kml_classify;
+ *        mode 1, per completed window: int32 recording, int32 sample index,
+ *        int32 label, float32 scores[KML_CLASSES].
+ * kml_bench_begin/kml_bench_end bracket each kml_classify call; the QEMU plugin
+ * counts the instructions between them.
+ */
+#include <stdint.h>
+
+#include "kiloml_model.h"
+#include "semihost.h"
+
+#define STACK_PAINT 0xC0FFEE42u
+#define STREAM_CHUNK 32 /* samples read per semihosting call */
+
+extern uint32_t __stack_limit;
+
+static float window_buf[KML_WINDOW_SAMPLES * KML_CHANNELS];
+static float feature_buf[KML_FEATURES];
+static float sample_buf[STREAM_CHUNK * KML_CHANNELS];
+
+__attribute__((noinline)) void kml_bench_begin(void)
+{
+    __asm volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) void kml_bench_end(void)
+{
+    __asm volatile("" ::: "memory");
+}
+
+/* kml_classify with its stack measured by painting: fill the free stack below
+ * this frame with a pattern, call, then find the deepest word overwritten. */
+__attribute__((noinline)) static int32_t classify_measured(const float *window,
+                                                           kml_result_t *result,
+                                                           uint32_t *stack_bytes)
+{
+    uint32_t *top, *p;
+    int32_t label;
+    __asm volatile("mov %0, sp" : "=r"(top));
+    for (p = &__stack_limit; p < top - 8; ++p) { /* stays below this frame */
+        *p = STACK_PAINT;
+    }
+    kml_bench_begin();
+    label = kml_classify(window, result);
+    kml_bench_end();
+    for (p = &__stack_limit; p < top && *p == STACK_PAINT; ++p) {
+    }
+    *stack_bytes = (uint32_t)((uintptr_t)top - (uintptr_t)p);
+    return label;
+}
+
+static int run_windows(int32_t in, int32_t out)
+{
+    int32_t n, i;
+    uint32_t stack_bytes;
+    kml_result_t result;
+    if (sh_read(in, &n, sizeof n) != 0) {
+        return 1;
+    }
+    for (i = 0; i < n; ++i) {
+        if (sh_read(in, window_buf, sizeof window_buf) != 0) {
+            return 1;
+        }
+        kml_compute_features(window_buf, feature_buf);
+        (void)classify_measured(window_buf, &result, &stack_bytes);
+        if (sh_write(out, &result.label, sizeof result.label) != 0 ||
+            sh_write(out, result.scores, sizeof result.scores) != 0 ||
+            sh_write(out, feature_buf, sizeof feature_buf) != 0 ||
+            sh_write(out, &stack_bytes, sizeof stack_bytes) != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int run_stream(int32_t in, int32_t out)
+{
+    int32_t n_recordings, r, n_samples, s, k, chunk;
+    kml_result_t result;
+    if (sh_read(in, &n_recordings, sizeof n_recordings) != 0) {
+        return 1;
+    }
+    for (r = 0; r < n_recordings; ++r) {
+        if (sh_read(in, &n_samples, sizeof n_samples) != 0) {
+            return 1;
+        }
+        kml_reset();
+        for (s = 0; s < n_samples; s += chunk) {
+            chunk = (n_samples - s < STREAM_CHUNK) ? n_samples - s : STREAM_CHUNK;
+            if (sh_read(in, sample_buf, (uint32_t)(chunk * KML_CHANNELS * sizeof(float))) != 0) {
+                return 1;
+            }
+            for (k = 0; k < chunk; ++k) {
+                if (kml_push_sample(&sample_buf[k * KML_CHANNELS])) {
+                    int32_t index = s + k;
+                    if (kml_classify_latest(&result) < 0) {
+                        return 1;
+                    }
+                    if (sh_write(out, &r, sizeof r) != 0 ||
+                        sh_write(out, &index, sizeof index) != 0 ||
+                        sh_write(out, &result.label, sizeof result.label) != 0 ||
+                        sh_write(out, result.scores, sizeof result.scores) != 0) {
+                        return 1;
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int main(void)
+{
+    int32_t in = sh_open("kml_in.bin", 1);
+    int32_t out = sh_open("kml_out.bin", 5);
+    int32_t mode;
+    int status;
+    if (in < 0 || out < 0 || sh_read(in, &mode, sizeof mode) != 0) {
+        return 1;
+    }
+    status = (mode == 1) ? run_stream(in, out) : run_windows(in, out);
+    sh_close(in);
+    sh_close(out);
+    return status;
+}

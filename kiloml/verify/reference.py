@@ -1,0 +1,77 @@
+"""What the Python reference decided on the held-out data: the yardstick for every C run.
+
+Saved with the run (``verify/reference.npz``) so ``kiloml verify`` can check the
+same library on another target later without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kiloml.data.recording import Recording
+from kiloml.data.windows import window_starts
+from kiloml.pipeline import Pipeline
+from kiloml.verify.parity import expected_stream
+
+REFERENCE_FILE = "reference.npz"
+
+
+@dataclass
+class Reference:
+    windows: np.ndarray  # float32 [N, T, C]: every held-out window
+    labels: np.ndarray  # int64 [N]: the Python decisions
+    scores: np.ndarray  # float64 [N, K]
+    features: np.ndarray  # float32 [N, F]
+    stream_samples: np.ndarray  # float32 [S, C]: held-out recordings, end to end
+    stream_lengths: np.ndarray  # int64 [R]
+    stream_recording: np.ndarray  # int64 [M]: expected windows of the streaming API
+    stream_last_sample: np.ndarray  # int64 [M]
+    stream_labels: np.ndarray  # int64 [M]
+    stream_scores: np.ndarray  # float64 [M, K]
+
+    @property
+    def stream_recordings(self) -> list[np.ndarray]:
+        bounds = np.concatenate([[0], np.cumsum(self.stream_lengths)])
+        return [self.stream_samples[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+
+    @classmethod
+    def load(cls, path: Path) -> Reference:
+        with np.load(path) as data:
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+    @classmethod
+    def build(cls, pipeline: Pipeline, windows: np.ndarray, features: np.ndarray,
+              labels: np.ndarray, scores: np.ndarray, recordings: list[Recording]) -> Reference:
+        lengths = [r.n_samples for r in recordings]
+        rec, _, last = expected_stream(lengths, pipeline.window_samples, pipeline.stride_samples)
+        stream_labels, stream_scores = [], []
+        for r in recordings:
+            starts = window_starts(r.n_samples, pipeline.window_samples, pipeline.stride_samples)
+            view = np.lib.stride_tricks.sliding_window_view(r.samples, pipeline.window_samples,
+                                                            axis=0)
+            f = pipeline.compute_features(np.ascontiguousarray(view[starts].transpose(0, 2, 1)))
+            stream_labels.append(pipeline.model.predict(f))
+            stream_scores.append(pipeline.model.predict_proba(f))
+        k = pipeline.n_classes
+        return cls(
+            windows=np.ascontiguousarray(windows, dtype=np.float32),
+            labels=np.asarray(labels, dtype=np.int64),
+            scores=np.asarray(scores, dtype=np.float64),
+            features=np.asarray(features, dtype=np.float32),
+            stream_samples=(np.concatenate([r.samples for r in recordings]) if recordings
+                            else np.zeros((0, pipeline.n_channels), np.float32)),
+            stream_lengths=np.asarray(lengths, dtype=np.int64),
+            stream_recording=rec,
+            stream_last_sample=last,
+            stream_labels=(np.concatenate(stream_labels).astype(np.int64) if stream_labels
+                           else np.zeros(0, np.int64)),
+            stream_scores=(np.concatenate(stream_scores) if stream_scores
+                           else np.zeros((0, k))),
+        )

@@ -1,0 +1,182 @@
+"""Verify the library on one MCU target: cross-build, run every held-out window and
+recording in QEMU, compare with the Python reference, and measure what it costs."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kiloml.codegen.library import FirmwareLibrary
+from kiloml.errors import ToolchainError
+from kiloml.pipeline import Pipeline
+from kiloml.progress import track
+from kiloml.targets.budget import Budget, check_budget
+from kiloml.targets.profiles import TargetProfile
+from kiloml.verify.host import StreamEvents, WindowOutputs
+from kiloml.verify.mcu import build, qemu
+from kiloml.verify.mcu.toolchain import find_toolchain
+from kiloml.verify.parity import stream_parity, window_parity
+from kiloml.verify.reference import Reference
+
+DEFAULT_OPTIMIZATION = "-O2"
+WINDOWS_PER_RUN = 2000  # one QEMU run per batch keeps the input files small
+
+
+@dataclass
+class TargetResult:
+    parity: dict
+    resources: dict
+
+    @property
+    def ok(self) -> bool:
+        emulated = self.parity.get("emulated", False)
+        parity_ok = not emulated or (self.parity["all_decisions_equal"]
+                                     and self.parity["streaming"]["all_decisions_equal"])
+        return parity_ok and self.resources["within_budget"]
+
+
+def _compiler_version(gcc: str) -> str:
+    out = subprocess.run([gcc, "-dumpversion"], capture_output=True, text=True).stdout.strip()
+    return f"arm-none-eabi-gcc {out}"
+
+
+def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Reference,
+                  profile: TargetProfile, budget: Budget, work: Path, *,
+                  optimize: str = DEFAULT_OPTIMIZATION,
+                  latency_budget_ms: float | None = None,
+                  estimate: dict | None = None) -> TargetResult:
+    toolchain = find_toolchain()
+    work.mkdir(parents=True, exist_ok=True)
+    objects = build.compile_objects(toolchain, library.sources, [library.directory], profile,
+                                    optimize, work / "library")
+    probe = build.budget_probe(toolchain, library, objects, profile, optimize, work / "probe")
+    compiler = f"{_compiler_version(toolchain.gcc)} {optimize} {' '.join(profile.cflags)}"
+    common = {
+        "flash_bytes": probe.flash_bytes,
+        "ram_bytes": probe.ram_bytes,
+        "library_objects_flash_bytes": probe.library_objects_flash_bytes,
+        "runtime_support_flash_bytes": probe.flash_bytes - probe.library_objects_flash_bytes,
+        "compiler": compiler,
+        "cycles_per_instruction": profile.cycles_per_instruction,
+        "power_source": profile.power_source,
+    }
+
+    if profile.qemu_machine is None:
+        est = estimate or {}
+        instructions = int(est.get("instructions_per_inference", 0))
+        stack = int(est.get("stack_bytes", 0))
+        resources = _resources(common, profile, budget, instructions, stack,
+                               latency_budget_ms,
+                               measured_on=f"arm-none-eabi-ld link for {profile.name}; no "
+                                           f"emulator: instructions, stack, latency and energy "
+                                           f"are estimates",
+                               estimated=["instructions_per_inference", "stack_bytes",
+                                          "latency_us", "energy_uj"])
+        parity = {"emulated": False,
+                  "note": f"no emulator for {profile.name}: parity not checked on the MCU"}
+        return TargetResult(parity, resources)
+
+    machine = profile.qemu_machine
+    elf = build.build_harness(toolchain, library, objects, profile, machine, optimize, work)
+    plugin = qemu.build_plugin(toolchain, work / "plugin")
+
+    outputs, counts, stacks = _run_windows(toolchain, elf, machine, plugin, reference, pipeline,
+                                           library.n_features, work / "run")
+    parity = window_parity(reference.labels, reference.scores, reference.features, outputs)
+    parity["emulated"] = True
+    parity["machine"] = machine
+    events = _run_stream(toolchain, elf, machine, plugin, reference, pipeline, work / "run")
+    parity["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
+                                        reference.stream_labels, reference.stream_scores,
+                                        events)
+    parity["streaming"]["n_recordings"] = len(reference.stream_lengths)
+
+    np.save(work / "instructions_per_window.npy", counts)  # for reports and run-to-run checks
+    np.save(work / "stack_per_window.npy", stacks)
+    instructions = int(counts.max(initial=0))
+    resources = _resources(common, profile, budget, instructions, int(stacks.max(initial=0)),
+                           latency_budget_ms, measured_on=f"qemu-{machine}", estimated=[])
+    resources.update(instructions_mean=float(counts.mean()) if len(counts) else 0.0,
+                     instructions_min=int(counts.min(initial=0)),
+                     instruction_counter="QEMU TCG plugin kml_icount (per translation block)",
+                     stack_method="stack painting around kml_classify, deepest of all "
+                                  "held-out windows")
+    return TargetResult(parity, resources)
+
+
+def _resources(common: dict, profile: TargetProfile, budget: Budget, instructions: int,
+               stack: int, latency_budget_ms: float | None, *, measured_on: str,
+               estimated: list[str]) -> dict:
+    check = check_budget(common["flash_bytes"], common["ram_bytes"] + stack, budget)
+    latency = profile.latency_us(instructions)
+    notes = list(check.notes)
+    within = check.within_budget
+    status = check.status
+    if latency_budget_ms is not None and latency > latency_budget_ms * 1000:
+        within, status = False, "fail"
+        notes.append(f"latency {latency:.0f} us is over the budget of "
+                     f"{latency_budget_ms * 1000:.0f} us")
+    return {
+        **common,
+        "stack_bytes": stack,
+        "ram_with_stack_bytes": common["ram_bytes"] + stack,
+        "instructions_per_inference": instructions,
+        "latency_us": round(latency, 3),
+        "energy_uj": round(profile.energy_uj(instructions), 4),
+        "clock_hz": profile.clock_hz,
+        "flash_budget_bytes": check.flash_budget_bytes,
+        "ram_budget_bytes": check.ram_budget_bytes,
+        "flash_fraction": check.flash_fraction,
+        "ram_fraction": check.ram_fraction,
+        "latency_budget_us": None if latency_budget_ms is None else latency_budget_ms * 1000,
+        "status": status,
+        "within_budget": within,
+        "notes": notes,
+        "measured_on": measured_on,
+        "estimated": estimated,
+    }
+
+
+def _run_windows(toolchain, elf: Path, machine: str, plugin: Path, reference: Reference,
+                 pipeline: Pipeline, n_features: int, work: Path
+                 ) -> tuple[WindowOutputs, np.ndarray, np.ndarray]:
+    k = pipeline.n_classes
+    record = np.dtype([("label", "<i4"), ("scores", "<f4", (k,)),
+                       ("features", "<f4", (n_features,)), ("stack", "<u4")])
+    parts, counts = [], []
+    n = len(reference.windows)
+    batches = range(0, n, WINDOWS_PER_RUN)
+    for start in track(batches, f"{machine}: held-out windows", total=len(batches)):
+        x = np.ascontiguousarray(reference.windows[start:start + WINDOWS_PER_RUN], dtype="<f4")
+        payload = np.array([0, len(x)], dtype="<i4").tobytes() + x.tobytes()
+        run = qemu.run_harness(toolchain, elf, machine, payload, plugin, work,
+                               timeout_s=120 + 0.05 * len(x))
+        out = np.frombuffer(run.output, dtype=record)
+        if len(out) != len(x) or len(run.instructions) != len(x):
+            raise ToolchainError(f"QEMU returned {len(out)} results and {len(run.instructions)} "
+                               f"counts for {len(x)} windows")
+        parts.append(out)
+        counts.append(run.instructions)
+    out = np.concatenate(parts) if parts else np.zeros(0, dtype=record)
+    outputs = WindowOutputs(out["label"].copy(), out["scores"].copy(), out["features"].copy())
+    return (outputs, np.concatenate(counts) if counts else np.zeros(0, np.int64),
+            out["stack"].astype(np.int64))
+
+
+def _run_stream(toolchain, elf: Path, machine: str, plugin: Path, reference: Reference,
+                pipeline: Pipeline, work: Path) -> StreamEvents:
+    k = pipeline.n_classes
+    parts = [np.array([1, len(reference.stream_lengths)], dtype="<i4").tobytes()]
+    for samples in reference.stream_recordings:
+        parts.append(np.int32(len(samples)).astype("<i4").tobytes())
+        parts.append(np.ascontiguousarray(samples, dtype="<f4").tobytes())
+    run = qemu.run_harness(toolchain, elf, machine, b"".join(parts), plugin, work,
+                           timeout_s=120 + 1e-4 * len(reference.stream_samples))
+    record = np.dtype([("recording", "<i4"), ("sample", "<i4"), ("label", "<i4"),
+                       ("scores", "<f4", (k,))])
+    out = np.frombuffer(run.output, dtype=record)
+    return StreamEvents(out["recording"].copy(), out["sample"].copy(), out["label"].copy(),
+                        out["scores"].copy())
