@@ -133,6 +133,9 @@ class TreeModelConfig(Section):
     max_features: Literal["sqrt", "log2", "all"] | int | float = "sqrt"
     class_weight: Literal["balanced"] | None = None
     random_state: int = 0
+    # C form: "table" walks node arrays (smallest flash), "inline" emits the trees as
+    # nested if/else code (fewest instructions). Both give identical decisions.
+    c_style: Literal["table", "inline"] = "table"
 
 
     @field_validator("max_features")

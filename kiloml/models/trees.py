@@ -217,6 +217,8 @@ def forest_tables(estimators: list[DecisionTreeClassifier], n_classes: int,
 class TreeModel:
     """A scikit-learn tree classifier as a pipeline stage (features -> class scores)."""
 
+    C_STYLES = ("table",)
+
     def __init__(self, config: TreeModelConfig, n_classes: int) -> None:
         self.config = config
         self.n_classes = n_classes

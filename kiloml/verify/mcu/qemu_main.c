@@ -15,45 +15,24 @@
 #include <stdint.h>
 
 #include "kiloml_model.h"
+#include "measure.h"
 #include "semihost.h"
 
-#define STACK_PAINT 0xC0FFEE42u
 #define STREAM_CHUNK 32 /* samples read per semihosting call */
-
-extern uint32_t __stack_limit;
 
 static float window_buf[KML_WINDOW_SAMPLES * KML_CHANNELS];
 static float feature_buf[KML_FEATURES];
 static float sample_buf[STREAM_CHUNK * KML_CHANNELS];
 
-__attribute__((noinline)) void kml_bench_begin(void)
-{
-    __asm volatile("" ::: "memory");
-}
-
-__attribute__((noinline)) void kml_bench_end(void)
-{
-    __asm volatile("" ::: "memory");
-}
-
-/* kml_classify with its stack measured by painting: fill the free stack below
- * this frame with a pattern, call, then find the deepest word overwritten. */
+/* kml_classify, measured: instructions (by the QEMU plugin) and stack depth. */
 __attribute__((noinline)) static int32_t classify_measured(const float *window,
                                                            kml_result_t *result,
                                                            uint32_t *stack_bytes)
 {
-    uint32_t *top, *p;
-    int32_t label;
-    __asm volatile("mov %0, sp" : "=r"(top));
-    for (p = &__stack_limit; p < top - 8; ++p) { /* stays below this frame */
-        *p = STACK_PAINT;
-    }
-    kml_bench_begin();
-    label = kml_classify(window, result);
-    kml_bench_end();
-    for (p = &__stack_limit; p < top && *p == STACK_PAINT; ++p) {
-    }
-    *stack_bytes = (uint32_t)((uintptr_t)top - (uintptr_t)p);
+    int32_t label = 0;
+    uint32_t used = 0;
+    KML_MEASURE(label = kml_classify(window, result), used);
+    *stack_bytes = used;
     return label;
 }
 
