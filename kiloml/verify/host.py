@@ -36,8 +36,9 @@ def build_host(library: FirmwareLibrary, build_dir: Path, *, sanitize: bool = Fa
            "-lm", "-o", str(exe)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        first = (result.stderr.strip().splitlines() or ["(no output)"])[0]
-        raise ToolchainError(f"host build of the generated library failed: {first}")
+        lines = result.stderr.strip().splitlines() or ["(no output)"]
+        first = next((ln for ln in lines if "error" in ln), lines[0])
+        raise ToolchainError(f"host build of the generated library failed: {first.strip()}")
     return exe
 
 

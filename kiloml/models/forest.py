@@ -1,0 +1,325 @@
+"""A scikit-learn tree ensemble flattened for the C kernel ``kml_trees``, exactly.
+
+Exactness rests on three facts:
+
+* scikit-learn casts features to float32 and compares ``x <= t`` with a float64
+  threshold ``t``. For float32 ``x`` that equals ``x <= t32`` with ``t32`` the
+  largest float32 not above ``t`` (``float32_threshold``). NaN goes to the side
+  recorded in ``missing_go_to_left``.
+* ``predict_proba`` adds each tree's leaf class fractions (float64) in tree order,
+  then divides by the number of trees; ``predict`` is the first arg-max. Leaf
+  fractions are ``sum_total / weighted_n_node_samples``; with whole sample counts
+  (bootstrap or not) they are stored as small integers num/den whose double
+  division reproduces them bit for bit (checked here), else as float64 bits.
+* The C vote sums in float32 first and only trusts that when the leader is ahead
+  by more than ``margin``, a bound on the float32 error; otherwise it redoes
+  scikit-learn's float64 arithmetic exactly (kml_f64).
+
+Node layout: internal nodes of each tree in pre-order, children as references
+relative to the tree's root, or leaf payloads (flagged in bitmaps). Types are the
+narrowest that fit, and thresholds are shared through a table when that is smaller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TREE_LEAF = -1  # sklearn.tree._tree.TREE_LEAF
+F32 = np.float32
+
+
+def float32_threshold(threshold: float) -> np.float32:
+    """Largest float32 ``t32 <= threshold``: for every float32 x, x <= threshold iff x <= t32."""
+    t32 = np.float32(threshold)
+    if np.isinf(t32) and not np.isinf(threshold):
+        t32 = np.float32(np.finfo(np.float32).max) if threshold > 0 else np.float32(-np.inf)
+    if float(t32) > threshold:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return t32
+
+
+def integer_fractions(proba: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Numerators [n, K] and denominators [n] with num / den == proba bit for bit in
+    float64, reduced by their common divisor; empty arrays if some row has none
+    (non-integer sample weights, e.g. class_weight on a single tree or extra trees;
+    a random forest draws its balanced bootstrap in whole counts)."""
+    empty = (np.zeros((0, proba.shape[1]), np.uint8), np.zeros(0, np.uint8))
+    if not len(proba) or not np.all(weights == np.round(weights)):
+        return empty
+    den = np.round(weights).astype(np.int64)
+    num = np.round(proba * den[:, None]).astype(np.int64)
+    g = np.gcd.reduce(np.concatenate([num, den[:, None]], axis=1), axis=1)
+    num, den = num // g[:, None], den // g
+    exact = num.astype(np.float64) / den[:, None].astype(np.float64)
+    if not np.array_equal(exact.view(np.int64), proba.view(np.int64)):
+        return empty
+    if not np.array_equal(num.sum(axis=1), den):
+        return empty  # the C kernel takes each denominator as the sum of its numerators
+    top = max(int(num.max(initial=0)), int(den.max(initial=0)))
+    dtype = np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else None
+    if dtype is None:
+        return empty
+    return num.astype(dtype), den.astype(dtype)
+
+
+def _uint_for(top: int) -> type:
+    return np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32
+
+
+def _bits(flags: list[bool]) -> np.ndarray:
+    return np.packbits(np.array(flags, dtype=bool), bitorder="little")
+
+
+def fast_margin(n_trees: int) -> np.float32:
+    """The lead above which the float32 sums decide as scikit-learn's float64 would.
+
+    Each class sum adds at most one term per tree. A term (a fraction < 1, rounded
+    to float32) is off by at most 2^-25, each float32 addition of values up to
+    n_trees by half a spacing there, and scikit-learn's own float64 sums are off by
+    far less; the leader's lead is computed in float32 too (one more half spacing).
+    """
+    t = float(n_trees)
+    f32_error = t * 2.0**-25 + t * float(np.spacing(np.float32(t))) / 2
+    f64_error = t * 2.0**-54 + t * float(np.spacing(np.float64(t))) / 2
+    margin = 2 * (f32_error + f64_error) + float(np.spacing(np.float32(t))) + 1e-30
+    m32 = np.float32(margin)
+    return m32 if float(m32) >= margin else np.nextafter(m32, np.float32(np.inf))
+
+
+@dataclass
+class ForestTables:
+    n_classes: int
+    n_features: int
+    tree_base: np.ndarray  # [n_trees] first node of each tree
+    feature: np.ndarray  # [n_nodes]
+    threshold: np.ndarray  # float32 [n_nodes]: each node's own threshold
+    left: np.ndarray  # [n_nodes] relative node or leaf payload
+    right: np.ndarray
+    left_is_leaf: np.ndarray  # bool [n_nodes]
+    right_is_leaf: np.ndarray
+    nan_left: np.ndarray  # bool [n_nodes]
+    max_depth: int
+    # Mixed leaves, payload n_classes + m: exact class fractions of leaf m.
+    leaf_proba: np.ndarray  # float64 [n_mixed, n_classes]
+    leaf_num: np.ndarray  # [n_mixed, n_classes] numerators (mode 1), else empty
+    leaf_den: np.ndarray  # [n_mixed] denominators (mode 1), else empty
+
+    @property
+    def n_trees(self) -> int:
+        return len(self.tree_base)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.feature)
+
+    @property
+    def n_mixed(self) -> int:
+        return int(self.leaf_proba.shape[0])
+
+    @property
+    def score_mode(self) -> int:
+        """0: integer votes, 1: integer fractions, 2: float64 fractions (KML_TREE_PROBA)."""
+        if self.n_mixed == 0:
+            return 0
+        return 1 if self.leaf_den.size else 2
+
+    @property
+    def margin(self) -> np.float32:
+        return fast_margin(self.n_trees)
+
+    # --- encodings, narrowest that fit ---------------------------------------------
+
+    @property
+    def feature_ctype(self) -> str:
+        return "uint8_t" if self.n_features <= 256 else "uint16_t"
+
+    @property
+    def head_dtype(self) -> type:
+        """Node head: the feature index plus two leaf bits on top."""
+        if self.n_features <= 64:
+            return np.uint8
+        if self.n_features <= 1 << 14:
+            return np.uint16
+        raise ValueError(f"{self.n_features} features; the tree kernel takes at most 16384")
+
+    def heads(self) -> np.ndarray:
+        dtype = self.head_dtype
+        bits = 8 * np.dtype(dtype).itemsize
+        head = (self.feature.astype(np.uint32)
+                | (self.left_is_leaf.astype(np.uint32) << (bits - 1))
+                | (self.right_is_leaf.astype(np.uint32) << (bits - 2)))
+        return head.astype(dtype)
+
+    @property
+    def ref_dtype(self) -> type:
+        top = max(int(self.left.max(initial=0)), int(self.right.max(initial=0)))
+        return _uint_for(top)
+
+    @property
+    def base_dtype(self) -> type:
+        return _uint_for(int(self.tree_base.max(initial=0)))
+
+    @property
+    def class_dtype(self) -> type:
+        return _uint_for(self.n_classes - 1)
+
+    @property
+    def fraction_dtype(self) -> type:
+        return self.leaf_num.dtype.type if self.leaf_num.size else np.uint8
+
+    def threshold_table(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(table, index per node) when sharing thresholds takes less flash than one per
+        node, else None."""
+        table, index = np.unique(self.threshold.view(np.uint32), return_inverse=True)
+        index_dtype = _uint_for(len(table) - 1)
+        shared = 4 * len(table) + np.dtype(index_dtype).itemsize * self.n_nodes
+        if index_dtype is np.uint32 or shared >= 4 * self.n_nodes:
+            return None
+        return table.view(np.float32), index.astype(index_dtype)
+
+    def sparse_leaves(self) -> bool:
+        """Sparse (class, value) entries when smaller than dense rows."""
+        if self.score_mode != 1:
+            return True
+        width = np.dtype(self.fraction_dtype).itemsize
+        nonzero = int((self.leaf_num > 0).sum())
+        dense = self.n_mixed * self.n_classes * width
+        sparse = 2 * (self.n_mixed + 1) + nonzero * (
+            np.dtype(self.class_dtype).itemsize + width)
+        return sparse < dense
+
+    # --- what the C kernel computes, in Python (for tests and the inline emitter) ---
+
+    def leaf(self, tree: int, x: np.ndarray) -> int:
+        """The C walk: the leaf payload tree ``tree`` reaches for features ``x``."""
+        node = 0
+        base = int(self.tree_base[tree])
+        while True:
+            i = base + node
+            v = x[self.feature[i]]
+            go_left = v <= self.threshold[i] or (np.isnan(v) and bool(self.nan_left[i]))
+            ref = int(self.left[i] if go_left else self.right[i])
+            if (self.left_is_leaf if go_left else self.right_is_leaf)[i]:
+                return ref
+            node = ref
+
+    def fast_terms(self, payload: int) -> list[tuple[int, np.float32]]:
+        """(class, float32 term) added to the fast sums for a leaf, in class order."""
+        if payload < self.n_classes:
+            return [(payload, F32(1.0))]
+        m = payload - self.n_classes
+        row = self.leaf_proba[m]
+        out = []
+        for k in np.flatnonzero(row):
+            if self.score_mode == 1:
+                out.append((int(k), F32(self.leaf_num[m, k]) / F32(self.leaf_den[m])))
+            else:
+                out.append((int(k), F32(row[k])))
+        return out
+
+    def fast_sums(self, payloads: list[int]) -> np.ndarray:
+        sums = np.zeros(self.n_classes, dtype=np.float32)
+        for p in payloads:
+            for k, term in self.fast_terms(p):
+                sums[k] = F32(sums[k] + term)
+        return sums
+
+    def fast_path_decides(self, payloads: list[int]) -> bool:
+        """Whether the C fast path decides (else it takes the exact float64 path)."""
+        if self.score_mode == 0:
+            return True
+        s = self.fast_sums(payloads)
+        best = int(np.argmax(s))
+        others = np.delete(s, best)
+        second = others.max() if len(others) else F32(0)
+        return bool(F32(s[best] - max(second, F32(0))) > self.margin)
+
+
+def forest_tables(estimators: list, n_classes: int, n_features: int) -> ForestTables:
+    """Flatten fitted scikit-learn trees (all trained on the same classes)."""
+    base: list[int] = []
+    feature: list[int] = []
+    threshold: list[np.float32] = []
+    left: list[int] = []
+    right: list[int] = []
+    left_leaf: list[bool] = []
+    right_leaf: list[bool] = []
+    nan_left: list[bool] = []
+    mixed: dict[bytes, int] = {}
+    mixed_rows: list[np.ndarray] = []
+    mixed_weights: list[float] = []
+    max_depth = 1
+
+    def payload(proba: np.ndarray, weight: float) -> int:
+        nonzero = np.flatnonzero(proba)
+        if len(nonzero) == 1 and proba[nonzero[0]] == 1.0:
+            return int(nonzero[0])
+        key = proba.tobytes()
+        if key not in mixed:
+            mixed[key] = len(mixed_rows)
+            mixed_rows.append(proba.copy())
+            mixed_weights.append(weight)
+        return n_classes + mixed[key]
+
+    for est in estimators:
+        tree = est.tree_
+        if tree.value.shape[2] != n_classes:
+            raise ValueError("every tree must see every class")
+        values = tree.value[:, 0, :]  # scikit-learn >= 1.4 keeps class fractions per node
+        weights = tree.weighted_n_node_samples
+        children_left, children_right = tree.children_left, tree.children_right
+        base.append(len(feature))
+        if children_left[0] == TREE_LEAF:
+            # A tree that is one leaf: a node whose both sides are that leaf.
+            p = payload(values[0], float(weights[0]))
+            feature.append(0)
+            threshold.append(F32(0.0))
+            left.append(p)
+            right.append(p)
+            left_leaf.append(True)
+            right_leaf.append(True)
+            nan_left.append(True)
+            continue
+        max_depth = max(max_depth, int(tree.max_depth))
+        internal = np.flatnonzero(children_left != TREE_LEAF)
+        relative = {int(node): i for i, node in enumerate(internal)}
+        for node in internal:
+            feature.append(int(tree.feature[node]))
+            threshold.append(float32_threshold(float(tree.threshold[node])))
+            for child, refs, flags in ((children_left[node], left, left_leaf),
+                                       (children_right[node], right, right_leaf)):
+                child = int(child)
+                if children_left[child] == TREE_LEAF:
+                    refs.append(payload(values[child], float(weights[child])))
+                    flags.append(True)
+                else:
+                    refs.append(relative[child])
+                    flags.append(False)
+            # scikit-learn sends NaN to the side that saw missing values in training,
+            # or else to the child with more samples.
+            nan_left.append(bool(tree.missing_go_to_left[node]))
+
+    leaf_proba = np.array(mixed_rows, dtype=np.float64).reshape(-1, n_classes)
+    leaf_num, leaf_den = integer_fractions(leaf_proba, np.array(mixed_weights))
+    top_ref = max(max(left, default=0), max(right, default=0))
+    if top_ref > 0xFFFF:
+        raise ValueError(f"a tree or its leaves need {top_ref} references; at most 65535 are "
+                         f"supported (limit max_depth)")
+    return ForestTables(
+        n_classes=n_classes,
+        n_features=n_features,
+        tree_base=np.array(base, dtype=np.int64),
+        feature=np.array(feature, dtype=np.uint8 if n_features <= 256 else np.uint16),
+        threshold=np.array(threshold, dtype=np.float32),
+        left=np.array(left, dtype=np.int64),
+        right=np.array(right, dtype=np.int64),
+        left_is_leaf=np.array(left_leaf, dtype=bool),
+        right_is_leaf=np.array(right_leaf, dtype=bool),
+        nan_left=np.array(nan_left, dtype=bool),
+        max_depth=max_depth,
+        leaf_proba=leaf_proba,
+        leaf_num=leaf_num,
+        leaf_den=leaf_den,
+    )
