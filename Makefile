@@ -45,6 +45,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/trees.py
 
 lint: venv
 	$(BIN)/ruff check .

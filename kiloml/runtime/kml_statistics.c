@@ -4,47 +4,59 @@
 #include <float.h>
 #include <math.h>
 
+/* The ring holds the window as two runs of rows: [start_row, rows) then [0, start_row). */
+#define KML_FOR_EACH_SAMPLE(BODY)                                                          \
+    do {                                                                                   \
+        int32_t run_;                                                                      \
+        for (run_ = 0; run_ < 2; ++run_) {                                                 \
+            const int32_t from_ = run_ == 0 ? start_row : 0;                               \
+            const int32_t to_ = run_ == 0 ? rows : start_row;                              \
+            const float *p_ = window + from_ * channels + c;                               \
+            int32_t r_;                                                                    \
+            for (r_ = from_; r_ < to_; ++r_, p_ += channels) {                             \
+                const float x = *p_;                                                       \
+                BODY;                                                                      \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
 void kml_statistics(const float *window, int32_t rows, int32_t channels, int32_t start_row,
                     uint32_t stat_mask, float *out)
 {
     const float n = (float)rows;
     int32_t c;
     for (c = 0; c < channels; ++c) {
-        float sum = 0.0f, sum_sq = 0.0f, first, lo, hi, mean, prev_x = 0.0f, prev_d = 0.0f;
+        const float first = window[start_row * channels + c];
+        float sum = 0.0f, sum_sq = 0.0f, lo = first, hi = first, mean, first_d;
         float s2 = 0.0f, s3 = 0.0f, s4 = 0.0f, m2, m3, m4, std_dev, den;
-        int32_t zero_crossings = 0, mean_crossings = 0, t, r;
+        int32_t zero_crossings = 0, mean_crossings = 0, prev_x_sign, prev_d_sign;
         float stat[KML_STAT_COUNT];
         uint32_t k;
 
-        first = lo = hi = window[start_row * channels + c];
-        for (t = 0, r = start_row; t < rows; ++t) {
-            const float x = window[r * channels + c];
+        KML_FOR_EACH_SAMPLE({
             sum += x - first; /* keeps a constant channel's mean exact */
             sum_sq += x * x;
             lo = (x < lo) ? x : lo;
             hi = (x > hi) ? x : hi;
-            if (++r == rows) {
-                r = 0;
-            }
-        }
+        });
         mean = first + sum / n;
-        for (t = 0, r = start_row; t < rows; ++t) {
-            const float x = window[r * channels + c];
+        /* Crossings: sign changes between consecutive samples, counted from the first. */
+        first_d = first - mean;
+        prev_x_sign = first >= 0.0f;
+        prev_d_sign = first_d >= 0.0f;
+        KML_FOR_EACH_SAMPLE({
             const float d = x - mean;
             const float d2 = d * d;
+            const int32_t x_sign = x >= 0.0f;
+            const int32_t d_sign = d >= 0.0f;
             s2 += d2;
             s3 += d2 * d;
             s4 += d2 * d2;
-            if (t > 0) {
-                zero_crossings += ((x >= 0.0f) != (prev_x >= 0.0f));
-                mean_crossings += ((d >= 0.0f) != (prev_d >= 0.0f));
-            }
-            prev_x = x;
-            prev_d = d;
-            if (++r == rows) {
-                r = 0;
-            }
-        }
+            zero_crossings += x_sign ^ prev_x_sign;
+            mean_crossings += d_sign ^ prev_d_sign;
+            prev_x_sign = x_sign;
+            prev_d_sign = d_sign;
+        });
         m2 = s2 / n;
         m3 = s3 / n;
         m4 = s4 / n;
