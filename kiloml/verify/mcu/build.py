@@ -197,5 +197,6 @@ def function_at(table: list[Symbol], address: int) -> str:
     address &= ~1
     for sym in table:
         if sym.address <= address < sym.address + max(sym.size, 1):
-            return f"{sym.name}+0x{address - sym.address:x}"
+            name = sym.name.split(".")[0]  # drop GCC's clone suffixes (.constprop.0 ...)
+            return f"{name}+0x{address - sym.address:x}"
     return f"0x{address:08x}"
