@@ -90,6 +90,31 @@ def budget_figure(resources: dict) -> str:
     return _png(fig)
 
 
+def latency_figure(resources: dict) -> str:
+    """Latency per inference on each target (max over the held-out set; mean marked)."""
+    names = [t for t, r in resources.items() if "latency_us" in r]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.2))
+    y = np.arange(len(names))
+    worst = [resources[t]["latency_us"] / 1000 for t in names]
+    colors = ["#9a9a9a" if resources[t].get("estimated") else "#4c72b0" for t in names]
+    ax.barh(y, worst, color=colors)
+    for yi, t in zip(y, names, strict=True):
+        r = resources[t]
+        if "instructions_mean" in r and r["instructions_per_inference"]:
+            mean_ms = r["latency_us"] * r["instructions_mean"] / r["instructions_per_inference"]
+            ax.plot([mean_ms / 1000], [yi], "k|", markersize=14)
+        label = f" {r['latency_us'] / 1000:.2f} ms" + (" (est.)" if r.get("estimated") else "")
+        ax.text(r["latency_us"] / 1000, yi, label, va="center", fontsize=8)
+        if r.get("latency_budget_us"):
+            ax.plot([r["latency_budget_us"] / 1000], [yi], "r|", markersize=16)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per inference at the target clock (log scale; | = mean)")
+    ax.set_title("Inference latency (worst held-out window)")
+    return _png(fig)
+
+
 def _status(ok: bool | str) -> str:
     if ok is True or ok == "ok":
         return '<span class="ok">ok</span>'
@@ -201,7 +226,10 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
         for note in r["notes"]:
             parts.append(f"<p class='warn'>{html.escape(target)}: {html.escape(note)}</p>")
     if metrics["resources"]:
-        parts.append(budget_figure(metrics["resources"]))
+        figs = [budget_figure(metrics["resources"])]
+        if any("latency_us" in r for r in metrics["resources"].values()):
+            figs.append(latency_figure(metrics["resources"]))
+        parts.append("<div class='figs'>" + "".join(figs) + "</div>")
 
     parts.append("<h2>Model and features</h2>")
     model = metrics["model"]
