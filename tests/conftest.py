@@ -84,19 +84,27 @@ class CsvProject:
         self.toml.write_text(text.replace(old, new))
 
 
-@pytest.fixture
-def csv_project(tmp_path: Path) -> CsvProject:
-    """Three activities x four subjects, one 8 s CSV recording each, with timestamps."""
+def write_toy_project(root: Path, seconds: float = 8.0, rate_scale: int = 1) -> Path:
+    """Three activities x four subjects, one CSV recording each with timestamps (50 Hz, or
+    50 x rate_scale Hz); returns the kiloml.toml (output folder root/out)."""
     seed = 0
     for label in CLASSES:
         for subject in SUBJECTS:
-            path = tmp_path / "data" / label / f"{subject}_rec.csv"
+            path = root / "data" / label / f"{subject}_rec.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(csv_text(signal(label, 8.0, seed)))
+            rows = signal(label, seconds, seed)
+            rows[:, 0] /= rate_scale
+            path.write_text(csv_text(rows))
             seed += 1
-    toml = tmp_path / "kiloml.toml"
+    toml = root / "kiloml.toml"
     toml.write_text(PROJECT_TOML.format(name="toy"))
-    return CsvProject(tmp_path, toml)
+    return toml
+
+
+@pytest.fixture
+def csv_project(tmp_path: Path) -> CsvProject:
+    """The toy project: three activities x four subjects, 8 s each."""
+    return CsvProject(tmp_path, write_toy_project(tmp_path))
 
 
 @dataclass

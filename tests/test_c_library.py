@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, PROJECT_TOML, SUBJECTS, csv_text, run_cli, signal
+from conftest import run_cli, write_toy_project
 
 from kiloml.codegen.library import STRICT_CFLAGS, FirmwareLibrary
 from kiloml.pipeline import Pipeline
@@ -19,15 +19,7 @@ from kiloml.verify.sizes import parse_size_a
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pipeline]:
     root = tmp_path_factory.mktemp("lib")
-    seed = 0
-    for label in CLASSES:
-        for subject in SUBJECTS:
-            path = root / "data" / label / f"{subject}_rec.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(csv_text(signal(label, 8.0, seed)))
-            seed += 1
-    (root / "kiloml.toml").write_text(PROJECT_TOML.format(name="toy"))
-    assert run_cli("run", str(root / "kiloml.toml")).exit_code == 0
+    assert run_cli("run", str(write_toy_project(root))).exit_code == 0
     return root / "out", Pipeline.load(root / "out" / "pipeline.pkl")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, PROJECT_TOML, SUBJECTS, assert_user_error, csv_text, run_cli, signal
+from conftest import assert_user_error, run_cli, write_toy_project
 
 from kiloml.errors import KilomlError
 from kiloml.pipeline import Pipeline
@@ -24,26 +24,10 @@ from kiloml.verify.reference import REFERENCE_FILE, Reference
 from kiloml.verify.target import verify_target
 
 
-def write_project(root: Path, seconds: float = 8.0, rate_scale: int = 1) -> Path:
-    seed = 0
-    for label in CLASSES:
-        for subject in SUBJECTS:
-            path = root / "data" / label / f"{subject}_rec.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows = signal(label, seconds, seed)
-            if rate_scale != 1:
-                rows[:, 0] /= rate_scale
-            path.write_text(csv_text(rows))
-            seed += 1
-    toml = root / "kiloml.toml"
-    toml.write_text(PROJECT_TOML.format(name="toy"))
-    return toml
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The toy project, run once (host and Cortex-M4F parity included)."""
-    toml = write_project(tmp_path_factory.mktemp("mcu"))
+    toml = write_toy_project(tmp_path_factory.mktemp("mcu"))
     result = run_cli("run", str(toml))
     assert result.exit_code == 0, result.stderr
     return toml
@@ -249,14 +233,14 @@ def test_unknown_target_for_verify(project: Path) -> None:
 
 
 def test_verify_needs_a_run(tmp_path: Path) -> None:
-    toml = write_project(tmp_path)
+    toml = write_toy_project(tmp_path)
     assert_user_error(run_cli("verify", str(toml)), "run `kiloml run")
 
 
 def test_library_too_big_for_the_target(tmp_path: Path) -> None:
     """A 10 s window at 200 Hz x 3 channels needs a 24 KB ring buffer: more RAM than the
     Cortex-M3 profile's 20 KB."""
-    toml = write_project(tmp_path, seconds=30.0 * 4, rate_scale=4)
+    toml = write_toy_project(tmp_path, seconds=30.0 * 4, rate_scale=4)
     text = toml.read_text().replace("window_ms = 1000", "window_ms = 10000").replace(
         "sample_rate_hz = 50", "sample_rate_hz = 200").replace(
         "stride_ms = 500", "stride_ms = 5000").replace('name = "cortex-m4f"',
