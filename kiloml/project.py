@@ -53,6 +53,8 @@ class DataConfig(Section):
     group_pattern: str | None = None
     min_label_coverage: float = Field(default=0.8, gt=0.5, le=1.0)
     short_recordings: Literal["error", "skip"] = "error"
+    resample: bool = False  # bring recordings at another rate to sample_rate_hz
+    pad_to_ms: float | None = Field(default=None, gt=0)  # zero-pad shorter recordings
 
     @field_validator("label_pattern", "group_pattern")
     @classmethod
@@ -93,6 +95,8 @@ class DataConfig(Section):
             for key in ("timestamp_column", "group_column"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"'{key}' applies to CSV files only")
+        if self.resample and self.sample_rate_hz is None:
+            raise ValueError("resample = true needs sample_rate_hz, the rate to resample to")
         if self.source == "wav" and self.label_column is not None:
             raise ValueError("WAV files have no label column: use label_pattern or "
                              "label_from_folder")
@@ -119,9 +123,128 @@ class StatisticsStageConfig(Section):
         return value
 
 
-FeatureStageConfig = Annotated[StatisticsStageConfig, Field(discriminator="stage")]
+SPECTRAL_FEATURES = ("band_energies", "peaks", "centroid", "entropy", "flatness")
+WINDOW_FUNCTIONS = ("hann", "hamming", "rectangular")
 
-FEATURE_STAGES: dict[str, type[Section]] = {"statistics": StatisticsStageConfig}
+
+class SpectralStageConfig(Section):
+    """Averaged power spectrum of each channel and features from it."""
+
+    stage: Literal["spectral"]
+    fft_length: int = 64
+    window_function: Literal[WINDOW_FUNCTIONS] = "hann"  # type: ignore[valid-type]
+    features: list[Literal[SPECTRAL_FEATURES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(SPECTRAL_FEATURES))
+    n_bands: int = Field(default=8, ge=1, le=256)
+    band_spacing: Literal["linear", "log"] = "linear"
+    f_min_hz: float = Field(default=0.0, ge=0)
+    f_max_hz: float | None = Field(default=None, gt=0)
+    n_peaks: int = Field(default=3, ge=1, le=32)
+    log: bool = True
+    channels: list[str] | None = None
+
+    @field_validator("features")
+    @classmethod
+    def _some(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("list each spectral feature at most once, at least one")
+        return value
+
+
+class MfccStageConfig(Section):
+    """Log mel filterbank energies ("mfe") or cepstral coefficients ("mfcc") per frame."""
+
+    stage: Literal["mfcc", "mfe"]
+    frame_ms: float = Field(default=25.0, gt=0)
+    frame_stride_ms: float = Field(default=10.0, gt=0)
+    fft_length: int = 256
+    window_function: Literal[WINDOW_FUNCTIONS] = "hamming"  # type: ignore[valid-type]
+    n_filters: int = Field(default=32, ge=1, le=256)
+    n_coefficients: int = Field(default=13, ge=1, le=256)
+    f_min_hz: float = Field(default=0.0, ge=0)
+    f_max_hz: float | None = Field(default=None, gt=0)
+    channels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _coefficients(self) -> MfccStageConfig:
+        if self.stage == "mfcc" and self.n_coefficients > self.n_filters:
+            raise ValueError(f"n_coefficients = {self.n_coefficients} is more MFCCs than "
+                             f"mel filters (n_filters = {self.n_filters})")
+        return self
+
+
+class ScaleStageConfig(Section):
+    """Per-feature scaling of everything before it, fitted on the training windows."""
+
+    stage: Literal["scale"]
+    method: Literal["standard", "minmax"] = "standard"
+
+
+FeatureStageConfig = Annotated[
+    StatisticsStageConfig | SpectralStageConfig | MfccStageConfig | ScaleStageConfig,
+    Field(discriminator="stage")]
+
+FEATURE_STAGES: dict[str, type[Section]] = {
+    "statistics": StatisticsStageConfig, "spectral": SpectralStageConfig,
+    "mfcc": MfccStageConfig, "mfe": MfccStageConfig, "scale": ScaleStageConfig}
+
+
+class FilterStageConfig(Section):
+    """Butterworth IIR filter (second-order sections); state carries across samples."""
+
+    stage: Literal["filter"]
+    type: Literal["lowpass", "highpass", "bandpass"]
+    cutoff_hz: float | list[float]
+    order: int = Field(default=4, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _cutoff(self) -> FilterStageConfig:
+        edges = self.cutoff_hz if isinstance(self.cutoff_hz, list) else [self.cutoff_hz]
+        if self.type == "bandpass" and len(edges) != 2:
+            raise ValueError("a bandpass filter needs cutoff_hz = [low, high]")
+        if self.type != "bandpass" and isinstance(self.cutoff_hz, list):
+            raise ValueError(f"a {self.type} filter takes one cutoff_hz")
+        if any(e <= 0 for e in edges) or (len(edges) == 2 and edges[0] >= edges[1]):
+            raise ValueError("cutoff_hz must be positive (and low < high)")
+        return self
+
+
+class PreEmphasisStageConfig(Section):
+    stage: Literal["pre_emphasis"]
+    coefficient: float = Field(default=0.97, ge=0, lt=1)
+
+
+class DecimateStageConfig(Section):
+    """Anti-alias low-pass, then keep every factor-th sample."""
+
+    stage: Literal["decimate"]
+    factor: int = Field(ge=2, le=16)
+
+
+PreprocessStageConfig = Annotated[
+    FilterStageConfig | PreEmphasisStageConfig | DecimateStageConfig,
+    Field(discriminator="stage")]
+
+PREPROCESS_STAGES: dict[str, type[Section]] = {
+    "filter": FilterStageConfig, "pre_emphasis": PreEmphasisStageConfig,
+    "decimate": DecimateStageConfig}
+
+
+class AugmentConfig(Section):
+    """Copies of each training recording with noise, a time shift and a gain change."""
+
+    copies: int = Field(default=0, ge=0, le=1000)
+    noise_snr_db: list[float] = Field(default_factory=lambda: [15.0, 40.0])
+    time_shift_ms: float = Field(default=0.0, ge=0)
+    gain_db: list[float] = Field(default_factory=lambda: [-6.0, 6.0])
+    seed: int = 0
+
+    @field_validator("noise_snr_db", "gain_db")
+    @classmethod
+    def _range(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or value[0] > value[1]:
+            raise ValueError("give a range [low, high]")
+        return value
 
 
 class TreeModelConfig(Section):
@@ -187,8 +310,10 @@ class Project(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataConfig
     window: WindowConfig
+    preprocess: list[PreprocessStageConfig] = Field(default_factory=list)
     features: list[FeatureStageConfig] = Field(
         default_factory=lambda: [StatisticsStageConfig(stage="statistics")])
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: TreeModelConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
@@ -216,6 +341,15 @@ class LoadedProject(BaseModel):
 
 
 # --- loading ---------------------------------------------------------------
+
+
+def locate(project: LoadedProject, section: tuple[str, ...], key: str | None) -> int | None:
+    """The line of ``key`` in ``section`` of the project file (for errors found later)."""
+    try:
+        text = project.path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return _find_key_line(text, section, key)
 
 
 def load_project(path: str | Path) -> LoadedProject:
@@ -284,12 +418,12 @@ def _check_unknown_keys(raw: Any, model: type[BaseModel], where: tuple[str, ...]
             raise KilomlError(f"{section}unknown key '{key}'{hint}", file=path,
                               line=_find_key_line(text, where, key))
         annotation = fields[key].annotation
-        if key == "features" and model is Project:
+        if key in ("features", "preprocess") and model is Project:
+            table = FEATURE_STAGES if key == "features" else PREPROCESS_STAGES
             for i, item in enumerate(value if isinstance(value, list) else []):
                 stage = item.get("stage") if isinstance(item, dict) else None
-                if stage in FEATURE_STAGES:
-                    _check_unknown_keys(item, FEATURE_STAGES[stage], (*where, f"features.{i}"),
-                                        text, path)
+                if stage in table:
+                    _check_unknown_keys(item, table[stage], (*where, f"{key}.{i}"), text, path)
             continue
         sub = _section_models(annotation, value)
         if sub is not None:
@@ -302,12 +436,13 @@ def _find_key_line(text: str, where: tuple[str, ...], key: str | int | None) -> 
     start = 0
     if where:
         head = where[0]
-        m = re.fullmatch(r"features\.(\d+)", head) if isinstance(head, str) else None
+        m = re.fullmatch(r"(features|preprocess)\.(\d+)", head) if isinstance(head, str) \
+            else None
         if m:
-            n = int(m.group(1))
+            n = int(m.group(2))
             seen = -1
             for i, line in enumerate(lines):
-                if re.match(r"^\s*\[\[\s*features\s*\]\]", line):
+                if re.match(rf"^\s*\[\[\s*{m.group(1)}\s*\]\]", line):
                     seen += 1
                     if seen == n:
                         start = i + 1
@@ -335,11 +470,12 @@ def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlErro
     # Drop pydantic's union/discriminator tags such as 'statistics' in features.0.statistics
     cleaned: list[str] = []
     for part in loc:
-        if cleaned and cleaned[-1] == "features" and part.isdigit():
-            cleaned[-1] = f"features.{part}"
+        if cleaned and cleaned[-1] in ("features", "preprocess") and part.isdigit():
+            cleaned[-1] = f"{cleaned[-1]}.{part}"
             continue
         cleaned.append(part)
-    if len(cleaned) >= 2 and cleaned[0].startswith("features.") and cleaned[1] in FEATURE_STAGES:
+    if len(cleaned) >= 2 and cleaned[0].startswith(("features.", "preprocess.")) and \
+            cleaned[1] in {**FEATURE_STAGES, **PREPROCESS_STAGES}:
         cleaned.pop(1)
     msg = err["msg"]
     msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)

@@ -20,6 +20,7 @@ import numpy as np
 
 from kiloml import __version__
 from kiloml.codegen.library import write_library
+from kiloml.data.augment import augment
 from kiloml.data.recording import Recording
 from kiloml.data.sources import load_recordings
 from kiloml.data.splits import Split, make_split
@@ -27,7 +28,7 @@ from kiloml.data.windows import WindowSet, make_windows
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
 from kiloml.models.trees import TreeModel
-from kiloml.pipeline import Pipeline, make_feature_stages
+from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.progress import track
 from kiloml.project import LoadedProject, load_project
 from kiloml.results import record_target, run_ok, write_results
@@ -99,30 +100,48 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     profile = load_profile(cfg.target.name)
     started = time.time()
 
-    recordings = load_recordings(project)
+    raw_recordings = load_recordings(project)
+    pipeline = Pipeline(
+        name=cfg.name, channels=list(raw_recordings[0].channels),
+        sample_rate_hz=raw_recordings[0].sample_rate_hz, window_samples=0, stride_samples=0,
+        class_names=[], features=[], model=TreeModel(cfg.model, 1),
+        preprocess=make_preprocess_stages(project, raw_recordings[0].sample_rate_hz),
+        input_sample_rate_hz=raw_recordings[0].sample_rate_hz)
+    recordings = pipeline.preprocess_recordings(raw_recordings)
     try:
-        windows = make_windows(recordings, cfg.window.window_ms, cfg.window.stride_ms,
-                               min_label_coverage=cfg.data.min_label_coverage,
-                               short_recordings=cfg.data.short_recordings)
+        windows = _windows(cfg, recordings)
         split = make_split(windows, cfg.evaluation)
+        if cfg.augment.copies:
+            # Copies of the training groups' recordings only; then cut windows again.
+            train_recs = [r for r in raw_recordings if r.group not in set(split.test_groups)]
+            copies = pipeline.preprocess_recordings(augment(train_recs, cfg.augment))
+            recordings = recordings + copies
+            windows = _windows(cfg, recordings)
+            split = make_split(windows, cfg.evaluation, test_groups=split.test_groups)
     except KilomlError as exc:
         if exc.file is None:
             exc.file = str(project.path)
         raise
-    print(f"{cfg.name}: {len(recordings)} recordings, {len(windows)} windows "
-          f"of {windows.window_samples} samples x {len(windows.channels)} channels, "
-          f"{len(windows.class_names)} classes; test groups: {', '.join(split.test_groups)}")
+    n_aug = int(windows.augmented.sum()) if windows.augmented is not None else 0
+    print(f"{cfg.name}: {len(raw_recordings)} recordings, {len(windows) - n_aug} windows "
+          f"of {windows.window_samples} samples x {len(windows.channels)} channels"
+          f"{f' (+{n_aug} augmented)' if n_aug else ''}, {len(windows.class_names)} classes; "
+          f"test groups: {', '.join(split.test_groups)}")
 
-    pipeline = Pipeline(
-        name=cfg.name, channels=windows.channels, sample_rate_hz=windows.sample_rate_hz,
-        window_samples=windows.window_samples, stride_samples=windows.stride_samples,
-        class_names=windows.class_names, features=make_feature_stages(cfg),
-        model=TreeModel(cfg.model, len(windows.class_names)))
+    pipeline.sample_rate_hz = windows.sample_rate_hz
+    pipeline.window_samples = windows.window_samples
+    pipeline.stride_samples = windows.stride_samples
+    pipeline.class_names = windows.class_names
+    pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
+                                            windows.window_samples, windows.channels)
+    pipeline.model = TreeModel(cfg.model, len(windows.class_names))
 
-    features = _features_in_batches(pipeline, windows)
+    parts = _window_features_in_batches(pipeline, windows)
+    features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
     _check_finite(features, pipeline.feature_names(), windows, recordings)
 
-    cv = _cross_validate(pipeline, features, windows, split)
+    cv = _cross_validate(pipeline, parts, windows, split)
+    features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)  # refit on all
 
     pipeline.model.fit(features[split.train], windows.y[split.train])
     test_scores = pipeline.model.predict_proba(features[split.test])
@@ -133,6 +152,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
                                             windows.group[split.test], windows.class_names)
     evaluation.update(
         n_train_windows=len(split.train), n_test_windows=len(split.test),
+        n_augmented_train_windows=n_aug,
         test_groups=split.test_groups,
         train_groups=sorted(set(windows.group[split.train].tolist())),
         cross_validation=cv, windows_dropped_low_label_coverage=windows.dropped_low_coverage,
@@ -140,10 +160,11 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
 
     library = write_library(pipeline, out / "firmware")
     test_groups = set(split.test_groups)
-    stream_recordings = [r for r in recordings
-                         if r.group in test_groups and r.n_samples >= pipeline.window_samples]
+    streamed = [(raw, rec) for raw, rec in zip(raw_recordings, recordings, strict=False)
+                if rec.group in test_groups and rec.n_samples >= pipeline.window_samples]
     reference = Reference.build(pipeline, windows.x[split.test], features[split.test],
-                                test_pred, test_scores, stream_recordings)
+                                test_pred, test_scores, [r for r, _ in streamed],
+                                [p for _, p in streamed])
     (out / "verify").mkdir(parents=True, exist_ok=True)
     reference.save(out / "verify" / REFERENCE_FILE)
     pipeline.save(out / "pipeline.pkl")
@@ -202,12 +223,19 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     return metrics
 
 
-def _features_in_batches(pipeline: Pipeline, windows: WindowSet, batch: int = 2048) -> np.ndarray:
-    parts = []
+def _windows(cfg, recordings: list[Recording]) -> WindowSet:
+    return make_windows(recordings, cfg.window.window_ms, cfg.window.stride_ms,
+                        min_label_coverage=cfg.data.min_label_coverage,
+                        short_recordings=cfg.data.short_recordings)
+
+
+def _window_features_in_batches(pipeline: Pipeline, windows: WindowSet,
+                                batch: int = 2048) -> list[np.ndarray]:
+    chunks: list[list[np.ndarray]] = []
     starts = range(0, len(windows), batch)
     for s in track(starts, "computing features", total=len(starts)):
-        parts.append(pipeline.compute_features(windows.x[s:s + batch]))
-    return np.concatenate(parts)
+        chunks.append(pipeline.window_features(windows.x[s:s + batch]))
+    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
 def _check_finite(features: np.ndarray, names: list[str], windows: WindowSet,
@@ -221,12 +249,14 @@ def _check_finite(features: np.ndarray, names: list[str], windows: WindowSet,
                           file=rec.source)
 
 
-def _cross_validate(pipeline: Pipeline, features: np.ndarray, windows: WindowSet,
+def _cross_validate(pipeline: Pipeline, parts: list[np.ndarray], windows: WindowSet,
                     split: Split) -> dict:
     if not split.folds:
         return {"folds": 0, "note": "too few training groups for cross-validation"}
     accuracies, balanced = [], []
     for fit_idx, val_idx in track(split.folds, "cross-validating"):
+        # vector stages (scaling) are fitted on the fold's training rows only
+        features = pipeline.assemble(parts, fit_rows=fit_idx, y=windows.y)
         model = TreeModel(pipeline.model.config, pipeline.n_classes)
         model.fit(features[fit_idx], windows.y[fit_idx])
         pred = model.predict(features[val_idx])

@@ -39,6 +39,9 @@ class CStage:
     config: list[str] = field(default_factory=list)
     constants: str = ""
     call: str = ""
+    state: str = ""  # static mutable state (RAM), sample stages
+    reset: str = ""  # statements that clear the state
+    scratch_floats: int = 0  # floats of the shared scratch buffer the call needs
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,17 @@ class EmitContext:
     window_rows: int
     channels: int
     n_inputs: int
+    scratch: str = "kml_scratch"
 
 
 class FeatureStage(ABC):
-    """A stage that turns windows [N, T, C] (or feature vectors [N, F]) into features."""
+    """A stage that makes features. "window" stages read the window [N, T, C] and append
+    their features; "vector" stages transform every feature made before them [N, F]."""
 
     kind: ClassVar[str]
-    #: "window" stages read the raw window; "vector" stages read the previous stage's output
     reads: ClassVar[str] = "window"
+    #: the shape of this stage's output per channel when it is an image (frames, values)
+    output_shape: tuple[int, ...] | None = None
 
     def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> FeatureStage:
         return self
@@ -83,3 +89,24 @@ class FeatureStage(ABC):
 
     @abstractmethod
     def cost(self, profile: TargetProfile, window_rows: int, channels: int) -> StageCost: ...
+
+
+class SampleStage(ABC):
+    """Preprocessing of the sample stream before windowing, with state that carries
+    across samples (filters, pre-emphasis, decimation)."""
+
+    kind: ClassVar[str]
+    decimation: int = 1  # output samples are input samples / decimation
+
+    @abstractmethod
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """The reference: recordings x [B, T, C] float32 from a zero state ->
+        [B, ceil(T / decimation), C]."""
+
+    @abstractmethod
+    def emit_c(self, ctx: EmitContext) -> CStage:
+        """``call`` is a statement that reads ``ctx.input`` and writes ``ctx.output``
+        (KML_CHANNELS floats each) and may ``return 0`` when no sample comes out."""
+
+    @abstractmethod
+    def cost(self, profile: TargetProfile, channels: int) -> StageCost: ...

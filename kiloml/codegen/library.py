@@ -31,42 +31,62 @@ class FirmwareLibrary:
     n_features: int
 
 
+@dataclass
+class EmittedStage:
+    title: str
+    c: CStage
+    kind: str  # "preprocess", "window", "vector", "model"
+    index: int
+
+
 def write_library(pipeline: Pipeline, directory: Path) -> FirmwareLibrary:
     directory.mkdir(parents=True, exist_ok=True)
-    feature_names = pipeline.feature_names()
-    n_features = len(feature_names)
+    n_features = len(pipeline.feature_names())
 
-    stages: list[tuple[str, CStage]] = []
-    buffers: list[str] = []
-    names = list(pipeline.channels)
-    previous = "window"
+    emitted: list[EmittedStage] = []
+    ch = pipeline.n_channels
+    # preprocess: raw -> kml_pa / kml_pb alternately -> processed
+    for i, stage in enumerate(pipeline.preprocess):
+        src = "raw" if i == 0 else ("kml_pa" if i % 2 else "kml_pb")
+        dst = "processed" if i == len(pipeline.preprocess) - 1 else (
+            "kml_pb" if i % 2 else "kml_pa")
+        ctx = EmitContext(prefix=f"kml_p{i}_", window="", start_row="", input=src, output=dst,
+                          window_rows=pipeline.window_samples, channels=ch, n_inputs=ch)
+        emitted.append(EmittedStage(f"preprocess {i}: {stage.kind}", stage.emit_c(ctx),
+                                    "preprocess", i))
+    offset = 0
+    names: list[str] = []
     for i, stage in enumerate(pipeline.features):
-        out_names = stage.feature_names(names)
-        last = i == len(pipeline.features) - 1
-        output = "features" if last else f"kml_stage{i}_out"
-        if not last:
-            buffers.append(f"static float {output}[{len(out_names)}];")
-        ctx = EmitContext(prefix=f"kml_s{i}_", window="window", start_row="start_row",
-                          input=previous, output=output, window_rows=pipeline.window_samples,
-                          channels=pipeline.n_channels, n_inputs=len(names))
-        stages.append((f"stage {i}: {stage.kind}", stage.emit_c(ctx)))
-        previous, names = output, out_names
+        if stage.reads == "window":
+            n = len(stage.feature_names(list(pipeline.channels)))
+            ctx = EmitContext(prefix=f"kml_s{i}_", window="window", start_row="start_row",
+                              input="window", output=f"features + {offset}",
+                              window_rows=pipeline.window_samples, channels=ch, n_inputs=ch)
+            offset += n
+            names += [""] * n
+            kind = "window"
+        else:
+            ctx = EmitContext(prefix=f"kml_s{i}_", window="", start_row="", input="features",
+                              output="features", window_rows=pipeline.window_samples,
+                              channels=ch, n_inputs=offset)
+            kind = "vector"
+        emitted.append(EmittedStage(f"stage {i}: {stage.kind}", stage.emit_c(ctx), kind, i))
     model_ctx = EmitContext(prefix="kml_m_", window="", start_row="", input="features",
                             output="out", window_rows=pipeline.window_samples,
-                            channels=pipeline.n_channels, n_inputs=n_features)
-    model_c = pipeline.model.emit_c(model_ctx)
+                            channels=ch, n_inputs=n_features)
+    emitted.append(EmittedStage("model", pipeline.model.emit_c(model_ctx), "model", 0))
 
-    runtime = []
-    for _, cs in [*stages, ("model", model_c)]:
-        for name in cs.runtime:
+    runtime: list[str] = []
+    for e in emitted:
+        for name in e.c.runtime:
             if name not in runtime:
                 runtime.append(name)
-    config_lines = [line for _, cs in [*stages, ("model", model_c)] for line in cs.config]
+    config_lines = [line for e in emitted for line in e.c.config]
 
     files = {
         "kml_config.h": _config_header(config_lines),
         "kiloml_model.h": _model_header(pipeline, n_features),
-        "kiloml_model.c": _model_source(pipeline, n_features, runtime, stages, buffers, model_c),
+        "kiloml_model.c": _model_source(pipeline, n_features, runtime, emitted),
         "CMakeLists.txt": _cmake(runtime),
         "README.md": _readme(pipeline, n_features),
     }
@@ -104,9 +124,11 @@ def _model_header(p: Pipeline, n_features: int) -> str:
 extern "C" {{
 #endif
 
-#define KML_SAMPLE_RATE_HZ {c_float(p.sample_rate_hz)}
+#define KML_SAMPLE_RATE_HZ {c_float(p.input_rate_hz)}  /* of the samples you push */
+#define KML_WINDOW_RATE_HZ {c_float(p.sample_rate_hz)}  /* after preprocessing */
+#define KML_DECIMATION {p.decimation}
 #define KML_CHANNELS {p.n_channels}
-#define KML_WINDOW_SAMPLES {p.window_samples}
+#define KML_WINDOW_SAMPLES {p.window_samples}  /* at KML_WINDOW_RATE_HZ */
 #define KML_STRIDE_SAMPLES {p.stride_samples}
 #define KML_FEATURES {n_features}
 #define KML_CLASSES {p.n_classes}
@@ -120,19 +142,27 @@ extern const char *const kml_class_names[KML_CLASSES];
 extern const char *const kml_channel_names[KML_CHANNELS];
 
 /* Classify one window: KML_WINDOW_SAMPLES rows of KML_CHANNELS floats,
- * row-major ([T][C]). Returns the class index (also in out->label). */
+ * row-major ([T][C]), of preprocessed samples (see kml_preprocess_sample; with no
+ * preprocessing stages, the raw samples). Returns the class index (also in
+ * out->label). */
 int32_t kml_classify(const float *window, kml_result_t *out);
 
-/* Streaming: feed one sample (KML_CHANNELS floats) at a time. Returns 1 when
- * a new window is complete (the first after KML_WINDOW_SAMPLES samples, then
- * every KML_STRIDE_SAMPLES samples); then call kml_classify_latest. */
+/* Streaming: feed one raw sample (KML_CHANNELS floats at KML_SAMPLE_RATE_HZ) at a
+ * time; the preprocessing stages run on it with their state. Returns 1 when a new
+ * window is complete (the first after KML_WINDOW_SAMPLES preprocessed samples, then
+ * every KML_STRIDE_SAMPLES); then call kml_classify_latest. */
 int32_t kml_push_sample(const float *sample);
+
+/* The preprocessing stages alone (they keep their state between calls): one raw
+ * sample in; returns 1 and writes a preprocessed sample when one comes out (every
+ * KML_DECIMATION-th input). kml_push_sample calls it; do not mix the two. */
+int32_t kml_preprocess_sample(const float *raw, float *processed);
 
 /* Classify the most recent complete window. Returns the class index, or -1
  * if fewer than KML_WINDOW_SAMPLES samples have been pushed since kml_reset. */
 int32_t kml_classify_latest(kml_result_t *out);
 
-/* Forget streamed samples (start of a new recording or after a gap). */
+/* Forget streamed samples and preprocessing state (a new recording, or a gap). */
 void kml_reset(void);
 
 /* The feature vector (KML_FEATURES floats) of one window, for logging. */
@@ -147,43 +177,86 @@ void kml_compute_features(const float *window, float *features);
 
 
 def _model_source(p: Pipeline, n_features: int, runtime: list[str],
-                  stages: list[tuple[str, CStage]], buffers: list[str], model_c: CStage) -> str:
+                  emitted: list[EmittedStage]) -> str:
     includes = "\n".join(f'#include "{name}.h"' for name in runtime)
     classes = ", ".join(c_string(n) for n in p.class_names)
     channels = ", ".join(c_string(n) for n in p.channels)
-    constants = "\n".join(cs.constants for _, cs in stages if cs.constants)
-    calls = "\n".join(f"    /* {title} */\n    {cs.call}" for title, cs in stages)
-    buffer_lines = "\n".join(buffers)
+    pre = [e for e in emitted if e.kind == "preprocess"]
+    feats = [e for e in emitted if e.kind in ("window", "vector")]
+    model = next(e for e in emitted if e.kind == "model")
+    constants = "\n".join(f"/* {e.title} */\n{e.c.constants}" for e in pre + feats
+                          if e.c.constants)
+    state = "".join(e.c.state for e in emitted)
+    scratch = max([e.c.scratch_floats for e in emitted] + [0])
+    scratch_decl = f"static float kml_scratch[{scratch}]; /* shared by the feature stages */\n" \
+        if scratch else ""
+    resets = "".join(f"    {e.c.reset}\n" for e in emitted if e.c.reset)
+    marks = []
+    for n, e in enumerate(feats):
+        marks.append(f"    KML_MARK_STAGE({n}); /* {e.title} */\n    {e.c.call}")
+    calls = "\n".join(marks)
+    if pre:
+        steps = "\n    ".join(e.c.call for e in pre)
+        preprocess = f"""int32_t kml_preprocess_sample(const float *raw, float *processed)
+{{
+    float kml_pa[KML_CHANNELS], kml_pb[KML_CHANNELS];
+    (void)kml_pa;
+    (void)kml_pb;
+    {steps}
+    return 1;
+}}
+"""
+    else:
+        preprocess = """int32_t kml_preprocess_sample(const float *raw, float *processed)
+{
+    int32_t c;
+    for (c = 0; c < KML_CHANNELS; ++c) {
+        processed[c] = raw[c];
+    }
+    return 1;
+}
+"""
     return f"""{_banner(p)}#include "kiloml_model.h"
 
 #include <stddef.h>
 
 {includes}
 
+/* Verification builds define KML_STAGE_MARKS to time each stage; firmware does not. */
+#ifdef KML_STAGE_MARKS
+void kml_mark_stage(int32_t stage);
+#define KML_MARK_STAGE(n) kml_mark_stage(n)
+#else
+#define KML_MARK_STAGE(n)
+#endif
+
 const char *const kml_class_names[KML_CLASSES] = {{{classes}}};
 const char *const kml_channel_names[KML_CHANNELS] = {{{channels}}};
 
-/* ---- feature stage constants ---- */
+/* ---- preprocessing state (static RAM) ---- */
+{state}
+/* ---- stage constants ---- */
 {constants}
 /* ---- model constants ---- */
-{model_c.constants}
+{model.c.constants}
 /* ---- state (static RAM) ---- */
 static float kml_ring[KML_WINDOW_SAMPLES * KML_CHANNELS]; /* last window, a ring of rows */
 static int32_t kml_ring_next;    /* row the next sample goes to: the oldest row once full */
 static int32_t kml_ring_fill;    /* samples held, up to KML_WINDOW_SAMPLES */
 static int32_t kml_since_window; /* samples since the last complete window */
 static float kml_feature_buf[KML_FEATURES];
-{buffer_lines}
-
+{scratch_decl}
 static void kml_run_features(const float *window, int32_t start_row, float *features)
 {{
 {calls}
+    KML_MARK_STAGE({len(feats)}); /* the model follows */
+    (void)window;
     (void)start_row;
 }}
 
 static int32_t kml_run_model(const float *features, kml_result_t *out)
 {{
-    {model_c.call}
+    {model.c.call}
     return out->label;
 }}
 
@@ -198,9 +271,10 @@ int32_t kml_classify(const float *window, kml_result_t *out)
     return kml_run_model(kml_feature_buf, out);
 }}
 
+{preprocess}
 void kml_reset(void)
 {{
-    kml_ring_next = 0;
+{resets}    kml_ring_next = 0;
     kml_ring_fill = 0;
     kml_since_window = 0;
 }}
@@ -208,9 +282,13 @@ void kml_reset(void)
 int32_t kml_push_sample(const float *sample)
 {{
     float *row = &kml_ring[kml_ring_next * KML_CHANNELS];
+    float processed[KML_CHANNELS];
     int32_t c;
+    if (!kml_preprocess_sample(sample, processed)) {{
+        return 0; /* decimation: no sample this time */
+    }}
     for (c = 0; c < KML_CHANNELS; ++c) {{
-        row[c] = sample[c];
+        row[c] = processed[c];
     }}
     if (++kml_ring_next == KML_WINDOW_SAMPLES) {{
         kml_ring_next = 0;

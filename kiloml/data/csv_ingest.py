@@ -168,7 +168,7 @@ def derive_rate(table: CsvTable, cfg: DataConfig, column: str | None, unit: str,
     # The mean rate over the whole recording: sustained loss or gaps lower it.
     derived = (len(t) - 1) / float(t[-1] - t[0])
     typical = 1.0 / float(np.median(step))
-    if cfg.sample_rate_hz is None:
+    if cfg.sample_rate_hz is None or cfg.resample:
         reference, what = typical, "the typical sample spacing"
     else:
         reference = cfg.sample_rate_hz
@@ -185,7 +185,9 @@ def derive_rate(table: CsvTable, cfg: DataConfig, column: str | None, unit: str,
             detail = f"tolerance {RATE_TOLERANCE:.0%}{unit_hint}"
         raise KilomlError(f"column '{column}': timestamps give {derived:.4g} Hz, {off:.0%} off "
                           f"{what} ({detail})", file=display)
-    return cfg.sample_rate_hz if cfg.sample_rate_hz is not None else derived
+    if cfg.resample or cfg.sample_rate_hz is None:
+        return derived  # resampled to sample_rate_hz after loading when configured
+    return cfg.sample_rate_hz
 
 
 def find_timestamp_column(table: CsvTable, cfg: DataConfig) -> tuple[str | None, str]:

@@ -24,6 +24,7 @@ class Recording:
     source: str
     label: str | None = None
     sample_labels: np.ndarray | None = None
+    augmented: bool = False  # a training copy made by augmentation
 
     def __post_init__(self) -> None:
         self.samples = np.ascontiguousarray(self.samples, dtype=np.float32)
@@ -46,4 +47,4 @@ class Recording:
     def select_channels(self, names: list[str]) -> Recording:
         index = [self.channels.index(n) for n in names]
         return Recording(self.samples[:, index], self.sample_rate_hz, list(names), self.group,
-                         self.source, self.label, self.sample_labels)
+                         self.source, self.label, self.sample_labels, self.augmented)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from scipy import signal
 
 from kiloml.data.csv_ingest import RATE_TOLERANCE, read_csv_recording
 from kiloml.data.npy_ingest import read_npy
@@ -27,6 +29,8 @@ def load_recordings(project: LoadedProject) -> list[Recording]:
         recordings = load_basic_motions()
     else:
         recordings = _load_files(project, cfg)
+    if cfg.pad_to_ms is not None:
+        recordings = [_pad(r, cfg.pad_to_ms) for r in recordings]
     if cfg.channels and cfg.source in ("watch", "basic-motions"):
         known = recordings[0].channels
         for name in cfg.channels:
@@ -125,7 +129,7 @@ def _channel_names(cfg: DataConfig, n_channels: int, display: str) -> list[str]:
 
 
 def _check_declared_rate(cfg: DataConfig, rate: float, display: str) -> None:
-    if cfg.sample_rate_hz is None:
+    if cfg.sample_rate_hz is None or cfg.resample:
         return
     off = abs(rate - cfg.sample_rate_hz) / cfg.sample_rate_hz
     if off > RATE_TOLERANCE:
@@ -142,7 +146,39 @@ def _check_consistent(recordings: list[Recording], cfg: DataConfig, rates: list[
     reference = cfg.sample_rate_hz or float(np.median(rates))
     for r in recordings:
         off = abs(r.sample_rate_hz - reference) / reference
+        if cfg.resample and off > 1e-6:
+            _resample(r, reference)
+            continue
         if off > RATE_TOLERANCE:
             raise KilomlError(f"sample rate {r.sample_rate_hz:.4g} Hz is {off:.0%} off the "
                               f"{reference:.4g} Hz of the other recordings", file=r.source)
         r.sample_rate_hz = reference
+
+
+def _resample(r: Recording, rate_hz: float) -> None:
+    """Polyphase resampling (scipy) of a recording to rate_hz, in place: a data
+    conversion before training, not part of the firmware."""
+    ratio = Fraction(rate_hz / r.sample_rate_hz).limit_denominator(1000)
+    y = signal.resample_poly(r.samples.astype(np.float64), ratio.numerator,
+                             ratio.denominator, axis=0)
+    if r.sample_labels is not None:
+        idx = np.minimum((np.arange(len(y)) * r.sample_rate_hz / rate_hz).astype(int),
+                         r.n_samples - 1)
+        r.sample_labels = r.sample_labels[idx]
+    r.samples = y.astype(np.float32)
+    r.sample_rate_hz = rate_hz
+
+
+def _pad(r: Recording, pad_to_ms: float) -> Recording:
+    """Zeros after a recording shorter than pad_to_ms (unlabeled if labels are per sample)."""
+    n = round(pad_to_ms * r.sample_rate_hz / 1000.0)
+    if r.n_samples >= n:
+        return r
+    samples = np.zeros((n, len(r.channels)), dtype=np.float32)
+    samples[:r.n_samples] = r.samples
+    labels = None
+    if r.sample_labels is not None:
+        labels = np.full(n, "", dtype=object)
+        labels[:r.n_samples] = r.sample_labels
+    return Recording(samples, r.sample_rate_hz, list(r.channels), r.group, r.source, r.label,
+                     labels, r.augmented)

@@ -69,11 +69,16 @@ def choose_test_groups(windows: WindowSet, cfg: EvaluationConfig) -> list[str]:
     return best  # type: ignore[return-value]
 
 
-def make_split(windows: WindowSet, cfg: EvaluationConfig) -> Split:
-    test_groups = choose_test_groups(windows, cfg)
+def make_split(windows: WindowSet, cfg: EvaluationConfig,
+               test_groups: list[str] | None = None) -> Split:
+    """Test groups (given, or chosen), then grouped folds on the rest. Windows of
+    augmented copies train but never validate or test."""
+    test_groups = test_groups if test_groups is not None else choose_test_groups(windows, cfg)
+    augmented = windows.augmented if windows.augmented is not None else \
+        np.zeros(len(windows), dtype=bool)
     is_test = np.isin(windows.group, test_groups)
     train = np.flatnonzero(~is_test)
-    test = np.flatnonzero(is_test)
+    test = np.flatnonzero(is_test & ~augmented)
     assert_no_leak(windows, train, test, "test split")
     for k, name in enumerate(windows.class_names):
         if not np.any(windows.y[train] == k):
@@ -85,7 +90,8 @@ def make_split(windows: WindowSet, cfg: EvaluationConfig) -> Split:
     if n_folds >= 2:
         splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=cfg.seed)
         for fit_idx, val_idx in splitter.split(train, groups=windows.group[train]):
-            fold = (train[fit_idx], train[val_idx])
+            val = train[val_idx]
+            fold = (train[fit_idx], val[~augmented[val]])
             assert_no_leak(windows, fold[0], fold[1], f"cross-validation fold {len(folds)}")
             folds.append(fold)
     return Split(train=train, test=test, test_groups=test_groups, folds=folds)

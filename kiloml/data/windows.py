@@ -35,6 +35,7 @@ class WindowSet:
     stride_samples: int
     dropped_low_coverage: int = 0
     skipped_recordings: list[str] = field(default_factory=list)
+    augmented: np.ndarray | None = None  # bool [N]: from an augmented training copy
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -43,7 +44,8 @@ class WindowSet:
         return WindowSet(self.x[index], self.y[index], self.group[index],
                          self.recording[index], self.start[index], self.class_names,
                          self.channels, self.sample_rate_hz, self.window_samples,
-                         self.stride_samples)
+                         self.stride_samples,
+                         augmented=None if self.augmented is None else self.augmented[index])
 
 
 def samples_from_ms(ms: float, sample_rate_hz: float, what: str) -> int:
@@ -70,7 +72,7 @@ def make_windows(recordings: list[Recording], window_ms: float, stride_ms: float
     skipped: list[str] = []
     for i, rec in enumerate(recordings):
         if rec.n_samples < window:
-            if short_recordings == "skip":
+            if short_recordings == "skip" or rec.augmented:
                 skipped.append(rec.source)
                 continue
             raise KilomlError(
@@ -122,4 +124,5 @@ def make_windows(recordings: list[Recording], window_ms: float, stride_ms: float
         stride_samples=stride,
         dropped_low_coverage=dropped,
         skipped_recordings=skipped,
+        augmented=np.array([recordings[i].augmented for i in recs], dtype=bool),
     )

@@ -48,11 +48,15 @@ class Reference:
 
     @classmethod
     def build(cls, pipeline: Pipeline, windows: np.ndarray, features: np.ndarray,
-              labels: np.ndarray, scores: np.ndarray, recordings: list[Recording]) -> Reference:
-        lengths = [r.n_samples for r in recordings]
+              labels: np.ndarray, scores: np.ndarray, raw: list[Recording],
+              processed: list[Recording]) -> Reference:
+        """``raw`` recordings are what the firmware is fed sample by sample; ``processed``
+        are the same after preprocessing, whose windows the Python side decided on."""
+        lengths = [r.n_samples for r in processed]
         rec, _, last = expected_stream(lengths, pipeline.window_samples, pipeline.stride_samples)
+        last = last * pipeline.decimation  # the raw sample that completes each window
         stream_labels, stream_scores = [], []
-        for r in recordings:
+        for r in processed:
             starts = window_starts(r.n_samples, pipeline.window_samples, pipeline.stride_samples)
             view = np.lib.stride_tricks.sliding_window_view(r.samples, pipeline.window_samples,
                                                             axis=0)
@@ -65,9 +69,9 @@ class Reference:
             labels=np.asarray(labels, dtype=np.int64),
             scores=np.asarray(scores, dtype=np.float64),
             features=np.asarray(features, dtype=np.float32),
-            stream_samples=(np.concatenate([r.samples for r in recordings]) if recordings
+            stream_samples=(np.concatenate([r.samples for r in raw]) if raw
                             else np.zeros((0, pipeline.n_channels), np.float32)),
-            stream_lengths=np.asarray(lengths, dtype=np.int64),
+            stream_lengths=np.asarray([r.n_samples for r in raw], dtype=np.int64),
             stream_recording=rec,
             stream_last_sample=last,
             stream_labels=(np.concatenate(stream_labels).astype(np.int64) if stream_labels
