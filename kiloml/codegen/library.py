@@ -7,6 +7,7 @@ call sequence; the computation lives in the hand-written runtime kernels
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from kiloml.pipeline import Pipeline
 from kiloml.stage import CStage, EmitContext
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
+STAGES_FILE = "kiloml_stages.json"
 
 # Flags every kiloml C file builds clean with. -ffp-contract=off keeps a*b+c as
 # two roundings, as in the Python reference (a fused multiply-add would differ).
@@ -99,6 +101,13 @@ def write_library(pipeline: Pipeline, directory: Path) -> FirmwareLibrary:
             shutil.copyfile(RUNTIME_DIR / f"{name}{ext}", directory / f"{name}{ext}")
         sources.append(directory / f"{name}.c")
         headers.append(directory / f"{name}.h")
+    # Which generated symbols and runtime modules belong to which stage: kiloml reads
+    # this to break the measured flash, RAM and instructions down by stage.
+    stage_table = [{"title": e.title, "kind": e.kind, "index": e.index,
+                    "prefix": {"preprocess": f"kml_p{e.index}_", "model": "kml_m_"}.get(
+                        e.kind, f"kml_s{e.index}_"),
+                    "runtime": list(e.c.runtime)} for e in emitted]
+    (directory / STAGES_FILE).write_text(json.dumps(stage_table, indent=1) + "\n")
     return FirmwareLibrary(directory, sources, headers, n_features)
 
 

@@ -225,6 +225,22 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
                          f"{html.escape(r['compiler'])}.</p>")
         for note in r["notes"]:
             parts.append(f"<p class='warn'>{html.escape(target)}: {html.escape(note)}</p>")
+    for target, res in metrics["resources"].items():
+        if not res.get("stages"):
+            continue
+        rows = [(html.escape(st["stage"]), f"{st['flash_bytes']:,} B", f"{st['ram_bytes']:,} B",
+                 "&ndash;" if st["instructions"] is None else f"{st['instructions']:,.0f}")
+                for st in res["stages"]]
+        parts.append(f"<h3>{html.escape(target)}: by stage</h3>")
+        parts.append(_table(rows, header=("stage", "flash", "static RAM",
+                                          "instructions per window")))
+        parts.append(f"<p class='muted'>Measured in QEMU: flash and RAM from the symbols of "
+                     f"the linked firmware (helpers from libgcc/newlib are not attributed), "
+                     f"instructions from a build with a marker between stages (mean of the "
+                     f"first windows). Each pushed sample costs "
+                     f"{res.get('push_sample_instructions_mean', 0):,.1f} instructions on "
+                     f"average (max {res.get('push_sample_instructions_max', 0):,}), "
+                     f"preprocessing included.</p>")
     if metrics["resources"]:
         figs = [budget_figure(metrics["resources"])]
         if any("latency_us" in r for r in metrics["resources"].values()):

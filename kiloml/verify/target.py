@@ -20,6 +20,7 @@ from kiloml.verify.mcu import build, qemu
 from kiloml.verify.mcu.toolchain import find_toolchain
 from kiloml.verify.parity import stream_parity, window_parity
 from kiloml.verify.reference import Reference
+from kiloml.verify.stage_costs import breakdown
 
 DEFAULT_OPTIMIZATION = "-O2"
 WINDOWS_PER_RUN = 2000  # one QEMU run per batch keeps the input files small
@@ -83,12 +84,13 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
     elf = build.build_harness(toolchain, library, objects, profile, machine, optimize, work)
     plugin = qemu.build_plugin(toolchain, work / "plugin")
 
-    outputs, counts, stacks = _run_windows(toolchain, elf, machine, plugin, reference, pipeline,
-                                           library.n_features, work / "run")
+    outputs, counts, stacks, _ = _run_windows(toolchain, elf, machine, plugin, reference,
+                                              pipeline, library.n_features, work / "run")
     parity = window_parity(reference.labels, reference.scores, reference.features, outputs)
     parity["emulated"] = True
     parity["machine"] = machine
-    events = _run_stream(toolchain, elf, machine, plugin, reference, pipeline, work / "run")
+    events, push_counts = _run_stream(toolchain, elf, machine, plugin, reference, pipeline,
+                                      work / "run")
     parity["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
                                         reference.stream_labels, reference.stream_scores,
                                         events)
@@ -101,6 +103,11 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                            latency_budget_ms, measured_on=f"qemu-{machine}", estimated=[])
     resources.update(instructions_mean=float(counts.mean()) if len(counts) else 0.0,
                      instructions_min=int(counts.min(initial=0)),
+                     push_sample_instructions_mean=float(push_counts.mean())
+                     if len(push_counts) else 0.0,
+                     push_sample_instructions_max=int(push_counts.max(initial=0)),
+                     stages=_stage_breakdown(toolchain, library, objects, profile, machine,
+                                             optimize, plugin, reference, pipeline, work),
                      instruction_counter="QEMU TCG plugin kml_icount (per translation block)",
                      stack_method="stack painting around kml_classify, deepest of all "
                                   "held-out windows")
@@ -141,16 +148,17 @@ def _resources(common: dict, profile: TargetProfile, budget: Budget, instruction
 
 
 def _run_windows(toolchain, elf: Path, machine: str, plugin: Path, reference: Reference,
-                 pipeline: Pipeline, n_features: int, work: Path
-                 ) -> tuple[WindowOutputs, np.ndarray, np.ndarray]:
+                 pipeline: Pipeline, n_features: int, work: Path, limit: int | None = None
+                 ) -> tuple[WindowOutputs, np.ndarray, np.ndarray, list[list[int]]]:
     k = pipeline.n_classes
     record = np.dtype([("label", "<i4"), ("scores", "<f4", (k,)),
                        ("features", "<f4", (n_features,)), ("stack", "<u4")])
-    parts, counts = [], []
-    n = len(reference.windows)
+    parts, counts, marks = [], [], []
+    n = len(reference.windows) if limit is None else min(limit, len(reference.windows))
     batches = range(0, n, WINDOWS_PER_RUN)
     for start in track(batches, f"{machine}: held-out windows", total=len(batches)):
-        x = np.ascontiguousarray(reference.windows[start:start + WINDOWS_PER_RUN], dtype="<f4")
+        x = np.ascontiguousarray(reference.windows[start:min(start + WINDOWS_PER_RUN, n)],
+                                 dtype="<f4")
         payload = np.array([0, len(x)], dtype="<i4").tobytes() + x.tobytes()
         run = qemu.run_harness(toolchain, elf, machine, payload, plugin, work,
                                timeout_s=120 + 0.05 * len(x))
@@ -160,10 +168,11 @@ def _run_windows(toolchain, elf: Path, machine: str, plugin: Path, reference: Re
                                f"counts for {len(x)} windows")
         parts.append(out)
         counts.append(run.instructions)
+        marks += run.marks
     out = np.concatenate(parts) if parts else np.zeros(0, dtype=record)
     outputs = WindowOutputs(out["label"].copy(), out["scores"].copy(), out["features"].copy())
     return (outputs, np.concatenate(counts) if counts else np.zeros(0, np.int64),
-            out["stack"].astype(np.int64))
+            out["stack"].astype(np.int64), marks)
 
 
 def _run_stream(toolchain, elf: Path, machine: str, plugin: Path, reference: Reference,
@@ -178,5 +187,24 @@ def _run_stream(toolchain, elf: Path, machine: str, plugin: Path, reference: Ref
     record = np.dtype([("recording", "<i4"), ("sample", "<i4"), ("label", "<i4"),
                        ("scores", "<f4", (k,))])
     out = np.frombuffer(run.output, dtype=record)
-    return StreamEvents(out["recording"].copy(), out["sample"].copy(), out["label"].copy(),
-                        out["scores"].copy())
+    return (StreamEvents(out["recording"].copy(), out["sample"].copy(), out["label"].copy(),
+                         out["scores"].copy()), run.instructions)
+
+
+PROFILED_WINDOWS = 16
+
+
+def _stage_breakdown(toolchain, library: FirmwareLibrary, objects: list[Path],
+                     profile: TargetProfile, machine: str, optimize: str, plugin: Path,
+                     reference: Reference, pipeline: Pipeline, work: Path) -> list[dict]:
+    """Flash, RAM and instructions per stage (a separate build with stage markers, run on
+    a few windows; the markers add a handful of instructions each)."""
+    marked = build.compile_objects(toolchain, library.sources, [library.directory], profile,
+                                   optimize, work / "marked", extra=["-DKML_STAGE_MARKS"])
+    elf = build.build_harness(toolchain, library, marked, profile, machine, optimize,
+                              work / "marked")
+    _, counts, _, marks = _run_windows(toolchain, elf, machine, plugin, reference, pipeline,
+                                       library.n_features, work / "marked" / "run",
+                                       limit=PROFILED_WINDOWS)
+    return breakdown(toolchain, library.directory, work / "probe" / "probe.elf", objects, marks,
+                     counts)

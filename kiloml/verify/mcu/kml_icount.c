@@ -3,7 +3,10 @@
  * Counts guest instructions executed between a call to the harness's begin
  * marker and its end marker, one line per measured region, into a file:
  *
- *   -plugin kml_icount.so,begin=0x...,end=0x...,out=FILE[,limit=N]
+ *   -plugin kml_icount.so,begin=0x...,end=0x...,out=FILE[,limit=N][,mark=0x...]
+ *
+ * A line holds the region's count, then the count at each call of the optional
+ * mark function inside it (the generated code calls one between its stages).
  *
  * Counting is per translation block (all instructions of a block are counted
  * when it starts executing); the harness raises no interrupts, so blocks run to
@@ -42,7 +45,8 @@ uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = 1;
 
-enum block_kind { BLOCK_PLAIN, BLOCK_BEGIN, BLOCK_END };
+enum block_kind { BLOCK_PLAIN, BLOCK_BEGIN, BLOCK_END, BLOCK_MARK };
+#define MAX_MARKS 64
 
 struct block {
     uint64_t vaddr;
@@ -50,7 +54,9 @@ struct block {
     enum block_kind kind;
 };
 
-static uint64_t begin_addr, end_addr;
+static uint64_t begin_addr, end_addr, mark_addr;
+static uint64_t marks[MAX_MARKS];
+static int n_marks;
 static uint64_t limit = UINT64_C(2000000000);
 static FILE *out;
 static bool counting;
@@ -63,14 +69,23 @@ static void on_exec(unsigned int vcpu_index, void *userdata)
     if (b->kind == BLOCK_BEGIN) {
         counting = true;
         count = 0;
+        n_marks = 0;
         return;
     }
     if (b->kind == BLOCK_END) {
         if (counting) {
-            fprintf(out, "%" PRIu64 "\n", count);
+            int i;
+            fprintf(out, "%" PRIu64, count);
+            for (i = 0; i < n_marks; ++i) {
+                fprintf(out, " %" PRIu64, marks[i]);
+            }
+            fputc('\n', out);
         }
         counting = false;
         return;
+    }
+    if (b->kind == BLOCK_MARK && counting && n_marks < MAX_MARKS) {
+        marks[n_marks++] = count;
     }
     if (counting) {
         count += b->n_insns;
@@ -91,7 +106,10 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
     b->vaddr = qemu_plugin_tb_vaddr(tb);
     b->n_insns = qemu_plugin_tb_n_insns(tb);
-    b->kind = b->vaddr == begin_addr ? BLOCK_BEGIN : b->vaddr == end_addr ? BLOCK_END : BLOCK_PLAIN;
+    b->kind = b->vaddr == begin_addr ? BLOCK_BEGIN
+              : b->vaddr == end_addr ? BLOCK_END
+              : (mark_addr != 0 && b->vaddr == mark_addr) ? BLOCK_MARK
+                                                          : BLOCK_PLAIN;
     qemu_plugin_register_vcpu_tb_exec_cb(tb, on_exec, QEMU_PLUGIN_CB_NO_REGS, b);
 }
 
@@ -118,6 +136,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             end_addr = strtoull(argv[i] + 4, NULL, 0) & ~UINT64_C(1);
         } else if (strncmp(argv[i], "out=", 4) == 0) {
             path = argv[i] + 4;
+        } else if (strncmp(argv[i], "mark=", 5) == 0) {
+            mark_addr = strtoull(argv[i] + 5, NULL, 0) & ~UINT64_C(1);
         } else if (strncmp(argv[i], "limit=", 6) == 0) {
             limit = strtoull(argv[i] + 6, NULL, 0);
         } else {

@@ -17,6 +17,7 @@ extern uint32_t __stack_limit; /* bottom of the stack, from the linker script */
 
 void kml_bench_begin(void);
 void kml_bench_end(void);
+void kml_mark_stage(int32_t stage);
 
 #define KML_MEASURE(call, stack_bytes)                                                   \
     do {                                                                                 \

@@ -34,6 +34,7 @@ def build_plugin(toolchain: ArmToolchain, work: Path) -> Path:
 class QemuRun:
     output: bytes
     instructions: np.ndarray  # per measured region (begin..end), in order
+    marks: list[list[int]]  # per region: the count at each kml_mark_stage call
 
 
 def run_harness(toolchain: ArmToolchain, elf: Path, machine: str, payload: bytes, plugin: Path,
@@ -48,11 +49,12 @@ def run_harness(toolchain: ArmToolchain, elf: Path, machine: str, payload: bytes
     if "kml_bench_begin" not in marks or "kml_bench_end" not in marks:
         raise ToolchainError(f"{elf.name} has no kml_bench_begin/kml_bench_end markers")
     counts = work / "icount.txt"
+    mark = f",mark={marks['kml_mark_stage']:#x}" if "kml_mark_stage" in marks else ""
     cmd = [toolchain.qemu, "-M", machine, "-nographic", "-monitor", "none", "-serial", "none",
            "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
            "-plugin", f"{plugin},begin={marks['kml_bench_begin']:#x},"
                       f"end={marks['kml_bench_end']:#x},out={counts},"
-                      f"limit={hang_instructions}"]
+                      f"limit={hang_instructions}{mark}"]
     try:
         result = subprocess.run(cmd, cwd=work, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -71,8 +73,10 @@ def run_harness(toolchain: ArmToolchain, elf: Path, machine: str, payload: bytes
         raise ToolchainError(f"QEMU ({machine}) exited with status {result.returncode}: "
                              f"{detail}")
     output = (work / "kml_out.bin").read_bytes()
-    instructions = np.array([int(ln) for ln in lines if ln.strip().isdigit()], dtype=np.int64)
-    return QemuRun(output, instructions)
+    regions = [[int(v) for v in ln.split()] for ln in lines if ln.strip() and
+               not ln.startswith("hang")]
+    instructions = np.array([r[0] for r in regions], dtype=np.int64)
+    return QemuRun(output, instructions, [r[1:] for r in regions])
 
 
 def _check_fault(work: Path, table: list[Symbol], machine: str) -> None:

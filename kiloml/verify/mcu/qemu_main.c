@@ -9,8 +9,8 @@
  *        float32 features[KML_FEATURES], uint32 stack bytes used by kml_classify;
  *        mode 1, per completed window: int32 recording, int32 sample index,
  *        int32 label, float32 scores[KML_CLASSES].
- * kml_bench_begin/kml_bench_end bracket each kml_classify call; the QEMU plugin
- * counts the instructions between them.
+ * kml_bench_begin/kml_bench_end bracket each kml_classify call (mode 0) and each
+ * kml_push_sample call (mode 1); the QEMU plugin counts the instructions between.
  */
 #include <stdint.h>
 
@@ -78,7 +78,11 @@ static int run_stream(int32_t in, int32_t out)
                 return 1;
             }
             for (k = 0; k < chunk; ++k) {
-                if (kml_push_sample(&sample_buf[k * KML_CHANNELS])) {
+                int32_t complete;
+                kml_bench_begin(); /* instructions per pushed sample */
+                complete = kml_push_sample(&sample_buf[k * KML_CHANNELS]);
+                kml_bench_end();
+                if (complete) {
                     int32_t index = s + k;
                     if (kml_classify_latest(&result) < 0) {
                         return 1;
