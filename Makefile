@@ -7,6 +7,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kiloml-installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# Real recordings of spoken digits for examples/spoken-digits (six voices).
+SOUND_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
+	asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav \
+	asterisk-prompt-it-menardi-wav
 # Packages are installed only when one of these commands is missing.
 APT_PROBES   := arm-none-eabi-gcc qemu-system-arm
 PYTEST_WORKERS ?= 2
@@ -18,12 +22,14 @@ setup: system venv
 system:
 	@missing=""; for c in $(APT_PROBES) gcc; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	[ -f /usr/lib/arm-none-eabi/newlib/libc.a ] || missing="$$missing newlib"; \
+	[ -f /usr/share/asterisk/sounds/it_IT_m_Carlo/digits/0.wav ] && \
+	[ -f /usr/share/asterisk/sounds/it_IT_f_Menardi/digits/0.wav ] || missing="$$missing sounds"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "kiloml: installing system packages (missing:$$missing)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) gcc libc6-dev make >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) $(SOUND_PACKAGES) gcc libc6-dev make >/dev/null; \
 	  else \
-	    echo "kiloml: missing$$missing; as root run: apt-get install --no-install-recommends $(APT_PACKAGES)"; \
+	    echo "kiloml: missing$$missing; as root run: apt-get install --no-install-recommends $(APT_PACKAGES) $(SOUND_PACKAGES)"; \
 	  fi; \
 	fi
 
@@ -46,6 +52,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/trees.py
+	$(BIN)/python bench/dsp.py
 
 lint: venv
 	$(BIN)/ruff check .
