@@ -484,6 +484,10 @@ def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlErro
         where = f"[{section}] " if section else ""
         line = _find_key_line(text, tuple(cleaned[:-1]), None) if section else None
         return KilomlError(f"{where}missing required key '{cleaned[-1]}'", file=path, line=line)
+    if cleaned and re.fullmatch(r"(features|preprocess)\.\d+", cleaned[-1]):
+        # a rule across the keys of one stage
+        line = _find_key_line(text, (cleaned[-1],), None)
+        return KilomlError(f"[{cleaned[-1]}] {msg}", file=path, line=line)
     if len(cleaned) == 1 and cleaned[0] in Project.model_fields and \
             Project.model_fields[cleaned[0]].annotation is not str and err["type"].startswith(
                 ("model_", "value_error")):

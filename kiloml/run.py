@@ -179,7 +179,8 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
         "project": cfg.name,
         "data": {
             "source": cfg.data.source,
-            "n_recordings": len(recordings),
+            "n_recordings": len(raw_recordings),
+            "n_augmented_recordings": len(recordings) - len(raw_recordings),
             "n_windows": len(windows),
             "channels": windows.channels,
             "sample_rate_hz": windows.sample_rate_hz,
