@@ -1057,18 +1057,29 @@ def run_windows(exe: Path, cases: list[WindowCase], runs: list[WindowRun], work:
     return out
 
 
+def edge_starts(case: WindowCase) -> list[int]:
+    """Start rows at which a frame begins exactly at the end of the ring, and one row
+    either side: where an off-by-one in the ring arithmetic would show."""
+    stage = case.stage
+    hop = stage.cfg.fft_length // 2 if isinstance(stage, Spectral) else stage.frame_stride
+    return sorted({(case.rows - f * hop + d) % case.rows
+                   for f in range(1, stage.n_frames) for d in (-1, 0, 1)})
+
+
 def check_window_parity(exe: Path, cases: list[WindowCase],
                         inputs: list[tuple[int, str, np.ndarray]], work: Path,
-                        starts: tuple[int, ...] = (0,)) -> None:
-    """C on each input (and on the same windows as rings rotated by each start) ==
-    stage.transform of the unrotated windows."""
+                        starts: tuple[int | str, ...] = (0,)) -> None:
+    """C on each input (and on the same windows as rings rotated by each start; "edges"
+    stands for edge_starts) == stage.transform of the unrotated windows."""
     runs, expected = [], []
     for index, name, x in inputs:
-        py = cases[index].stage.transform(x)
-        for start in starts:
-            start = start % cases[index].rows
+        case = cases[index]
+        py = case.stage.transform(x)
+        rows = [s for start in starts
+                for s in (edge_starts(case) if start == "edges" else [start])]
+        for start in dict.fromkeys(r % case.rows for r in rows):
             runs.append((index, np.roll(x, start, axis=1), start))
-            expected.append((f"{cases[index].name}: {name}, start_row {start}", py))
+            expected.append((f"{case.name}: {name}, start_row {start}", py))
     for c_out, (what, py) in zip(run_windows(exe, cases, runs, work), expected, strict=True):
         assert_bits_equal(c_out, py, what)
 
@@ -1152,6 +1163,8 @@ def test_spectral_random_bit_exact(spectral_exe: Path, tmp_path: Path) -> None:
     cases = spectral_cases()
     inputs = [(i, "random", random_windows(c, i)) for i, c in enumerate(cases)]
     check_window_parity(spectral_exe, cases, inputs, tmp_path, starts=(0, 1, 37, -1))
+    inputs = [(i, "random", random_windows(c, i + 100, n=3)) for i, c in enumerate(cases)]
+    check_window_parity(spectral_exe, cases, inputs, tmp_path, starts=("edges",))
 
 
 def watch_windows(rows: int, count: int) -> np.ndarray:
@@ -1212,11 +1225,6 @@ def overflowing_tone(case: WindowCase) -> np.ndarray:
     return np.repeat(x.astype(F32)[None, :, None], case.channels, axis=2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: kiloml/dsp/spectral.py Spectral._peaks marks a peak as missing with "
-    "np.isfinite(top_h), so a local maximum whose averaged power overflowed to +inf "
-    "(e.g. noise * 1e18, or a 1e18 tone) is reported as 'no peak' (0 Hz, floor) while "
-    "kml_spectral reports it (its frequency, height inf): C and Python disagree"))
 def test_spectral_overflowing_peak_bit_exact(spectral_exe: Path, tmp_path: Path) -> None:
     cases = spectral_cases()
     inputs = [(i, "overflowing bin", window_adversarial(c, lambda n: n in OVERFLOW_PEAK))
@@ -1224,10 +1232,6 @@ def test_spectral_overflowing_peak_bit_exact(spectral_exe: Path, tmp_path: Path)
     check_window_parity(spectral_exe, cases, inputs, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: kiloml/dsp/spectral.py Spectral._peaks: a peak of +inf power is dropped "
-    "(found = np.isfinite(top_h)): a 1e18 tone on bin 8 gives peak0 = 0 Hz instead of "
-    "the tone's frequency"))
 def test_spectral_overflowing_peak_is_found() -> None:
     stage = spectral(features=["peaks"], n_peaks=1, log=False, window_function="rectangular",
                      rows=128)
@@ -1241,9 +1245,10 @@ def test_spectral_sanitizers_clean(tmp_path: Path) -> None:
     cases = spectral_cases()
     inputs = [(i, "adversarial", window_adversarial(c, no_overflow_peak))
               for i, c in enumerate(cases)]
-    inputs += [(i, "random", random_windows(c, i, n=3)) for i, c in enumerate(cases)]
     check_window_parity(exe, cases, inputs, tmp_path, starts=(0, -1))
-    # the overflowing inputs too (for a clean run; their peaks are the xfail above)
+    inputs = [(i, "random", random_windows(c, i, n=2)) for i, c in enumerate(cases)]
+    check_window_parity(exe, cases, inputs, tmp_path, starts=(0, 1, -1, "edges"))
+    # the overflowing inputs too (peaks of infinite power)
     runs = [(i, window_adversarial(c, lambda n: n in OVERFLOW_PEAK), 0)
             for i, c in enumerate(cases)]
     runs += [(i, overflowing_tone(c), 1) for i, c in enumerate(cases)]
@@ -1459,6 +1464,8 @@ def test_mfcc_random_and_ring_bit_exact(mfcc_exe: Path, tmp_path: Path) -> None:
     two = np.stack([voices[:10, :4000], voices[10:20, 2000:6000]], axis=-1)
     inputs.append((2, "speech, two channels", two))
     check_window_parity(mfcc_exe, cases, inputs, tmp_path, starts=(0, 1, 777, -1))
+    inputs = [(i, name, x[:2]) for i, name, x in inputs]
+    check_window_parity(mfcc_exe, cases, inputs, tmp_path, starts=("edges",))
 
 
 def test_mfcc_frame_function_bit_exact(mfcc_exe: Path, tmp_path: Path) -> None:
@@ -1496,8 +1503,10 @@ def test_mfcc_sanitizers_clean(tmp_path: Path) -> None:
     exe = build_mfcc(tmp_path / "asan", sanitize=True)
     cases = mfcc_cases()
     inputs = [(i, "adversarial", window_adversarial(c)[::2]) for i, c in enumerate(cases)]
-    inputs.append((0, "speech", speech()[:2, :, None]))
     check_window_parity(exe, cases, inputs, tmp_path, starts=(0, -1))
+    voices = speech()[:1, :, None]
+    check_window_parity(exe, cases, [(0, "speech", voices), (1, "speech", voices)], tmp_path,
+                        starts=(0, 1, -1, "edges"))
     # and one frame through kml_mfcc_frame per case
     payload = b"".join(ints(i, 1, 0, 1) + floats(np.ones(c.stage.frame_length))
                        for i, c in enumerate(cases))
@@ -1734,7 +1743,7 @@ static void run_record(void)
 def test_scale_emitted_constants_bit_exact(tmp_path: Path) -> None:
     """The offsets and gains written into the C by emit_c are the Python numbers."""
     cases = []
-    for _, x in scale_inputs():  # without the columns of an infinite gain (xfail below)
+    for _, x in scale_inputs():  # gains stay finite (see the near-constant tests)
         finite = np.isfinite(Scale("standard").fit(x).gain) & np.isfinite(
             Scale("minmax").fit(x).gain)
         cases.append(("", np.ascontiguousarray(x[:, finite])))
@@ -1755,10 +1764,6 @@ def test_scale_emitted_constants_bit_exact(tmp_path: Path) -> None:
     assert at == raw.size
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with a spread below 1/FLT_MAX, Scale.fit's gain is inf and Scale.emit_c writes "
-    "'INFINITY' into the constants, which kiloml_model.c cannot compile (no <math.h>): "
-    "error: 'INFINITY' undeclared"))
 def test_scale_emitted_denormal_spread_compiles(tmp_path: Path) -> None:
     stage = Scale("standard").fit(np.array([[0.0], [1e-40], [2e-40]], F32))
     build(tmp_path, "scale_emitted", scale_emitted_body([stage]), ["kml_scale"],
@@ -1797,10 +1802,6 @@ def test_scale_constant_feature_is_zero(method: str, value: float) -> None:
     assert stage.gain[0] == 1.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: kiloml/dsp/scaling.py Scale.fit only guards spread == 0; a feature whose spread is "
-    "positive but below 1/FLT_MAX (~2.9e-39, e.g. values 0, 1e-40, 2e-40) gets gain = "
-    "float32(1/spread) = inf, so transform (and kml_scale) output inf and NaN (0 * inf)"))
 @pytest.mark.parametrize("method", ["standard", "minmax"])
 def test_scale_near_constant_denormal_feature_is_finite(method: str) -> None:
     x = np.array([[0.0], [1e-40], [2e-40]], F32)

@@ -227,6 +227,7 @@ def _model_source(p: Pipeline, n_features: int, runtime: list[str],
 """
     return f"""{_banner(p)}#include "kiloml_model.h"
 
+#include <math.h> /* INFINITY, for constants that are infinite */
 #include <stddef.h>
 
 {includes}

@@ -27,9 +27,13 @@ class Scale(FeatureStage):
             offset, spread = x64.mean(axis=0), x64.std(axis=0)
         else:
             offset, spread = x64.min(axis=0), x64.max(axis=0) - x64.min(axis=0)
-        spread[~(spread > 0)] = 1.0  # a constant feature is left as it is, shifted
+        with np.errstate(divide="ignore", over="ignore"):
+            gain = (1.0 / spread).astype(F32)
+        # a constant feature (or one whose spread is too small for a float32 gain) is
+        # shifted only
+        gain[~(spread > 0) | ~np.isfinite(gain)] = F32(1.0)
         self.offset = offset.astype(F32)
-        self.gain = (1.0 / spread).astype(F32)
+        self.gain = gain
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:

@@ -168,7 +168,7 @@ class Spectral(FeatureStage):
         # highest first; on equal heights the earlier bin (a stable sort keeps it first)
         order = np.argsort(-height, axis=-1, kind="stable")[..., :k_peaks]
         top_h = np.take_along_axis(height, order, axis=-1)
-        found = np.isfinite(top_h)
+        found = top_h > -np.inf  # -inf marks "no peak"; a peak may itself be +inf
         hz = np.where(found, bin_index[order].astype(F32) * self.hz_per_bin, F32(0))
         h = np.where(found, top_h, POWER_FLOOR).astype(F32)
         if k_peaks > top_h.shape[-1]:  # fewer candidate bins than peaks asked
