@@ -192,6 +192,16 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
             _status(p["all_decisions_equal"] and st["all_decisions_equal"])))
     parts.append(_table(rows, header=("where", "kml_classify", "detail", "kml_push_sample",
                                       "status")))
+    stage_rows = []
+    for where, p in metrics["parity"].items():
+        for stage, st in p.get("features_by_stage", {}).items():
+            stage_rows.append((html.escape(where), html.escape(stage), st["n_features"],
+                               f"{st['max_abs_error']:.1e}", f"{st['max_rel_error']:.1e}",
+                               "yes" if st["bit_exact"] else "no"))
+    if stage_rows:
+        parts.append("<h3>Features by stage</h3>")
+        parts.append(_table(stage_rows, header=("where", "stage", "features", "max abs error",
+                                                "max rel error", "bit-exact")))
 
     parts.append("<h2>Resources against the budget</h2>")
     rows = []

@@ -116,7 +116,8 @@ def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> di
     outputs = WindowOutputs(np.concatenate([p.labels for p in parts]),
                             np.concatenate([p.scores for p in parts]),
                             np.concatenate([p.features for p in parts]))
-    result = window_parity(reference.labels, reference.scores, reference.features, outputs)
+    result = window_parity(reference.labels, reference.scores, reference.features, outputs,
+                           pipeline.feature_slices())
     events = run_stream(exe, reference.stream_recordings, pipeline.n_classes, work)
     result["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
                                         reference.stream_labels, reference.stream_scores, events)

@@ -9,10 +9,24 @@ from kiloml.verify.host import StreamEvents, WindowOutputs
 
 
 def window_parity(labels: np.ndarray, scores: np.ndarray, features: np.ndarray,
-                  c: WindowOutputs) -> dict:
-    """Decisions, scores and features of the same windows from Python and from C."""
+                  c: WindowOutputs, slices: list[tuple[str, int, int]] | None = None) -> dict:
+    """Decisions, scores and features of the same windows from Python and from C; with
+    ``slices`` ((stage, first, end) of each window stage's features) also per stage."""
     equal = labels.astype(np.int64) == c.labels.astype(np.int64)
     feature_diff = np.abs(features.astype(np.float64) - c.features.astype(np.float64))
+    per_stage = {}
+    for i, (kind, a, b) in enumerate(slices or []):
+        ref = np.abs(features[:, a:b].astype(np.float64))
+        diff = feature_diff[:, a:b]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(ref > 0, diff / ref, diff)
+        per_stage[f"{i}: {kind}"] = {
+            "n_features": b - a,
+            "max_abs_error": float(np.max(diff, initial=0.0)),
+            "max_rel_error": float(np.max(rel, initial=0.0)),
+            "bit_exact": bool(np.array_equal(features[:, a:b].view(np.int32),
+                                             c.features[:, a:b].view(np.int32))),
+        }
     return {
         "n": len(labels),
         "decisions_equal": int(equal.sum()),
@@ -22,6 +36,7 @@ def window_parity(labels: np.ndarray, scores: np.ndarray, features: np.ndarray,
         "features_bit_exact": bool(np.array_equal(features.view(np.int32),
                                                   c.features.view(np.int32))),
         "first_mismatches": np.flatnonzero(~equal)[:10].tolist(),
+        "features_by_stage": per_stage,
     }
 
 

@@ -86,7 +86,8 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
 
     outputs, counts, stacks, _ = _run_windows(toolchain, elf, machine, plugin, reference,
                                               pipeline, library.n_features, work / "run")
-    parity = window_parity(reference.labels, reference.scores, reference.features, outputs)
+    parity = window_parity(reference.labels, reference.scores, reference.features, outputs,
+                           pipeline.feature_slices())
     parity["emulated"] = True
     parity["machine"] = machine
     events, push_counts = _run_stream(toolchain, elf, machine, plugin, reference, pipeline,
