@@ -12,6 +12,7 @@ and bench/results/dsp.md.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent / "dsp"
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("KILOML_BENCH_RESULTS", ROOT / "bench" / "results"))
 TARGET = "cortex-m4f"
 OPTIMIZE = "-O2"
 CMSIS_VERSION = "1.10.3"

@@ -8,6 +8,7 @@ Results: bench/results/foundation.json and foundation.md.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("KILOML_BENCH_RESULTS", ROOT / "bench" / "results"))
 
 
 def timed(label: str, rows: list, func, *args, **kwargs):
@@ -50,7 +51,9 @@ def main() -> int:
     split = timed("grouped split", steps, make_split, windows, cfg.evaluation)
     pipeline = Pipeline(cfg.name, windows.channels, windows.sample_rate_hz,
                         windows.window_samples, windows.stride_samples, windows.class_names,
-                        make_feature_stages(cfg), TreeModel(cfg.model, len(windows.class_names)))
+                        make_feature_stages(project, windows.sample_rate_hz,
+                                            windows.window_samples, windows.channels),
+                        TreeModel(cfg.model, len(windows.class_names)))
     features = timed("statistics features (Python reference)", steps,
                      pipeline.compute_features, windows.x)
     timed("train random forest", steps, pipeline.model.fit, features[split.train],

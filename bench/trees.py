@@ -14,6 +14,7 @@ Writes bench/results/trees.json and bench/results/trees.md.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent / "trees"
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("KILOML_BENCH_RESULTS", ROOT / "bench" / "results"))
 TARGET = "cortex-m4f"
 OPTIMIZE = "-O2"
 
@@ -184,7 +185,8 @@ def datasets() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     cfg = project.config
     w = make_windows(load_recordings(project), cfg.window.window_ms, cfg.window.stride_ms)
     split = make_split(w, cfg.evaluation)
-    f = make_feature_stages(cfg)[0].transform(w.x)
+    f = make_feature_stages(project, w.sample_rate_hz, w.window_samples,
+                            w.channels)[0].transform(w.x)
     sets["watch features"] = (f[split.train], w.y[split.train], f[split.test], w.y[split.test])
     return sets
 
