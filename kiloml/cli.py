@@ -22,6 +22,12 @@ app = typer.Typer(
 TEMPLATE = Path(__file__).parent / "templates" / "kiloml.toml"
 
 
+def _add_model_commands() -> None:
+    from kiloml.nn.model_cli import model_app
+
+    app.add_typer(model_app, name="model")
+
+
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Print a KilomlError as one line on stderr and exit with code 2."""
 
@@ -169,6 +175,9 @@ def _rel(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+_add_model_commands()
 
 
 def main() -> None:

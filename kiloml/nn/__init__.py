@@ -1,0 +1,1 @@
+"""Neural networks: graph IR, int8 quantization, reference interpreter, import/export."""

@@ -1,0 +1,330 @@
+"""Random int8 operator cases for conformance against TFLM.
+
+Each case is a one-operator int8 graph with random shapes, options and
+quantization, plus random int8 inputs. The test suite exports every case with
+``write_tflite``, runs it in the TFLM interpreter and in kiloml's reference
+interpreter, and requires bit-exact outputs; the C code generator is held to
+the same cases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from kiloml.nn.graph import FUSED_ACTIVATIONS, Graph, Quantization, Tensor
+from kiloml.nn.op_params import out_size
+
+Case = tuple[Graph, list[np.ndarray]]
+
+
+def _act_quant(rng: np.random.Generator) -> Quantization:
+    scale = float(np.exp(rng.uniform(np.log(0.004), np.log(0.2))))
+    return Quantization.per_tensor(scale, int(rng.integers(-100, 101)))
+
+
+def _int8(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.integers(-128, 128, size=shape).astype(np.int8)
+
+
+def _graph(name: str) -> Graph:
+    return Graph(tensors=[], ops=[], inputs=[], outputs=[], name=name, description="kiloml conf")
+
+
+def _act(g: Graph, name: str, shape: tuple[int, ...], q: Quantization) -> int:
+    return g.add_tensor(Tensor(name, shape, "int8", q))
+
+
+def _weighted(kind: str, rng: np.random.Generator) -> Case:
+    g = _graph(kind.lower())
+    qx = _act_quant(rng)
+    activation = str(rng.choice(FUSED_ACTIVATIONS))
+    if kind == "FULLY_CONNECTED":
+        rows, n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 65)), int(rng.integers(1, 33))
+        x_shape: tuple[int, ...] = (rows, n_in)
+        w_shape: tuple[int, ...] = (n_out, n_in)
+        y_shape: tuple[int, ...] = (rows, n_out)
+        w_scale = np.array([np.exp(rng.uniform(np.log(0.002), np.log(0.05)))], np.float32)
+        depth = n_in
+        options: dict[str, object] = {"fused_activation": activation}
+    else:
+        h, w = int(rng.integers(1, 10)), int(rng.integers(1, 14))
+        cin = int(rng.integers(1, 9))
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 6))
+        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        dh, dw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        padding = str(rng.choice(["SAME", "VALID"]))
+        if padding == "VALID":
+            kh, kw = min(kh, 1 + (h - 1) // dh), min(kw, 1 + (w - 1) // dw)
+        oh, ow = out_size(padding, h, kh, sh, dh), out_size(padding, w, kw, sw, dw)
+        if kind == "CONV_2D":
+            cout = int(rng.integers(1, 9))
+            w_shape = (cout, kh, kw, cin)
+            depth = kh * kw * cin
+            options = {}
+        else:
+            multiplier = int(rng.integers(1, 3))
+            cout = cin * multiplier
+            w_shape = (1, kh, kw, cout)
+            depth = kh * kw
+            options = {"depth_multiplier": multiplier}
+        options.update(padding=padding, stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
+                       fused_activation=activation)
+        x_shape, y_shape = (1, h, w, cin), (1, oh, ow, cout)
+        w_scale = np.exp(rng.uniform(np.log(0.002), np.log(0.05), size=cout)).astype(np.float32)
+    axis = {"FULLY_CONNECTED": 0, "CONV_2D": 0, "DEPTHWISE_CONV_2D": 3}[kind]
+    wq = Quantization(w_scale, np.zeros(w_scale.shape, np.int64), axis)
+    weights = rng.integers(-127, 128, size=w_shape).astype(np.int8)
+    typical = math.sqrt(depth) * 40.0 * 60.0 * qx.s * float(np.mean(w_scale))
+    qy = Quantization.per_tensor(typical / 60.0 * float(np.exp(rng.uniform(-1.0, 1.0))),
+                                 int(rng.integers(-60, 61)))
+    x = _act(g, "x", x_shape, qx)
+    wi = g.add_tensor(Tensor("w", w_shape, "int8", wq, weights))
+    inputs = [x, wi]
+    if rng.random() < 0.85:
+        bias_scale = (np.float32(qx.s) * w_scale).astype(np.float32)
+        n = w_shape[0] if kind != "DEPTHWISE_CONV_2D" else w_shape[3]
+        bias = rng.integers(-4000, 4001, size=n).astype(np.int32)
+        inputs.append(g.add_tensor(Tensor(
+            "b", (n,), "int32",
+            Quantization(bias_scale, np.zeros(bias_scale.shape, np.int64), 0), bias)))
+    else:
+        inputs.append(-1)
+    y = _act(g, "y", y_shape, qy)
+    g.add_op(kind, inputs, [y], **options)
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, x_shape)]
+
+
+def _pool(kind: str, rng: np.random.Generator) -> Case:
+    g = _graph(kind.lower())
+    h, w, c = int(rng.integers(1, 10)), int(rng.integers(1, 14)), int(rng.integers(1, 9))
+    fh, fw = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    padding = str(rng.choice(["SAME", "VALID"]))
+    if padding == "VALID":
+        fh, fw = min(fh, h), min(fw, w)
+    q = _act_quant(rng)
+    x = _act(g, "x", (1, h, w, c), q)
+    y = _act(g, "y", (1, out_size(padding, h, fh, sh), out_size(padding, w, fw, sw), c), q)
+    g.add_op(kind, [x], [y], padding=padding, stride_h=sh, stride_w=sw, filter_h=fh,
+             filter_w=fw, fused_activation=str(rng.choice(FUSED_ACTIVATIONS)))
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, (1, h, w, c))]
+
+
+def _reduce(kind: str, rng: np.random.Generator) -> Case:
+    g = _graph(kind.lower())
+    rank = int(rng.integers(2, 5))
+    shape = tuple(int(d) for d in rng.integers(1, 7, size=rank))
+    shape = (1, *shape[1:])
+    candidates = list(range(1, rank))
+    n_axes = int(rng.integers(1, len(candidates) + 1))
+    axes = sorted(int(a) for a in rng.choice(candidates, size=n_axes, replace=False))
+    keep = bool(rng.random() < 0.5)
+    qx = _act_quant(rng)
+    qy = qx if kind == "REDUCE_MAX" or rng.random() < 0.3 else _act_quant(rng)
+    out_shape = tuple((1 if i in axes else d) for i, d in enumerate(shape)) if keep else tuple(
+        d for i, d in enumerate(shape) if i not in axes)
+    x = _act(g, "x", shape, qx)
+    a = g.add_tensor(Tensor("axes", (len(axes),), "int32", data=np.array(axes, np.int32)))
+    y = _act(g, "y", out_shape, qy)
+    g.add_op(kind, [x, a], [y], keep_dims=keep)
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, shape)]
+
+
+def _random_shape(rng: np.random.Generator, rank: int | None = None) -> tuple[int, ...]:
+    rank = rank or int(rng.integers(2, 5))
+    return (1, *(int(d) for d in rng.integers(1, 7, size=rank - 1)))
+
+
+def _binary(kind: str, rng: np.random.Generator) -> Case:
+    g = _graph(kind.lower())
+    shape = _random_shape(rng)
+    other = shape
+    if rng.random() < 0.4:  # broadcast a per-channel operand
+        other = tuple(1 if i < len(shape) - 1 else d for i, d in enumerate(shape))
+    qa, qb = _act_quant(rng), _act_quant(rng)
+    if kind == "ADD":
+        qy = Quantization.per_tensor((qa.s + qb.s) * float(np.exp(rng.uniform(-0.5, 0.8))),
+                                     int(rng.integers(-60, 61)))
+    else:
+        qy = Quantization.per_tensor(qa.s * qb.s * 128 * 40 * float(np.exp(rng.uniform(-1, 1)))
+                                     / 60, int(rng.integers(-60, 61)))
+    a = _act(g, "a", shape, qa)
+    b = _act(g, "b", other, qb)
+    y = _act(g, "y", shape, qy)
+    g.add_op(kind, [a, b], [y], fused_activation=str(rng.choice(FUSED_ACTIVATIONS)))
+    g.inputs, g.outputs = [a, b], [y]
+    return g, [_int8(rng, shape), _int8(rng, other)]
+
+
+def _concatenation(rng: np.random.Generator) -> Case:
+    g = _graph("concatenation")
+    shape = _random_shape(rng)
+    axis = int(rng.integers(1, len(shape)))
+    n = int(rng.integers(2, 4))
+    q = _act_quant(rng)
+    shapes = [tuple(int(rng.integers(1, 5)) if i == axis else d for i, d in enumerate(shape))
+              for _ in range(n)]
+    xs = [_act(g, f"x{i}", s, q) for i, s in enumerate(shapes)]
+    out = tuple(sum(s[axis] for s in shapes) if i == axis else d for i, d in enumerate(shape))
+    y = _act(g, "y", out, q)
+    g.add_op("CONCATENATION", xs, [y], axis=axis if rng.random() < 0.7 else axis - len(shape))
+    g.inputs, g.outputs = xs, [y]
+    return g, [_int8(rng, s) for s in shapes]
+
+
+def _pad(rng: np.random.Generator) -> Case:
+    g = _graph("pad")
+    shape = _random_shape(rng)
+    pads = np.array([[0, 0]] + [[int(rng.integers(0, 3)), int(rng.integers(0, 3))]
+                                for _ in shape[1:]], np.int32)
+    q = _act_quant(rng)
+    x = _act(g, "x", shape, q)
+    p = g.add_tensor(Tensor("paddings", pads.shape, "int32", data=pads))
+    y = _act(g, "y", tuple(int(d + a + b) for d, (a, b) in zip(shape, pads, strict=True)), q)
+    g.add_op("PAD", [x, p], [y])
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, shape)]
+
+
+def _reshape_like(kind: str, rng: np.random.Generator) -> Case:
+    g = _graph(kind.lower())
+    q = _act_quant(rng)
+    shape = _random_shape(rng, int(rng.integers(2, 4)))
+    if kind == "RESHAPE":
+        size = int(np.prod(shape))
+        out: tuple[int, ...] = (1, size)
+        x = _act(g, "x", shape, q)
+        s = g.add_tensor(Tensor("shape", (2,), "int32", data=np.array(out, np.int32)))
+        y = _act(g, "y", out, q)
+        g.add_op("RESHAPE", [x, s], [y])
+    elif kind == "SQUEEZE":
+        shape = (1, *shape[1:], 1)
+        out = shape[:-1]
+        x = _act(g, "x", shape, q)
+        y = _act(g, "y", out, q)
+        g.add_op("SQUEEZE", [x], [y], squeeze_dims=(len(shape) - 1,))
+    else:
+        axis = int(rng.integers(1, len(shape) + 1))
+        out = (*shape[:axis], 1, *shape[axis:])
+        x = _act(g, "x", shape, q)
+        a = g.add_tensor(Tensor("axis", (1,), "int32", data=np.array([axis], np.int32)))
+        y = _act(g, "y", out, q)
+        g.add_op("EXPAND_DIMS", [x, a], [y])
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, shape)]
+
+
+def _unary(kind: str, rng: np.random.Generator) -> Case:
+    g = _graph(kind.lower())
+    shape = _random_shape(rng, int(rng.integers(2, 4)))
+    qx = _act_quant(rng)
+    if kind in ("SOFTMAX", "LOGISTIC"):
+        qy = Quantization.per_tensor(1.0 / 256, -128)
+        qx = Quantization.per_tensor(float(np.exp(rng.uniform(np.log(0.01), np.log(0.3)))),
+                                     int(rng.integers(-100, 101)))
+    elif kind == "TANH":
+        qy = Quantization.per_tensor(1.0 / 128, 0)
+        qx = Quantization.per_tensor(float(np.exp(rng.uniform(np.log(0.005), np.log(0.1)))),
+                                     int(rng.integers(-100, 101)))
+    elif kind == "RELU6":
+        qy = qx
+    else:
+        qy = _act_quant(rng)
+    x = _act(g, "x", shape, qx)
+    y = _act(g, "y", shape, qy)
+    options = {"beta": 1.0} if kind == "SOFTMAX" else {}
+    g.add_op(kind, [x], [y], **options)
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, shape)]
+
+
+def _quantize(rng: np.random.Generator) -> Case:
+    g = _graph("quantize")
+    shape = _random_shape(rng, 2)
+    qy = _act_quant(rng)
+    if rng.random() < 0.5:
+        x = g.add_tensor(Tensor("x", shape, "float32"))
+        value = rng.normal(scale=qy.s * 80, size=shape).astype(np.float32)
+    else:
+        x = _act(g, "x", shape, _act_quant(rng))
+        value = _int8(rng, shape)
+    y = _act(g, "y", shape, qy)
+    g.add_op("QUANTIZE", [x], [y])
+    g.inputs, g.outputs = [x], [y]
+    return g, [value]
+
+
+def _dequantize(rng: np.random.Generator) -> Case:
+    g = _graph("dequantize")
+    shape = _random_shape(rng, 2)
+    x = _act(g, "x", shape, _act_quant(rng))
+    y = g.add_tensor(Tensor("y", shape, "float32"))
+    g.add_op("DEQUANTIZE", [x], [y])
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, shape)]
+
+
+def _split(rng: np.random.Generator) -> Case:
+    g = _graph("split")
+    n = int(rng.integers(1, 4))
+    shape = list(_random_shape(rng))
+    axis = int(rng.integers(1, len(shape)))
+    shape[axis] *= n
+    q = _act_quant(rng)
+    a = g.add_tensor(Tensor("axis", (), "int32", data=np.array(axis, np.int32)))
+    x = _act(g, "x", tuple(shape), q)
+    part = tuple(d // n if i == axis else d for i, d in enumerate(shape))
+    ys = [_act(g, f"y{i}", part, q) for i in range(n)]
+    g.add_op("SPLIT", [a, x], ys, num_splits=n)
+    g.inputs, g.outputs = [x], ys
+    return g, [_int8(rng, tuple(shape))]
+
+
+def _unpack(rng: np.random.Generator) -> Case:
+    g = _graph("unpack")
+    shape = _random_shape(rng)
+    axis = int(rng.integers(1, len(shape)))
+    q = _act_quant(rng)
+    x = _act(g, "x", shape, q)
+    part = tuple(d for i, d in enumerate(shape) if i != axis)
+    ys = [_act(g, f"y{i}", part, q) for i in range(shape[axis])]
+    g.add_op("UNPACK", [x], ys, num=shape[axis], axis=axis)
+    g.inputs, g.outputs = [x], ys
+    return g, [_int8(rng, shape)]
+
+
+GENERATORS: dict[str, Callable[[np.random.Generator], Case]] = {
+    "FULLY_CONNECTED": lambda r: _weighted("FULLY_CONNECTED", r),
+    "CONV_2D": lambda r: _weighted("CONV_2D", r),
+    "DEPTHWISE_CONV_2D": lambda r: _weighted("DEPTHWISE_CONV_2D", r),
+    "AVERAGE_POOL_2D": lambda r: _pool("AVERAGE_POOL_2D", r),
+    "MAX_POOL_2D": lambda r: _pool("MAX_POOL_2D", r),
+    "MEAN": lambda r: _reduce("MEAN", r),
+    "REDUCE_MAX": lambda r: _reduce("REDUCE_MAX", r),
+    "ADD": lambda r: _binary("ADD", r),
+    "MUL": lambda r: _binary("MUL", r),
+    "CONCATENATION": _concatenation,
+    "PAD": _pad,
+    "RESHAPE": lambda r: _reshape_like("RESHAPE", r),
+    "SQUEEZE": lambda r: _reshape_like("SQUEEZE", r),
+    "EXPAND_DIMS": lambda r: _reshape_like("EXPAND_DIMS", r),
+    "SOFTMAX": lambda r: _unary("SOFTMAX", r),
+    "LOGISTIC": lambda r: _unary("LOGISTIC", r),
+    "TANH": lambda r: _unary("TANH", r),
+    "RELU": lambda r: _unary("RELU", r),
+    "RELU6": lambda r: _unary("RELU6", r),
+    "QUANTIZE": _quantize,
+    "DEQUANTIZE": _dequantize,
+    "SPLIT": _split,
+    "UNPACK": _unpack,
+}
+
+
+def random_case(kind: str, seed: int) -> Case:
+    return GENERATORS[kind](np.random.default_rng([seed, sum(map(ord, kind))]))

@@ -1,0 +1,129 @@
+"""`kiloml model ...`: bring-your-own-model commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from kiloml.errors import KilomlError
+
+model_app = typer.Typer(help="Bring your own model: inspect and run .tflite / .onnx models.",
+                        no_args_is_help=True)
+
+
+def _write_npy_atomically(path: Path, array: np.ndarray) -> None:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise KilomlError("output folder does not exist", file=path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_model(model: Path, inputs: Path, output: Path) -> np.ndarray:
+    from kiloml.nn.load import load_inputs, load_model
+    from kiloml.nn.reference import Interpreter
+    from kiloml.progress import track
+
+    graph = load_model(model)
+    if len(graph.outputs) != 1:
+        raise KilomlError(f"the model has {len(graph.outputs)} outputs; one is supported here",
+                          file=model)
+    x = load_inputs(inputs, graph)
+    interpreter = Interpreter(graph)
+    chunk = 256
+    parts = [interpreter.run([x[start:start + chunk]])[0]
+             for start in track(range(0, len(x), chunk), "reference interpreter")]
+    y = np.concatenate(parts) if parts else np.zeros((0, *graph.output_tensors[0].shape[1:]))
+    _write_npy_atomically(output, y)
+    return y
+
+
+def describe_model(model: Path) -> dict:
+    from kiloml.nn.analysis import summarize
+    from kiloml.nn.load import load_model
+
+    graph = load_model(model)
+
+    def tensor_info(i: int) -> dict:
+        t = graph.tensors[i]
+        info: dict = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+        if t.quant is not None:
+            if t.quant.per_channel:
+                info["quantization"] = {"per_channel_axis": t.quant.axis,
+                                        "channels": int(t.quant.scale.size)}
+            else:
+                info["quantization"] = {"scale": t.quant.s, "zero_point": t.quant.zp}
+        return info
+
+    rows = summarize(graph)
+    return {
+        "model": str(model),
+        "inputs": [tensor_info(i) for i in graph.inputs],
+        "outputs": [tensor_info(i) for i in graph.outputs],
+        "quantized": graph.is_quantized,
+        "operators": [
+            {"index": r.index, "op": r.kind, "output": r.output, "output_shape": list(r.output_shape),
+             "dtype": graph.tensors[graph.ops[r.index].outputs[0]].dtype,
+             "options": {k: v for k, v in graph.ops[r.index].options.items()
+                         if isinstance(v, (int, float, str, bool))},
+             "macs": r.macs, "weight_bytes": r.weight_bytes,
+             "output_quantization": tensor_info(graph.ops[r.index].outputs[0]).get("quantization")}
+            for r in rows],
+        "total_macs": sum(r.macs for r in rows),
+        "weight_bytes": graph.weight_bytes(),
+    }
+
+
+@model_app.command("run")
+def run_command(
+    model: Annotated[Path, typer.Argument(help=".tflite or .onnx model")],
+    inputs: Annotated[Path, typer.Option("--inputs", help="X.npy: [N, ...input shape]")],
+    output: Annotated[Path, typer.Option("--output", help="Y.npy to write")],
+) -> None:
+    """Run kiloml's reference interpreter (bit-exact with TFLM for int8) on X.npy."""
+    from kiloml.cli import user_errors
+
+    y = user_errors(run_model)(model, inputs, output)
+    print(f"wrote {output}: {list(y.shape)} {y.dtype}")
+
+
+@model_app.command("info")
+def info_command(
+    model: Annotated[Path, typer.Argument(help=".tflite or .onnx model")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Operators, shapes, quantization, MACs and weight bytes."""
+    from kiloml.cli import user_errors
+
+    d = user_errors(describe_model)(model)
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    for kind in ("inputs", "outputs"):
+        for t in d[kind]:
+            q = t.get("quantization")
+            qs = (f"  scale {q['scale']:.6g} zero point {q['zero_point']}" if q and "scale" in q
+                  else "")
+            print(f"{kind[:-1]:<7} {t['name']}: {t['dtype']} {t['shape']}{qs}")
+    print(f"{'#':>3}  {'operator':<18} {'output shape':<18} {'dtype':<8} {'MACs':>10} "
+          f"{'weights B':>10}  output quantization")
+    for op in d["operators"]:
+        q = op["output_quantization"]
+        qs = f"{q['scale']:.6g} @ {q['zero_point']}" if q and "scale" in q else ""
+        print(f"{op['index']:>3}  {op['op']:<18} {str(op['output_shape']):<18} "
+              f"{op['dtype']:<8} {op['macs']:>10,} {op['weight_bytes']:>10,}  {qs}")
+    print(f"total: {len(d['operators'])} operators, {d['total_macs']:,} MACs, "
+          f"{d['weight_bytes']:,} bytes of weights and constants, "
+          f"{'int8' if d['quantized'] else 'float32'}")
