@@ -104,6 +104,25 @@ def infer_output_shapes(graph: Graph, op: Op) -> list[tuple[int, ...]]:
     if kind == "UNPACK":
         axis = int(o["axis"]) % len(x)
         return [tuple(d for i, d in enumerate(x) if i != axis)] * x[axis]
+    if kind in ("STRIDED_SLICE", "SLICE", "TRANSPOSE"):
+        from kiloml.nn.reference import slice_index
+
+        probe = np.zeros(x, np.int8)
+        try:
+            if kind == "TRANSPOSE":
+                perm = [int(v) for v in np.atleast_1d(_const(graph, op, 1))]
+                if sorted(perm) != list(range(len(x))):
+                    raise ValueError(f"perm {perm} is not a permutation of {len(x)} axes")
+                return [tuple(np.transpose(probe, perm).shape)]
+            index = slice_index(graph, op, len(x))
+            if len(index) > len(x):
+                raise ValueError(f"{len(index)} sliced axes for a rank-{len(x)} input")
+            shape = tuple(probe[index].shape)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise GraphError(f"operator {op.name} ({kind}): {exc}") from None
+        if 0 in shape:
+            raise GraphError(f"operator {op.name} ({kind}): the slice of {x} is empty")
+        return [shape]
     return [x]  # element-wise: SOFTMAX, LOGISTIC, TANH, RELU, RELU6, QUANTIZE, DEQUANTIZE
 
 

@@ -83,7 +83,9 @@ def _weighted(kind: str, rng: np.random.Generator) -> Case:
     x = _act(g, "x", x_shape, qx)
     wi = g.add_tensor(Tensor("w", w_shape, "int8", wq, weights))
     inputs = [x, wi]
-    if rng.random() < 0.85:
+    # TFLM (tflite-micro 0.dev20261023) segfaults at load on a DEPTHWISE_CONV_2D without
+    # bias; converters always emit one, so depthwise cases always have a bias.
+    if rng.random() < 0.85 or kind == "DEPTHWISE_CONV_2D":
         bias_scale = (np.float32(qx.s) * w_scale).astype(np.float32)
         n = w_shape[0] if kind != "DEPTHWISE_CONV_2D" else w_shape[3]
         bias = rng.integers(-4000, 4001, size=n).astype(np.int32)
@@ -299,6 +301,69 @@ def _unpack(rng: np.random.Generator) -> Case:
     return g, [_int8(rng, shape)]
 
 
+def _slicing(kind: str, rng: np.random.Generator) -> Case:
+    g = _graph(kind.lower())
+    shape = _random_shape(rng, int(rng.integers(2, 5)))
+    q = _act_quant(rng)
+    x = _act(g, "x", shape, q)
+    probe = np.zeros(shape)
+    options: dict[str, object] = {}
+    if kind == "TRANSPOSE":
+        perm = [0, *(int(v) for v in 1 + rng.permutation(len(shape) - 1))]
+        params = [np.array(perm, np.int32)]
+        out = np.transpose(probe, perm).shape
+    elif kind == "SLICE":
+        begin = [0] + [int(rng.integers(0, d)) for d in shape[1:]]
+        size = [1] + [int(rng.integers(1, d - b + 1)) if rng.random() < 0.7 else -1
+                      for d, b in zip(shape[1:], begin[1:], strict=True)]
+        params = [np.array(begin, np.int32), np.array(size, np.int32)]
+        out = probe[tuple(slice(b, None if s < 0 else b + s)
+                          for b, s in zip(begin, size, strict=True))].shape
+    else:
+        rank = len(shape)
+        begin, end, strides = [0], [1], [1]
+        begin_mask = end_mask = shrink = 0
+        for d in range(1, rank):
+            n = shape[d]
+            stride = int(rng.choice([1, 1, 2, -1]))
+            b, e = sorted(int(v) for v in rng.integers(0, n + 1, size=2))
+            if stride < 0:
+                b, e = max(e - 1, 0), (b - 1 if b > 0 else -n - 1)
+            if rng.random() < 0.15:
+                shrink |= 1 << d
+                b, e, stride = int(rng.integers(-n, n)), 0, 1
+            elif rng.random() < 0.2:
+                begin_mask |= 1 << d
+            if not shrink >> d & 1 and rng.random() < 0.2:
+                end_mask |= 1 << d
+            begin.append(b)
+            end.append(e)
+            strides.append(stride)
+        params = [np.array(v, np.int32) for v in (begin, end, strides)]
+        options = {"begin_mask": begin_mask, "end_mask": end_mask, "shrink_axis_mask": shrink}
+        index: list[int | slice] = []
+        for d in range(rank):
+            if shrink >> d & 1:
+                index.append(begin[d])
+            else:
+                index.append(slice(None if begin_mask >> d & 1 else begin[d],
+                                   None if end_mask >> d & 1 else end[d], strides[d]))
+        out = probe[tuple(index)].shape
+        if 0 in out:  # an empty slice is no useful case: take everything instead
+            params = [np.zeros(rank, np.int32), np.array(shape, np.int32),
+                      np.ones(rank, np.int32)]
+            options = {}
+            out = shape
+    names = {"TRANSPOSE": ["perm"], "SLICE": ["begin", "size"],
+             "STRIDED_SLICE": ["begin", "end", "strides"]}[kind]
+    consts = [g.add_tensor(Tensor(n, v.shape, "int32", data=v))
+              for n, v in zip(names, params, strict=True)]
+    y = _act(g, "y", tuple(out), q)
+    g.add_op(kind, [x, *consts], [y], **options)
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, shape)]
+
+
 GENERATORS: dict[str, Callable[[np.random.Generator], Case]] = {
     "FULLY_CONNECTED": lambda r: _weighted("FULLY_CONNECTED", r),
     "CONV_2D": lambda r: _weighted("CONV_2D", r),
@@ -323,6 +388,9 @@ GENERATORS: dict[str, Callable[[np.random.Generator], Case]] = {
     "DEQUANTIZE": _dequantize,
     "SPLIT": _split,
     "UNPACK": _unpack,
+    "STRIDED_SLICE": lambda r: _slicing("STRIDED_SLICE", r),
+    "SLICE": lambda r: _slicing("SLICE", r),
+    "TRANSPOSE": lambda r: _slicing("TRANSPOSE", r),
 }
 
 

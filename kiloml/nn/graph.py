@@ -64,6 +64,12 @@ OPTION_DEFAULTS: dict[str, dict[str, object]] = {
     "QUANTIZE": {},
     "DEQUANTIZE": {},
     "SPLIT": {"num_splits": 1},
+    # Slicing and transposition of activations ([x, begin, end, strides] / [x, begin, size] /
+    # [x, perm], constant parameters): what converters emit for x[..., :k] and NCHW layouts.
+    "STRIDED_SLICE": {"begin_mask": 0, "end_mask": 0, "ellipsis_mask": 0, "new_axis_mask": 0,
+                      "shrink_axis_mask": 0, "offset": False},
+    "SLICE": {},
+    "TRANSPOSE": {},
     "UNPACK": {"num": 1, "axis": 0},
 }
 

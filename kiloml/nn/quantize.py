@@ -32,7 +32,8 @@ CalibrationMethod = Literal["minmax", "percentile", "mse"]
 _FUSABLE = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL",
             "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"}
 _SHARED_QUANT = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
-                 "PAD", "REDUCE_MAX", "CONCATENATION", "SPLIT", "UNPACK", "RELU6"}
+                 "PAD", "REDUCE_MAX", "CONCATENATION", "SPLIT", "UNPACK", "RELU6",
+                 "STRIDED_SLICE", "SLICE", "TRANSPOSE"}
 _FIXED_OUTPUT = {"SOFTMAX": (1.0 / 256, -128), "LOGISTIC": (1.0 / 256, -128),
                  "TANH": (1.0 / 128, 0)}
 

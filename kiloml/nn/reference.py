@@ -369,6 +369,42 @@ def unpack(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.n
     return [np.take(x, i, axis=axis) for i in range(x.shape[axis])]
 
 
+def slice_index(graph: Graph, op: Op, rank: int) -> tuple[int | slice, ...]:
+    """The numpy index a STRIDED_SLICE or SLICE selects (TFLite semantics)."""
+    if op.kind == "SLICE":
+        begin = np.atleast_1d(_const(graph, op.inputs[1])).astype(int)
+        size = np.atleast_1d(_const(graph, op.inputs[2])).astype(int)
+        return tuple(slice(int(b), None if s < 0 else int(b + s)) for b, s in zip(begin, size,
+                                                                                    strict=True))
+    o = op.options
+    if int(o["ellipsis_mask"]) or int(o["new_axis_mask"]):
+        raise ValueError("STRIDED_SLICE with ellipsis or new-axis masks is not supported")
+    begin, end, strides = (np.atleast_1d(_const(graph, op.inputs[k])).astype(int).tolist()
+                           for k in (1, 2, 3))
+    index: list[int | slice] = []
+    for d, (b, e, s) in enumerate(zip(begin, end, strides, strict=True)):
+        if int(o["shrink_axis_mask"]) >> d & 1:
+            index.append(b)
+            continue
+        start = None if int(o["begin_mask"]) >> d & 1 else b
+        stop = None if int(o["end_mask"]) >> d & 1 else (b + e if o["offset"] else e)
+        index.append(slice(start, stop, s))
+    return tuple(index)
+
+
+def strided_slice(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
+    x = xs[0]
+    index = slice_index(graph, op, x.ndim)
+    if x.shape[0] != 1 and index and isinstance(index[0], slice) and index[0] == slice(None):
+        return [x[index]]
+    return [np.ascontiguousarray(x[index])]
+
+
+def transpose(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
+    perm = np.atleast_1d(_const(graph, op.inputs[1])).astype(int)
+    return [np.ascontiguousarray(np.transpose(xs[0], perm))]
+
+
 KERNELS: dict[str, Kernel] = {
     "FULLY_CONNECTED": fully_connected,
     "CONV_2D": conv_2d,
@@ -393,6 +429,9 @@ KERNELS: dict[str, Kernel] = {
     "DEQUANTIZE": dequantize,
     "SPLIT": split,
     "UNPACK": unpack,
+    "STRIDED_SLICE": strided_slice,
+    "SLICE": strided_slice,
+    "TRANSPOSE": transpose,
 }
 
 
@@ -413,10 +452,19 @@ def _touches_batch_axis(graph: Graph, op: Op) -> bool:
         return int(np.atleast_1d(_const(graph, op.inputs[0]))[0]) % rank == 0
     if kind == "PAD":
         return bool(np.any(_const(graph, op.inputs[1]).reshape(-1, 2)[0] != 0))
+    if kind == "TRANSPOSE":
+        return int(np.atleast_1d(_const(graph, op.inputs[1]))[0]) != 0
+    if kind in ("STRIDED_SLICE", "SLICE"):
+        index = slice_index(graph, op, rank)
+        return not index or index[0] != slice(None) and index[0] != slice(0, None)
     if kind == "ADD" or kind == "MUL":
         return any(t[i].is_constant and len(t[i].shape) == rank and t[i].shape[0] != 1
                    for i in op.inputs)
     return False
+
+
+_FIRST_INPUT_ONLY = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "REDUCE_MAX",
+                     "PAD", "RESHAPE", "EXPAND_DIMS", "STRIDED_SLICE", "SLICE", "TRANSPOSE"}
 
 
 class Interpreter:
@@ -459,7 +507,7 @@ class Interpreter:
         values: dict[int, np.ndarray] = dict(zip(g.inputs, arrays, strict=True))
         for op, params in zip(g.ops, self.params, strict=True):
             xs = [values[i] if i in values else _const(g, i) for i in op.inputs if i >= 0]
-            if op.kind in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D") or op.kind in ("MEAN", "REDUCE_MAX", "PAD", "RESHAPE", "EXPAND_DIMS"):
+            if op.kind in _FIRST_INPUT_ONLY:  # the rest are weights or parameters
                 xs = xs[:1]
             outs = KERNELS[op.kind](g, op, params, xs)
             for index, value in zip(op.outputs, outs, strict=True):
