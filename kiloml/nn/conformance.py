@@ -42,7 +42,8 @@ def _weighted(kind: str, rng: np.random.Generator) -> Case:
     qx = _act_quant(rng)
     activation = str(rng.choice(FUSED_ACTIVATIONS))
     if kind == "FULLY_CONNECTED":
-        rows, n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 65)), int(rng.integers(1, 33))
+        rows, n_in = int(rng.integers(1, 4)), int(rng.integers(1, 65))
+        n_out = int(rng.integers(1, 33))
         x_shape: tuple[int, ...] = (rows, n_in)
         w_shape: tuple[int, ...] = (n_out, n_in)
         y_shape: tuple[int, ...] = (rows, n_out)

@@ -122,7 +122,7 @@ def calculate_input_radius(input_integer_bits: int, input_left_shift: int,
         * (1 << (total_signed_bits - input_integer_bits))
         / (1 << input_left_shift)
     )
-    return int(math.floor(max_input_rescaled))
+    return math.floor(max_input_rescaled)
 
 
 def count_leading_zeros_u32(x: np.ndarray) -> np.ndarray:
@@ -179,7 +179,8 @@ def exp_on_negative_values(a: np.ndarray, integer_bits: int) -> np.ndarray:
         if integer_bits > exponent:
             shift = fractional_bits + exponent
             hit = (remainder & (1 << shift)) != 0
-            result = np.where(hit, saturating_rounding_doubling_high_mul(result, multiplier), result)
+            scaled = saturating_rounding_doubling_high_mul(result, multiplier)
+            result = np.where(hit, scaled, result)
     if integer_bits > 5:
         clamp = -(1 << (36 - integer_bits))
         result = np.where(a < clamp, 0, result)

@@ -174,7 +174,8 @@ class Graph:
 
     def add_op(self, kind: str, inputs: list[int], outputs: list[int], name: str = "",
                **options: object) -> Op:
-        op = Op(kind, list(inputs), list(outputs), dict(options), name or f"{kind.lower()}_{len(self.ops)}")
+        name = name or f"{kind.lower()}_{len(self.ops)}"
+        op = Op(kind, list(inputs), list(outputs), dict(options), name)
         self.ops.append(op)
         return op
 

@@ -74,7 +74,8 @@ def describe_model(model: Path) -> dict:
         "outputs": [tensor_info(i) for i in graph.outputs],
         "quantized": graph.is_quantized,
         "operators": [
-            {"index": r.index, "op": r.kind, "output": r.output, "output_shape": list(r.output_shape),
+            {"index": r.index, "op": r.kind, "output": r.output,
+             "output_shape": list(r.output_shape),
              "dtype": graph.tensors[graph.ops[r.index].outputs[0]].dtype,
              "options": {k: v for k, v in graph.ops[r.index].options.items()
                          if isinstance(v, (int, float, str, bool))},
@@ -122,7 +123,7 @@ def info_command(
     for op in d["operators"]:
         q = op["output_quantization"]
         qs = f"{q['scale']:.6g} @ {q['zero_point']}" if q and "scale" in q else ""
-        print(f"{op['index']:>3}  {op['op']:<18} {str(op['output_shape']):<18} "
+        print(f"{op['index']:>3}  {op['op']:<18} {op['output_shape']!s:<18} "
               f"{op['dtype']:<8} {op['macs']:>10,} {op['weight_bytes']:>10,}  {qs}")
     print(f"total: {len(d['operators'])} operators, {d['total_macs']:,} MACs, "
           f"{d['weight_bytes']:,} bytes of weights and constants, "

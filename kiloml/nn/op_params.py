@@ -190,10 +190,7 @@ def prepare(graph: Graph, op: Op) -> OpParams:
         p.act_min = x.quant.zp
         six = x.quant.zp + tflite_round(float(np.float32(6.0) / scale))
         p.act_max = int(min(max(six, INT8_MIN), INT8_MAX))
-    elif kind == "QUANTIZE":  # int8 -> int8 requantization
-        m, s = quantize_multiplier(float(x.quant.scale[0]) / float(y.quant.scale[0]))
-        p.multiplier, p.shift = np.array([m], np.int64), np.array([s], np.int64)
-    elif kind == "MEAN":
+    elif kind == "QUANTIZE" or kind == "MEAN":  # int8 -> int8 requantization
         m, s = quantize_multiplier(float(x.quant.scale[0]) / float(y.quant.scale[0]))
         p.multiplier, p.shift = np.array([m], np.int64), np.array([s], np.int64)
     return p

@@ -79,7 +79,7 @@ def fully_connected(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> 
 def _padded_windows(x: np.ndarray, p: OpParams, kh: int, kw: int, sh: int, sw: int,
                     dh: int, dw: int, oh: int, ow: int, fill: float):
     """Yields (fy, fx, window) with window[n, oy, ox, c] = x[n, oy*sh+fy*dh-pad, ...]."""
-    n, h, w, c = x.shape
+    h, w = x.shape[1], x.shape[2]
     need_h = (oh - 1) * sh + (kh - 1) * dh + 1
     need_w = (ow - 1) * sw + (kw - 1) * dw + 1
     after_h = max(0, need_h - h - p.pad_h)
@@ -249,7 +249,8 @@ def mul(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndar
     if y.dtype == "float32":
         out = a.astype(np.float32) * b.astype(np.float32)
         return [_float_activation(out, str(op.options["fused_activation"])).astype(np.float32)]
-    prod = (a.astype(np.int64) + p.input_offset) * (b.astype(np.int64) + int(p.extra["input2_offset"]))
+    prod = ((a.astype(np.int64) + p.input_offset)
+            * (b.astype(np.int64) + int(p.extra["input2_offset"])))
     return [_requantize(fp.wrap32(prod), p)]
 
 
@@ -456,7 +457,7 @@ def _touches_batch_axis(graph: Graph, op: Op) -> bool:
         return int(np.atleast_1d(_const(graph, op.inputs[1]))[0]) != 0
     if kind in ("STRIDED_SLICE", "SLICE"):
         index = slice_index(graph, op, rank)
-        return not index or index[0] != slice(None) and index[0] != slice(0, None)
+        return not index or (index[0] != slice(None) and index[0] != slice(0, None))
     if kind == "ADD" or kind == "MUL":
         return any(t[i].is_constant and len(t[i].shape) == rank and t[i].shape[0] != 1
                    for i in op.inputs)
