@@ -79,8 +79,11 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
     m = result.metrics
     ev = m["evaluation"]
     out = result.output_dir
-    print(f"library        {_rel(out / 'firmware')}/ (kiloml_model.h, kiloml_model.c "
-          f"and runtime)")
+    if "neural" in m:
+        _print_neural(m, out)
+    else:
+        print(f"library        {_rel(out / 'firmware')}/ (kiloml_model.h, kiloml_model.c "
+              f"and runtime)")
     print(f"report         {_rel(out / 'report.html')}")
     print(f"test accuracy  {ev['accuracy']:.4f} on {ev['n_test_windows']} windows of "
           f"held-out groups {', '.join(ev['test_groups'])} (balanced "
@@ -112,6 +115,20 @@ def verify(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
         sys.stderr.write("kiloml: the library failed verification or its budget on "
                          f"{outcome.target}\n")
         raise typer.Exit(1)
+
+
+def _print_neural(m: dict, out: Path) -> None:
+    n, model = m["neural"], m["model"]
+    print(f"model          {_rel(out / n['model_file'])} (int8, {model['operators']} operators, "
+          f"{model['macs']:,} MACs, {model['weight_bytes']:,} B of weights)")
+    if n["float_accuracy"] is not None:
+        print(f"float / int8   {n['float_accuracy']:.4f} / {n['int8_accuracy']:.4f} test "
+              f"accuracy ({n['int8_minus_float_points']:+.2f} points from quantization)")
+    t = n["tflm_parity"]
+    if t.get("checked"):
+        print(f"parity (TFLM)  {t['bit_exact']}/{t['n']} held-out windows bit-exact with the "
+              f"TFLM interpreter")
+    print(f"firmware       {m['firmware']['note']}")
 
 
 def _print_parity(m: dict, only: str | None = None) -> None:

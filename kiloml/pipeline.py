@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from kiloml.dsp.spectral import Spectral
 from kiloml.dsp.statistics import Statistics
 from kiloml.errors import KilomlError
 from kiloml.models.trees import TreeModel
+
+if TYPE_CHECKING:
+    from kiloml.models.neural import NeuralModel
 from kiloml.project import LoadedProject, locate
 from kiloml.stage import FeatureStage, SampleStage
 
@@ -94,7 +98,7 @@ class Pipeline:
     stride_samples: int
     class_names: list[str]
     features: list[FeatureStage]
-    model: TreeModel
+    model: TreeModel | NeuralModel
     preprocess: list[SampleStage] = field(default_factory=list)
     input_sample_rate_hz: float | None = None  # of the samples the firmware is fed
 
@@ -187,8 +191,18 @@ class Pipeline:
     def compute_features(self, x: np.ndarray) -> np.ndarray:
         return self.assemble(self.window_features(x))
 
+    @property
+    def model_reads_window(self) -> bool:
+        return getattr(self.model, "reads", "features") == "window"
+
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """What the model reads for windows x [N, T, C]: the raw window or the features."""
+        if self.model_reads_window:
+            return np.asarray(x, dtype=F32)
+        return self.compute_features(x)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict(self.compute_features(x))
+        return self.model.predict(self.model_input(x))
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as f:

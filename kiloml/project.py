@@ -273,6 +273,63 @@ class TreeModelConfig(Section):
         return value
 
 
+class NeuralModelConfig(Section):
+    """A neural network: a PyTorch template trained here, or a user's .tflite/.onnx model.
+
+    Templates: ``mlp`` on the feature vector, ``cnn1d`` on raw windows [T, C],
+    ``dscnn`` on a time-frequency feature stage (mfcc or mfe) seen as [frames, coefs].
+    The deployed model is the int8 graph (TFLite quantization spec).
+    """
+
+    kind: Literal["mlp", "cnn1d", "dscnn", "imported"]
+    path: str | None = None  # the .tflite / .onnx file for kind = "imported"
+    # What the network reads: the feature vector or the raw window [T, C].
+    input: Literal["features", "window"] | None = None
+    hidden: list[int] = Field(default_factory=lambda: [32, 16])       # mlp
+    filters: list[int] = Field(default_factory=lambda: [16, 32, 32])  # cnn1d, dscnn
+    kernel_size: int = Field(default=5, ge=1, le=64)
+    stride: int = Field(default=2, ge=1, le=8)                        # first convolution
+    pool: bool = False                                                # cnn1d: max-pool by 2
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    epochs: int = Field(default=60, ge=1, le=10_000)
+    patience: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    class_weight: Literal["balanced"] | None = None
+    # Training groups held out for early stopping (grouped, like the test split).
+    validation_groups: int = Field(default=2, ge=0)
+    calibration: Literal["minmax", "percentile", "mse"] = "minmax"
+    percentile: float = Field(default=99.99, gt=50, le=100)
+    calibration_windows: int = Field(default=1000, ge=1)
+    seed: int = 0
+
+    @field_validator("hidden", "filters")
+    @classmethod
+    def _sizes(cls, value: list[int]) -> list[int]:
+        if not value or any(v < 1 or v > 4096 for v in value):
+            raise ValueError("layer sizes must be between 1 and 4096, at least one")
+        return value
+
+    @model_validator(mode="after")
+    def _path_for_imported(self) -> NeuralModelConfig:
+        if self.kind == "imported" and not self.path:
+            raise ValueError("kind = 'imported' needs path = '<model>.tflite' or '.onnx'")
+        if self.kind != "imported" and self.path:
+            raise ValueError("path is only for kind = 'imported'")
+        return self
+
+    @property
+    def reads(self) -> str:
+        if self.input is not None:
+            return self.input
+        return "window" if self.kind == "cnn1d" else "features"
+
+
+TREE_KINDS = ("random_forest", "extra_trees", "decision_tree")
+NEURAL_KINDS = ("mlp", "cnn1d", "dscnn", "imported")
+
+
 class EvaluationConfig(Section):
     test_groups: list[str] | None = None
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
@@ -314,7 +371,7 @@ class Project(Section):
     features: list[FeatureStageConfig] = Field(
         default_factory=lambda: [StatisticsStageConfig(stage="statistics")])
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    model: TreeModelConfig
+    model: TreeModelConfig | NeuralModelConfig = Field(discriminator="kind")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
@@ -425,6 +482,13 @@ def _check_unknown_keys(raw: Any, model: type[BaseModel], where: tuple[str, ...]
                 if stage in table:
                     _check_unknown_keys(item, table[stage], (*where, f"{key}.{i}"), text, path)
             continue
+        if key == "model" and model is Project and isinstance(value, dict):
+            kind = value.get("kind")
+            sub_model = (NeuralModelConfig if kind in NEURAL_KINDS else
+                         TreeModelConfig if kind in TREE_KINDS else None)
+            if sub_model is not None:
+                _check_unknown_keys(value, sub_model, (*where, key), text, path)
+            continue
         sub = _section_models(annotation, value)
         if sub is not None:
             _check_unknown_keys(value, sub, (*where, key), text, path)
@@ -477,6 +541,14 @@ def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlErro
     if len(cleaned) >= 2 and cleaned[0].startswith(("features.", "preprocess.")) and \
             cleaned[1] in {**FEATURE_STAGES, **PREPROCESS_STAGES}:
         cleaned.pop(1)
+    if len(cleaned) >= 2 and cleaned[0] == "model" and cleaned[1] in (*TREE_KINDS, *NEURAL_KINDS):
+        cleaned.pop(1)  # the discriminator tag
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found") and cleaned == ["model"]:
+        kinds = ", ".join(f"'{k}'" for k in (*TREE_KINDS, *NEURAL_KINDS))
+        value = err.get("input", {}).get("kind") if isinstance(err.get("input"), dict) else None
+        got = f"'{value}'" if value is not None else "nothing"
+        return KilomlError(f"[model] kind: got {got}; choose one of {kinds}", file=path,
+                           line=_find_key_line(text, ("model",), "kind"))
     msg = err["msg"]
     msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
     if err["type"] == "missing":

@@ -30,7 +30,7 @@ from kiloml.evaluate.metrics import classification_metrics
 from kiloml.models.trees import TreeModel
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.progress import track
-from kiloml.project import LoadedProject, load_project
+from kiloml.project import LoadedProject, NeuralModelConfig, load_project
 from kiloml.results import record_target, run_ok, write_results
 from kiloml.targets.budget import Budget, check_budget
 from kiloml.targets.estimate import estimate_resources
@@ -104,7 +104,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     pipeline = Pipeline(
         name=cfg.name, channels=list(raw_recordings[0].channels),
         sample_rate_hz=raw_recordings[0].sample_rate_hz, window_samples=0, stride_samples=0,
-        class_names=[], features=[], model=TreeModel(cfg.model, 1),
+        class_names=[], features=[], model=None,  # type: ignore[arg-type]  # set below
         preprocess=make_preprocess_stages(project, raw_recordings[0].sample_rate_hz),
         input_sample_rate_hz=raw_recordings[0].sample_rate_hz)
     recordings = pipeline.preprocess_recordings(raw_recordings)
@@ -134,6 +134,11 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     pipeline.class_names = windows.class_names
     pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
                                             windows.window_samples, windows.channels)
+    if isinstance(cfg.model, NeuralModelConfig):
+        from kiloml.run_neural import run_neural
+
+        return run_neural(project, out, pipeline, windows, split, len(raw_recordings),
+                          len(recordings), n_aug, started)
     pipeline.model = TreeModel(cfg.model, len(windows.class_names))
 
     parts = _window_features_in_batches(pipeline, windows)

@@ -3,9 +3,11 @@
 ``to_graph(module, input_shape)`` writes the eval-mode maths of a template
 (``kiloml.nn.torch_models``) as IR operators:
 
-- BatchNorm (running statistics) and the input standardization are folded into
-  the neighbouring convolution / fully-connected weights and biases, in float64,
-  then cast to float32 once;
+- BatchNorm (running statistics) and the input standardization (when the
+  template's ``standardize`` is ``"folded"``, the default) are folded into the
+  neighbouring convolution / fully-connected weights and biases, in float64,
+  then cast to float32 once; with ``"external"`` the graph takes standardized
+  inputs (``torch_models.graph_inputs``);
 - weights are transposed to TFLite layouts (Conv1d ``[O, I, k]`` -> OHWI
   ``[O, 1, k, I]``; Conv2d ``[O, I, kh, kw]`` -> ``[O, kh, kw, I]``; depthwise
   ``[C*M, 1, kh, kw]`` -> ``[1, kh, kw, C*M]``);
@@ -158,6 +160,8 @@ def _finish(b: _Builder, logits: int) -> None:
 def to_graph(module: TemplateModel, input_shape: Sequence[int] | None = None) -> Graph:
     """A float32 IR graph computing ``softmax(module.eval()(x))`` for one sample.
 
+    The graph takes ``torch_models.graph_inputs(module, x)``: raw ``x`` by default.
+
     ``input_shape`` is one sample's shape without the batch axis ((F,), (T, C) or
     (frames, coefs)); a leading batch of 1 is accepted. Defaults to the shape the
     template was built for. BatchNorm uses its running statistics whatever the
@@ -171,7 +175,8 @@ def to_graph(module: TemplateModel, input_shape: Sequence[int] | None = None) ->
     if len(shape) != expected:
         raise ValueError(f"{module.template} expects a per-sample input shape of rank "
                          f"{expected}, got {shape}")
-    b = _Builder(module.template, f"kiloml {module.template} (float32, from torch)")
+    inputs = "raw inputs" if module.norm.mode == "folded" else "standardized inputs"
+    b = _Builder(module.template, f"kiloml {module.template} (float32, from torch, {inputs})")
     x = b.activation("input", (1, *shape))
     b.g.inputs = [x]
     with torch.no_grad():
@@ -186,12 +191,17 @@ def to_graph(module: TemplateModel, input_shape: Sequence[int] | None = None) ->
     return b.g
 
 
+def _folded(norm: Standardize) -> Standardize | None:
+    return norm if norm.mode == "folded" else None
+
+
 def _mlp(b: _Builder, x: int, m: MLP) -> None:
     if b.shape(x)[1] != m.norm.mean.numel():
         raise ValueError(f"mlp built for {m.norm.mean.numel()} features, got {b.shape(x)[1]}")
+    norm = _folded(m.norm)
     for i, layer in enumerate(m.hidden):
-        x = _dense(b, x, layer, f"dense{i}", relu=True, norm=m.norm if i == 0 else None)
-    logits = _dense(b, x, m.head, "logits", relu=False, norm=None if m.hidden else m.norm)
+        x = _dense(b, x, layer, f"dense{i}", relu=True, norm=norm if i == 0 else None)
+    logits = _dense(b, x, m.head, "logits", relu=False, norm=None if m.hidden else norm)
     _finish(b, logits)
 
 
@@ -202,7 +212,7 @@ def _cnn1d(b: _Builder, x: int, m: CNN1D) -> None:
     shape = b.const("reshape/shape", np.array([1, 1, t, c], np.int32), "int32")
     x = b.op("RESHAPE", [x, shape], (1, 1, t, c), "reshape")
     for i, (block, pool) in enumerate(zip(m.blocks, m.pools, strict=True)):
-        x = _conv(b, x, block, f"conv{i}", m.norm if i == 0 else None)
+        x = _conv(b, x, block, f"conv{i}", _folded(m.norm) if i == 0 else None)
         if pool:  # MaxPool1d(2) floors odd lengths, as VALID does
             _, _, w, ch = b.shape(x)
             x = b.op("MAX_POOL_2D", [x], (1, 1, w // 2, ch), f"pool{i}", padding="VALID",
@@ -214,7 +224,7 @@ def _dscnn(b: _Builder, x: int, m: DSCNN) -> None:
     frames, coefs = b.shape(x)[1:]
     shape = b.const("reshape/shape", np.array([1, frames, coefs, 1], np.int32), "int32")
     x = b.op("RESHAPE", [x, shape], (1, frames, coefs, 1), "reshape")
-    x = _conv(b, x, m.first, "conv0", m.norm)
+    x = _conv(b, x, m.first, "conv0", _folded(m.norm))
     for i, block in enumerate(m.blocks):
         x = _conv(b, x, block["dw"], f"ds{i}/depthwise")
         x = _conv(b, x, block["pw"], f"ds{i}/pointwise")

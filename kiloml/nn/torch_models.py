@@ -13,10 +13,19 @@ parameters:
 
 The modules output logits (train with ``CrossEntropyLoss``); the exported IR
 graph appends the SOFTMAX. Every module starts with a per-channel input
-standardization (buffers, fitted on the training set) so it takes raw inputs;
-the exporter folds it into the first layer's weights. To keep that fold exact,
-the first convolution pads in *raw* units (zeros before standardizing), which is
-exactly what a TFLite convolution on the raw input does.
+standardization (buffers, fitted on the training set) so it takes raw inputs.
+``standardize`` says where it goes at export:
+
+- ``"folded"`` (default): into the first layer's weights, so the graph takes raw
+  inputs. To keep the fold exact the first convolution pads in *raw* units
+  (zeros before standardizing), which is what a TFLite convolution on the raw
+  input does.
+- ``"external"``: the graph takes standardized inputs ``(x - norm.mean) /
+  norm.std`` and the caller standardizes in float first. Needed for int8 when
+  channels have very different ranges (say accelerometer in g and gyroscope in
+  deg/s): an int8 input has one scale for all channels, so with raw inputs the
+  small-range channels lose most of their resolution. Here padding is zeros
+  after standardizing, the usual convention.
 
 Convolution padding is TFLite's: ``"same"`` pads ``total = max((out-1)*s + k - in, 0)``
 with ``total // 2`` before and the odd pixel after (PyTorch's symmetric
@@ -38,6 +47,8 @@ from torch import nn
 
 Padding = Literal["same", "valid", "symmetric"]
 PADDINGS: tuple[str, ...] = ("same", "valid", "symmetric")
+Standardization = Literal["folded", "external"]
+STANDARDIZATIONS: tuple[str, ...] = ("folded", "external")
 
 
 def out_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
@@ -62,8 +73,11 @@ def pad_amounts(size: int, kernel: int, stride: int, padding: Padding) -> tuple[
 class Standardize(nn.Module):
     """``(x - mean) / std`` along dim 1 (features, or NC.. channels)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, mode: Standardization = "folded") -> None:
         super().__init__()
+        if mode not in STANDARDIZATIONS:
+            raise ValueError(f"standardize must be one of {STANDARDIZATIONS}, got {mode!r}")
+        self.mode = mode
         self.register_buffer("mean", torch.zeros(channels))
         self.register_buffer("std", torch.ones(channels))
 
@@ -131,10 +145,10 @@ class MLP(nn.Module):
     template = "mlp"
 
     def __init__(self, n_features: int, n_classes: int, hidden: Sequence[int] = (32, 16),
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, standardize: Standardization = "folded") -> None:
         super().__init__()
         self.input_shape: tuple[int, ...] = (n_features,)
-        self.norm = Standardize(n_features)
+        self.norm = Standardize(n_features, standardize)
         sizes = [n_features, *hidden]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(dropout)
@@ -155,7 +169,7 @@ class CNN1D(nn.Module):
     def __init__(self, window: int, n_channels: int, n_classes: int,
                  filters: Sequence[int] = (16, 32, 32), kernel_size: int = 5, stride: int = 2,
                  pool: bool | Sequence[bool] = False, padding: Padding = "same",
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, standardize: Standardization = "folded") -> None:
         super().__init__()
         if not filters:
             raise ValueError("cnn1d needs at least one convolution")
@@ -163,7 +177,7 @@ class CNN1D(nn.Module):
         if len(pools) != len(filters):
             raise ValueError("pool must be a bool or one bool per convolution")
         self.input_shape = (window, n_channels)
-        self.norm = Standardize(n_channels)
+        self.norm = Standardize(n_channels, standardize)
         self.blocks = nn.ModuleList()
         self.pools = list(pools)
         channels = n_channels
@@ -191,9 +205,7 @@ class CNN1D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.transpose(1, 2)  # [N, T, C] -> [N, C, T]
         for i, (block, pool) in enumerate(zip(self.blocks, self.pools, strict=True)):
-            x = block.pad(x)
-            if i == 0:
-                x = self.norm(x)  # after the raw-zero padding: the fold stays exact
+            x = _pad_and_standardize(x, block, self.norm) if i == 0 else block.pad(x)
             x = block.body(x)
             if pool:
                 x = F.max_pool1d(x, 2)
@@ -208,13 +220,14 @@ class DSCNN(nn.Module):
     def __init__(self, frames: int, coefficients: int, n_classes: int,
                  filters: Sequence[int] = (16, 32, 32), kernel_size: int | Sequence[int] = 3,
                  stride: int | Sequence[int] = 2, dw_kernel_size: int = 3,
-                 padding: Padding = "same", dropout: float = 0.0) -> None:
+                 padding: Padding = "same", dropout: float = 0.0,
+                 standardize: Standardization = "folded") -> None:
         super().__init__()
         if not filters:
             raise ValueError("dscnn needs at least the first convolution")
         kernel = _pair(kernel_size)
         self.input_shape = (frames, coefficients)
-        self.norm = Standardize(1)
+        self.norm = Standardize(1, standardize)
         self.first = ConvBN(2, 1, filters[0], kernel, _pair(stride), padding)
         self.blocks = nn.ModuleList()
         channels = filters[0]
@@ -234,11 +247,17 @@ class DSCNN(nn.Module):
             raise ValueError(f"input {self.input_shape} is too small for these kernels")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.first.pad(x.unsqueeze(1)))  # [N, 1, frames, coefs]
-        x = self.first.body(x)
+        x = self.first.body(_pad_and_standardize(x.unsqueeze(1), self.first, self.norm))
         for block in self.blocks:
             x = block["pw"](block["dw"](x))
         return self.head(self.dropout(x.mean(dim=(2, 3))))
+
+
+def _pad_and_standardize(x: torch.Tensor, block: ConvBN, norm: Standardize) -> torch.Tensor:
+    """Folded: pad raw zeros, then standardize (exactly what the folded conv computes)."""
+    if norm.mode == "folded":
+        return norm(block.pad(x))
+    return block.pad(norm(x))
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -251,27 +270,30 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 # ---- factories ---------------------------------------------------------------
 
 def mlp(input_shape: Sequence[int], n_classes: int, *, hidden: Sequence[int] = (32, 16),
-        dropout: float = 0.2) -> MLP:
+        dropout: float = 0.2, standardize: Standardization = "folded") -> MLP:
     """input_shape = (F,)."""
     (n_features,) = input_shape
-    return MLP(n_features, n_classes, hidden, dropout)
+    return MLP(n_features, n_classes, hidden, dropout, standardize)
 
 
 def cnn1d(input_shape: Sequence[int], n_classes: int, *, filters: Sequence[int] = (16, 32, 32),
           kernel_size: int = 5, stride: int = 2, pool: bool | Sequence[bool] = False,
-          padding: Padding = "same", dropout: float = 0.0) -> CNN1D:
+          padding: Padding = "same", dropout: float = 0.0,
+          standardize: Standardization = "folded") -> CNN1D:
     """input_shape = (T, C); ``stride`` applies to the first convolution only."""
     window, channels = input_shape
-    return CNN1D(window, channels, n_classes, filters, kernel_size, stride, pool, padding, dropout)
+    return CNN1D(window, channels, n_classes, filters, kernel_size, stride, pool, padding, dropout,
+                 standardize)
 
 
 def dscnn(input_shape: Sequence[int], n_classes: int, *, filters: Sequence[int] = (16, 32, 32),
           kernel_size: int | Sequence[int] = 3, stride: int | Sequence[int] = 2,
-          dw_kernel_size: int = 3, padding: Padding = "same", dropout: float = 0.0) -> DSCNN:
+          dw_kernel_size: int = 3, padding: Padding = "same", dropout: float = 0.0,
+          standardize: Standardization = "folded") -> DSCNN:
     """input_shape = (frames, coefficients); filters[0] is the first conv, the rest DS blocks."""
     frames, coefs = input_shape
     return DSCNN(frames, coefs, n_classes, filters, kernel_size, stride, dw_kernel_size, padding,
-                 dropout)
+                 dropout, standardize)
 
 
 TEMPLATES: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn1d": cnn1d, "dscnn": dscnn}
@@ -297,3 +319,17 @@ def fit_standardization(model: TemplateModel, x: np.ndarray) -> None:
     else:
         axes = tuple(range(x.ndim))  # a one-channel image: one statistic
     model.norm.set_stats(x.mean(axis=axes), x.std(axis=axes))
+
+
+def graph_inputs(model: TemplateModel, x: np.ndarray) -> np.ndarray:
+    """What the exported graph takes for raw inputs ``x``: ``x`` itself when the
+    standardization is folded, ``(x - mean) / std`` (float32) when it is external."""
+    x = np.asarray(x, np.float32)
+    if model.norm.mode == "folded":
+        return x
+    with torch.no_grad():
+        if isinstance(model, DSCNN):
+            return model.norm(torch.from_numpy(x)[:, None]).numpy()[:, 0]
+        if isinstance(model, CNN1D):
+            return model.norm(torch.from_numpy(x).transpose(1, 2)).transpose(1, 2).numpy()
+        return model.norm(torch.from_numpy(x)).numpy()

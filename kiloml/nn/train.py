@@ -209,6 +209,9 @@ def evaluate_int8(float_graph: Graph, x_calib: np.ndarray, x_test: np.ndarray,
                   seed: int = 0) -> tuple[float, float]:
     """(float accuracy, int8 accuracy) of a float graph and its int8 quantization.
 
+    Inputs are what the graph takes: raw, or ``graph_inputs(model, x)`` for a
+    template trained with ``standardize="external"``.
+
     Calibration uses ``x_calib`` (a seeded random subset of at most
     ``max_calibration`` samples: the ranges settle long before, and the
     calibration pass keeps every activation in memory).

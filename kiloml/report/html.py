@@ -133,6 +133,60 @@ def _table(rows: list[tuple], header: tuple | None = None) -> str:
     return "".join(out)
 
 
+def training_figure(training: dict) -> str:
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    epochs = np.arange(1, len(training["train_loss"]) + 1)
+    ax.plot(epochs, training["train_loss"], label="training loss")
+    if training["val_loss"]:
+        ax.plot(epochs, training["val_loss"], label="validation loss")
+    ax.axvline(training["best_epoch"], color="0.6", ls="--", lw=1, label="best epoch (kept)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title("Training (early stopping on held-out training groups)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def neural_section(metrics: dict) -> list[str]:
+    n, model = metrics["neural"], metrics["model"]
+    parts = ["<h2>Neural network</h2>"]
+    rows = [("model", html.escape(f"{model['kind']} reading {model['reads']} "
+                                  f"{model['input_shape']}")),
+            ("operators / MACs / weights", f"{model['operators']} / {model['macs']:,} / "
+                                           f"{model['weight_bytes']:,} B"),
+            ("quantization", html.escape(model["quantization"])),
+            ("calibration", html.escape(str(model["calibration"])))]
+    if n["float_accuracy"] is not None:
+        rows += [("float32 test accuracy", f"{n['float_accuracy']:.4f}"),
+                 ("int8 test accuracy (deployed)", f"{n['int8_accuracy']:.4f} "
+                  f"({n['int8_minus_float_points']:+.2f} points)"),
+                 ("int8 and float agree on", f"{n['int8_float_agreement']:.1%} of windows")]
+    else:
+        rows.append(("int8 test accuracy (deployed)", f"{n['int8_accuracy']:.4f}"))
+    t = n["tflm_parity"]
+    rows.append(("TFLM interpreter", f"{t['bit_exact']} / {t['n']} held-out windows bit-exact "
+                 f"{_status(t['all_bit_exact'])}" if t.get("checked")
+                 else html.escape(t.get("note", "not checked"))))
+    fw = metrics.get("firmware", {})
+    if fw and not fw.get("generated", True):
+        rows.append(("C library", f"<span class='warn'>{html.escape(fw['note'])}</span>"))
+    parts.append(_table(rows))
+    figs = []
+    if "training" in n:
+        figs.append(training_figure(n["training"]))
+    if n["float_accuracy"] is not None:
+        figs.append(bar_figure(["float32", "int8"], [n["float_accuracy"], n["int8_accuracy"]],
+                               "Held-out accuracy: float against int8", "accuracy"))
+    if figs:
+        parts.append("<div class='figs'>" + "".join(figs) + "</div>")
+    parts.append("<h3>Layers (int8)</h3>")
+    parts.append(_table([(i, html.escape(r["op"]), html.escape(str(r["output_shape"])),
+                          f"{r['macs']:,}", f"{r['weight_bytes']:,}")
+                         for i, r in enumerate(n["layers"])],
+                        header=("#", "operator", "output shape", "MACs", "weight bytes")))
+    return parts
+
+
 def render_report(metrics: dict, pipeline: Pipeline) -> str:
     ev = metrics["evaluation"]
     data = metrics["data"]
@@ -169,10 +223,14 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
                                "accuracy", reference=cv["accuracy_mean"]))
     parts.append("<div class='figs'>" + "".join(figs) + "</div>")
 
-    parts.append("<h2>Parity: C library against Python</h2>")
-    parts.append("<p class='muted'>Every held-out window through <code>kml_classify</code>, "
-                 "and every held-out recording fed sample by sample through "
-                 "<code>kml_push_sample</code>, compared with the Python reference.</p>")
+    if "neural" in metrics:
+        parts.extend(neural_section(metrics))
+
+    if metrics["parity"]:
+        parts.append("<h2>Parity: C library against Python</h2>")
+        parts.append("<p class='muted'>Every held-out window through <code>kml_classify</code>, "
+                     "and every held-out recording fed sample by sample through "
+                     "<code>kml_push_sample</code>, compared with the Python reference.</p>")
     rows = []
     for where, p in metrics["parity"].items():
         if where != "host" and not p.get("emulated", False):
@@ -190,8 +248,9 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
             f"streaming {st['decisions_equal']} / {st['n_windows']} on {st['n_recordings']} "
             f"recordings" + ("" if st["windows_equal"] else ", windows differ"),
             _status(p["all_decisions_equal"] and st["all_decisions_equal"])))
-    parts.append(_table(rows, header=("where", "kml_classify", "detail", "kml_push_sample",
-                                      "status")))
+    if rows:
+        parts.append(_table(rows, header=("where", "kml_classify", "detail", "kml_push_sample",
+                                          "status")))
     stage_rows = []
     for where, p in metrics["parity"].items():
         for stage, st in p.get("features_by_stage", {}).items():
@@ -203,7 +262,8 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
         parts.append(_table(stage_rows, header=("where", "stage", "features", "max abs error",
                                                 "max rel error", "bit-exact")))
 
-    parts.append("<h2>Resources against the budget</h2>")
+    if metrics["resources"]:
+        parts.append("<h2>Resources against the budget</h2>")
     rows = []
     for target, r in metrics["resources"].items():
         est = set(r.get("estimated", []))
@@ -222,9 +282,10 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
                      fig("latency_us", "{:,.1f} &micro;s"),
                      fig("energy_uj", "{:.3f} &micro;J"),
                      html.escape(r["measured_on"]), _status(r["status"])))
-    parts.append(_table(rows, header=("target", "flash / budget", "RAM / budget",
-                                      "instructions per inference (max)", "latency",
-                                      "energy", "measured on", "status")))
+    if rows:
+        parts.append(_table(rows, header=("target", "flash / budget", "RAM / budget",
+                                          "instructions per inference (max)", "latency",
+                                          "energy", "measured on", "status")))
     for target, r in metrics["resources"].items():
         if "cycles_per_instruction" in r:
             parts.append(f"<p class='muted'>{html.escape(target)}: latency and energy assume "
@@ -260,7 +321,7 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
     parts.append("<h2>Model and features</h2>")
     model = metrics["model"]
     parts.append(_table([(html.escape(k), html.escape(str(v))) for k, v in model.items()]))
-    est = pipeline.model.estimator
+    est = getattr(pipeline.model, "estimator", None)
     if hasattr(est, "feature_importances_"):
         feature_names = pipeline.feature_names()
         imp = np.asarray(est.feature_importances_)

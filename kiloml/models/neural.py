@@ -1,0 +1,218 @@
+"""A neural network as the pipeline's model stage.
+
+Either a PyTorch template trained here (``mlp``, ``cnn1d``, ``dscnn``) or a
+user's model (``.tflite`` / ``.onnx``). Whatever its origin, the model that
+ships is the int8 graph (TFLite quantization spec) run by kiloml's reference
+interpreter, which is bit-exact with TFLM; the float graph is kept to report
+what quantization costs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kiloml.errors import KilomlError
+from kiloml.nn.analysis import summarize
+from kiloml.nn.graph import Graph
+from kiloml.nn.quantize import dequantize_output, quantize_graph, quantize_input
+from kiloml.nn.reference import Interpreter
+from kiloml.project import NeuralModelConfig
+
+F32 = np.float32
+
+
+class NeuralModel:
+    kind = "neural"
+
+    def __init__(self, config: NeuralModelConfig, n_classes: int,
+                 sample_shape: tuple[int, ...], model_path: Path | None = None) -> None:
+        self.config = config
+        self.n_classes = n_classes
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        self.model_path = model_path
+        self.float_graph: Graph | None = None
+        self.graph: Graph | None = None
+        self.history = None
+        self._interpreters: dict[int, Interpreter] = {}
+
+    @property
+    def reads(self) -> str:
+        return self.config.reads
+
+    # ---- training / import ------------------------------------------------
+
+    def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray,
+            progress: bool = True) -> NeuralModel:
+        """x [N, *sample_shape] float32; groups pick the early-stopping validation set."""
+        c = self.config
+        if c.kind == "imported":
+            self._import(x)
+            return self
+        from kiloml.nn.torch_export import to_graph
+        from kiloml.nn.train import train_classifier
+
+        fit_idx, val_idx = validation_split(groups, c.validation_groups, c.seed)
+        params = template_params(c)
+        callback, close = _progress_callback(c.epochs) if progress else (None, lambda: None)
+        try:
+            module, self.history = train_classifier(
+                c.kind, params, x[fit_idx], y[fit_idx],
+                x[val_idx] if len(val_idx) else None, y[val_idx] if len(val_idx) else None,
+                self.n_classes, seed=c.seed, max_epochs=c.epochs, patience=c.patience,
+                batch_size=c.batch_size, lr=c.learning_rate, weight_decay=c.weight_decay,
+                class_weight=c.class_weight, threads=2, progress=callback)
+        finally:
+            close()
+        self.float_graph = to_graph(module, self.sample_shape)
+        self.float_graph.name = c.kind
+        self._quantize(x)
+        return self
+
+    def _import(self, x: np.ndarray) -> None:
+        from kiloml.nn.load import load_model
+
+        assert self.model_path is not None
+        graph = load_model(self.model_path)
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise KilomlError(f"the model has {len(graph.inputs)} inputs and "
+                              f"{len(graph.outputs)} outputs; one of each is needed",
+                              file=self.model_path)
+        t = graph.input_tensors[0]
+        if tuple(t.shape[1:]) != self.sample_shape or t.shape[:1] != (1,):
+            what = "windows [samples, channels]" if self.reads == "window" else "features"
+            raise KilomlError(
+                f"model input {t.name!r} has shape {list(t.shape)}; the project's {what} are "
+                f"[1, {', '.join(map(str, self.sample_shape))}]", file=self.model_path)
+        out = graph.output_tensors[0]
+        if out.shape[-1] != self.n_classes or out.size != self.n_classes:
+            raise KilomlError(f"model output {out.name!r} has shape {list(out.shape)}; the "
+                              f"project has {self.n_classes} classes", file=self.model_path)
+        if graph.is_quantized or any(graph.tensors[i].dtype == "int8"
+                                     for op in graph.ops for i in op.outputs):
+            self.graph = graph
+        else:
+            self.float_graph = graph
+            self._quantize(x)
+
+    def _quantize(self, x: np.ndarray) -> None:
+        c = self.config
+        rng = np.random.default_rng(c.seed)
+        n = min(c.calibration_windows, len(x))
+        calib = x[np.sort(rng.choice(len(x), size=n, replace=False))]
+        assert self.float_graph is not None
+        self.graph = quantize_graph(self.float_graph, [calib.astype(F32)], method=c.calibration,
+                                    percentile=c.percentile)
+        self.graph.name = self.float_graph.name
+        self._interpreters.clear()
+
+    # ---- inference -----------------------------------------------------------
+
+    def _interpreter(self, graph: Graph) -> Interpreter:
+        key = id(graph)
+        if key not in self._interpreters:
+            self._interpreters[key] = Interpreter(graph)
+        return self._interpreters[key]
+
+    def quantized_input(self, x: np.ndarray) -> np.ndarray:
+        assert self.graph is not None
+        t = self.graph.input_tensors[0]
+        x = np.asarray(x, F32).reshape(len(x), *t.shape[1:])
+        return quantize_input(x, t) if t.dtype == "int8" else x
+
+    def raw_output(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
+        """The int8 graph's output tensor for inputs x (what the device computes)."""
+        assert self.graph is not None
+        xq = self.quantized_input(x)
+        run = self._interpreter(self.graph).run
+        parts = [run([xq[s:s + batch]])[0] for s in range(0, len(xq), batch)]
+        return np.concatenate(parts).reshape(len(x), -1)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        assert self.graph is not None
+        raw = self.raw_output(x)
+        out = self.graph.output_tensors[0]
+        return dequantize_output(raw, out) if out.dtype == "int8" else raw.astype(F32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        # argmax of the int8 outputs: the first maximum wins, as in the C code
+        return np.argmax(self.raw_output(x), axis=1)
+
+    def predict_proba_float(self, x: np.ndarray, batch: int = 512) -> np.ndarray | None:
+        if self.float_graph is None:
+            return None
+        t = self.float_graph.input_tensors[0]
+        x = np.asarray(x, F32).reshape(len(x), *t.shape[1:])
+        run = self._interpreter(self.float_graph).run
+        return np.concatenate([run([x[s:s + batch]])[0].reshape(-1, self.n_classes)
+                               for s in range(0, len(x), batch)])
+
+    # ---- description -------------------------------------------------------------
+
+    def layers(self) -> list[dict]:
+        assert self.graph is not None
+        return [{"op": r.kind, "output_shape": list(r.output_shape), "macs": r.macs,
+                 "weight_bytes": r.weight_bytes} for r in summarize(self.graph)]
+
+    def describe(self) -> dict:
+        assert self.graph is not None
+        c = self.config
+        layers = self.layers()
+        d: dict = {"kind": c.kind, "reads": self.reads,
+                   "input_shape": list(self.sample_shape),
+                   "operators": len(layers), "macs": sum(r["macs"] for r in layers),
+                   "weight_bytes": self.graph.weight_bytes(),
+                   "quantization": "int8 (TFLite spec: asymmetric activations, symmetric "
+                                   "per-channel conv weights, int32 bias)",
+                   "calibration": c.calibration if self.float_graph is not None else "none "
+                   "(imported int8 model)"}
+        if c.kind == "imported":
+            d["path"] = str(self.model_path)
+        else:
+            d.update(template_params(c))
+        return d
+
+
+def template_params(c: NeuralModelConfig) -> dict[str, object]:
+    if c.kind == "mlp":
+        return {"hidden": list(c.hidden), "dropout": c.dropout}
+    if c.kind == "cnn1d":
+        return {"filters": list(c.filters), "kernel_size": c.kernel_size, "stride": c.stride,
+                "pool": c.pool, "dropout": c.dropout}
+    return {"filters": list(c.filters), "kernel_size": min(c.kernel_size, 3), "stride": c.stride,
+            "dropout": c.dropout}
+
+
+def validation_split(groups: np.ndarray, n_groups: int, seed: int) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """Hold out ``n_groups`` whole groups of the training set for early stopping."""
+    names = sorted(set(groups.tolist()))
+    if n_groups == 0 or len(names) <= n_groups:
+        return np.arange(len(groups)), np.zeros(0, dtype=int)
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(names, size=n_groups, replace=False).tolist())
+    mask = np.array([g in held for g in groups.tolist()])
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def _progress_callback(max_epochs: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kiloml.progress import console
+
+    bar = Progress(TextColumn("{task.description:<28}"), BarColumn(bar_width=30),
+                   MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[losses]}"), console=console)
+    bar.start()
+    task = bar.add_task("training", total=max_epochs, losses="")
+
+    def callback(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+        bar.update(task, completed=epoch, total=total,
+                   losses=f"loss {train_loss:.3f} / val {val_loss:.3f}")
+
+    def close() -> None:
+        bar.update(task, total=bar.tasks[0].completed)
+        bar.stop()
+
+    return callback, close
