@@ -35,6 +35,11 @@ class NeuralModel:
         self.float_graph: Graph | None = None
         self.graph: Graph | None = None
         self.history = None
+        # Per-channel (x - mean) / std in float32 before int8 quantization: one int8 scale
+        # must not serve channels whose units differ (an accelerometer in g beside a
+        # gyroscope in deg/s would lose the former's resolution).
+        self.input_mean: np.ndarray | None = None
+        self.input_std: np.ndarray | None = None
         self._interpreters: dict[int, Interpreter] = {}
 
     @property
@@ -54,7 +59,7 @@ class NeuralModel:
         from kiloml.nn.train import train_classifier
 
         fit_idx, val_idx = validation_split(groups, c.validation_groups, c.seed)
-        params = template_params(c)
+        params = {**template_params(c), "standardize": "external"}
         callback, close = _progress_callback(c.epochs) if progress else (None, lambda: None)
         try:
             module, self.history = train_classifier(
@@ -62,9 +67,11 @@ class NeuralModel:
                 x[val_idx] if len(val_idx) else None, y[val_idx] if len(val_idx) else None,
                 self.n_classes, seed=c.seed, max_epochs=c.epochs, patience=c.patience,
                 batch_size=c.batch_size, lr=c.learning_rate, weight_decay=c.weight_decay,
-                class_weight=c.class_weight, threads=2, progress=callback)
+                class_weight=c.class_weight, threads=1, progress=callback)
         finally:
             close()
+        self.input_mean = module.norm.mean.detach().numpy().astype(F32)
+        self.input_std = module.norm.std.detach().numpy().astype(F32)
         self.float_graph = to_graph(module, self.sample_shape)
         self.float_graph.name = c.kind
         self._quantize(x)
@@ -100,7 +107,7 @@ class NeuralModel:
         c = self.config
         rng = np.random.default_rng(c.seed)
         n = min(c.calibration_windows, len(x))
-        calib = x[np.sort(rng.choice(len(x), size=n, replace=False))]
+        calib = self.standardize(x[np.sort(rng.choice(len(x), size=n, replace=False))])
         assert self.float_graph is not None
         self.graph = quantize_graph(self.float_graph, [calib.astype(F32)], method=c.calibration,
                                     percentile=c.percentile)
@@ -115,10 +122,17 @@ class NeuralModel:
             self._interpreters[key] = Interpreter(graph)
         return self._interpreters[key]
 
+    def standardize(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, F32)
+        if self.input_mean is None or self.input_std is None:
+            return x
+        return ((x - self.input_mean) / self.input_std).astype(F32)
+
     def quantized_input(self, x: np.ndarray) -> np.ndarray:
+        """Raw inputs -> what the int8 graph reads (standardized, then quantized)."""
         assert self.graph is not None
         t = self.graph.input_tensors[0]
-        x = np.asarray(x, F32).reshape(len(x), *t.shape[1:])
+        x = self.standardize(x).reshape(len(x), *t.shape[1:])
         return quantize_input(x, t) if t.dtype == "int8" else x
 
     def raw_output(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -143,7 +157,7 @@ class NeuralModel:
         if self.float_graph is None:
             return None
         t = self.float_graph.input_tensors[0]
-        x = np.asarray(x, F32).reshape(len(x), *t.shape[1:])
+        x = self.standardize(x).reshape(len(x), *t.shape[1:])
         run = self._interpreter(self.float_graph).run
         return np.concatenate([run([x[s:s + batch]])[0].reshape(-1, self.n_classes)
                                for s in range(0, len(x), batch)])
@@ -167,6 +181,9 @@ class NeuralModel:
                                    "per-channel conv weights, int32 bias)",
                    "calibration": c.calibration if self.float_graph is not None else "none "
                    "(imported int8 model)"}
+        if self.input_mean is not None and self.input_std is not None:
+            d["input_standardization"] = {"mean": self.input_mean.round(6).tolist(),
+                                          "std": self.input_std.round(6).tolist()}
         if c.kind == "imported":
             d["path"] = str(self.model_path)
         else:

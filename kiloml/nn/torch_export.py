@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from kiloml.nn.graph import Graph, Tensor
+from kiloml.nn.op_params import out_size, padding_before
 from kiloml.nn.torch_models import CNN1D, DSCNN, MLP, ConvBN, Standardize, TemplateModel
 
 
@@ -53,12 +54,14 @@ class _Builder:
         return self.g.tensors[index].shape
 
 
-def _np(t: torch.Tensor | None) -> np.ndarray | None:
-    return None if t is None else t.detach().cpu().numpy().astype(np.float64)
+WeightsBias = tuple[np.ndarray, np.ndarray]
 
 
-def _fold_input_norm(w: np.ndarray, b: np.ndarray, norm: Standardize) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
+
+
+def _fold_input_norm(w: np.ndarray, b: np.ndarray, norm: Standardize) -> WeightsBias:
     """Fold ``(x - mean) / std`` (per input channel, axis 1 of torch weights) into w, b."""
     mean, std = _np(norm.mean), _np(norm.std)
     shape = (1, -1) + (1,) * (w.ndim - 2)
@@ -67,8 +70,7 @@ def _fold_input_norm(w: np.ndarray, b: np.ndarray, norm: Standardize) -> tuple[n
     return w_folded, b_folded
 
 
-def _fold_bn(w: np.ndarray, b: np.ndarray, bn: nn.modules.batchnorm._BatchNorm) -> tuple[
-        np.ndarray, np.ndarray]:
+def _fold_bn(w: np.ndarray, b: np.ndarray, bn: nn.modules.batchnorm._BatchNorm) -> WeightsBias:
     """gamma * (y - mean) / sqrt(var + eps) + beta, per output channel (axis 0 of w)."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("BatchNorm without running statistics cannot be folded")
@@ -101,14 +103,14 @@ def _conv(b: _Builder, x: int, block: ConvBN, name: str, norm: Standardize | Non
         pads = [(0, 0), *pads]
     out_hw = [(n + p0 + p1 - k) // s + 1
               for n, (p0, p1), k, s in zip((h, wd), pads, kernel, stride, strict=True)]
-    same = [((n + s - 1) // s) for n, s in zip((h, wd), stride, strict=True)]
-    same_pads = [
-        (t // 2, t - t // 2) for t in
-        (max((o - 1) * s + k - n, 0) for o, s, k, n in zip(same, stride, kernel, (h, wd),
-                                                             strict=True))]
+    # SAME is exact when it gives the same output size and the same padding before (then
+    # any padding after is the same or unread), judged by the reference's own formulas.
+    geometry = list(zip((h, wd), kernel, stride, pads, out_hw, strict=True))
+    same = all(out_size("SAME", n, k, s) == o and padding_before(s, 1, n, k, o) == p[0]
+               for n, k, s, p, o in geometry)
     if all(p == (0, 0) for p in pads):
         padding = "VALID"
-    elif pads == same_pads and out_hw == same:
+    elif same:
         padding = "SAME"
     else:  # not expressible as SAME: zero-pad explicitly, then a VALID conv
         paddings = np.array([(0, 0), *pads, (0, 0)], np.int32)

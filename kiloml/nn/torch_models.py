@@ -111,7 +111,8 @@ class ConvBN(nn.Module):
         self.conv = conv(in_channels, out_channels, kernel, stride, padding=0, groups=groups,
                          bias=False)
         self.bn = nn.BatchNorm1d(out_channels) if dims == 1 else nn.BatchNorm2d(out_channels)
-        self.kernel, self.stride, self.padding, self.relu = kernel, stride, padding, relu
+        self.kernel, self.stride, self.relu = kernel, stride, relu
+        self.padding: Padding = padding
 
     @property
     def depthwise(self) -> bool:
@@ -119,11 +120,11 @@ class ConvBN(nn.Module):
 
     def pads(self, sizes: Sequence[int]) -> list[tuple[int, int]]:
         """(before, after) per spatial axis for an input of these spatial sizes."""
-        return [pad_amounts(n, k, s, self.padding)  # type: ignore[arg-type]
+        return [pad_amounts(n, k, s, self.padding)
                 for n, k, s in zip(sizes, self.kernel, self.stride, strict=True)]
 
     def out_sizes(self, sizes: Sequence[int]) -> list[int]:
-        return [out_size(n, k, s, self.padding)  # type: ignore[arg-type]
+        return [out_size(n, k, s, self.padding)
                 for n, k, s in zip(sizes, self.kernel, self.stride, strict=True)]
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:

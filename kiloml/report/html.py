@@ -155,6 +155,9 @@ def neural_section(metrics: dict) -> list[str]:
             ("operators / MACs / weights", f"{model['operators']} / {model['macs']:,} / "
                                            f"{model['weight_bytes']:,} B"),
             ("quantization", html.escape(model["quantization"])),
+            ("input", "per channel (x &minus; mean) / std in float32, then int8 (model.tflite "
+                      "reads the standardized values; mean and std in metrics.json)"
+             if "input_standardization" in model else "as the pipeline gives it"),
             ("calibration", html.escape(str(model["calibration"])))]
     if n["float_accuracy"] is not None:
         rows += [("float32 test accuracy", f"{n['float_accuracy']:.4f}"),
