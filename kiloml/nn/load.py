@@ -36,8 +36,11 @@ def load_model(path: str | Path) -> Graph:
     return graph
 
 
-def load_inputs(path: str | Path, graph: Graph) -> np.ndarray:
-    """An .npy of model inputs [N, *input_shape[1:]] in the model input's dtype."""
+def load_inputs(path: str | Path, graph: Graph, layout=None) -> np.ndarray:
+    """An .npy of model inputs [N, *input_shape[1:]] in the model input's dtype.
+
+    ``layout`` (an ONNX model's input layout) also accepts inputs in the ONNX layout
+    ([N, C, W] for a 1-D convolution) and moves them to the IR's NHWC."""
     path = Path(path)
     if len(graph.inputs) != 1:
         raise KilomlError(f"the model has {len(graph.inputs)} inputs; one is supported here",
@@ -54,10 +57,15 @@ def load_inputs(path: str | Path, graph: Graph) -> np.ndarray:
     want = tensor.shape[1:]
     if x.ndim == len(tensor.shape) - 1 and tuple(x.shape) == want:
         x = x[None]  # one sample without the batch axis
+    onnx_want = tuple(layout.onnx_shape[1:]) if layout is not None else None
+    if onnx_want is not None and tuple(x.shape[1:]) == onnx_want and onnx_want != want:
+        x = layout.to_ir(x).astype(x.dtype)
     if tuple(x.shape[1:]) != want:
+        also = (f" (or [N, {', '.join(str(d) for d in onnx_want)}] in the ONNX layout)"
+                if onnx_want is not None and onnx_want != want else "")
         raise KilomlError(
             f"inputs have shape {list(x.shape)}; the model input {tensor.name!r} needs "
-            f"[N, {', '.join(str(d) for d in want)}]", file=path)
+            f"[N, {', '.join(str(d) for d in want)}]{also}", file=path)
     if x.dtype != np.dtype(tensor.dtype):
         hint = (" (quantize with the input's scale and zero point "
                 f"{tensor.quant.s:g}, {tensor.quant.zp})" if tensor.quant is not None else "")

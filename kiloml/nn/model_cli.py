@@ -40,12 +40,19 @@ def run_model(model: Path, inputs: Path, output: Path) -> np.ndarray:
     if len(graph.outputs) != 1:
         raise KilomlError(f"the model has {len(graph.outputs)} outputs; one is supported here",
                           file=model)
-    x = load_inputs(inputs, graph)
+    layout_in = layout_out = None
+    if Path(model).suffix.lower() == ".onnx":
+        from kiloml.nn.onnx_import import onnx_input_layout, onnx_output_layout
+
+        layout_in, layout_out = onnx_input_layout(graph)[0], onnx_output_layout(graph)[0]
+    x = load_inputs(inputs, graph, layout_in)
     interpreter = Interpreter(graph)
     chunk = 256
     parts = [interpreter.run([x[start:start + chunk]])[0]
              for start in track(range(0, len(x), chunk), "reference interpreter")]
     y = np.concatenate(parts) if parts else np.zeros((0, *graph.output_tensors[0].shape[1:]))
+    if layout_out is not None:
+        y = layout_out.from_ir(y)  # back to the ONNX model's own layout
     _write_npy_atomically(output, y)
     return y
 

@@ -133,3 +133,17 @@ def test_inputs_that_do_not_match_the_model(tmp_path: Path) -> None:
                               "--output", str(out)),
                       "text.npy", "not a readable .npy file")
     assert not out.exists()
+
+
+def test_run_onnx_in_its_own_layout_matches_onnxruntime(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    model = FIXTURES / "cnn1d_torch.onnx"
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) else 5 for d in session.get_inputs()[0].shape]
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)  # the ONNX layout [N, C, W]
+    result = run_cli("model", "run", str(model), "--inputs", str(tmp_path / "x.npy"),
+                     "--output", str(tmp_path / "y.npy"))
+    assert result.exit_code == 0, result.stderr
+    want = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-4, atol=1e-5)

@@ -95,6 +95,7 @@ def test_depthwise_weights_per_channel_on_axis_3() -> None:
     w = np.random.default_rng(0).normal(size=(1, 3, 3, 8)).astype(np.float32)
     q, quant = quantize_weights(w, 3)
     assert quant.axis == 3 and quant.scale.size == 8
+    assert np.array_equal(np.abs(q).max(axis=(0, 1, 2)), np.full(8, 127))
     np.testing.assert_allclose(quant.scale, np.abs(w).max(axis=(0, 1, 2)) / 127, rtol=1e-6)
     _, fc = quantize_weights(w.reshape(8, 9), None)
     assert fc.scale.size == 1
