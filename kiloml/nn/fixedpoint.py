@@ -89,8 +89,21 @@ def multiply_by_quantized_multiplier_greater_than_one(
 
 
 def tflite_round(v: float) -> int:
-    """std::round: half away from zero."""
-    return int(math.copysign(math.floor(abs(v) + 0.5), v))
+    """std::round: half away from zero (floor(|v| + 0.5) would round 0.49999999999999994 up)."""
+    a = abs(v)
+    r = math.floor(a)
+    if a - r >= 0.5:  # exact: a and its floor are close
+        r += 1
+    return int(math.copysign(r, v))
+
+
+def round_f32(q: np.ndarray) -> np.ndarray:
+    """roundf for float32 arrays: half away from zero, exactly."""
+    q = np.asarray(q, np.float32)
+    a = np.abs(q)
+    r = np.floor(a)
+    r = r + ((a - r) >= np.float32(0.5))
+    return np.copysign(r, q).astype(np.float32)
 
 
 def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:

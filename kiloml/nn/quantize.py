@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from kiloml.nn.fixedpoint import round_f32
 from kiloml.nn.graph import Graph, Quantization, Tensor
 from kiloml.nn.reference import Interpreter
 
@@ -206,8 +207,7 @@ def _quantize_constant_operand(graph: Graph, index: int) -> int:
 def quantize_input(x: np.ndarray, tensor: Tensor) -> np.ndarray:
     """Float inputs -> the int8 a quantized model's input tensor expects (TFLite rounding)."""
     q = np.asarray(x, np.float32) / np.float32(tensor.quant.s)
-    rounded = np.sign(q) * np.floor(np.abs(q) + np.float32(0.5))
-    return np.clip(rounded + tensor.quant.zp, -128, 127).astype(np.int8)
+    return np.clip(round_f32(q) + tensor.quant.zp, -128, 127).astype(np.int8)
 
 
 def dequantize_output(y: np.ndarray, tensor: Tensor) -> np.ndarray:

@@ -320,8 +320,7 @@ def quantize(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np
     y = graph.tensors[op.outputs[0]]
     if x.dtype == np.float32 or graph.tensors[op.inputs[0]].dtype == "float32":
         q = x.astype(np.float32) / np.float32(y.quant.s)
-        rounded = np.sign(q) * np.floor(np.abs(q) + np.float32(0.5))
-        return [_clamp_i8(rounded.astype(np.int64) + y.quant.zp)]
+        return [_clamp_i8(fp.round_f32(q).astype(np.int64) + y.quant.zp)]
     v = x.astype(np.int64) + p.input_offset
     out = fp.multiply_by_quantized_multiplier(v, p.multiplier, p.shift) + p.output_offset
     return [_clamp_i8(out)]

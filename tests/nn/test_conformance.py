@@ -78,3 +78,19 @@ def test_fixture_manifest_lists_the_converter() -> None:
     text = json.dumps(manifest).lower()
     assert "tensorflow" in text
     assert len(INT8_FIXTURES) >= 5
+
+
+def test_quantize_rounds_half_away_from_zero_like_tflm() -> None:
+    """Values just below x.5 steps: floor(|q| + 0.5) in float32 would round them up."""
+    graph = next(g for g, _ in (random_case("QUANTIZE", s) for s in range(100))
+                 if g.tensors[g.inputs[0]].dtype == "float32")
+    y = graph.tensors[graph.outputs[0]]
+    scale = np.float32(y.quant.s)
+    halves = np.array([0.5, 1.5, -0.5, -2.5, 40.5], np.float32)
+    near = np.concatenate([np.nextafter(halves, np.float32(0)), halves,
+                           np.nextafter(halves, np.float32(100) * np.sign(halves))])
+    x = (near * scale).astype(np.float32)
+    shape = graph.tensors[graph.inputs[0]].shape
+    x = np.resize(x, int(np.prod(shape))).reshape(shape).astype(np.float32)
+    want = tflm_run(write_tflite(graph), [x], 1)[0]
+    np.testing.assert_array_equal(Interpreter(graph).run([x])[0].reshape(want.shape), want)
