@@ -193,7 +193,8 @@ class Pipeline:
 
     @property
     def model_reads_window(self) -> bool:
-        return getattr(self.model, "reads", "features") == "window"
+        # networks reading the window get it through a RawWindow feature stage
+        return getattr(self.model, "reads", "features") == "window" and not self.features
 
     def model_input(self, x: np.ndarray) -> np.ndarray:
         """What the model reads for windows x [N, T, C]: the raw window or the features."""

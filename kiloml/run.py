@@ -134,23 +134,24 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     pipeline.class_names = windows.class_names
     pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
                                             windows.window_samples, windows.channels)
+    neural: dict | None = None
     if isinstance(cfg.model, NeuralModelConfig):
-        from kiloml.run_neural import run_neural
+        from kiloml.run_neural import fit_neural
 
-        return run_neural(project, out, pipeline, windows, split, len(raw_recordings),
-                          len(recordings), n_aug, started)
-    pipeline.model = TreeModel(cfg.model, len(windows.class_names))
+        features, test_pred, test_scores, cv, neural = fit_neural(project, out, pipeline,
+                                                                  windows, split)
+    else:
+        pipeline.model = TreeModel(cfg.model, len(windows.class_names))
+        parts = _window_features_in_batches(pipeline, windows)
+        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
+        _check_finite(features, pipeline.feature_names(), windows, recordings)
 
-    parts = _window_features_in_batches(pipeline, windows)
-    features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
-    _check_finite(features, pipeline.feature_names(), windows, recordings)
+        cv = _cross_validate(pipeline, parts, windows, split)
+        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)  # refit on all
 
-    cv = _cross_validate(pipeline, parts, windows, split)
-    features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)  # refit on all
-
-    pipeline.model.fit(features[split.train], windows.y[split.train])
-    test_scores = pipeline.model.predict_proba(features[split.test])
-    test_pred = pipeline.model.predict(features[split.test])
+        pipeline.model.fit(features[split.train], windows.y[split.train])
+        test_scores = pipeline.model.predict_proba(features[split.test])
+        test_pred = pipeline.model.predict(features[split.test])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         evaluation = classification_metrics(windows.y[split.test], test_pred,
@@ -201,6 +202,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
         "features": {"n": library.n_features, "names": pipeline.feature_names(),
                      "stages": [s.kind for s in pipeline.features]},
         "model": pipeline.model.describe(),
+        **({"neural": neural} if neural is not None else {}),
         "evaluation": evaluation,
         "parity": {"host": host_parity},
         "resources": {},

@@ -1,31 +1,28 @@
 """`kiloml run` for a neural-network model: train (or import), quantize, evaluate, export.
 
-Shares data loading, windowing and the grouped split with the tree path
-(``kiloml.run``). The int8 graph is what ships: it is evaluated with the
-reference interpreter, exported as ``model.tflite`` and checked bit-exact
-against the TFLM interpreter on the held-out windows. C code generation for
-networks (an ahead-of-time library like the tree models') is not part of this
-path yet; metrics say so under ``firmware``.
+The rest of the run (C library, host and MCU parity, sizes, report) is the tree
+path's (``kiloml.run``): the network is the pipeline's model stage. The int8
+graph is what ships: evaluated with the reference interpreter, exported as
+``model.tflite`` and checked bit-exact against the TFLM interpreter on the
+held-out windows, and compiled ahead of time into the C library.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from kiloml import __version__
 from kiloml.data.splits import Split
 from kiloml.data.windows import WindowSet
+from kiloml.dsp.raw import RawWindow
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
 from kiloml.models.neural import NeuralModel
 from kiloml.pipeline import Pipeline
 from kiloml.progress import track
 from kiloml.project import LoadedProject, NeuralModelConfig, locate
-from kiloml.results import write_results
 
 F32 = np.float32
 
@@ -47,29 +44,29 @@ def sample_shape(project: LoadedProject, pipeline: Pipeline, n_features: int) ->
     return (n_features,)
 
 
-def _inputs(pipeline: Pipeline, windows: WindowSet, split: Split,
-            reads_window: bool) -> np.ndarray:
-    if reads_window:
-        return windows.x.astype(F32)
+def _inputs(pipeline: Pipeline, windows: WindowSet, split: Split) -> np.ndarray:
     from kiloml.run import _window_features_in_batches
 
     parts = _window_features_in_batches(pipeline, windows)
     return pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
 
 
-def run_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: WindowSet,
-               split: Split, n_raw_recordings: int, n_recordings: int, n_aug: int,
-               started: float) -> dict:
+def fit_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: WindowSet,
+               split: Split) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, dict]:
+    """Train or import the network, quantize, evaluate float and int8, export model.tflite.
+
+    Returns (features of every window as the C library computes them, int8 test
+    predictions, test scores, cross-validation, the ``neural`` metrics)."""
     cfg: NeuralModelConfig = project.config.model  # type: ignore[assignment]
     if cfg.reads == "window":
         if "features" in project.config.model_fields_set and project.config.features:
             raise KilomlError(f"[model] kind = '{cfg.kind}' reads the raw window; remove the "
                               "[[features]] stages (or set input = 'features')",
                               file=project.path, line=locate(project, ("model",), "kind"))
-        pipeline.features = []
-    x = _inputs(pipeline, windows, split, cfg.reads == "window")
-    shape = sample_shape(project, pipeline, x.shape[1] if x.ndim == 2 else 0)
-    x = x.reshape(len(x), *shape)
+        pipeline.features = [RawWindow(pipeline.window_samples, pipeline.n_channels)]
+    features = _inputs(pipeline, windows, split)
+    shape = sample_shape(project, pipeline, features.shape[1])
+    x = features.reshape(len(features), *shape)
     model_path = project.resolve(cfg.path) if cfg.path else None
     model = NeuralModel(cfg, len(windows.class_names), shape, model_path)
     pipeline.model = model
@@ -78,16 +75,7 @@ def run_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
     model.fit(x[split.train], windows.y[split.train], windows.group[split.train])
     test_x, test_y = x[split.test], windows.y[split.test]
     test_pred = model.predict(test_x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        evaluation = classification_metrics(test_y, test_pred, windows.group[split.test],
-                                            windows.class_names)
-    evaluation.update(
-        n_train_windows=len(split.train), n_test_windows=len(split.test),
-        n_augmented_train_windows=n_aug, test_groups=split.test_groups,
-        train_groups=sorted(set(windows.group[split.train].tolist())),
-        cross_validation=cv, windows_dropped_low_label_coverage=windows.dropped_low_coverage,
-        recordings_skipped_short=windows.skipped_recordings)
+    test_scores = model.predict_proba(test_x)
 
     float_proba = model.predict_proba_float(test_x)
     float_acc = None if float_proba is None else float(np.mean(float_proba.argmax(1) == test_y))
@@ -98,7 +86,6 @@ def run_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
     (out / "model.tflite").write_bytes(write_tflite(model.graph))
     if model.float_graph is not None:
         (out / "model_float.tflite").write_bytes(write_tflite(model.float_graph))
-    tflm = tflm_parity(out / "model.tflite", model, test_x)
     neural = {
         "float_accuracy": float_acc,
         "int8_accuracy": int8_acc,
@@ -106,7 +93,7 @@ def run_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
         round(100 * (int8_acc - float_acc), 2),
         "int8_float_agreement": None if float_proba is None else
         float(np.mean(float_proba.argmax(1) == test_pred)),
-        "tflm_parity": tflm,
+        "tflm_parity": tflm_parity(out / "model.tflite", model, test_x),
         "layers": model.layers(),
         "model_file": "model.tflite",
     }
@@ -118,45 +105,7 @@ def run_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
             "train_loss": [round(v, 5) for v in h.train_loss],
             "val_loss": [round(v, 5) for v in h.val_loss],
             "val_accuracy": [round(v, 4) for v in h.val_accuracy]}
-
-    data = {
-        "source": project.config.data.source,
-        "n_recordings": n_raw_recordings,
-        "n_augmented_recordings": n_recordings - n_raw_recordings,
-        "n_windows": len(windows),
-        "channels": windows.channels,
-        "sample_rate_hz": windows.sample_rate_hz,
-        "window_samples": windows.window_samples,
-        "stride_samples": windows.stride_samples,
-        "window_ms": windows.window_samples * 1000.0 / windows.sample_rate_hz,
-        "stride_ms": windows.stride_samples * 1000.0 / windows.sample_rate_hz,
-        "class_names": windows.class_names,
-        "windows_per_class": np.bincount(windows.y,
-                                         minlength=len(windows.class_names)).tolist(),
-        "groups": sorted(set(windows.group.tolist())),
-    }
-    metrics = {
-        "kiloml_version": __version__,
-        "project": project.config.name,
-        "data": data,
-        "features": {"n": int(np.prod(shape)) if cfg.reads != "window" else 0,
-                     "names": pipeline.feature_names(),
-                     "stages": [s.kind for s in pipeline.features]},
-        "model": model.describe(),
-        "neural": neural,
-        "evaluation": evaluation,
-        "parity": {},
-        "resources": {},
-        "firmware": {"generated": False,
-                     "note": "C code generation for neural networks is not implemented yet; "
-                             "the int8 model is exported as model.tflite (it runs in TFLM, "
-                             "bit-exact with kiloml's reference interpreter)"},
-        "targets": {},
-    }
-    metrics["elapsed_s"] = round(time.time() - started, 2)
-    pipeline.save(out / "pipeline.pkl")
-    write_results(out, metrics, pipeline)
-    return metrics
+    return features, test_pred, test_scores, cv, neural
 
 
 def tflm_parity(model_file: Path, model: NeuralModel, x: np.ndarray) -> dict:

@@ -132,7 +132,8 @@ class NeuralModel:
         """Raw inputs -> what the int8 graph reads (standardized, then quantized)."""
         assert self.graph is not None
         t = self.graph.input_tensors[0]
-        x = self.standardize(x).reshape(len(x), *t.shape[1:])
+        x = self.standardize(np.asarray(x).reshape(len(x), *self.sample_shape))
+        x = x.reshape(len(x), *t.shape[1:])
         return quantize_input(x, t) if t.dtype == "int8" else x
 
     def raw_output(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -157,10 +158,85 @@ class NeuralModel:
         if self.float_graph is None:
             return None
         t = self.float_graph.input_tensors[0]
-        x = self.standardize(x).reshape(len(x), *t.shape[1:])
+        x = self.standardize(np.asarray(x).reshape(len(x), *self.sample_shape))
+        x = x.reshape(len(x), *t.shape[1:])
         run = self._interpreter(self.float_graph).run
         return np.concatenate([run([x[s:s + batch]])[0].reshape(-1, self.n_classes)
                                for s in range(0, len(x), batch)])
+
+    # ---- C ---------------------------------------------------------------------------
+
+    def emit_c(self, ctx):  # -> CStage
+        """Standardize and quantize the features into the arena, run the network, decide.
+
+        The same float32 operations as ``quantized_input`` (division by std, division
+        by the scale, roundf, clamp) and the same arg-max (first maximum) and
+        dequantization (in double) as ``predict`` / ``predict_proba``."""
+        from kiloml.codegen.cwriter import c_array, c_double, c_float
+        from kiloml.codegen.nn_c import emit_network
+        from kiloml.stage import CStage
+
+        assert self.graph is not None
+        net = emit_network(self.graph, prefix=ctx.prefix)
+        self.network_c = net
+        p = ctx.prefix
+        t_in, t_out = self.graph.input_tensors[0], self.graph.output_tensors[0]
+        lines = [net.source]
+        n = ctx.n_inputs
+        if self.input_mean is not None and self.input_std is not None:
+            k = int(self.input_mean.size)
+            lines.append(c_array("float", f"{p}mean", self.input_mean.reshape(-1), fmt=c_float))
+            lines.append(c_array("float", f"{p}std", self.input_std.reshape(-1), fmt=c_float))
+            value = (f"({ctx.input}[{p}i] - {p}mean[{p}i % {k}]) / {p}std[{p}i % {k}]"
+                     if k > 1 else f"({ctx.input}[{p}i] - {p}mean[0]) / {p}std[0]")
+        else:
+            value = f"{ctx.input}[{p}i]"
+        if t_in.dtype == "int8":
+            store = [f"float {p}q = ({value}) / {c_float(t_in.quant.s)};",
+                     f"int32_t {p}r;",
+                     f"{p}q = {p}q > 1000.0f ? 1000.0f : ({p}q < -1000.0f ? -1000.0f : {p}q);",
+                     f"{p}r = (int32_t)roundf({p}q) + ({t_in.quant.zp});",
+                     f"{p}x[{p}i] = (int8_t)({p}r > 127 ? 127 : ({p}r < -128 ? -128 : {p}r));"]
+            x_type = "int8_t"
+        else:
+            store = [f"{p}x[{p}i] = {value};"]
+            x_type = "float"
+        if t_out.dtype == "int8":
+            y_type = "int8_t"
+            score = (f"(float)({c_double(float(t_out.quant.scale[0]))} * "
+                     f"(double)({p}y[{p}k] - ({t_out.quant.zp})))")
+        else:
+            y_type = "float"
+            score = f"{p}y[{p}k]"
+        lines_call = [
+            "{",
+            f"    {x_type} *{p}x = {net.input_expr};",
+            f"    const {y_type} *{p}y = {net.output_expr};",
+            f"    int32_t {p}i, {p}k, {p}best = 0;",
+            f"    for ({p}i = 0; {p}i < {n}; ++{p}i) {{",
+            *(f"        {s}" for s in store),
+            "    }",
+            f"    {net.invoke}();",
+            f"    for ({p}k = 0; {p}k < {self.n_classes}; ++{p}k) {{",
+            f"        if ({p}y[{p}k] > {p}y[{p}best]) {{",
+            f"            {p}best = {p}k;",
+            "        }",
+            f"        {ctx.output}->scores[{p}k] = {score};",
+            "    }",
+            f"    {ctx.output}->label = {p}best;",
+            "}",
+        ]
+        return CStage(runtime=["kml_nn"], constants="\n".join(lines),
+                      call="\n    ".join(lines_call))
+
+    def cost(self, profile, n_features: int):  # -> StageCost
+        from kiloml.stage import StageCost
+
+        assert self.graph is not None
+        macs = sum(r["macs"] for r in self.layers())
+        per_mac = 1.0 if profile.has_dsp_ext else 3.0
+        return StageCost(flash_bytes=self.graph.weight_bytes() + 6000, ram_bytes=0,
+                         instructions=int(macs * per_mac) + 20 * n_features)
 
     # ---- description -------------------------------------------------------------
 
