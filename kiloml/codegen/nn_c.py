@@ -103,7 +103,7 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
                        "scratch_bytes": call.scratch_bytes,
                        "fast_path": call.kernel in FAST_PATH_KERNELS})
         if call.no_op and op.outputs[0] in plan.aliased:
-            body.append(f"    /* {i}: {op.kind} {op.name}: in place (same bytes) */")
+            body.append(f"    KML_NN_LAYER({i}); /* {op.kind}: in place, the same bytes */")
             continue
         args = []
         for a in call.args:

@@ -135,3 +135,56 @@ def info_command(
     print(f"total: {len(d['operators'])} operators, {d['total_macs']:,} MACs, "
           f"{d['weight_bytes']:,} bytes of weights and constants, "
           f"{'int8' if d['quantized'] else 'float32'}")
+
+
+@model_app.command("compile")
+def compile_command(
+    model: Annotated[Path, typer.Argument(help="int8 .tflite (or .onnx after quantization)")],
+    target: Annotated[str, typer.Option("--target", help="Target profile or 'host'")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the C library")],
+    portable: Annotated[bool, typer.Option("--portable",
+                                           help="Build the portable kernels only")] = False,
+) -> None:
+    """Generate the network's C library (no interpreter, static arena), build and run it,
+    and write resources.json (flash, RAM, arena, stack, instructions, per layer)."""
+    from kiloml.cli import user_errors
+    from kiloml.nn.compile import compile_model
+
+    r = user_errors(compile_model)(model, target, out, portable=portable)
+    print(f"library        {out}/ (kiloml_nn.h, kiloml_nn.c, kml_nn.c/.h, kml_nn_dsp.c)")
+    print(f"arena          {r['arena_bytes']:,} B (lower bound {r['arena_lower_bound_bytes']:,} "
+          f"B, {r['planner']['strategy']})")
+    for where, p in r["parity"].items():
+        print(f"parity ({where}){' ' * max(1, 8 - len(where))}{p['bit_exact']}/{p['n']} random "
+              f"inputs bit-exact with the reference interpreter")
+    if "flash_bytes" in r:
+        print(f"resources      {r['target']}: flash {r['flash_bytes']:,} B (code "
+              f"{r['code_flash_bytes']:,} B), RAM {r['ram_bytes']:,} B + stack "
+              f"{r['stack_bytes']:,} B, {r['instructions_per_inference']:,} instructions per "
+              f"inference ({r['latency_us']:,.0f} us)")
+    for note in r["notes"]:
+        print(f"note           {note}")
+    print(f"resources      {out / 'resources.json'}")
+
+
+@model_app.command("verify")
+def verify_command(
+    model: Annotated[Path, typer.Argument(help="int8 .tflite (or .onnx after quantization)")],
+    inputs: Annotated[Path, typer.Option("--inputs", help="X.npy: [N, ...input shape]")],
+    target: Annotated[str, typer.Option("--target", help="Target profile or 'host'")],
+    output: Annotated[Path, typer.Option("--output", help="Y.npy to write")],
+    portable: Annotated[bool, typer.Option("--portable",
+                                           help="Build the portable kernels only")] = False,
+) -> None:
+    """Run the generated C on the emulated target (or the host) and compare every output
+    with kiloml's reference interpreter."""
+    from kiloml.cli import user_errors
+    from kiloml.nn.compile import verify_model
+
+    r = user_errors(verify_model)(model, inputs, target, output, portable=portable)
+    extra = (f", {r['instructions_mean']:,.0f} instructions per inference"
+             if "instructions_mean" in r else "")
+    print(f"wrote {output}: parity ({r['target']}) {r['bit_exact']}/{r['n']} outputs bit-exact "
+          f"with the reference interpreter (max abs diff {r['max_abs_diff']}){extra}")
+    if r["bit_exact"] != r["n"]:
+        raise typer.Exit(1)
