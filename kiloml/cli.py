@@ -79,11 +79,10 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
     m = result.metrics
     ev = m["evaluation"]
     out = result.output_dir
+    print(f"library        {_rel(out / 'firmware')}/ (kiloml_model.h, kiloml_model.c "
+          f"and runtime)")
     if "neural" in m:
         _print_neural(m, out)
-    else:
-        print(f"library        {_rel(out / 'firmware')}/ (kiloml_model.h, kiloml_model.c "
-              f"and runtime)")
     print(f"report         {_rel(out / 'report.html')}")
     print(f"test accuracy  {ev['accuracy']:.4f} on {ev['n_test_windows']} windows of "
           f"held-out groups {', '.join(ev['test_groups'])} (balanced "
@@ -128,7 +127,9 @@ def _print_neural(m: dict, out: Path) -> None:
     if t.get("checked"):
         print(f"parity (TFLM)  {t['bit_exact']}/{t['n']} held-out windows bit-exact with the "
               f"TFLM interpreter")
-    print(f"firmware       {m['firmware']['note']}")
+    if "arena_bytes" in n:
+        print(f"arena          {n['arena_bytes']:,} B (lower bound "
+              f"{n['arena_lower_bound_bytes']:,} B)")
 
 
 def _print_parity(m: dict, only: str | None = None) -> None:

@@ -219,6 +219,11 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
                                latency_budget_ms=cfg.target.latency_budget_ms,
                                estimate=estimate)
         record_target(metrics, profile, result)
+    if neural is not None:
+        from kiloml.run_neural import profile_layers
+
+        neural.update(profile_layers(pipeline.model, features[split.test][:4], profile,
+                                     out / "verify" / "layers", emulate))
     else:
         check = check_budget(sizes.flash_bytes, sizes.ram_bytes, budget)
         metrics["resources"][profile.name] = {

@@ -147,3 +147,31 @@ def _cross_validate(cfg: NeuralModelConfig, x: np.ndarray, windows: WindowSet, s
             "accuracy_mean": float(np.mean(accuracies)),
             "accuracy_std": float(np.std(accuracies)),
             "balanced_accuracy_mean": float(np.mean(balanced))}
+
+
+def profile_layers(model: NeuralModel, features: np.ndarray, profile, work: Path,
+                   emulate: bool) -> dict:
+    """Arena, planner and, on an emulated target, instructions per layer of the network."""
+    from kiloml.codegen.nn_library import write_nn_library
+
+    assert model.graph is not None
+    library, net = write_nn_library(model.graph, work / "lib")
+    out: dict = {"arena_bytes": net.plan.arena_bytes,
+                 "arena_lower_bound_bytes": net.plan.lower_bound_bytes,
+                 "planner": {"strategy": net.plan.strategy, "strategies": net.plan.strategies,
+                             "in_place_tensors": len(net.plan.aliased)},
+                 "notes": list(net.notes)}
+    layers = [dict(layer) for layer in net.layers]
+    if emulate and profile.qemu_machine:
+        from kiloml.nn.compile import run_target
+
+        x = model.quantized_input(features)
+        run = run_target(library, model.graph, profile, x, work / profile.name)
+        if run.layer_instructions is not None:
+            for layer, count in zip(layers, run.layer_instructions, strict=False):
+                layer["instructions"] = round(count, 1)
+                layer["instructions_per_mac"] = (round(count / layer["macs"], 3)
+                                                 if layer["macs"] else None)
+        out["layers_measured_on"] = f"QEMU {profile.qemu_machine} ({profile.name})"
+    out["layers"] = layers
+    return out

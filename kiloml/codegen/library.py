@@ -20,7 +20,7 @@ from kiloml.stage import CStage, EmitContext
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 STAGES_FILE = "kiloml_stages.json"
 # Runtime modules made of more than one .c file (the DSP fast paths of kml_nn).
-EXTRA_SOURCES = {"kml_nn": ["kml_nn_dsp.c"]}
+EXTRA_SOURCES = {"kml_nn": ["kml_nn_dsp.c", "kml_nn_internal.h"]}
 
 # Flags every kiloml C file builds clean with. -ffp-contract=off keeps a*b+c as
 # two roundings, as in the Python reference (a fused multiply-add would differ).
@@ -105,7 +105,7 @@ def write_library(pipeline: Pipeline, directory: Path) -> FirmwareLibrary:
         headers.append(directory / f"{name}.h")
         for extra in EXTRA_SOURCES.get(name, []):
             shutil.copyfile(RUNTIME_DIR / extra, directory / extra)
-            sources.append(directory / extra)
+            (sources if extra.endswith(".c") else headers).append(directory / extra)
     # Which generated symbols and runtime modules belong to which stage: kiloml reads
     # this to break the measured flash, RAM and instructions down by stage.
     stage_table = [{"title": e.title, "kind": e.kind, "index": e.index,
@@ -335,7 +335,7 @@ int32_t kml_classify_latest(kml_result_t *out)
 
 def _cmake(runtime: list[str]) -> str:
     sources = " ".join(["kiloml_model.c", *[f"{n}.c" for n in runtime],
-                        *[x for n in runtime for x in EXTRA_SOURCES.get(n, [])]])
+                        *[x for n in runtime for x in EXTRA_SOURCES.get(n, []) if x.endswith(".c")]])
     return f"""# kiloml inference library (generated). Add with add_subdirectory().
 cmake_minimum_required(VERSION 3.13)
 project(kiloml_model C)

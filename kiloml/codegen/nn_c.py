@@ -37,6 +37,8 @@ class NetworkC:
     constant_bytes: int    # bytes of static const tables and parameter structs
     layers: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    input_exprs: list[str] = field(default_factory=list)   # every graph input, in order
+    output_exprs: list[str] = field(default_factory=list)  # every graph output, in order
 
 
 def _int(v: object) -> str:
@@ -78,9 +80,6 @@ class _Emitter:
 def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -> NetworkC:
     if not graph.ops:
         raise CodegenError("the model has no operators")
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise CodegenError(f"the C generator takes one input and one output; the model has "
-                           f"{len(graph.inputs)} and {len(graph.outputs)}")
     params = [prepare(graph, op) for op in graph.ops]
     calls = [kernel_call(graph, op, p) for op, p in zip(graph.ops, params, strict=True)]
     plan = plan_memory(graph, calls, in_place=in_place)
@@ -101,7 +100,8 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
                        "weight_bytes": sum(t[k].nbytes for k in op.inputs
                                            if k >= 0 and t[k].is_constant),
                        "scratch_bytes": call.scratch_bytes,
-                       "fast_path": call.kernel in FAST_PATH_KERNELS})
+                       "fast_path": call.kernel in FAST_PATH_KERNELS
+                                    and not call.portable_reason})
         if call.no_op and op.outputs[0] in plan.aliased:
             body.append(f"    KML_NN_LAYER({i}); /* {op.kind}: in place, the same bytes */")
             continue
@@ -142,16 +142,21 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
         "#ifdef KML_NN_LAYER_MARKS\nvoid kml_mark_stage(int32_t stage);\n"
         "#define KML_NN_LAYER(i) kml_mark_stage(1000 + (i))\n#else\n"
         "#define KML_NN_LAYER(i)\n#endif\n\n"
-        + "".join(e.lines)
-        + f"\n/* The arena: every activation and scratch buffer at a planned offset "
+        + f"/* The arena: every activation and scratch buffer at a planned offset "
           f"({plan.arena_bytes} bytes, {plan.strategy}; lower bound {plan.lower_bound_bytes}). */\n"
           f"static int32_t {prefix}arena[{max(words, 1)}];\n"
           f"#define {arena} ((int8_t *){prefix}arena)\n\n"
-          f"static void {invoke}(void)\n{{\n" + "\n".join(body) + "\n}\n")
+        + "".join(e.lines)
+        + f"\nstatic void {invoke}(void)\n{{\n" + "\n".join(body) + "\n}\n")
     notes = []
     slow = sorted({c.kernel for c in calls} - set(FAST_PATH_KERNELS) - {"kml_copy_s8"})
     if slow:
         notes.append("portable C kernels (no DSP fast path) for: " + ", ".join(slow))
+    for op, call in zip(graph.ops, calls, strict=True):
+        if call.portable_reason:
+            notes.append(f"{op.name} ({op.kind}) falls back to the portable kernel: "
+                         f"{call.portable_reason}")
     x, y = graph.inputs[0], graph.outputs[0]
     return NetworkC(prefix, source, invoke, ptr(x), ptr(y), t[x].dtype, t[y].dtype, plan,
-                    calls, e.constant_bytes, layers, notes)
+                    calls, e.constant_bytes, layers, notes,
+                    [ptr(k) for k in graph.inputs], [ptr(k) for k in graph.outputs])

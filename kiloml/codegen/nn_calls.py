@@ -48,6 +48,8 @@ class KernelCall:
     # The output may share the input's memory (same bytes, element-wise or a copy).
     in_place: bool = False
     no_op: bool = False  # a reshape: the output is the input's memory
+    # Why the DSP fast path does not cover this call of a fast-path kernel ("" if it does).
+    portable_reason: str = ""
 
     def add(self, kind: str, value: object = None, ctype: str = "", name: str = "") -> None:
         self.args.append(Arg(kind, value, ctype, name))
@@ -135,10 +137,17 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         call.add("out", op.outputs[0])
         call.scratch_bytes = fc_scratch_bytes(depth)
         call.add("scratch", call.scratch_bytes)
+        if p.filter_offset != 0:
+            call.portable_reason = "weights with a nonzero zero point"
         return call
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         w = t[op.inputs[1]]
         depthwise = kind == "DEPTHWISE_CONV_2D"
+        if p.filter_offset != 0:
+            # TFLM's per-channel conv kernels assume symmetric filters (zero point 0) too.
+            raise CodegenError(f"operator {op.name} ({kind}): filter zero point "
+                               f"{-p.filter_offset} is not supported; int8 conv filters must "
+                               f"be symmetric (zero point 0), as in the TFLite spec")
         call.kernel = "kml_dwconv2d_s8" if depthwise else "kml_conv2d_s8"
         call.add("struct", _conv_struct(graph, op, p), ctype="kml_conv_params")
         call.add("in", op.inputs[0])
@@ -151,6 +160,10 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         call.scratch_bytes = (dwconv_scratch_bytes(w.shape[1], w.shape[2], channels) if depthwise
                               else conv_scratch_bytes(w.shape[1], w.shape[2], w.shape[3]))
         call.add("scratch", call.scratch_bytes)
+        if depthwise and channels != x.shape[3]:
+            call.portable_reason = f"depth multiplier {channels // x.shape[3]} (not 1)"
+        elif not depthwise and w.shape[3] != x.shape[3]:
+            call.portable_reason = f"grouped convolution ({x.shape[3] // w.shape[3]} groups)"
         return call
     if kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         o = op.options

@@ -18,6 +18,10 @@ from kiloml.nn.graph import Graph
 _CTYPE = {"int8": "int8_t", "float32": "float"}
 
 
+def _table(ctype: str, name: str, items: list[str]) -> str:
+    return f"static {ctype} {name}[{len(items)}] = {{{', '.join(items)}}};"
+
+
 def write_nn_library(graph: Graph, directory: Path, *, in_place: bool = True
                      ) -> tuple[FirmwareLibrary, NetworkC]:
     directory.mkdir(parents=True, exist_ok=True)
@@ -41,11 +45,20 @@ extern "C" {{
 typedef {in_t} kml_nn_input_t;
 typedef {out_t} kml_nn_output_t;
 
+#define KML_NN_INPUTS {len(graph.inputs)}
+#define KML_NN_OUTPUTS {len(graph.outputs)}
+
 /* Write the input here (quantized with the model input's scale and zero point), call
  * kml_nn_invoke(), read the output. Not reentrant: one static arena. */
 kml_nn_input_t *kml_nn_input(void);
 const kml_nn_output_t *kml_nn_output(void);
 void kml_nn_invoke(void);
+
+/* Every input and output of a model with several (index in the model's order). */
+void *kml_nn_input_at(int32_t index);
+const void *kml_nn_output_at(int32_t index);
+uint32_t kml_nn_input_bytes(int32_t index);
+uint32_t kml_nn_output_bytes(int32_t index);
 
 #ifdef __cplusplus
 }}
@@ -70,6 +83,31 @@ const kml_nn_output_t *kml_nn_output(void)
     return {net.output_expr};
 }}
 
+{_table("void *const", "kml_nn_inputs", net.input_exprs)}
+{_table("const void *const", "kml_nn_outputs", net.output_exprs)}
+{_table("const uint32_t", "kml_nn_in_bytes", [str(t.nbytes) + "u" for t in graph.input_tensors])}
+{_table("const uint32_t", "kml_nn_out_bytes",
+        [str(t.nbytes) + "u" for t in graph.output_tensors])}
+void *kml_nn_input_at(int32_t index)
+{{
+    return kml_nn_inputs[index];
+}}
+
+const void *kml_nn_output_at(int32_t index)
+{{
+    return kml_nn_outputs[index];
+}}
+
+uint32_t kml_nn_input_bytes(int32_t index)
+{{
+    return kml_nn_in_bytes[index];
+}}
+
+uint32_t kml_nn_output_bytes(int32_t index)
+{{
+    return kml_nn_out_bytes[index];
+}}
+
 void kml_nn_invoke(void)
 {{
     {net.invoke}();
@@ -77,8 +115,8 @@ void kml_nn_invoke(void)
 """
     (directory / "kiloml_nn.h").write_text(header)
     (directory / "kiloml_nn.c").write_text(source)
-    for name in ("kml_nn.c", "kml_nn.h", "kml_nn_dsp.c"):
+    for name in ("kml_nn.c", "kml_nn.h", "kml_nn_dsp.c", "kml_nn_internal.h"):
         shutil.copyfile(RUNTIME_DIR / name, directory / name)
     sources = [directory / n for n in ("kiloml_nn.c", "kml_nn.c", "kml_nn_dsp.c")]
-    headers = [directory / n for n in ("kiloml_nn.h", "kml_nn.h")]
+    headers = [directory / n for n in ("kiloml_nn.h", "kml_nn.h", "kml_nn_internal.h")]
     return FirmwareLibrary(directory, sources, headers, 0), net

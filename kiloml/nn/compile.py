@@ -76,32 +76,55 @@ def build_host_harness(library: FirmwareLibrary, work: Path, *, portable: bool =
     return exe
 
 
-def _payload(x: np.ndarray) -> bytes:
-    return np.int32(len(x)).tobytes() + np.ascontiguousarray(x).tobytes()
+Inputs = np.ndarray | list[np.ndarray]  # [N, ...] for one model input, or one per input
 
 
-def _parse(raw: bytes, n: int, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
-    y = graph.output_tensors[0]
-    item = np.dtype(y.dtype).itemsize * y.size + 4
+def _as_list(x: Inputs) -> list[np.ndarray]:
+    return [x] if isinstance(x, np.ndarray) else list(x)
+
+
+def _payload(x: Inputs) -> bytes:
+    """int32 n, then per inference the bytes of each model input in order."""
+    xs = [np.ascontiguousarray(a) for a in _as_list(x)]
+    n = len(xs[0])
+    rows = np.concatenate([a.reshape(n, -1).view(np.uint8) for a in xs], axis=1)
+    return np.int32(n).tobytes() + rows.tobytes()
+
+
+def _parse_all(raw: bytes, n: int, graph: Graph) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every output [n, ...shape[1:]] and the stack bytes per inference."""
+    sizes = [np.dtype(y.dtype).itemsize * y.size for y in graph.output_tensors]
+    item = sum(sizes) + 4
     if len(raw) != n * item:
         raise ToolchainError(f"the harness wrote {len(raw)} bytes, expected {n * item}")
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(n, item)
-    out = rows[:, :-4].copy().view(np.dtype(y.dtype)).reshape(n, *y.shape[1:])
+    outs, at = [], 0
+    for y, size in zip(graph.output_tensors, sizes, strict=True):
+        # [N, ...shape[1:]] for a batch-1 tensor, [N, ...shape] otherwise
+        shape = y.shape[1:] if y.shape and y.shape[0] == 1 else y.shape
+        outs.append(rows[:, at:at + size].copy().view(np.dtype(y.dtype)).reshape(n, *shape))
+        at += size
     stack = rows[:, -4:].copy().view("<u4").reshape(n)
-    return out, stack
+    return outs, stack
 
 
-def run_host(exe: Path, x: np.ndarray, graph: Graph, work: Path) -> np.ndarray:
+def run_host_all(exe: Path, x: Inputs, graph: Graph, work: Path) -> list[np.ndarray]:
+    """Every output of the host build on the inputs (one array per model input)."""
     (work / "kml_in.bin").write_bytes(_payload(x))
     result = subprocess.run([str(exe)], cwd=work, capture_output=True, timeout=600)
     if result.returncode != 0:
         raise ToolchainError(f"the host harness failed with status {result.returncode}")
-    return _parse((work / "kml_out.bin").read_bytes(), len(x), graph)[0]
+    return _parse_all((work / "kml_out.bin").read_bytes(), len(_as_list(x)[0]), graph)[0]
+
+
+def run_host(exe: Path, x: Inputs, graph: Graph, work: Path) -> np.ndarray:
+    return run_host_all(exe, x, graph, work)[0]
 
 
 @dataclass
 class TargetRun:
-    outputs: np.ndarray
+    outputs: np.ndarray  # the first output [N, ...]
+    all_outputs: list[np.ndarray]
     instructions: np.ndarray  # per inference
     stack_bytes: int
     layer_instructions: list[float] | None  # mean per layer (marked build)
@@ -111,7 +134,7 @@ class TargetRun:
     compiler: str
 
 
-def run_target(library: FirmwareLibrary, graph: Graph, profile: TargetProfile, x: np.ndarray,
+def run_target(library: FirmwareLibrary, graph: Graph, profile: TargetProfile, x: Inputs,
                work: Path, *, portable: bool = False, per_layer: bool = True,
                optimize: str = "-O2") -> TargetRun:
     from kiloml.verify.mcu import build, qemu
@@ -130,9 +153,10 @@ def run_target(library: FirmwareLibrary, graph: Graph, profile: TargetProfile, x
     elf = build.build_harness(toolchain, library, objects, profile, machine, optimize, work,
                               harness_source=NN_DIR / "nn_main.c")
     plugin = qemu.build_plugin(toolchain, work / "plugin")
+    n = len(_as_list(x)[0])
     run = qemu.run_harness(toolchain, elf, machine, _payload(x), plugin, work / "run",
-                           timeout_s=120 + 0.5 * len(x))
-    outputs, stacks = _parse(run.output, len(x), graph)
+                           timeout_s=120 + 0.5 * n)
+    outputs, stacks = _parse_all(run.output, n, graph)
     layers = None
     if per_layer:
         marked = build.compile_objects(toolchain, [library.directory / "kiloml_nn.c"],
@@ -142,7 +166,8 @@ def run_target(library: FirmwareLibrary, graph: Graph, profile: TargetProfile, x
         elf_m = build.build_harness(toolchain, library, [*marked, *others], profile, machine,
                                     optimize, work / "marked_elf",
                                     harness_source=NN_DIR / "nn_main.c")
-        run_m = qemu.run_harness(toolchain, elf_m, machine, _payload(x[:4]), plugin,
+        run_m = qemu.run_harness(toolchain, elf_m, machine,
+                                 _payload([a[:4] for a in _as_list(x)]), plugin,
                                  work / "run_marked", timeout_s=120)
         marks = np.array([m for m in run_m.marks if m], dtype=np.float64)
         if marks.size:
@@ -151,7 +176,7 @@ def run_target(library: FirmwareLibrary, graph: Graph, profile: TargetProfile, x
     code = sum(int(s) for s in _text_sizes(toolchain, objects))
     version = subprocess.run([toolchain.gcc, "-dumpversion"], capture_output=True,
                              text=True).stdout.strip()
-    return TargetRun(outputs, run.instructions, int(stacks.max(initial=0)), layers,
+    return TargetRun(outputs[0], outputs, run.instructions, int(stacks.max(initial=0)), layers,
                      probe.flash_bytes, probe.ram_bytes, code,
                      f"arm-none-eabi-gcc {version} {optimize} {' '.join(profile.cflags)}"
                      + (" -DKML_NN_DSP=0" if portable else ""))

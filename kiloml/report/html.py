@@ -170,9 +170,6 @@ def neural_section(metrics: dict) -> list[str]:
     rows.append(("TFLM interpreter", f"{t['bit_exact']} / {t['n']} held-out windows bit-exact "
                  f"{_status(t['all_bit_exact'])}" if t.get("checked")
                  else html.escape(t.get("note", "not checked"))))
-    fw = metrics.get("firmware", {})
-    if fw and not fw.get("generated", True):
-        rows.append(("C library", f"<span class='warn'>{html.escape(fw['note'])}</span>"))
     parts.append(_table(rows))
     figs = []
     if "training" in n:
@@ -183,10 +180,32 @@ def neural_section(metrics: dict) -> list[str]:
     if figs:
         parts.append("<div class='figs'>" + "".join(figs) + "</div>")
     parts.append("<h3>Layers (int8)</h3>")
-    parts.append(_table([(i, html.escape(r["op"]), html.escape(str(r["output_shape"])),
-                          f"{r['macs']:,}", f"{r['weight_bytes']:,}")
-                         for i, r in enumerate(n["layers"])],
-                        header=("#", "operator", "output shape", "MACs", "weight bytes")))
+    measured = any("instructions" in r for r in n["layers"])
+
+    def instr(r: dict) -> tuple:
+        if not measured:
+            return ()
+        if "instructions" not in r:
+            return ("&ndash;", "&ndash;")
+        per_mac = r.get("instructions_per_mac")
+        return (f"{r['instructions']:,.0f}", "&ndash;" if per_mac is None else f"{per_mac:.2f}")
+
+    header = ("#", "operator", "kernel", "output shape", "MACs", "weight bytes",
+              *(("instructions", "instructions / MAC") if measured else ()))
+    parts.append(_table([(i, html.escape(r["op"]), html.escape(r.get("kernel", "")),
+                          html.escape(str(r["output_shape"])), f"{r['macs']:,}",
+                          f"{r['weight_bytes']:,}", *instr(r))
+                         for i, r in enumerate(n["layers"])], header=header))
+    if "arena_bytes" in n:
+        parts.append(f"<p class='muted'>Arena {n['arena_bytes']:,} B for every activation "
+                     f"and scratch buffer (lower bound for this operator order "
+                     f"{n['arena_lower_bound_bytes']:,} B; {html.escape(n['planner']['strategy'])}"
+                     f", {n['planner']['in_place_tensors']} tensors in place). "
+                     + ("Instructions per layer measured in "
+                        f"{html.escape(n['layers_measured_on'])}."
+                        if "layers_measured_on" in n else "") + "</p>")
+    for note in n.get("notes", []):
+        parts.append(f"<p class='warn'>{html.escape(note)}</p>")
     return parts
 
 

@@ -6,22 +6,10 @@
  * Python spec wraps modulo 2^32; kml_add32 / kml_neg32 do the same without signed
  * overflow. Accumulators of products stay plain int32, as in TFLM. */
 #include "kml_nn.h"
+#include "kml_nn_internal.h"
 
 #include <math.h>
 #include <string.h>
-
-/* Portable kernels behind the dispatchers (the tests call them directly too). */
-void kml_fc_s8_portable(int32_t rows, int32_t depth, int32_t out_features, const int8_t *in,
-                        const int8_t *w, const int32_t *bias, int32_t in_offset,
-                        int32_t w_offset, int32_t out_offset, const int32_t *mult,
-                        const int32_t *shift, int32_t per_channel, int32_t act_min,
-                        int32_t act_max, int8_t *out, int16_t *scratch);
-void kml_conv2d_s8_portable(const kml_conv_params *p, const int8_t *in, const int8_t *filter,
-                            const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                            int8_t *out, int16_t *scratch);
-void kml_dwconv2d_s8_portable(const kml_conv_params *p, const int8_t *in,
-                              const int8_t *filter, const int32_t *bias, const int32_t *mult,
-                              const int32_t *shift, int8_t *out, int16_t *scratch);
 
 /* Channels handled per pass by the depthwise and pooling kernels (int32 on the stack). */
 #define KML_CHUNK 32
@@ -38,32 +26,6 @@ static int32_t kml_neg32(int32_t a)
     return (int32_t)(0u - (uint32_t)a);
 }
 
-static int32_t kml_clamp32(int32_t v, int32_t lo, int32_t hi)
-{
-    return v < lo ? lo : (v > hi ? hi : v);
-}
-
-/* gemmlowp SaturatingRoundingDoublingHighMul (the one place TFLite widens to int64). */
-static int32_t kml_srdhm(int32_t a, int32_t b)
-{
-    int64_t ab;
-    if (a == b && a == INT32_MIN) {
-        return INT32_MAX;
-    }
-    ab = (int64_t)a * (int64_t)b;
-    ab += ab >= 0 ? (int64_t)(1 << 30) : (int64_t)(1 - (1 << 30));
-    return (int32_t)(ab / ((int64_t)1 << 31)); /* C division truncates, as in gemmlowp */
-}
-
-/* gemmlowp RoundingDivideByPOT, exponent in [0, 31]; >> is arithmetic (as TFLite assumes). */
-static int32_t kml_rdbpot(int32_t x, int32_t exponent)
-{
-    const int32_t mask = (int32_t)((1u << exponent) - 1u);
-    const int32_t remainder = x & mask;
-    const int32_t threshold = (mask >> 1) + (x < 0);
-    return (x >> exponent) + (remainder > threshold);
-}
-
 /* gemmlowp SaturatingRoundingMultiplyByPOT<exponent> for exponent in [1, 30]. */
 static int32_t kml_sat_shl(int32_t x, int32_t exponent)
 {
@@ -75,15 +37,6 @@ static int32_t kml_sat_shl(int32_t x, int32_t exponent)
         return INT32_MIN;
     }
     return (int32_t)((uint32_t)x << exponent);
-}
-
-/* TFLite MultiplyByQuantizedMultiplier (double rounding): x * 2^left wraps like the
- * int32 product in TFLite, then SRDHM, then a rounding right shift. */
-static int32_t kml_mbqm_inline(int32_t x, int32_t multiplier, int32_t shift)
-{
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = shift > 0 ? 0 : -shift;
-    return kml_rdbpot(kml_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
 int32_t kml_mbqm(int32_t x, int32_t multiplier, int32_t shift)

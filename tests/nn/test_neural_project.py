@@ -49,7 +49,15 @@ def test_cnn1d_on_raw_windows(csv_project: CsvProject) -> None:
     assert n["float_accuracy"] > 0.6 and n["int8_accuracy"] > 0.6
     assert abs(n["int8_minus_float_points"]) <= 10
     assert [layer["op"] for layer in n["layers"]][-1] == "SOFTMAX"
-    assert m["firmware"]["generated"] is False
+    # the network is compiled into the C library and proven on the host and the M4
+    for where in ("host", "cortex-m4f"):
+        p = m["parity"][where]
+        assert p["all_decisions_equal"] and p["streaming"]["all_decisions_equal"], where
+        assert p["max_abs_score_diff"] == 0.0, where
+    assert n["arena_bytes"] >= n["arena_lower_bound_bytes"] > 0
+    conv = [layer for layer in n["layers"] if layer["op"] == "CONV_2D"]
+    assert conv and all(layer["instructions"] > 0 for layer in conv)
+    assert (csv_project.out / "firmware" / "kml_nn.c").exists()
     # the exported int8 model runs in TFLM and says what the metrics say
     interpreter = runtime.Interpreter.from_file(str(csv_project.out / "model.tflite"),
                                                 arena_size=1 << 20)
@@ -57,6 +65,7 @@ def test_cnn1d_on_raw_windows(csv_project: CsvProject) -> None:
     assert list(details["shape"]) == [1, 50, 3] and details["dtype"] == np.int8
     report = (csv_project.out / "report.html").read_text()
     assert "Neural network" in report and "TFLM interpreter" in report
+    assert "instructions / MAC" in report
     assert "float / int8" in result.stdout and "bit-exact" in result.stdout
 
 

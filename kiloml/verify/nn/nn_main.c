@@ -1,8 +1,8 @@
 /* kiloml harness for a compiled network (kiloml_nn.h), on the host or an emulated MCU.
  *
- * Input file kml_in.bin: int32 n, then n inputs of KML_NN_INPUT_ELEMENTS values.
- * Output file kml_out.bin: per input, KML_NN_OUTPUT_ELEMENTS values, then uint32 stack
- * bytes used by kml_nn_invoke (0 on the host). On the MCU, kml_bench_begin/end bracket
+ * Input file kml_in.bin: int32 n, then per inference the bytes of every model input in
+ * the model's order. Output file kml_out.bin: per inference the bytes of every output,
+ * then uint32 stack bytes used by kml_nn_invoke (0 on the host). On the MCU, kml_bench_begin/end bracket
  * each kml_nn_invoke for the QEMU instruction counter (with KML_NN_LAYER_MARKS, the
  * generated code also marks each layer).
  */
@@ -42,7 +42,7 @@ int main(void)
 {
     IO_HANDLE in = open_in();
     IO_HANDLE out = open_out();
-    int32_t n, i;
+    int32_t n, i, k;
     uint32_t stack;
 #ifdef KML_HOST
     if (in == NULL || out == NULL) {
@@ -57,12 +57,18 @@ int main(void)
         return 1;
     }
     for (i = 0; i < n; ++i) {
-        if (read_all(in, kml_nn_input(), (uint32_t)(KML_NN_INPUT_ELEMENTS * sizeof(kml_nn_input_t))) != 0) {
-            return 1;
+        for (k = 0; k < KML_NN_INPUTS; ++k) {
+            if (read_all(in, kml_nn_input_at(k), kml_nn_input_bytes(k)) != 0) {
+                return 1;
+            }
         }
         INVOKE_MEASURED(stack);
-        if (write_all(out, kml_nn_output(), (uint32_t)(KML_NN_OUTPUT_ELEMENTS * sizeof(kml_nn_output_t))) != 0 ||
-            write_all(out, &stack, sizeof stack) != 0) {
+        for (k = 0; k < KML_NN_OUTPUTS; ++k) {
+            if (write_all(out, kml_nn_output_at(k), kml_nn_output_bytes(k)) != 0) {
+                return 1;
+            }
+        }
+        if (write_all(out, &stack, sizeof stack) != 0) {
             return 1;
         }
     }

@@ -1,0 +1,64 @@
+/* kml_nn internals shared by kml_nn.c and kml_nn_dsp.c (not part of the API):
+ * TFLite's fixed-point helpers, inlined where the kernels requantize, and the
+ * portable kernels the fast paths fall back to for cases they do not cover. */
+#ifndef KML_NN_INTERNAL_H
+#define KML_NN_INTERNAL_H
+
+#include "kml_nn.h"
+
+static inline int32_t kml_clamp32(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* gemmlowp SaturatingRoundingDoublingHighMul (the one place TFLite widens to int64). */
+static inline int32_t kml_srdhm(int32_t a, int32_t b)
+{
+    int64_t ab;
+    if (a == b && a == INT32_MIN) {
+        return INT32_MAX;
+    }
+    ab = (int64_t)a * (int64_t)b;
+    ab += ab >= 0 ? (int64_t)(1 << 30) : (int64_t)(1 - (1 << 30));
+    return (int32_t)(ab / ((int64_t)1 << 31)); /* C division truncates, as in gemmlowp */
+}
+
+/* gemmlowp RoundingDivideByPOT, exponent in [0, 31]; >> is arithmetic (as TFLite assumes). */
+static inline int32_t kml_rdbpot(int32_t x, int32_t exponent)
+{
+    const int32_t mask = (int32_t)((1u << exponent) - 1u);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0);
+    return (x >> exponent) + (remainder > threshold);
+}
+
+/* TFLite MultiplyByQuantizedMultiplier (double rounding): x * 2^left wraps like the
+ * int32 product in TFLite, then SRDHM, then a rounding right shift. */
+static inline int32_t kml_mbqm_inline(int32_t x, int32_t multiplier, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    return kml_rdbpot(kml_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+}
+
+/* clamp(out_offset + mbqm(acc + bias, mult, shift)) as int8: every conv/FC output. */
+static inline int8_t kml_requant_s8(int32_t acc, int32_t multiplier, int32_t shift,
+                                    int32_t out_offset, int32_t act_min, int32_t act_max)
+{
+    return (int8_t)kml_clamp32(kml_mbqm_inline(acc, multiplier, shift) + out_offset, act_min,
+                               act_max);
+}
+
+void kml_fc_s8_portable(int32_t rows, int32_t depth, int32_t out_features, const int8_t *in,
+                        const int8_t *w, const int32_t *bias, int32_t in_offset,
+                        int32_t w_offset, int32_t out_offset, const int32_t *mult,
+                        const int32_t *shift, int32_t per_channel, int32_t act_min,
+                        int32_t act_max, int8_t *out, int16_t *scratch);
+void kml_conv2d_s8_portable(const kml_conv_params *p, const int8_t *in, const int8_t *filter,
+                            const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                            int8_t *out, int16_t *scratch);
+void kml_dwconv2d_s8_portable(const kml_conv_params *p, const int8_t *in,
+                              const int8_t *filter, const int32_t *bias, const int32_t *mult,
+                              const int32_t *shift, int8_t *out, int16_t *scratch);
+
+#endif /* KML_NN_INTERNAL_H */
