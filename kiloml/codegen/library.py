@@ -335,7 +335,8 @@ int32_t kml_classify_latest(kml_result_t *out)
 
 def _cmake(runtime: list[str]) -> str:
     sources = " ".join(["kiloml_model.c", *[f"{n}.c" for n in runtime],
-                        *[x for n in runtime for x in EXTRA_SOURCES.get(n, []) if x.endswith(".c")]])
+                        *[x for n in runtime for x in EXTRA_SOURCES.get(n, [])
+                          if x.endswith(".c")]])
     return f"""# kiloml inference library (generated). Add with add_subdirectory().
 cmake_minimum_required(VERSION 3.13)
 project(kiloml_model C)
