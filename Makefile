@@ -53,6 +53,8 @@ bench: setup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/trees.py
 	$(BIN)/python bench/dsp.py
+	$(BIN)/python bench/nn.py
+	$(BIN)/python bench/nn_parity.py
 
 lint: venv
 	$(BIN)/ruff check .

@@ -427,8 +427,10 @@ def markdown(rows: list[dict], versions: dict[str, str], notes: list[str], n: in
         "'whole model' = all instructions of an inference over all MACs.",
         "- **Flash**: `flash_bytes` of the budget probe: what the network library "
         "(weights, other constants and code, with libgcc/newlib helpers it pulls in) adds "
-        "to a minimal firmware linked with --gc-sections, DSP build; code = the .text of "
-        "the library's object files. Weights = the model's constant tensors.",
+        "to a minimal firmware linked with --gc-sections, DSP build; code = that flash "
+        "less the network's constant tables (weights, biases, multipliers, shifts, "
+        "parameter structs): the kernels and generated calls as linked. Weights = the "
+        "model's constant tensors.",
     ]
     if not dsp_source:
         lines += ["", "kiloml/runtime/kml_nn_dsp.c does not exist yet: the DSP numbers "

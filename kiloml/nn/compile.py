@@ -130,7 +130,7 @@ class TargetRun:
     layer_instructions: list[float] | None  # mean per layer (marked build)
     flash_bytes: int
     ram_bytes: int
-    code_flash_bytes: int
+    object_text_bytes: int  # .text of the library's objects before linking (unused kept)
     compiler: str
 
 
@@ -253,7 +253,10 @@ def measure(graph: Graph, library: FirmwareLibrary, net: NetworkC,
         out["parity"][profile.name] = {"n": len(x), "bit_exact": int(sum(
             np.array_equal(a, b) for a, b in zip(run.outputs, want, strict=True)))}
         mean = float(run.instructions.mean())
-        out.update(flash_bytes=run.flash_bytes, code_flash_bytes=run.code_flash_bytes,
+        # code alone: what the library adds to flash less the network's constant tables
+        # (weights, biases, multipliers, shifts, parameter structs)
+        out.update(flash_bytes=run.flash_bytes,
+                   code_flash_bytes=run.flash_bytes - net.constant_bytes,
                    ram_bytes=run.ram_bytes, stack_bytes=run.stack_bytes,
                    instructions_per_inference=int(run.instructions.max()),
                    instructions_mean=mean,

@@ -73,20 +73,34 @@ static void kml_widen_reordered(const int8_t *x, int32_t n, int32_t offset, int1
     }
 }
 
-/* Two weight rows against one widened input: acc[0] += w0 . xs, acc[1] += w1 . xs. */
-static void kml_dot2_s8_s16(const int8_t *w0, const int8_t *w1, const int16_t *xs,
-                            int32_t depth, int32_t *acc0, int32_t *acc1)
+/* Two weight rows against one widened input: acc[0] += w0 . xs, acc[1] += w1 . xs.
+ * Eight bytes of weights per row per iteration: the loop overhead (compare, branch) is
+ * paid once per 16 MACs. */
+static inline void kml_dot2_s8_s16(const int8_t *w0, const int8_t *w1, const int16_t *xs,
+                                   int32_t depth, int32_t *acc0, int32_t *acc1)
 {
     const int32_t *x32 = (const int32_t *)xs;
     int32_t a0 = *acc0, a1 = *acc1, d = 0;
-    for (; d + 4 <= depth; d += 4) {
-        const int32_t xe = x32[0], xo = x32[1];
+    for (; d + 8 <= depth; d += 8) {
         const int32_t v0 = kml_read_s8x4(w0 + d), v1 = kml_read_s8x4(w1 + d);
-        x32 += 2;
-        a0 = __smlad(__sxtb16(v0), xe, a0);
-        a0 = __smlad(kml_sxtb16_ror8(v0), xo, a0);
-        a1 = __smlad(__sxtb16(v1), xe, a1);
-        a1 = __smlad(kml_sxtb16_ror8(v1), xo, a1);
+        const int32_t u0 = kml_read_s8x4(w0 + d + 4), u1 = kml_read_s8x4(w1 + d + 4);
+        a0 = __smlad(__sxtb16(v0), x32[0], a0);
+        a0 = __smlad(kml_sxtb16_ror8(v0), x32[1], a0);
+        a1 = __smlad(__sxtb16(v1), x32[0], a1);
+        a1 = __smlad(kml_sxtb16_ror8(v1), x32[1], a1);
+        a0 = __smlad(__sxtb16(u0), x32[2], a0);
+        a0 = __smlad(kml_sxtb16_ror8(u0), x32[3], a0);
+        a1 = __smlad(__sxtb16(u1), x32[2], a1);
+        a1 = __smlad(kml_sxtb16_ror8(u1), x32[3], a1);
+        x32 += 4;
+    }
+    if (d + 4 <= depth) {
+        const int32_t v0 = kml_read_s8x4(w0 + d), v1 = kml_read_s8x4(w1 + d);
+        a0 = __smlad(__sxtb16(v0), x32[0], a0);
+        a0 = __smlad(kml_sxtb16_ror8(v0), x32[1], a0);
+        a1 = __smlad(__sxtb16(v1), x32[0], a1);
+        a1 = __smlad(kml_sxtb16_ror8(v1), x32[1], a1);
+        d += 4;
     }
     for (; d < depth; ++d) {
         a0 += (int32_t)w0[d] * xs[d];
@@ -96,10 +110,10 @@ static void kml_dot2_s8_s16(const int8_t *w0, const int8_t *w1, const int16_t *x
     *acc1 = a1;
 }
 
-static int32_t kml_dot1_s8_s16(const int8_t *w, const int16_t *xs, int32_t depth)
+static int32_t kml_dot1_s8_s16(const int8_t *w, const int16_t *xs, int32_t depth, int32_t a)
 {
     const int32_t *x32 = (const int32_t *)xs;
-    int32_t a = 0, d = 0;
+    int32_t d = 0;
     for (; d + 4 <= depth; d += 4) {
         const int32_t v = kml_read_s8x4(w + d);
         a = __smlad(__sxtb16(v), x32[0], a);
@@ -119,29 +133,38 @@ void kml_fc_s8_dsp(int32_t rows, int32_t depth, int32_t out_features, const int8
                    int16_t *scratch)
 {
     int32_t r, o;
+    kml_rq rq0, rq1;
     if (w_offset != 0 || scratch == NULL) {
         kml_fc_s8_portable(rows, depth, out_features, in, w, bias, in_offset, w_offset,
                            out_offset, mult, shift, per_channel, act_min, act_max, out,
                            scratch);
         return;
     }
+    /* per-tensor quantization: one set of requantization constants for every output */
+    kml_rq_init(&rq0, mult[0], shift[0]);
+    rq1 = rq0;
     for (r = 0; r < rows; ++r) {
         int8_t *y = out + r * out_features;
+        const int8_t *w0 = w;
         kml_widen_reordered(in + r * depth, depth, in_offset, scratch);
-        for (o = 0; o < out_features; o += 2) {
-            const int32_t c0 = per_channel ? o : 0;
-            int32_t acc0 = bias != NULL ? bias[o] : 0, acc1;
-            if (o + 1 == out_features) {
-                acc0 += kml_dot1_s8_s16(w + o * depth, scratch, depth);
-                y[o] = kml_requant_s8(acc0, mult[c0], shift[c0], out_offset, act_min, act_max);
-                break;
+        for (o = 0; o + 2 <= out_features; o += 2, w0 += 2 * depth) {
+            /* the bias starts the accumulators (int32 addition is associative mod 2^32) */
+            int32_t acc0 = bias != NULL ? bias[o] : 0;
+            int32_t acc1 = bias != NULL ? bias[o + 1] : 0;
+            kml_dot2_s8_s16(w0, w0 + depth, scratch, depth, &acc0, &acc1);
+            if (per_channel) {
+                kml_rq_init(&rq0, mult[o], shift[o]);
+                kml_rq_init(&rq1, mult[o + 1], shift[o + 1]);
             }
-            acc1 = bias != NULL ? bias[o + 1] : 0;
-            kml_dot2_s8_s16(w + o * depth, w + (o + 1) * depth, scratch, depth, &acc0, &acc1);
-            y[o] = kml_requant_s8(acc0, mult[c0], shift[c0], out_offset, act_min, act_max);
-            y[o + 1] = kml_requant_s8(acc1, mult[per_channel ? o + 1 : 0],
-                                      shift[per_channel ? o + 1 : 0], out_offset, act_min,
-                                      act_max);
+            y[o] = kml_rq_s8(&rq0, acc0, out_offset, act_min, act_max);
+            y[o + 1] = kml_rq_s8(&rq1, acc1, out_offset, act_min, act_max);
+        }
+        if (o < out_features) {
+            const int32_t acc = kml_dot1_s8_s16(w0, scratch, depth, bias != NULL ? bias[o] : 0);
+            if (per_channel) {
+                kml_rq_init(&rq0, mult[o], shift[o]);
+            }
+            y[o] = kml_rq_s8(&rq0, acc, out_offset, act_min, act_max);
         }
     }
 }
@@ -162,49 +185,90 @@ static inline int32_t kml_col_pos(int32_t k, int32_t k4, int32_t tail, int32_t p
     return k4 * 2 + pixel * tail + (k - k4);
 }
 
+/* Column entries [k, k + n) of one pixel: x[i] + offset, or 0 when x is NULL (a tap
+ * outside the input). Whole aligned groups of four go through SXTAB16 (two instructions
+ * for four entries); only the entries before the first group boundary and past the last
+ * take the scalar path. */
+static void kml_col_run(int16_t *col, int32_t k, int32_t n, int32_t k4, int32_t tail,
+                        int32_t pixel, const int8_t *x, int32_t offset, int32_t off2)
+{
+    while (n > 0 && (k & 3) != 0) {
+        col[kml_col_pos(k, k4, tail, pixel)] = (int16_t)(x != NULL ? *x++ + offset : 0);
+        ++k;
+        --n;
+    }
+    if (n >= 4 && k < k4) {
+        const int32_t groups = ((k + n < k4 ? k + n : k4) - k) >> 2;
+        int32_t *dst = (int32_t *)(col + k * 2 + pixel * 4);
+        int32_t g;
+        if (x != NULL) {
+            for (g = 0; g < groups; ++g, x += 4, dst += 4) {
+                const int32_t v = kml_read_s8x4(x);
+                dst[0] = __sxtab16(off2, v);
+                dst[1] = kml_sxtab16_ror8(off2, v);
+            }
+        } else {
+            for (g = 0; g < groups; ++g, dst += 4) {
+                dst[0] = 0;
+                dst[1] = 0;
+            }
+        }
+        k += groups * 4;
+        n -= groups * 4;
+    }
+    for (; n > 0; ++k, --n) {
+        col[kml_col_pos(k, k4, tail, pixel)] = (int16_t)(x != NULL ? *x++ + offset : 0);
+    }
+}
+
+/* The column of output pixel (oy, ox): per filter row, the taps inside the input are one
+ * contiguous run of input bytes when dil_w == 1 (a pixel is in_c bytes, the taps are
+ * adjacent pixels), written with kml_col_run; taps outside are zero runs. */
 static void kml_im2col_pixel(const kml_conv_params *p, const int8_t *in_b, int32_t oy,
                              int32_t ox, int32_t pixel, int16_t *col)
 {
     const int32_t c = p->in_c;
-    const int32_t k_total = p->k_h * p->k_w * c;
+    const int32_t row_k = p->k_w * c; /* column entries per filter row */
+    const int32_t k_total = p->k_h * row_k;
     const int32_t k4 = k_total & ~3;
     const int32_t tail = k_total - k4;
     const int32_t iy0 = oy * p->stride_h - p->pad_h;
     const int32_t ix0 = ox * p->stride_w - p->pad_w;
-    const int32_t off2 = kml_pair16(p->in_offset);
-    int32_t ky, kx, i, k = 0;
+    const int32_t off = p->in_offset, off2 = kml_pair16(off);
+    int32_t kx0 = 0, kx1 = p->k_w, ky, kx;
+    while (kx0 < kx1 && ix0 + kx0 * p->dil_w < 0) {
+        ++kx0;
+    }
+    while (kx1 > kx0 && ix0 + (kx1 - 1) * p->dil_w >= p->in_w) {
+        --kx1;
+    }
     for (ky = 0; ky < p->k_h; ++ky) {
         const int32_t iy = iy0 + ky * p->dil_h;
-        for (kx = 0; kx < p->k_w; ++kx) {
-            const int32_t ix = ix0 + kx * p->dil_w;
-            const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-            const int8_t *x = in_b + (iy * p->in_w + ix) * c;
-            if ((c & 3) == 0) {
-                /* whole groups: k is a multiple of 4 here, widen four at a time */
-                for (i = 0; i < c; i += 4, k += 4) {
-                    int32_t *dst = (int32_t *)(col + kml_col_pos(k, k4, tail, pixel));
-                    if (inside) {
-                        const int32_t v = kml_read_s8x4(x + i);
-                        dst[0] = __sxtab16(off2, v);
-                        dst[1] = kml_sxtab16_ror8(off2, v);
-                    } else {
-                        dst[0] = 0;
-                        dst[1] = 0;
-                    }
-                }
-                continue;
-            }
-            for (i = 0; i < c; ++i, ++k) {
-                col[kml_col_pos(k, k4, tail, pixel)] =
-                    (int16_t)(inside ? x[i] + p->in_offset : 0);
+        const int32_t k = ky * row_k;
+        const int8_t *row = in_b + (iy * p->in_w + ix0) * c;
+        if (iy < 0 || iy >= p->in_h || kx0 == kx1) {
+            kml_col_run(col, k, row_k, k4, tail, pixel, NULL, off, off2);
+            continue;
+        }
+        kml_col_run(col, k, kx0 * c, k4, tail, pixel, NULL, off, off2);
+        if (p->dil_w == 1) {
+            kml_col_run(col, k + kx0 * c, (kx1 - kx0) * c, k4, tail, pixel, row + kx0 * c,
+                        off, off2);
+        } else {
+            for (kx = kx0; kx < kx1; ++kx) {
+                kml_col_run(col, k + kx * c, c, k4, tail, pixel, row + kx * p->dil_w * c, off,
+                            off2);
             }
         }
+        kml_col_run(col, k + kx1 * c, (p->k_w - kx1) * c, k4, tail, pixel, NULL, off, off2);
     }
 }
 
-/* acc[r][q] += filter row r . pixel q over the column pair (2 rows x 2 pixels). */
-static void kml_mac_2x2(const int8_t *f0, const int8_t *f1, const int16_t *col, int32_t k_total,
-                        int32_t acc[4])
+/* acc[r][q] += filter row r . pixel q over the column pair (2 rows x 2 pixels): per group
+ * of four depth entries two weight loads, four SXTB16, two LDRD of the column, eight SMLAD
+ * for 16 MACs. */
+static inline void kml_mac_2x2(const int8_t *f0, const int8_t *f1, const int16_t *col,
+                               int32_t k_total, int32_t acc[4])
 {
     const int32_t k4 = k_total & ~3, tail = k_total - k4;
     const int32_t *c32 = (const int32_t *)col;
@@ -234,11 +298,12 @@ static void kml_mac_2x2(const int8_t *f0, const int8_t *f1, const int16_t *col, 
 }
 
 /* One filter row against one pixel (the odd channel or the odd pixel). */
-static int32_t kml_mac_1x1(const int8_t *f, const int16_t *col, int32_t k_total, int32_t pixel)
+static int32_t kml_mac_1x1(const int8_t *f, const int16_t *col, int32_t k_total, int32_t pixel,
+                           int32_t a)
 {
     const int32_t k4 = k_total & ~3, tail = k_total - k4;
     const int32_t *c32 = (const int32_t *)col + pixel * 2;
-    int32_t a = 0, k;
+    int32_t k;
     for (k = 0; k < k4; k += 4) {
         const int32_t v = kml_read_s8x4(f + k);
         a = __smlad(__sxtb16(v), c32[0], a);
@@ -267,6 +332,7 @@ void kml_conv2d_s8_dsp(const kml_conv_params *p, const int8_t *in, const int8_t 
     const int32_t k_total = p->k_h * p->k_w * p->in_c;
     const int32_t pixels = p->out_h * p->out_w;
     const int32_t out_c = p->out_c;
+    const int32_t out_offset = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     int32_t b, q, oc;
     if (p->filter_in_c != p->in_c || scratch == NULL) {
         kml_conv2d_s8_portable(p, in, filter, bias, mult, shift, out, scratch);
@@ -275,32 +341,45 @@ void kml_conv2d_s8_dsp(const kml_conv_params *p, const int8_t *in, const int8_t 
     for (b = 0; b < p->batches; ++b) {
         const int8_t *in_b = in + b * p->in_h * p->in_w * p->in_c;
         int8_t *out_b = out + b * pixels * out_c;
-        for (q = 0; q < pixels; q += 2) {
-            const int32_t two = q + 1 < pixels;
+        for (q = 0; q + 2 <= pixels; q += 2) {
             int8_t *y0 = out_b + q * out_c;
             int8_t *y1 = y0 + out_c;
+            const int8_t *f0 = filter;
             kml_im2col_pixel(p, in_b, q / p->out_w, q % p->out_w, 0, scratch);
-            if (two) {
-                kml_im2col_pixel(p, in_b, (q + 1) / p->out_w, (q + 1) % p->out_w, 1, scratch);
+            kml_im2col_pixel(p, in_b, (q + 1) / p->out_w, (q + 1) % p->out_w, 1, scratch);
+            for (oc = 0; oc + 2 <= out_c; oc += 2, f0 += 2 * k_total) {
+                /* the bias starts the accumulators (int32 addition is associative) */
+                const int32_t b0 = bias != NULL ? bias[oc] : 0;
+                const int32_t b1 = bias != NULL ? bias[oc + 1] : 0;
+                int32_t acc[4];
+                kml_rq rq;
+                acc[0] = b0;
+                acc[1] = b0;
+                acc[2] = b1;
+                acc[3] = b1;
+                kml_mac_2x2(f0, f0 + k_total, scratch, k_total, acc);
+                kml_rq_init(&rq, mult[oc], shift[oc]);
+                y0[oc] = kml_rq_s8(&rq, acc[0], out_offset, act_min, act_max);
+                y1[oc] = kml_rq_s8(&rq, acc[1], out_offset, act_min, act_max);
+                kml_rq_init(&rq, mult[oc + 1], shift[oc + 1]);
+                y0[oc + 1] = kml_rq_s8(&rq, acc[2], out_offset, act_min, act_max);
+                y1[oc + 1] = kml_rq_s8(&rq, acc[3], out_offset, act_min, act_max);
             }
-            for (oc = 0; oc < out_c; ++oc) {
-                const int8_t *f0 = filter + oc * k_total;
-                if (two && oc + 1 < out_c) {
-                    int32_t acc[4] = {0, 0, 0, 0};
-                    kml_mac_2x2(f0, f0 + k_total, scratch, k_total, acc);
-                    y0[oc] = kml_conv_out(p, acc[0], bias, mult, shift, oc);
-                    y1[oc] = kml_conv_out(p, acc[1], bias, mult, shift, oc);
-                    y0[oc + 1] = kml_conv_out(p, acc[2], bias, mult, shift, oc + 1);
-                    y1[oc + 1] = kml_conv_out(p, acc[3], bias, mult, shift, oc + 1);
-                    ++oc;
-                    continue;
-                }
-                y0[oc] = kml_conv_out(p, kml_mac_1x1(f0, scratch, k_total, 0), bias, mult,
+            if (oc < out_c) {
+                y0[oc] = kml_conv_out(p, kml_mac_1x1(f0, scratch, k_total, 0, 0), bias, mult,
                                       shift, oc);
-                if (two) {
-                    y1[oc] = kml_conv_out(p, kml_mac_1x1(f0, scratch, k_total, 1), bias, mult,
-                                          shift, oc);
-                }
+                y1[oc] = kml_conv_out(p, kml_mac_1x1(f0, scratch, k_total, 1, 0), bias, mult,
+                                      shift, oc);
+            }
+        }
+        if (q < pixels) {
+            /* the odd last pixel: its column alone, as pixel 0 of the pair layout */
+            int8_t *y0 = out_b + q * out_c;
+            kml_im2col_pixel(p, in_b, q / p->out_w, q % p->out_w, 0, scratch);
+            for (oc = 0; oc < out_c; ++oc) {
+                y0[oc] = kml_conv_out(p, kml_mac_1x1(filter + oc * k_total, scratch, k_total,
+                                                     0, 0),
+                                      bias, mult, shift, oc);
             }
         }
     }

@@ -1,0 +1,78 @@
+"""Parity of the generated C with the reference interpreter (and so with TFLM) on the
+conformance models and the converter-made fixtures: on the host, and on the emulated
+Cortex-M4 with the DSP fast paths and with the portable kernels.
+
+The suite runs a sample of the conformance cases per operator; `bench/nn_parity.py` runs
+all of them (every operator x 40 cases) on every platform and path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kiloml.nn.c_parity import ParityRunner
+from kiloml.nn.conformance import GENERATORS, random_case
+from kiloml.nn.load import load_model
+from kiloml.nn.reference import Interpreter
+
+FIXTURES = Path(__file__).parent / "fixtures"
+INT8_FIXTURES = sorted(p.name for p in FIXTURES.glob("*_int8.tflite"))
+WEIGHTED = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")  # the ops with fast paths
+PLATFORMS = [("host", False), ("cortex-m4f", False), ("cortex-m4f", True)]
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return {}
+
+
+def _runner(runners: dict, tmp_path_factory, target: str, portable: bool) -> ParityRunner:
+    key = (target, portable)
+    if key not in runners:
+        runners[key] = ParityRunner(tmp_path_factory.mktemp(f"{target}_{portable}"), target,
+                                    portable=portable)
+    return runners[key]
+
+
+def _check(runner: ParityRunner, kind: str, seeds: range) -> None:
+    for seed in seeds:
+        graph, inputs = random_case(kind, seed)
+        want = Interpreter(graph).run(inputs)
+        got = runner.run(graph, [x[None] for x in inputs])
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g.reshape(w.shape), w,
+                                          err_msg=f"{kind} seed {seed} on {runner.target}")
+
+
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+def test_every_operator_on_host_and_m4(kind: str, runners: dict, tmp_path_factory) -> None:
+    seeds = range(12) if kind in WEIGHTED else range(6)
+    _check(_runner(runners, tmp_path_factory, "host", False), kind, seeds)
+    _check(_runner(runners, tmp_path_factory, "cortex-m4f", False), kind, range(3))
+
+
+@pytest.mark.parametrize("kind", WEIGHTED)
+@pytest.mark.parametrize("portable", [False, True])
+def test_fast_path_ops_on_m4_both_kernel_paths(kind: str, portable: bool, runners: dict,
+                                               tmp_path_factory) -> None:
+    _check(_runner(runners, tmp_path_factory, "cortex-m4f", portable), kind, range(3, 40, 3))
+
+
+@pytest.mark.parametrize("name", INT8_FIXTURES)
+@pytest.mark.parametrize(("target", "portable"), PLATFORMS)
+def test_converter_fixtures(name: str, target: str, portable: bool, runners: dict,
+                            tmp_path_factory) -> None:
+    graph = load_model(FIXTURES / name)
+    shape = graph.input_tensors[0].shape
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, size=(20, *shape[1:]) if shape[0] == 1 else (1, *shape)
+                     ).astype(np.int8)
+    runner = _runner(runners, tmp_path_factory, target, portable)
+    got = runner.run(graph, [x])[0]
+    reference = Interpreter(graph)
+    for i in range(len(x)):
+        want = reference.run([x[i:i + 1] if shape[0] == 1 else x[i]])[0]
+        np.testing.assert_array_equal(got[i].reshape(want.shape), want, err_msg=f"{name} #{i}")
