@@ -66,6 +66,9 @@ def test_cnn1d_on_raw_windows(csv_project: CsvProject) -> None:
     report = (csv_project.out / "report.html").read_text()
     assert "Neural network" in report and "TFLM interpreter" in report
     assert "instructions / MAC" in report
+    # SOFTMAX has no DSP fast path: the report says it runs the portable kernel
+    assert any("kml_softmax_s8" in note for note in n["notes"])
+    assert "no DSP fast path" in report and "kml_softmax_s8" in report
     assert "float / int8" in result.stdout and "bit-exact" in result.stdout
 
 
