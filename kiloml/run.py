@@ -219,11 +219,6 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
                                latency_budget_ms=cfg.target.latency_budget_ms,
                                estimate=estimate)
         record_target(metrics, profile, result)
-    if neural is not None:
-        from kiloml.run_neural import profile_layers
-
-        neural.update(profile_layers(pipeline.model, features[split.test][:4], profile,
-                                     out / "verify" / "layers", emulate))
     else:
         check = check_budget(sizes.flash_bytes, sizes.ram_bytes, budget)
         metrics["resources"][profile.name] = {
@@ -231,6 +226,11 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
             "measured_on": f"host-gcc-{platform.machine()} (not run on the MCU: --no-emulator)",
         }
         metrics["targets"][profile.name] = profile.model_dump()
+    if neural is not None:
+        from kiloml.run_neural import profile_layers
+
+        neural.update(profile_layers(pipeline.model, features[split.test][:4], profile,
+                                     out / "verify" / "layers", emulate))
     metrics["elapsed_s"] = round(time.time() - started, 2)
     write_results(out, metrics, pipeline)
     return metrics

@@ -195,6 +195,8 @@ static int32_t kml_get_reciprocal(int32_t x, int32_t x_integer_digits,
 static int32_t kml_dot_s8(const int8_t *f, const int8_t *x, int32_t n, int32_t in_offset)
 {
     int32_t acc = 0, i = 0;
+#if defined(__SSE2__) || defined(__ARM_NEON) || defined(__aarch64__)
+    /* only where the blocks become SIMD: on a scalar core (Cortex-M) they cost more */
     if (in_offset >= -128 && in_offset <= 128) {
         const int16_t off16 = (int16_t)in_offset;
         for (; i + 16 <= n; i += 16) {
@@ -206,6 +208,7 @@ static int32_t kml_dot_s8(const int8_t *f, const int8_t *x, int32_t n, int32_t i
             acc += block;
         }
     }
+#endif
     for (; i < n; ++i) {
         acc += (int32_t)f[i] * ((int32_t)x[i] + in_offset);
     }
