@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kiloml.data.recording import Recording
+from kiloml.decision.layer import DecisionParams
 from kiloml.dsp.filters import Butterworth, Decimate, PreEmphasis
 from kiloml.dsp.mfcc import Mfcc
 from kiloml.dsp.scaling import Scale
@@ -101,6 +102,18 @@ class Pipeline:
     model: TreeModel | NeuralModel
     preprocess: list[SampleStage] = field(default_factory=list)
     input_sample_rate_hz: float | None = None  # of the samples the firmware is fed
+    decision: DecisionParams | None = None  # the decision layer (None: pass-through)
+
+    @property
+    def decision_params(self) -> DecisionParams:
+        # getattr: pipelines pickled before the decision layer existed
+        return getattr(self, "decision", None) or DecisionParams.passthrough(self.n_classes)
+
+    def device_scores(self, features: np.ndarray) -> np.ndarray:
+        """float32 [N, K]: the scores the C library computes for these features, exactly."""
+        if hasattr(self.model, "device_scores"):
+            return self.model.device_scores(features)
+        return np.asarray(self.model.predict_proba(features), dtype=F32)
 
     @property
     def n_channels(self) -> int:

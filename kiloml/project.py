@@ -359,6 +359,34 @@ class TargetConfig(Section):
     warn_fraction: float = Field(default=0.7, gt=0, le=1)
 
 
+class DecisionConfig(Section):
+    """The decision layer after the model: thresholds, an "uncertain" answer, smoothing
+    over windows and hysteresis. The defaults pass the model's arg-max through."""
+
+    # Per-class score thresholds: none, or calibrated on the cross-validation (out-of-fold)
+    # scores of the training groups for a target.
+    thresholds: Literal["none", "calibrated"] = "none"
+    target: Literal["precision", "recall", "false_alarms_per_hour"] = "precision"
+    target_value: float = Field(default=0.9, gt=0)
+    # "uncertain" when the top (smoothed) score or its margin over the second is lower.
+    min_score: float = Field(default=0.0, ge=0, le=1)
+    min_margin: float = Field(default=0.0, ge=0, le=1)
+    smoothing: Literal["none", "average", "majority"] = "none"
+    smoothing_windows: int = Field(default=1, ge=1, le=64)
+    # hysteresis: consecutive windows a new class needs to switch on, "uncertain" to switch off
+    on_windows: int = Field(default=1, ge=1, le=1000)
+    off_windows: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _target_range(self) -> DecisionConfig:
+        if self.target in ("precision", "recall") and self.target_value > 1:
+            raise ValueError(f"target_value is a {self.target} in (0, 1]; got "
+                             f"{self.target_value}")
+        if self.smoothing == "none" and self.smoothing_windows != 1:
+            raise ValueError("smoothing_windows needs smoothing = 'average' or 'majority'")
+        return self
+
+
 class OutputConfig(Section):
     dir: str | None = None
 
@@ -373,6 +401,7 @@ class Project(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: TreeModelConfig | NeuralModelConfig = Field(discriminator="kind")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 

@@ -25,6 +25,7 @@ from kiloml.data.recording import Recording
 from kiloml.data.sources import load_recordings
 from kiloml.data.splits import Split, make_split
 from kiloml.data.windows import WindowSet, make_windows
+from kiloml.decision.project import check_recordings_long_enough, decision_params, stream_events
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
 from kiloml.models.trees import TreeModel
@@ -95,6 +96,9 @@ def _commit_output(staging: Path, out_dir: Path) -> None:
 # --- the job -------------------------------------------------------------------
 
 
+OOF_KEY = "_oof_scores"  # cross-validation's out-of-fold scores, for calibration
+
+
 def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     cfg = project.config
     profile = load_profile(cfg.target.name)
@@ -152,6 +156,17 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
         pipeline.model.fit(features[split.train], windows.y[split.train])
         test_scores = pipeline.model.predict_proba(features[split.test])
         test_pred = pipeline.model.predict(features[split.test])
+    oof_scores = cv.pop(OOF_KEY, None)
+    test_groups = set(split.test_groups)
+    streamed = [(raw, rec) for raw, rec in zip(raw_recordings, recordings, strict=False)
+                if rec.group in test_groups and rec.n_samples >= pipeline.window_samples]
+    try:
+        check_recordings_long_enough(cfg.decision, [p for _, p in streamed],
+                                     pipeline.window_samples, pipeline.stride_samples)
+    except KilomlError as exc:
+        exc.file = str(project.path)
+        raise
+    pipeline.decision = decision_params(cfg.decision, windows, split, oof_scores, project.path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         evaluation = classification_metrics(windows.y[split.test], test_pred,
@@ -165,9 +180,6 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
         recordings_skipped_short=windows.skipped_recordings)
 
     library = write_library(pipeline, out / "firmware")
-    test_groups = set(split.test_groups)
-    streamed = [(raw, rec) for raw, rec in zip(raw_recordings, recordings, strict=False)
-                if rec.group in test_groups and rec.n_samples >= pipeline.window_samples]
     reference = Reference.build(pipeline, windows.x[split.test], features[split.test],
                                 test_pred, test_scores, [r for r, _ in streamed],
                                 [p for _, p in streamed])
@@ -204,6 +216,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
         "model": pipeline.model.describe(),
         **({"neural": neural} if neural is not None else {}),
         "evaluation": evaluation,
+        "decision": _decision_metrics(pipeline, [p for _, p in streamed]),
         "parity": {"host": host_parity},
         "resources": {},
         "host_library": {"flash_bytes": sizes.flash_bytes, "ram_bytes": sizes.ram_bytes,
@@ -234,6 +247,21 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     metrics["elapsed_s"] = round(time.time() - started, 2)
     write_results(out, metrics, pipeline)
     return metrics
+
+
+def _decision_metrics(pipeline: Pipeline, held_out: list[Recording]) -> dict:
+    """The layer's parameters and its events on the held-out recordings end to end, with
+    the model's raw arg-max for comparison (timeline kept for the report's plot)."""
+    params = pipeline.decision_params
+    out: dict = {"params": params.describe()}
+    if held_out:
+        events = stream_events(pipeline, held_out, params)
+        timeline = events.pop("_timeline")
+        out.update(events)
+        out["timeline"] = {"time_s": np.round(timeline["time_s"], 3).tolist(),
+                           **{k: timeline[k].astype(int).tolist()
+                              for k in ("truth", "raw", "decision")}}
+    return out
 
 
 def _windows(cfg, recordings: list[Recording]) -> WindowSet:
@@ -267,12 +295,14 @@ def _cross_validate(pipeline: Pipeline, parts: list[np.ndarray], windows: Window
     if not split.folds:
         return {"folds": 0, "note": "too few training groups for cross-validation"}
     accuracies, balanced = [], []
+    oof = np.full((len(windows), pipeline.n_classes), np.nan)
     for fit_idx, val_idx in track(split.folds, "cross-validating"):
         # vector stages (scaling) are fitted on the fold's training rows only
         features = pipeline.assemble(parts, fit_rows=fit_idx, y=windows.y)
         model = TreeModel(pipeline.model.config, pipeline.n_classes)
         model.fit(features[fit_idx], windows.y[fit_idx])
         pred = model.predict(features[val_idx])
+        oof[val_idx] = model.predict_proba(features[val_idx])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = classification_metrics(windows.y[val_idx], pred, windows.group[val_idx],
@@ -285,4 +315,5 @@ def _cross_validate(pipeline: Pipeline, parts: list[np.ndarray], windows: Window
         "accuracy_mean": float(np.mean(accuracies)),
         "accuracy_std": float(np.std(accuracies)),
         "balanced_accuracy_mean": float(np.mean(balanced)),
+        OOF_KEY: oof,  # out-of-fold scores [N, K] (NaN outside the folds); popped by _run
     }

@@ -131,12 +131,14 @@ def _cross_validate(cfg: NeuralModelConfig, x: np.ndarray, windows: WindowSet, s
     if not split.folds:
         return {"folds": 0, "note": "too few training groups for cross-validation"}
     accuracies, balanced = [], []
+    oof = np.full((len(windows), len(windows.class_names)), np.nan)
     for fit_idx, val_idx in track(split.folds, "cross-validating"):
         fold = NeuralModel(cfg, len(windows.class_names), shape, None)
         if cfg.kind == "imported":
             return {"folds": 0, "note": "an imported model is not retrained per fold"}
         fold.fit(x[fit_idx], windows.y[fit_idx], windows.group[fit_idx], progress=False)
         pred = fold.predict(x[val_idx])
+        oof[val_idx] = fold.predict_proba(x[val_idx])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = classification_metrics(windows.y[val_idx], pred, windows.group[val_idx],
@@ -146,7 +148,8 @@ def _cross_validate(cfg: NeuralModelConfig, x: np.ndarray, windows: WindowSet, s
     return {"folds": len(split.folds), "accuracy_per_fold": accuracies,
             "accuracy_mean": float(np.mean(accuracies)),
             "accuracy_std": float(np.std(accuracies)),
-            "balanced_accuracy_mean": float(np.mean(balanced))}
+            "balanced_accuracy_mean": float(np.mean(balanced)),
+            "_oof_scores": oof}  # out-of-fold scores, popped by run._run
 
 
 def profile_layers(model: NeuralModel, features: np.ndarray, profile, work: Path,

@@ -118,7 +118,10 @@ def test_counter_counts_every_instruction(tmp_path: Path) -> None:
             "int32_t kml_classify(const float *w, kml_result_t *out);\n"
             "int32_t kml_push_sample(const float *s);\nint32_t kml_classify_latest("
             "kml_result_t *out);\nvoid kml_reset(void);\n"
-            "void kml_compute_features(const float *w, float *f);\n")
+            "void kml_compute_features(const float *w, float *f);\n"
+            "typedef struct { int32_t decision, changed, candidate, label; float scores[1];"
+            " float smoothed[1]; } kml_decision_t;\n"
+            "int32_t kml_decide_latest(kml_decision_t *out);\n")
         (fw / "kiloml_model.c").write_text(
             '#include "kiloml_model.h"\n'
             "int32_t kml_classify(const float *w, kml_result_t *out) {\n"
@@ -127,7 +130,8 @@ def test_counter_counts_every_instruction(tmp_path: Path) -> None:
             "int32_t kml_push_sample(const float *s) { (void)s; return 0; }\n"
             "int32_t kml_classify_latest(kml_result_t *out) { (void)out; return -1; }\n"
             "void kml_reset(void) {}\n"
-            "void kml_compute_features(const float *w, float *f) { f[0] = w[0]; }\n")
+            "void kml_compute_features(const float *w, float *f) { f[0] = w[0]; }\n"
+            "int32_t kml_decide_latest(kml_decision_t *out) { (void)out; return -2; }\n")
         library = firmware_library(fw, 1)
         work = tmp_path / f"n{n}"
         objects = build.compile_objects(toolchain, library.sources, [fw], profile, "-O2",

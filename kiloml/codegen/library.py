@@ -14,6 +14,9 @@ from pathlib import Path
 
 from kiloml import __version__
 from kiloml.codegen.cwriter import c_float, c_string
+from kiloml.decision.emit import functions as decision_functions
+from kiloml.decision.emit import header as decision_header
+from kiloml.decision.emit import state as decision_state
 from kiloml.pipeline import Pipeline
 from kiloml.stage import CStage, EmitContext
 
@@ -80,7 +83,7 @@ def write_library(pipeline: Pipeline, directory: Path) -> FirmwareLibrary:
                             channels=ch, n_inputs=n_features)
     emitted.append(EmittedStage("model", pipeline.model.emit_c(model_ctx), "model", 0))
 
-    runtime: list[str] = []
+    runtime: list[str] = ["kml_decision"]
     for e in emitted:
         for name in e.c.runtime:
             if name not in runtime:
@@ -181,7 +184,7 @@ void kml_reset(void);
 
 /* The feature vector (KML_FEATURES floats) of one window, for logging. */
 void kml_compute_features(const float *window, float *features);
-
+{decision_header(p.decision_params)}
 #ifdef __cplusplus
 }}
 #endif
@@ -260,7 +263,7 @@ static int32_t kml_ring_next;    /* row the next sample goes to: the oldest row 
 static int32_t kml_ring_fill;    /* samples held, up to KML_WINDOW_SAMPLES */
 static int32_t kml_since_window; /* samples since the last complete window */
 static float kml_feature_buf[KML_FEATURES];
-{scratch_decl}
+{decision_state(p.decision_params)}{scratch_decl}
 static void kml_run_features(const float *window, int32_t start_row, float *features)
 {{
 {calls}
@@ -289,7 +292,8 @@ int32_t kml_classify(const float *window, kml_result_t *out)
 {preprocess}
 void kml_reset(void)
 {{
-{resets}    kml_ring_next = 0;
+{resets}    kml_decision_reset(&kml_d_state);
+    kml_ring_next = 0;
     kml_ring_fill = 0;
     kml_since_window = 0;
 }}
@@ -330,7 +334,7 @@ int32_t kml_classify_latest(kml_result_t *out)
     kml_run_features(kml_ring, kml_ring_next, kml_feature_buf);
     return kml_run_model(kml_feature_buf, out);
 }}
-"""
+{decision_functions()}"""
 
 
 def _cmake(runtime: list[str]) -> str:

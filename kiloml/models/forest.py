@@ -226,6 +226,28 @@ class ForestTables:
                 sums[k] = F32(sums[k] + term)
         return sums
 
+    def device_scores(self, x: np.ndarray) -> np.ndarray:
+        """float32 [K]: the scores kml_forest_predict writes for features ``x``, bit for bit
+        (the fast float32 sums, or the exact float64 sums when the fast path defers)."""
+        k = self.n_classes
+        payloads = [self.leaf(t, x) for t in range(self.n_trees)]
+        inv = F32(1.0) / F32(self.n_trees)
+        if self.score_mode == 0:
+            votes = np.bincount(payloads, minlength=k)[:k]
+            return votes.astype(F32) * inv
+        if self.fast_path_decides(payloads):
+            return self.fast_sums(payloads) * inv
+        acc = [0.0] * k  # float64, tree order, classes ascending: kml_forest_exact_vote
+        for p in payloads:
+            if p < k:
+                acc[p] += 1.0
+                continue
+            m = p - k
+            for c in np.flatnonzero(self.leaf_proba[m]):
+                acc[c] += (float(self.leaf_num[m, c]) / float(self.leaf_den[m])
+                           if self.score_mode == 1 else float(self.leaf_proba[m, c]))
+        return np.array(acc, dtype=np.float64).astype(F32) * inv
+
     def fast_path_decides(self, payloads: list[int]) -> bool:
         """Whether the C fast path decides (else it takes the exact float64 path)."""
         if self.score_mode == 0:

@@ -65,6 +65,14 @@ class TreeModel:
         out[:, self.estimator.classes_.astype(int)] = proba
         return out
 
+    def device_scores(self, x: np.ndarray) -> np.ndarray:
+        """float32 [N, K]: what the C library writes as scores (predict_proba rounded the
+        way the C vote computes it): the decision layer's input, reproduced exactly."""
+        t = self.tables or self.compile(x.shape[1])
+        x32 = np.asarray(x, dtype=np.float32)
+        return np.stack([t.device_scores(row) for row in x32]) if len(x32) else \
+            np.zeros((0, self.n_classes), np.float32)
+
     def compile(self, n_features: int) -> ForestTables:
         if list(self.estimator.classes_) != list(range(self.n_classes)):
             raise ValueError("the model must be trained on every class to be emitted as C")

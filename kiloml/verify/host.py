@@ -55,6 +55,23 @@ class StreamEvents:
     last_sample: np.ndarray  # int32 [M]
     labels: np.ndarray  # int32 [M]
     scores: np.ndarray  # float32 [M, K]
+    decision: np.ndarray  # int32 [M]: the decision layer's output (kml_decide_latest)
+    changed: np.ndarray  # int32 [M]
+    candidate: np.ndarray  # int32 [M]
+    smoothed: np.ndarray  # float32 [M, K]
+
+    @classmethod
+    def parse(cls, raw: bytes, n_classes: int) -> StreamEvents:
+        """The harnesses' stream records (host_main.c and qemu_main.c write the same)."""
+        record = np.dtype([("recording", "<i4"), ("sample", "<i4"), ("label", "<i4"),
+                           ("scores", "<f4", (n_classes,)), ("decision", "<i4"),
+                           ("changed", "<i4"), ("candidate", "<i4"),
+                           ("smoothed", "<f4", (n_classes,))])
+        if len(raw) % record.itemsize:
+            raise ToolchainError(f"the harness wrote {len(raw)} bytes of stream records of "
+                                 f"{record.itemsize}")
+        out = np.frombuffer(raw, dtype=record)
+        return cls(*(out[name].copy() for name in record.names))
 
 
 def _run(exe: Path, mode: str, payload: bytes, work: Path) -> bytes:
@@ -93,18 +110,14 @@ def run_stream(exe: Path, recordings: list[np.ndarray], n_classes: int,
         parts.append(np.int32(len(s)).astype("<i4").tobytes())
         parts.append(s.tobytes())
     raw = _run(exe, "stream", b"".join(parts), work)
-    record = np.dtype([("recording", "<i4"), ("sample", "<i4"), ("label", "<i4"),
-                       ("scores", "<f4", (n_classes,))])
-    out = np.frombuffer(raw, dtype=record)
-    return StreamEvents(out["recording"].copy(), out["sample"].copy(), out["label"].copy(),
-                        out["scores"].copy())
+    return StreamEvents.parse(raw, n_classes)
 
 
 def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> dict:
     """Every held-out window through kml_classify and every held-out recording through
     kml_push_sample, on the host, against the Python reference."""
     from kiloml.progress import track
-    from kiloml.verify.parity import stream_parity, window_parity
+    from kiloml.verify.parity import add_decision_parity, stream_parity, window_parity
 
     exe = build_host(library, work)
     batch = 4096
@@ -122,4 +135,5 @@ def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> di
     result["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
                                         reference.stream_labels, reference.stream_scores, events)
     result["streaming"]["n_recordings"] = len(reference.stream_lengths)
+    add_decision_parity(result["streaming"], reference, events)
     return result

@@ -53,6 +53,42 @@ def expected_stream(lengths: list[int], window: int, stride: int) -> tuple[np.nd
     return np.array(rec, dtype=np.int64), start_arr, start_arr + window - 1
 
 
+def decision_parity(reference, events: StreamEvents) -> dict | None:
+    """The decision layer in C against its Python twin on the same streamed windows: the
+    device scores it starts from, the smoothed scores, candidates, decisions and switches,
+    all exact."""
+    if reference.stream_decision is None:
+        return None  # a reference saved before the decision layer existed
+    n = len(reference.stream_decision)
+    if len(events.decision) != n:
+        return {"n": n, "decisions_equal": 0, "all_equal": False,
+                "note": f"C reported {len(events.decision)} windows"}
+    equal = ((events.decision == reference.stream_decision)
+             & (events.changed == reference.stream_changed)
+             & (events.candidate == reference.stream_candidate))
+    return {
+        "n": n,
+        "decisions_equal": int(equal.sum()),
+        "device_scores_bit_exact": bool(np.array_equal(
+            events.scores.view(np.int32), reference.stream_device_scores.view(np.int32))),
+        "smoothed_bit_exact": bool(np.array_equal(
+            events.smoothed.view(np.int32), reference.stream_smoothed.view(np.int32))),
+        "switches": int(events.changed.sum()),
+        "uncertain_windows": int((events.decision < 0).sum()),
+        "all_equal": bool(equal.all()),
+        "first_mismatches": np.flatnonzero(~equal)[:10].tolist(),
+    }
+
+
+def add_decision_parity(streaming: dict, reference, events: StreamEvents) -> dict:
+    """Streaming parity includes the decision layer: every decision must agree too."""
+    layer = decision_parity(reference, events)
+    if layer is not None:
+        streaming["decision_layer"] = layer
+        streaming["all_decisions_equal"] = streaming["all_decisions_equal"] and layer["all_equal"]
+    return streaming
+
+
 def stream_parity(expected_rec: np.ndarray, expected_last: np.ndarray,
                   expected_labels: np.ndarray, expected_scores: np.ndarray,
                   events: StreamEvents) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 
 from kiloml.data.recording import Recording
 from kiloml.data.windows import window_starts
+from kiloml.decision.layer import DecisionLayer
 from kiloml.pipeline import Pipeline
 from kiloml.verify.parity import expected_stream
 
@@ -32,6 +33,13 @@ class Reference:
     stream_last_sample: np.ndarray  # int64 [M]
     stream_labels: np.ndarray  # int64 [M]
     stream_scores: np.ndarray  # float64 [M, K]
+    # the decision layer's twin on the device's float32 scores, reset per recording
+    # (None in references saved before the decision layer existed)
+    stream_device_scores: np.ndarray | None = None  # float32 [M, K]
+    stream_decision: np.ndarray | None = None  # int64 [M]
+    stream_changed: np.ndarray | None = None  # int64 [M]
+    stream_candidate: np.ndarray | None = None  # int64 [M]
+    stream_smoothed: np.ndarray | None = None  # float32 [M, K]
 
     @property
     def stream_recordings(self) -> list[np.ndarray]:
@@ -39,12 +47,13 @@ class Reference:
         return [self.stream_samples[a:b] for a, b in itertools.pairwise(bounds)]
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+        np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__
+                                     if getattr(self, k) is not None})
 
     @classmethod
     def load(cls, path: Path) -> Reference:
         with np.load(path) as data:
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     @classmethod
     def build(cls, pipeline: Pipeline, windows: np.ndarray, features: np.ndarray,
@@ -55,7 +64,8 @@ class Reference:
         lengths = [r.n_samples for r in processed]
         rec, _, last = expected_stream(lengths, pipeline.window_samples, pipeline.stride_samples)
         last = last * pipeline.decimation  # the raw sample that completes each window
-        stream_labels, stream_scores = [], []
+        stream_labels, stream_scores, device, steps = [], [], [], []
+        layer = DecisionLayer(pipeline.decision_params)
         for r in processed:
             starts = window_starts(r.n_samples, pipeline.window_samples, pipeline.stride_samples)
             view = np.lib.stride_tricks.sliding_window_view(r.samples, pipeline.window_samples,
@@ -63,7 +73,13 @@ class Reference:
             f = pipeline.compute_features(np.ascontiguousarray(view[starts].transpose(0, 2, 1)))
             stream_labels.append(pipeline.model.predict(f))
             stream_scores.append(pipeline.model.predict_proba(f))
+            device.append(pipeline.device_scores(f))
+            steps.append(layer.run(device[-1], stream_labels[-1]))  # kml_reset per recording
         k = pipeline.n_classes
+
+        def cat(arrays: list[np.ndarray], dtype, width: int = 0) -> np.ndarray:
+            return (np.concatenate(arrays).astype(dtype) if arrays else
+                    np.zeros((0, width) if width else 0, dtype))
         return cls(
             windows=np.ascontiguousarray(windows, dtype=np.float32),
             labels=np.asarray(labels, dtype=np.int64),
@@ -78,4 +94,9 @@ class Reference:
                            else np.zeros(0, np.int64)),
             stream_scores=(np.concatenate(stream_scores) if stream_scores
                            else np.zeros((0, k))),
+            stream_device_scores=cat(device, np.float32, k),
+            stream_decision=cat([d.decision for d in steps], np.int64),
+            stream_changed=cat([d.changed for d in steps], np.int64),
+            stream_candidate=cat([d.candidate for d in steps], np.int64),
+            stream_smoothed=cat([d.smoothed for d in steps], np.float32, k),
         )

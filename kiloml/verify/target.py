@@ -18,7 +18,7 @@ from kiloml.targets.profiles import TargetProfile
 from kiloml.verify.host import StreamEvents, WindowOutputs
 from kiloml.verify.mcu import build, qemu
 from kiloml.verify.mcu.toolchain import find_toolchain
-from kiloml.verify.parity import stream_parity, window_parity
+from kiloml.verify.parity import add_decision_parity, stream_parity, window_parity
 from kiloml.verify.reference import Reference
 from kiloml.verify.stage_costs import breakdown
 
@@ -96,6 +96,7 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                                         reference.stream_labels, reference.stream_scores,
                                         events)
     parity["streaming"]["n_recordings"] = len(reference.stream_lengths)
+    add_decision_parity(parity["streaming"], reference, events)
 
     np.save(work / "instructions_per_window.npy", counts)  # for reports and run-to-run checks
     np.save(work / "stack_per_window.npy", stacks)
@@ -185,11 +186,7 @@ def _run_stream(toolchain, elf: Path, machine: str, plugin: Path, reference: Ref
         parts.append(np.ascontiguousarray(samples, dtype="<f4").tobytes())
     run = qemu.run_harness(toolchain, elf, machine, b"".join(parts), plugin, work,
                            timeout_s=120 + 1e-4 * len(reference.stream_samples))
-    record = np.dtype([("recording", "<i4"), ("sample", "<i4"), ("label", "<i4"),
-                       ("scores", "<f4", (k,))])
-    out = np.frombuffer(run.output, dtype=record)
-    return (StreamEvents(out["recording"].copy(), out["sample"].copy(), out["label"].copy(),
-                         out["scores"].copy()), run.instructions)
+    return StreamEvents.parse(run.output, k), run.instructions
 
 
 PROFILED_WINDOWS = 16

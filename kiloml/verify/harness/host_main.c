@@ -8,7 +8,9 @@
  *                              n_samples and n_samples x KML_CHANNELS float32.
  *                              OUT per completed window: int32 recording, int32 sample
  *                              index of the window's last sample, int32 label,
- *                              float32 scores[KML_CLASSES].
+ *                              float32 scores[KML_CLASSES], then the decision layer's
+ *                              int32 decision, changed, candidate and float32
+ *                              smoothed[KML_CLASSES] (kml_decide_latest).
  * Little-endian host byte order throughout. Exit code 0 on success.
  */
 #include <stdio.h>
@@ -55,7 +57,7 @@ static int run_stream(FILE *in, FILE *out)
 {
     int32_t n_recordings, r, n_samples, s;
     float sample[KML_CHANNELS];
-    kml_result_t result;
+    kml_decision_t d;
     if (!read_exact(in, &n_recordings, sizeof n_recordings, 1)) {
         return 1;
     }
@@ -69,12 +71,16 @@ static int run_stream(FILE *in, FILE *out)
                 return 1;
             }
             if (kml_push_sample(sample)) {
-                if (kml_classify_latest(&result) < 0) {
+                if (kml_decide_latest(&d) == -2) {
                     return 1;
                 }
                 if (!write_exact(out, &r, sizeof r, 1) || !write_exact(out, &s, sizeof s, 1) ||
-                    !write_exact(out, &result.label, sizeof(int32_t), 1) ||
-                    !write_exact(out, result.scores, sizeof(float), KML_CLASSES)) {
+                    !write_exact(out, &d.label, sizeof(int32_t), 1) ||
+                    !write_exact(out, d.scores, sizeof(float), KML_CLASSES) ||
+                    !write_exact(out, &d.decision, sizeof(int32_t), 1) ||
+                    !write_exact(out, &d.changed, sizeof(int32_t), 1) ||
+                    !write_exact(out, &d.candidate, sizeof(int32_t), 1) ||
+                    !write_exact(out, d.smoothed, sizeof(float), KML_CLASSES)) {
                     return 1;
                 }
             }

@@ -8,7 +8,8 @@
  *   out: mode 0, per window: int32 label, float32 scores[KML_CLASSES],
  *        float32 features[KML_FEATURES], uint32 stack bytes used by kml_classify;
  *        mode 1, per completed window: int32 recording, int32 sample index,
- *        int32 label, float32 scores[KML_CLASSES].
+ *        int32 label, float32 scores[KML_CLASSES], int32 decision, changed,
+ *        candidate, float32 smoothed[KML_CLASSES] (kml_decide_latest).
  * kml_bench_begin/kml_bench_end bracket each kml_classify call (mode 0) and each
  * kml_push_sample call (mode 1); the QEMU plugin counts the instructions between.
  */
@@ -63,7 +64,7 @@ static int run_windows(int32_t in, int32_t out)
 static int run_stream(int32_t in, int32_t out)
 {
     int32_t n_recordings, r, n_samples, s, k, chunk;
-    kml_result_t result;
+    kml_decision_t d;
     if (sh_read(in, &n_recordings, sizeof n_recordings) != 0) {
         return 1;
     }
@@ -84,13 +85,15 @@ static int run_stream(int32_t in, int32_t out)
                 kml_bench_end();
                 if (complete) {
                     int32_t index = s + k;
-                    if (kml_classify_latest(&result) < 0) {
+                    if (kml_decide_latest(&d) == -2) {
                         return 1;
                     }
                     if (sh_write(out, &r, sizeof r) != 0 ||
                         sh_write(out, &index, sizeof index) != 0 ||
-                        sh_write(out, &result.label, sizeof result.label) != 0 ||
-                        sh_write(out, result.scores, sizeof result.scores) != 0) {
+                        sh_write(out, &d.label, sizeof d.label) != 0 ||
+                        sh_write(out, d.scores, sizeof d.scores) != 0 ||
+                        sh_write(out, &d.decision, 3 * sizeof(int32_t)) != 0 ||
+                        sh_write(out, d.smoothed, sizeof d.smoothed) != 0) {
                         return 1;
                     }
                 }

@@ -1,0 +1,1 @@
+"""The decision layer: thresholds, "uncertain", smoothing and hysteresis after the model."""

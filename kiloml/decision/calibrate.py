@@ -1,0 +1,73 @@
+"""Per-class thresholds from validation scores, for a precision, recall or false-alarm
+target. The validation scores are the out-of-fold cross-validation scores of the
+training groups: never the held-out test groups."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiloml.errors import KilomlError
+
+F32 = np.float32
+
+
+def _f32_at_most(t: float) -> F32:
+    """The largest float32 <= t, so a window scoring exactly t still passes."""
+    v = F32(t)
+    return v if float(v) <= t else np.nextafter(v, F32(-np.inf))
+
+
+def calibrate_thresholds(scores: np.ndarray, y: np.ndarray, class_names: list[str],
+                         target: str, value: float, window_stride_s: float
+                         ) -> tuple[np.ndarray, dict]:
+    """Thresholds float32 [K] and what each achieves on the validation windows.
+
+    A window is decided as class c when c is its arg-max and its score reaches t_c.
+    precision: the lowest t_c whose precision is >= value (the most recall);
+    recall: the highest t_c whose recall stays >= value (the fewest false alarms);
+    false_alarms_per_hour: the lowest t_c with at most value false alarms per hour of
+    signal (windows x stride) that still detects at least one window of c."""
+    n, k = scores.shape
+    hours = n * window_stride_s / 3600.0
+    pred = np.argmax(scores, axis=1)
+    thresholds = np.zeros(k, dtype=F32)
+    per_class: dict[str, dict] = {}
+    for c in range(k):
+        mine = pred == c
+        s = scores[mine, c]
+        true = y[mine] == c
+        n_c = int((y == c).sum())
+        order = np.argsort(-s, kind="stable")  # descending score: t = s[order[i]] keeps i+1
+        s_sorted, tp = s[order], np.cumsum(true[order])
+        kept = np.arange(1, len(s) + 1)
+        fp = kept - tp
+        # only the last of equal scores is a real cut (ties pass together)
+        cut = np.r_[s_sorted[1:] != s_sorted[:-1], True] if len(s) else np.zeros(0, bool)
+        precision = tp / kept
+        recall = tp / max(n_c, 1)
+        fa_per_hour = fp / hours
+        if target == "precision":
+            ok = cut & (precision >= value)
+            best = float(precision[cut].max()) if cut.any() else 0.0
+            pick = int(np.flatnonzero(ok).max()) if ok.any() else None  # most kept
+        elif target == "recall":
+            ok = cut & (recall >= value)
+            best = float(recall[cut].max()) if cut.any() else 0.0
+            pick = int(np.flatnonzero(ok).min()) if ok.any() else None  # fewest kept
+        else:
+            ok = cut & (fa_per_hour <= value) & (tp > 0)
+            useful = cut & (tp > 0)
+            best = float(fa_per_hour[useful].min()) if useful.any() else float("inf")
+            pick = int(np.flatnonzero(ok).max()) if ok.any() else None
+        if pick is None:
+            unit = " per hour" if target == "false_alarms_per_hour" else ""
+            raise KilomlError(
+                f"decision.target_value: {target.replace('_', ' ')} {value:g}{unit} cannot be "
+                f"met for class '{class_names[c]}' on the cross-validation scores; the best "
+                f"achievable is {best:.4g}{unit}")
+        thresholds[c] = _f32_at_most(float(s_sorted[pick]))
+        per_class[class_names[c]] = {
+            "threshold": float(thresholds[c]), "precision": float(precision[pick]),
+            "recall": float(recall[pick]), "false_alarms_per_hour": float(fa_per_hour[pick])}
+    return thresholds, {"target": target, "target_value": value, "validation_windows": n,
+                        "validation_hours": hours, "per_class": per_class}
