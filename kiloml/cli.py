@@ -87,6 +87,13 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
     print(f"test accuracy  {ev['accuracy']:.4f} on {ev['n_test_windows']} windows of "
           f"held-out groups {', '.join(ev['test_groups'])} (balanced "
           f"{ev['balanced_accuracy']:.4f}, macro F1 {ev['macro_f1']:.4f})")
+    d = m.get("decision", {})
+    if "raw" in d:
+        r, e = d["raw"], d["decision"]
+        print(f"events         held-out stream ({d['stream']['hours'] * 60:.1f} min): false "
+              f"alarms/h {r['false_alarms_per_hour']:.1f} -> {e['false_alarms_per_hour']:.1f} "
+              f"with the decision layer, missed {r['missed_events']} -> {e['missed_events']} "
+              f"of {e['events']} events")
     _print_parity(m)
     _print_resources(m)
     if not result.ok:

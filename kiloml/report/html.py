@@ -248,6 +248,10 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
     if "neural" in metrics:
         parts.extend(neural_section(metrics))
 
+    from kiloml.report.decision_section import decision_section  # imports this module
+
+    parts.extend(decision_section(metrics))
+
     if metrics["parity"]:
         parts.append("<h2>Parity: C library against Python</h2>")
         parts.append("<p class='muted'>Every held-out window through <code>kml_classify</code>, "
