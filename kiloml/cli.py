@@ -94,6 +94,8 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
               f"alarms/h {r['false_alarms_per_hour']:.1f} -> {e['false_alarms_per_hour']:.1f} "
               f"with the decision layer, missed {r['missed_events']} -> {e['missed_events']} "
               f"of {e['events']} events")
+    if "rule_baseline" in m:
+        print(f"rule baseline  {m['rule_baseline']['verdict']}")
     _print_parity(m)
     _print_resources(m)
     if not result.ok:

@@ -244,6 +244,11 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
 
         neural.update(profile_layers(pipeline.model, features[split.test][:4], profile,
                                      out / "verify" / "layers", emulate))
+    from kiloml.evaluate.rule_baseline import rule_baseline
+
+    metrics["rule_baseline"] = rule_baseline(
+        pipeline, windows, split, streamed, out / "rule_baseline", profile, budget, emulate,
+        evaluation["balanced_accuracy"], metrics["resources"].get(profile.name))
     metrics["elapsed_s"] = round(time.time() - started, 2)
     write_results(out, metrics, pipeline)
     return metrics

@@ -203,6 +203,17 @@ def test_project_decision_layer_on_host_and_m4(csv_project: CsvProject) -> None:
     report = (csv_project.out / "report.html").read_text()
     assert "Decision layer" in report and "false alarms / h" in report
     assert "events" in result.stdout
+    # the rule baseline: fitted, emitted, verified and measured like the model
+    r = m["rule_baseline"]
+    assert r["depth"] in (1, 2) and r["features_used"] and "class:" in r["rule"]
+    assert r["parity_host"] and r["parity_target"]
+    assert r["flash_bytes"] > 0 and r["instructions_per_inference"] > 0
+    assert r["model_gain_points"] == pytest.approx(
+        (m["evaluation"]["balanced_accuracy"] - r["balanced_accuracy"]) * 100)
+    assert r["verdict"].startswith(f"the model adds {r['model_gain_points']:.1f} points")
+    # three classes told apart by their dominant frequency: a depth-2 rule does as well
+    assert r["balanced_accuracy"] > 0.9 and "consider shipping the rule" in r["verdict"]
+    assert "Is ML needed" in report and "rule baseline" in result.stdout
 
 
 def test_decision_bad_inputs(csv_project: CsvProject) -> None:

@@ -89,3 +89,30 @@ def decision_section(metrics: dict) -> list[str]:
                                           "scores bit-exact", "smoothed bit-exact",
                                           "switches", "status")))
     return parts
+
+
+def rule_section(metrics: dict) -> list[str]:
+    r = metrics.get("rule_baseline")
+    if not r:
+        return []
+    res = next(iter(metrics.get("resources", {}).values()), {})
+    ev = metrics["evaluation"]
+    parts = ["<h2>Is ML needed? The best simple rule</h2>",
+             f"<p><b>Verdict:</b> {html.escape(r['verdict'])}.</p>"]
+    instr = r.get("instructions_per_inference")
+    rows = [("rule (depth-" + str(r["depth"]) + " tree)", f"{r['accuracy']:.4f}",
+             f"{r['balanced_accuracy']:.4f}", f"{r['flash_bytes']:,}",
+             "-" if instr is None else f"{instr:,}"),
+            ("model", f"{ev['accuracy']:.4f}", f"{ev['balanced_accuracy']:.4f}",
+             f"{res['flash_bytes']:,}" if "flash_bytes" in res else "-",
+             f"{res['instructions_per_inference']:,}"
+             if res.get("instructions_per_inference") else "-")]
+    parts.append(_table(rows, header=("", "accuracy", "balanced accuracy", "flash B",
+                                      "instructions / inference")))
+    parts.append(f"<p class='muted'>{html.escape(r['note'])}; chosen by grouped "
+                 f"cross-validation among depths "
+                 f"{', '.join(map(str, r['cv_balanced_accuracy_by_depth']))}; its C is "
+                 f"verified like the model's (host parity "
+                 f"{'ok' if r['parity_host'] else 'FAILED'}).</p>")
+    parts.append(f"<pre>{html.escape(r['rule'])}</pre>")
+    return parts

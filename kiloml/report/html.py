@@ -248,9 +248,11 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
     if "neural" in metrics:
         parts.extend(neural_section(metrics))
 
-    from kiloml.report.decision_section import decision_section  # imports this module
+    # imported here: decision_section imports this module
+    from kiloml.report.decision_section import decision_section, rule_section
 
     parts.extend(decision_section(metrics))
+    parts.extend(rule_section(metrics))
 
     if metrics["parity"]:
         parts.append("<h2>Parity: C library against Python</h2>")
