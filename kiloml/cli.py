@@ -153,7 +153,9 @@ def _print_parity(m: dict, only: str | None = None) -> None:
         print(f"parity ({label})  {p['decisions_equal']}/{p['n']} decisions equal, max score "
               f"diff {p['max_abs_score_diff']:.1e}, features "
               f"{'bit-exact' if p['features_bit_exact'] else 'differ'}; streaming "
-              f"{st['decisions_equal']}/{st['n_windows']} equal")
+              f"{st['decisions_equal']}/{st['n_windows']} equal"
+              + (f"; decision layer {st['decision_layer']['decisions_equal']}/"
+                 f"{st['decision_layer']['n']} equal" if "decision_layer" in st else ""))
 
 
 def _print_resources(m: dict, only: str | None = None) -> None:
