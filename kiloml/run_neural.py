@@ -162,7 +162,8 @@ def profile_layers(model: NeuralModel, features: np.ndarray, profile, work: Path
     out: dict = {"arena_bytes": net.plan.arena_bytes,
                  "arena_lower_bound_bytes": net.plan.lower_bound_bytes,
                  "planner": {"strategy": net.plan.strategy, "strategies": net.plan.strategies,
-                             "in_place_tensors": len(net.plan.aliased)},
+                             "in_place_tensors": len(net.plan.aliased),
+                    "outputs_over_inputs": len(net.plan.overlapped)},
                  "notes": list(net.notes)}
     layers = [dict(layer) for layer in net.layers]
     if emulate and profile.qemu_machine:

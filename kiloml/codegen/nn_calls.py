@@ -50,6 +50,10 @@ class KernelCall:
     no_op: bool = False  # a reshape: the output is the input's memory
     # Why the DSP fast path does not cover this call of a fast-path kernel ("" if it does).
     portable_reason: str = ""
+    # Windowed ops (conv, depthwise, pooling) visit output pixels in order and never read
+    # an input pixel again once past it, so the output may overlap the input: the largest
+    # allowed (output start - input start) in bytes, or None where no overlap is legal.
+    overlap_shift: int | None = None
 
     def add(self, kind: str, value: object = None, ctype: str = "", name: str = "") -> None:
         self.args.append(Arg(kind, value, ctype, name))
@@ -95,6 +99,26 @@ def _conv_struct(graph: Graph, op: Op, p: OpParams) -> list[object]:
             1 if depthwise else w.shape[3],
             y.shape[3] // x.shape[3] if depthwise else 1,
             p.input_offset, p.output_offset, p.act_min, p.act_max]
+
+
+def overlap_shift(x_shape: tuple[int, ...], y_shape: tuple[int, ...], k_h: int,
+                  stride_h: int, pad_h: int, stride_w: int, pad_w: int) -> int:
+    """The largest d such that an output placed d bytes after the input (d < 0: before)
+    never overwrites input bytes still to be read. The kernels write output pixel q (all
+    its channels; int8) only after reading what pixel q needs, and later pixels read
+    nothing before the first input pixel of their window, clipped to the image (a
+    conservative bound when dilation skips rows). So d <= first_needed(q') - end(q) for
+    every q' >= q."""
+    b, h, w, c = x_shape
+    _, oh, ow, oc = y_shape
+    del k_h  # windows start at (oy*stride - pad) whatever their size
+    oy = np.arange(oh)[:, None]
+    ox = np.arange(ow)[None, :]
+    first = (np.maximum(oy * stride_h - pad_h, 0) * w + np.maximum(ox * stride_w - pad_w, 0))
+    first = (first.reshape(1, -1) * c + (np.arange(b) * h * w * c)[:, None]).reshape(-1)
+    needed_later = np.minimum.accumulate(first[::-1])[::-1]  # min over q' >= q
+    end = (np.arange(len(first)) + 1) * oc
+    return int((needed_later - end).min())
 
 
 def _weights_and_requant(call: KernelCall, graph: Graph, op: Op, p: OpParams) -> None:
@@ -160,6 +184,8 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         call.scratch_bytes = (dwconv_scratch_bytes(w.shape[1], w.shape[2], channels) if depthwise
                               else conv_scratch_bytes(w.shape[1], w.shape[2], w.shape[3]))
         call.add("scratch", call.scratch_bytes)
+        call.overlap_shift = overlap_shift(x.shape, y.shape, w.shape[1], int(op.options[
+            "stride_h"]), p.pad_h, int(op.options["stride_w"]), p.pad_w)
         if depthwise and channels != x.shape[3]:
             call.portable_reason = f"depth multiplier {channels // x.shape[3]} (not 1)"
         elif not depthwise and w.shape[3] != x.shape[3]:
@@ -174,6 +200,9 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
                             p.act_min, p.act_max], ctype="kml_pool_params")
         call.add("in", op.inputs[0])
         call.add("out", op.outputs[0])
+        call.overlap_shift = overlap_shift(x.shape, y.shape, int(o["filter_h"]),
+                                           int(o["stride_h"]), p.pad_h, int(o["stride_w"]),
+                                           p.pad_w)
         return call
     if kind in ("MEAN", "REDUCE_MAX"):
         dims = _dims4(x.shape, op.name)

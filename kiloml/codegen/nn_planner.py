@@ -4,10 +4,15 @@ Buffers are the activation tensors (graph inputs and outputs included) and each
 operator's scratch. A buffer lives from the operator that writes it to the last
 one that reads it (graph inputs from the start, outputs to the end, scratch for
 its operator only). Reshapes alias their input (same bytes); element-wise
-operators whose input dies with them write over it. Several placement orders are
+operators whose input dies with them write over it; a convolution, depthwise
+convolution or pooling whose input dies with it may write its output over the
+input, starting as far before it as its kernel needs (``overlap_shift``: the
+output never overwrites an input pixel still to be read); first fit takes that
+position when it is free. Several placement orders are
 tried, each placing a buffer at the lowest offset where it overlaps no
 time-overlapping buffer (first fit); the smallest arena wins. The lower bound for
-the operator order is the largest sum of live buffer bytes at any step.
+the operator order is the largest sum of live buffer bytes at any step; overlapped
+outputs can take the arena below it.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ class MemoryPlan:
     strategies: dict[str, int]       # every strategy tried -> its arena bytes
     aliased: list[int]               # tensors that share their input's memory
     buffers: list[Buffer]
+    # output buffer key -> the input buffer key it overlaps (conv/pool outputs written over
+    # their dying input); the arena can then be below lower_bound_bytes
+    overlapped: dict[str, str] = field(default_factory=dict)
 
     def live_bytes(self) -> list[int]:
         """Bytes live at each step (what the lower bound is the maximum of)."""
@@ -119,17 +127,60 @@ def _buffers(graph: Graph, calls: list[KernelCall], in_place: bool) -> tuple[lis
     return buffers, aliased
 
 
-def _first_fit(buffers: list[Buffer], order: list[Buffer]) -> tuple[dict[str, int], int]:
+def _pairs(graph: Graph, calls: list[KernelCall], buffers: list[Buffer]
+           ) -> dict[str, tuple[str, int]]:
+    """Overlap candidates: for a windowed op whose input's buffer dies there, the output
+    buffer may start ``shift`` bytes after the input buffer (shift <= 0, aligned) and
+    overlap it. Maps the output buffer's key to (input buffer key, shift)."""
+    of = {k: b for b in buffers for k in b.tensors}
+    pairs: dict[str, tuple[str, int]] = {}
+    for i, (op, call) in enumerate(zip(graph.ops, calls, strict=True)):
+        if call.overlap_shift is None:
+            continue
+        src, dst = op.inputs[0], op.outputs[0]
+        bs, bd = of.get(src), of.get(dst)
+        if bs is None or bd is None or bs is bd or bd.key in pairs:
+            continue
+        if bs.last != i or bd.first != i or src in graph.inputs or src in graph.outputs:
+            continue
+        shift = -((-min(call.overlap_shift, 0) + ALIGN - 1) // ALIGN * ALIGN)
+        if -shift >= bs.size:
+            continue  # the output would start before the input ends: no bytes shared
+        pairs[bd.key] = (bs.key, shift)
+    return pairs
+
+
+def _first_fit(buffers: list[Buffer], order: list[Buffer],
+               pairs: dict[str, tuple[str, int]] | None = None) -> tuple[dict[str, int], int]:
+    """Lowest free offset for each buffer in turn. A buffer paired with an already
+    placed input buffer takes the overlapping position (input offset + shift) when that
+    is free of every other live buffer; otherwise it is placed apart like any other."""
+    pairs = pairs or {}
     placed: list[tuple[int, int, Buffer]] = []  # (offset, end, buffer)
     offsets: dict[str, int] = {}
+
+    def free(b: Buffer, offset: int, allowed: str | None) -> bool:
+        return offset >= 0 and all(
+            e <= offset or offset + b.size <= o or other.last < b.first
+            or b.last < other.first or other.key == allowed for o, e, other in placed)
+
     for b in order:
-        clashes = sorted((o, e) for o, e, other in placed
-                         if not (other.last < b.first or b.last < other.first))
-        offset = 0
-        for o, e in clashes:
-            if offset + b.size <= o:
-                break
-            offset = max(offset, e)
+        offset = None
+        pair = pairs.get(b.key)
+        if pair and pair[0] in offsets and free(b, offsets[pair[0]] + pair[1], pair[0]):
+            offset = offsets[pair[0]] + pair[1]
+        for out_key, (in_key, shift) in pairs.items():
+            if offset is None and in_key == b.key and out_key in offsets and \
+                    free(b, offsets[out_key] - shift, out_key):
+                offset = offsets[out_key] - shift
+        if offset is None:
+            clashes = sorted((o, e) for o, e, other in placed
+                             if not (other.last < b.first or b.last < other.first))
+            offset = 0
+            for o, e in clashes:
+                if offset + b.size <= o:
+                    break
+                offset = max(offset, e)
         offsets[b.key] = offset
         placed.append((offset, offset + b.size, b))
     return offsets, max((e for _, e, _ in placed), default=0)
@@ -143,12 +194,24 @@ STRATEGIES: dict[str, Callable[[Buffer], tuple]] = {
 }
 
 
+def _live_peak(buffers: list[Buffer]) -> int:
+    steps = max((b.last for b in buffers), default=0) + 2
+    out = [0] * steps
+    for b in buffers:
+        for s in range(b.first + 1, b.last + 2):
+            out[s] += b.size
+    return max(out, default=0)
+
+
 def plan_memory(graph: Graph, calls: list[KernelCall], in_place: bool = True) -> MemoryPlan:
     buffers, aliased = _buffers(graph, calls, in_place)
-    results = {name: _first_fit(buffers, sorted(buffers, key=key))
+    pairs = _pairs(graph, calls, buffers) if in_place else {}
+    results = {name: _first_fit(buffers, sorted(buffers, key=key), pairs)
                for name, key in STRATEGIES.items()}
     best = min(results, key=lambda name: (results[name][1], list(STRATEGIES).index(name)))
     offsets_by_key, arena = results[best]
+    overlapped = sorted(out_key for out_key, (in_key, shift) in pairs.items()
+                        if offsets_by_key[out_key] == offsets_by_key[in_key] + shift)
     offsets: dict[int, int] = {}
     scratch: dict[int, int] = {}
     for b in buffers:
@@ -158,6 +221,7 @@ def plan_memory(graph: Graph, calls: list[KernelCall], in_place: bool = True) ->
             for k in b.tensors:
                 offsets[k] = offsets_by_key[b.key]
     plan = MemoryPlan(offsets, scratch, arena, 0, best,
-                      {name: r[1] for name, r in results.items()}, aliased, buffers)
-    plan.lower_bound_bytes = max(plan.live_bytes(), default=0)
+                      {name: r[1] for name, r in results.items()}, aliased, buffers,
+                      {k: pairs[k][0] for k in overlapped})
+    plan.lower_bound_bytes = _live_peak(buffers)
     return plan

@@ -397,3 +397,57 @@ GENERATORS: dict[str, Callable[[np.random.Generator], Case]] = {
 
 def random_case(kind: str, seed: int) -> Case:
     return GENERATORS[kind](np.random.default_rng([seed, sum(map(ord, kind))]))
+
+
+CHAIN_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D")
+
+
+def random_chain(seed: int) -> Case:
+    """A chain of 3-5 windowed int8 ops (conv, depthwise, pooling) with random shapes,
+    strides, dilations and padding: the cases where the C memory planner lays outputs
+    over dying inputs, so parity of the generated C covers the overlap."""
+    rng = np.random.default_rng([seed, 7919])
+    g = _graph(f"chain{seed}")
+    h, w, c = int(rng.integers(2, 12)), int(rng.integers(2, 24)), int(rng.integers(1, 12))
+    q = _act_quant(rng)
+    x = _act(g, "x", (1, h, w, c), q)
+    g.inputs = [x]
+    x0 = x
+    kinds = ["CONV_2D"] + [str(k) for k in rng.choice(CHAIN_OPS, int(rng.integers(2, 5)))]
+    for n, kind in enumerate(kinds):
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 6))
+        sh, sw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+        dh, dw = (int(rng.integers(1, 3)), int(rng.integers(1, 3))) if "CONV" in kind else (1, 1)
+        padding = str(rng.choice(["SAME", "VALID"]))
+        if padding == "VALID":
+            kh, kw = min(kh, 1 + (h - 1) // dh), min(kw, 1 + (w - 1) // dw)
+        oh, ow = out_size(padding, h, kh, sh, dh), out_size(padding, w, kw, sw, dw)
+        activation = str(rng.choice(FUSED_ACTIVATIONS))
+        common = {"padding": padding, "stride_h": sh, "stride_w": sw,
+                  "fused_activation": activation}
+        if kind.endswith("POOL_2D"):
+            y = _act(g, f"y{n}", (1, oh, ow, c), q)
+            g.add_op(kind, [x], [y], filter_h=kh, filter_w=kw, **common)
+        else:
+            depthwise = kind == "DEPTHWISE_CONV_2D"
+            cout = c * int(rng.choice([1, 1, 2])) if depthwise else int(rng.integers(1, 17))
+            w_shape = (1, kh, kw, cout) if depthwise else (cout, kh, kw, c)
+            scale = np.exp(rng.uniform(np.log(0.002), np.log(0.05), cout)).astype(np.float32)
+            wi = g.add_tensor(Tensor(f"w{n}", w_shape, "int8",
+                                     Quantization(scale, np.zeros(cout, np.int64),
+                                                  3 if depthwise else 0),
+                                     rng.integers(-127, 128, w_shape).astype(np.int8)))
+            bias_scale = (np.float32(q.s) * scale).astype(np.float32)
+            bi = g.add_tensor(Tensor(f"b{n}", (cout,), "int32",
+                                     Quantization(bias_scale, np.zeros(cout, np.int64), 0),
+                                     rng.integers(-3000, 3001, cout).astype(np.int32)))
+            depth = kh * kw * (1 if depthwise else c)
+            typical = math.sqrt(depth) * 40.0 * 60.0 * q.s * float(np.mean(scale))
+            q = Quantization.per_tensor(typical / 60.0, int(rng.integers(-60, 61)))
+            y = _act(g, f"y{n}", (1, oh, ow, cout), q)
+            extra = {"depth_multiplier": cout // c} if depthwise else {}
+            g.add_op(kind, [x, wi, bi], [y], dilation_h=dh, dilation_w=dw, **common, **extra)
+            c = cout
+        x, h, w = y, oh, ow
+    g.outputs = [x]
+    return g, [_int8(rng, g.tensors[x0].shape)]

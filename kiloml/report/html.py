@@ -200,7 +200,9 @@ def neural_section(metrics: dict) -> list[str]:
         parts.append(f"<p class='muted'>Arena {n['arena_bytes']:,} B for every activation "
                      f"and scratch buffer (lower bound for this operator order "
                      f"{n['arena_lower_bound_bytes']:,} B; {html.escape(n['planner']['strategy'])}"
-                     f", {n['planner']['in_place_tensors']} tensors in place). "
+                     f", {n['planner']['in_place_tensors']} tensors in place, "
+                     f"{n['planner'].get('outputs_over_inputs', 0)} conv/pool outputs written "
+                     f"over their dying inputs, which can take the arena below the bound). "
                      + ("Instructions per layer measured in "
                         f"{html.escape(n['layers_measured_on'])}."
                         if "layers_measured_on" in n else "") + "</p>")

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kiloml.codegen.nn_c import emit_network
 from kiloml.nn.c_parity import ParityRunner
-from kiloml.nn.conformance import GENERATORS, random_case
+from kiloml.nn.conformance import GENERATORS, random_case, random_chain
 from kiloml.nn.load import load_model
 from kiloml.nn.reference import Interpreter
 
@@ -76,3 +77,42 @@ def test_converter_fixtures(name: str, target: str, portable: bool, runners: dic
     for i in range(len(x)):
         want = reference.run([x[i:i + 1] if shape[0] == 1 else x[i]])[0]
         np.testing.assert_array_equal(got[i].reshape(want.shape), want, err_msg=f"{name} #{i}")
+
+
+def _check_chains(runner: ParityRunner, seeds: range) -> int:
+    overlapped = 0
+    for seed in seeds:
+        graph, inputs = random_chain(seed)
+        want = Interpreter(graph).run(inputs)[0]
+        got = runner.run(graph, [x[None] for x in inputs])[0]
+        np.testing.assert_array_equal(got.reshape(want.shape), want,
+                                      err_msg=f"chain {seed} on {runner.target}")
+        overlapped += bool(emit_network(graph).plan.overlapped)
+    return overlapped
+
+
+@pytest.mark.parametrize(("target", "portable"), PLATFORMS)
+def test_chains_with_outputs_over_dying_inputs(target: str, portable: bool, runners: dict,
+                                               tmp_path_factory) -> None:
+    """Conv / depthwise / pooling chains where the planner writes outputs over the
+    inputs they consume: bit-exact on every platform and kernel path."""
+    overlapped = _check_chains(_runner(runners, tmp_path_factory, target, portable),
+                               range(16))
+    assert overlapped >= 12  # the generator really exercises the overlap
+
+
+def test_overlap_bound_is_tight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four bytes more overlap than overlap_shift allows corrupts some chains: the
+    parity above can fail, and the bound is not loose."""
+    import kiloml.codegen.nn_calls as calls
+
+    real = calls.overlap_shift
+    monkeypatch.setattr(calls, "overlap_shift", lambda *a: real(*a) + 4)
+    runner = ParityRunner(tmp_path, "host")
+    broken = 0
+    for seed in range(16):
+        graph, inputs = random_chain(seed)
+        want = Interpreter(graph).run(inputs)[0]
+        broken += not np.array_equal(runner.run(graph, [x[None] for x in inputs])[0]
+                                     .reshape(-1), want.reshape(-1))
+    assert broken >= 1

@@ -26,11 +26,13 @@ def test_live_buffers_never_overlap(name: str) -> None:
     plan = plan_memory(graph, calls)
     assert set(plan.strategies) == set(STRATEGIES)
     assert plan.arena_bytes == min(plan.strategies.values())
-    assert plan.lower_bound_bytes <= plan.arena_bytes
+    assert plan.lower_bound_bytes <= plan.arena_bytes or plan.overlapped
     for a in plan.buffers:
         for b in plan.buffers:
             if a is b or a.last < b.first or b.last < a.first:
                 continue
+            if plan.overlapped.get(a.key) == b.key or plan.overlapped.get(b.key) == a.key:
+                continue  # a conv/pool output written over its dying input, by design
             oa = plan.offsets[a.tensors[0]] if a.tensors else plan.scratch_offsets[int(a.key[1:])]
             ob = plan.offsets[b.tensors[0]] if b.tensors else plan.scratch_offsets[int(b.key[1:])]
             assert oa + a.size <= ob or ob + b.size <= oa, (name, a, b)
