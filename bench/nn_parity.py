@@ -1,8 +1,9 @@
 """Parity of kiloml's generated C on every conformance case and converter fixture.
 
 Every operator x 40 generated cases (kiloml.nn.conformance, the same cases the reference
-interpreter is checked against TFLM with) and every int8 fixture in tests/nn/fixtures
-(100 random inputs each), compiled by kiloml's C generator and run:
+interpreter is checked against TFLM with), 40 random conv/depthwise/pool chains (where
+the planner writes outputs over dying inputs) and every int8 fixture in
+tests/nn/fixtures (100 random inputs each), compiled by kiloml's C generator and run:
   - on the host (gcc -O2; the portable kernels),
   - on the emulated Cortex-M4F (QEMU mps2-an386) with the DSP fast paths,
   - on the emulated Cortex-M4F with the portable kernels (-DKML_NN_DSP=0),
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kiloml.nn.c_parity import ParityRunner  # noqa: E402
-from kiloml.nn.conformance import GENERATORS, random_case  # noqa: E402
+from kiloml.nn.conformance import GENERATORS, random_case, random_chain  # noqa: E402
 from kiloml.nn.load import load_model  # noqa: E402
 from kiloml.nn.reference import Interpreter  # noqa: E402
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         for target, portable, label in PLATFORMS:
             runner = ParityRunner(Path(tmp) / label.replace(", ", "_"), target,
                                   portable=portable)
-            task = progress.add_task(label, total=len(kinds) * args.cases + len(fixtures))
+            task = progress.add_task(label, total=(len(kinds) + 1) * args.cases + len(fixtures))
             for kind in kinds:
                 ok = 0
                 for seed in range(args.cases):
@@ -69,6 +70,16 @@ def main(argv: list[str] | None = None) -> int:
                         mismatches.append(f"{label}: {kind} case {seed}")
                     progress.advance(task)
                 counts[label][kind] = [ok, args.cases]
+            ok = 0
+            for seed in range(args.cases):
+                graph, inputs = random_chain(seed)
+                if _equal(runner.run(graph, [x[None] for x in inputs]),
+                          Interpreter(graph).run(inputs)):
+                    ok += 1
+                else:
+                    mismatches.append(f"{label}: chain {seed}")
+                progress.advance(task)
+            counts[label]["chains (outputs over inputs)"] = [ok, args.cases]
             for path in fixtures:
                 graph = load_model(path)
                 shape = graph.input_tensors[0].shape
