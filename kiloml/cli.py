@@ -185,6 +185,53 @@ def _print_resources(m: dict, only: str | None = None) -> None:
 
 @app.command()
 @user_errors
+def stress(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder")] = Path("."),
+           perturbations: Annotated[str | None, typer.Option(
+               "--perturbations", help="Comma-separated names (default: all): noise, gain, "
+               "offset, ramp, dropout, stuck, clipping, rate_mismatch, axis_swap, sign_flip, "
+               "jitter")] = None,
+           severities: Annotated[str | None, typer.Option(
+               "--severities", help="Comma-separated severities, for one perturbation")] = None,
+           no_augment: Annotated[bool, typer.Option(
+               "--no-augment", help="Skip retraining with augmentation")] = False,
+           copies: Annotated[int, typer.Option(
+               "--copies", help="Perturbed copies per training recording when augmenting")
+           ] = 3,
+           seed: Annotated[int, typer.Option("--seed", help="Seed of every random draw")] = 0,
+           drop_points: Annotated[float, typer.Option(
+               "--drop-points", help="Accuracy drop (points) that defines the breaking point")
+           ] = 5.0) -> None:
+    """Accuracy of a finished run's model on held-out recordings under sensor perturbations
+    of increasing severity, breaking points, and how far augmentation moves them."""
+    from kiloml.evaluate.stress import (
+        StressOptions,
+        parse_names,
+        parse_severities,
+        stress_project,
+    )
+
+    options = StressOptions(perturbations=parse_names(perturbations),
+                            severities=parse_severities(severities), augment=not no_augment,
+                            copies=copies, seed=seed, drop_points=drop_points)
+    outcome = stress_project(project, options)
+    aug = outcome.augmented or {}
+    print(f"{'perturbation':<14} {'unit':<18} {'breaking point':>15} {'with augmentation':>18}")
+    for name, e in outcome.stress.items():
+        def bp(entry: dict | None) -> str:
+            if entry is None:
+                return "-"
+            return "none" if entry["breaking_point"] is None else f"{entry['breaking_point']:.3g}"
+        print(f"{name:<14} {e['unit']:<18} {bp(e):>15} {bp(aug.get(name)):>18}")
+    info = outcome.info
+    line = f"unperturbed    accuracy {info['baseline_accuracy']:.4f}"
+    if "augmentation" in info and aug:
+        line += f" (with augmentation {info['augmentation']['baseline_accuracy']:.4f})"
+    print(line + f"; breaking point = {info['drop_points']:g} points below it")
+    print(f"report         {_rel(outcome.output_dir / 'report.html')}")
+
+
+@app.command()
+@user_errors
 def targets() -> None:
     """List the target profiles."""
     from kiloml.targets.profiles import load_profile, profile_names

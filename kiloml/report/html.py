@@ -255,6 +255,9 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
 
     parts.extend(decision_section(metrics))
     parts.extend(rule_section(metrics))
+    from kiloml.report.stress_section import stress_section  # imports this module
+
+    parts.append(stress_section(metrics))
 
     if metrics["parity"]:
         parts.append("<h2>Parity: C library against Python</h2>")
