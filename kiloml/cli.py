@@ -230,6 +230,25 @@ def stress(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
     print(f"report         {_rel(outcome.output_dir / 'report.html')}")
 
 
+@app.command("check-data")
+@user_errors
+def check_data(project: Annotated[Path, typer.Argument(
+                   help="kiloml.toml or its folder")] = Path("."),
+               json_out: Annotated[Path | None, typer.Option(
+                   "--json", help="Also write the checks to this JSON file")] = None,
+               strict: Annotated[bool, typer.Option(
+                   "--strict", help="Exit with code 1 when a check warns")] = False) -> None:
+    """Check the project's data as the run windows and splits it: class balance, windows per
+    group, duplicates across the split, group bias, feature shift, suspect labels, constant
+    or clipped channels. Updates a finished run's metrics.json and report.html."""
+    from kiloml.evaluate.data_checks import check_data_project, print_checks
+
+    outcome = check_data_project(project, json_out)
+    print_checks(outcome)
+    if strict and any(c["status"] != "ok" for c in outcome.checks.values()):
+        raise typer.Exit(1)
+
+
 @app.command()
 @user_errors
 def targets() -> None:

@@ -365,5 +365,8 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
     parts.append("<h2>Data</h2>")
     parts.append(bar_figure(names, [float(v) for v in data["windows_per_class"]],
                             "Windows per class (all data)", "windows", fmt="{:.0f}"))
+    from kiloml.report.data_checks_section import data_checks_section  # imports this module
+
+    parts.append(data_checks_section(metrics))
     parts.append("</body></html>")
     return "\n".join(parts)
