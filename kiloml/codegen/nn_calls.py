@@ -101,6 +101,10 @@ def _conv_struct(graph: Graph, op: Op, p: OpParams) -> list[object]:
             p.input_offset, p.output_offset, p.act_min, p.act_max]
 
 
+# Elements from which LOGISTIC / TANH use a 256-entry table instead of computing.
+LUT_MIN_ELEMENTS = 64
+
+
 def overlap_shift(x_shape: tuple[int, ...], y_shape: tuple[int, ...], k_h: int,
                   stride_h: int, pad_h: int, stride_w: int, pad_w: int) -> int:
     """The largest d such that an output placed d bytes after the input (d < 0: before)
@@ -259,6 +263,21 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
                   int(p.extra["diff_min"])):
             call.add("i32", v)
         call.add("out", op.outputs[0])
+        return call
+    if kind in ("LOGISTIC", "TANH") and n >= LUT_MIN_ELEMENTS:
+        # An int8 -> int8 function of 256 possible inputs: its table, computed by the
+        # reference interpreter (bit-exact with TFLM), replaces the gemmlowp exp and
+        # reciprocal per element at the cost of 256 bytes of flash.
+        from kiloml.nn.reference import logistic, tanh
+
+        fn = logistic if kind == "LOGISTIC" else tanh
+        table = fn(graph, op, p, [np.arange(-128, 128, dtype=np.int8)])[0].astype(np.int8)
+        call.kernel = "kml_lut_s8"
+        call.add("in", op.inputs[0])
+        call.add("i32", n)
+        call.add("const", table.reshape(-1), name=f"{op.name}_table")
+        call.add("out", op.outputs[0])
+        call.in_place = True
         return call
     if kind in ("LOGISTIC", "TANH"):
         call.kernel = "kml_logistic_s8" if kind == "LOGISTIC" else "kml_tanh_s8"

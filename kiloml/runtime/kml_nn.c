@@ -192,7 +192,10 @@ static int32_t kml_get_reciprocal(int32_t x, int32_t x_integer_digits,
  * int8 offsets TFLite allows ([-127, 128]; checked, other offsets take the int32 loop),
  * each product in int32, and the sum is the same int32 sum in another order. The rest
  * stays int32 (narrowing the scalar loop slows it on x86). */
-static int32_t kml_dot_s8(const int8_t *f, const int8_t *x, int32_t n, int32_t in_offset)
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline int32_t kml_dot_s8(const int8_t *f, const int8_t *x, int32_t n, int32_t in_offset)
 {
     int32_t acc = 0, i = 0;
 #if defined(__SSE2__) || defined(__ARM_NEON) || defined(__aarch64__)
@@ -920,5 +923,13 @@ void kml_transpose4_s8(const int8_t *in, const int32_t in_dims[4], const int32_t
                 }
             }
         }
+    }
+}
+
+void kml_lut_s8(const int8_t *in, int32_t n, const int8_t *table, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = table[(int32_t)in[i] + 128];
     }
 }

@@ -126,6 +126,8 @@ void kml_logistic_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t range_r
                      int32_t mult, int32_t left_shift, int8_t *out);
 void kml_tanh_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t range_radius,
                  int32_t mult, int32_t left_shift, int8_t *out);
+/* Any int8 -> int8 function given as its table: out[i] = table[in[i] + 128]. */
+void kml_lut_s8(const int8_t *in, int32_t n, const int8_t *table, int8_t *out);
 /* RELU with requantization: clamp(out_zp + mbqm(in - in_zp, mult, shift), act_min, act_max). */
 void kml_relu_s8(const int8_t *in, int32_t n, int32_t in_zp, int32_t mult, int32_t shift,
                  int32_t out_zp, int32_t act_min, int32_t act_max, int8_t *out);

@@ -116,3 +116,31 @@ def test_overlap_bound_is_tight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         broken += not np.array_equal(runner.run(graph, [x[None] for x in inputs])[0]
                                      .reshape(-1), want.reshape(-1))
     assert broken >= 1
+
+
+@pytest.mark.parametrize("kind", ["LOGISTIC", "TANH"])
+@pytest.mark.parametrize(("target", "portable"), PLATFORMS[:2])
+def test_large_logistic_and_tanh_use_the_table(kind: str, target: str, portable: bool,
+                                               runners: dict, tmp_path_factory) -> None:
+    """From LUT_MIN_ELEMENTS elements the activation is a 256-entry table made by the
+    reference interpreter: every int8 input value, for 12 random quantizations."""
+    from kiloml.codegen.nn_calls import LUT_MIN_ELEMENTS
+    from kiloml.nn.conformance import _act, _graph
+
+    runner = _runner(runners, tmp_path_factory, target, portable)
+    every = np.tile(np.arange(-128, 128, dtype=np.int8), 2).reshape(1, 2, 256)
+    for seed in range(12):
+        small, _ = random_case(kind, seed)
+        qx, qy = small.input_tensors[0].quant, small.output_tensors[0].quant
+        g = _graph(kind.lower())
+        x, y = _act(g, "x", every.shape, qx), _act(g, "y", every.shape, qy)
+        g.add_op(kind, [x], [y])
+        g.inputs, g.outputs = [x], [y]
+        assert emit_network(g).calls[0].kernel == "kml_lut_s8" and every.size >= LUT_MIN_ELEMENTS
+        want = Interpreter(g).run([every])[0]
+        got = runner.run(g, [every])[0]
+        np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=f"{kind} {seed}")
+        # and the table is what the per-element kernel computes: the small case in C
+        small_want = Interpreter(small).run(random_case(kind, seed)[1])[0]
+        small_got = runner.run(small, [a[None] for a in random_case(kind, seed)[1]])[0]
+        np.testing.assert_array_equal(small_got.reshape(small_want.shape), small_want)
