@@ -96,6 +96,14 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
               f"of {e['events']} events")
     if "rule_baseline" in m:
         print(f"rule baseline  {m['rule_baseline']['verdict']}")
+    for target, pw in m.get("power", {}).items():
+        print(f"power          {target}: {pw['energy_per_inference_uj']:.1f} uJ per inference, "
+              f"{pw['average_power_uw']:,.0f} uW average at {pw['inference_rate_hz']:g} "
+              f"inferences/s (sleep {pw['sleep_power_uw']:,.0f} uW), "
+              f"{pw['battery_life_days']:,.1f} days on {pw['battery_mah']:g} mAh; "
+              f"{pw['power_budget_uw']:g} uW budget "
+              + ("met" if pw["within_power_budget"] else "NOT met")
+              + f" (max {pw['max_inference_rate_hz_within_budget']:g} inferences/s)")
     _print_parity(m)
     _print_resources(m)
     if not result.ok:
@@ -256,13 +264,13 @@ def targets() -> None:
     from kiloml.targets.profiles import load_profile, profile_names
 
     print(f"{'target':<15} {'clock':>9}  {'RAM':>8}  {'flash':>8}  fpu  dsp  "
-          f"{'emulator':<11} description")
+          f"{'emulator':<11} {'uA/MHz':>6} {'sleep uA':>8}  description")
     for name in profile_names():
         p = load_profile(name)
         print(f"{p.name:<15} {p.clock_hz / 1e6:>5.0f} MHz  {p.ram_bytes // 1024:>5} KB  "
               f"{p.flash_bytes // 1024:>5} KB  {'yes' if p.has_fpu else 'no ':<3}  "
               f"{'yes' if p.has_dsp_ext else 'no ':<3}  {p.qemu_machine or '(none)':<11} "
-              f"{p.description}")
+              f"{p.active_current_ua_per_mhz:>6g} {p.sleep_current_ua:>8g}  {p.description}")
 
 
 def _rel(path: Path) -> str:

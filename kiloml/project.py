@@ -357,6 +357,11 @@ class TargetConfig(Section):
     flash_budget_bytes: int | None = Field(default=None, gt=0)
     latency_budget_ms: float | None = Field(default=None, gt=0)
     warn_fraction: float = Field(default=0.7, gt=0, le=1)
+    # power: the average-power budget of the processor's share, the battery, and how
+    # often the device classifies (default: every window stride)
+    power_budget_uw: float = Field(default=100.0, gt=0)
+    battery_mah: float = Field(default=225.0, gt=0)  # a CR2032 coin cell
+    inference_rate_hz: float | None = Field(default=None, gt=0)
 
 
 class DecisionConfig(Section):
@@ -419,6 +424,13 @@ class LoadedProject(BaseModel):
         p = Path(relative).expanduser()
         return p if p.is_absolute() else self.root / p
 
+    def target_profile(self, name: str | None = None):
+        """The target's profile: a built-in name, or a .toml path (relative to the project)."""
+        from kiloml.targets.profiles import load_profile
+
+        name = name or self.config.target.name
+        return load_profile(str(self.resolve(name)) if name.endswith(".toml") else name)
+
     @property
     def output_dir(self) -> Path:
         if self.config.output.dir:
@@ -460,14 +472,15 @@ def load_project(path: str | Path) -> LoadedProject:
         config = Project.model_validate(raw)
     except ValidationError as exc:
         raise _validation_error(exc, text, p) from None
-    from kiloml.targets.profiles import load_profile
-
+    loaded = LoadedProject(config=config, path=p.resolve(), root=p.resolve().parent)
     try:
-        load_profile(config.target.name)
+        loaded.target_profile()
     except KilomlError as exc:
+        if exc.file is not None:  # a profile file of the user's: its own path and field
+            raise
         raise KilomlError(exc.message, file=p, line=_find_key_line(text, ("target",), "name"),
                           where="[target] name") from None
-    return LoadedProject(config=config, path=p.resolve(), root=p.resolve().parent)
+    return loaded
 
 
 def _toml_error_line(message: str) -> int | None:

@@ -35,7 +35,6 @@ from kiloml.project import LoadedProject, NeuralModelConfig, load_project
 from kiloml.results import record_target, run_ok, write_results
 from kiloml.targets.budget import Budget, check_budget
 from kiloml.targets.estimate import estimate_resources
-from kiloml.targets.profiles import load_profile
 from kiloml.verify.host import verify_host
 from kiloml.verify.reference import REFERENCE_FILE, Reference
 from kiloml.verify.sizes import measure_library
@@ -101,7 +100,7 @@ OOF_KEY = "_oof_scores"  # cross-validation's out-of-fold scores, for calibratio
 
 def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     cfg = project.config
-    profile = load_profile(cfg.target.name)
+    profile = project.target_profile()
     started = time.time()
 
     raw_recordings = load_recordings(project)
@@ -239,6 +238,8 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
             "measured_on": f"host-gcc-{platform.machine()} (not run on the MCU: --no-emulator)",
         }
         metrics["targets"][profile.name] = profile.model_dump()
+    metrics["power"] = {profile.name: _power(pipeline, profile, cfg.target,
+                                             metrics["resources"][profile.name], estimate)}
     if neural is not None:
         from kiloml.run_neural import profile_layers
 
@@ -252,6 +253,22 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     metrics["elapsed_s"] = round(time.time() - started, 2)
     write_results(out, metrics, pipeline)
     return metrics
+
+
+def _power(pipeline: Pipeline, profile, target_cfg, resources: dict, estimate: dict) -> dict:
+    """Energy per inference, average power, battery life and the highest inference rate
+    within the power budget, from the measured instructions (estimated without QEMU)."""
+    from kiloml.targets.power import power_report
+
+    measured = "instructions_mean" in resources
+    instructions = resources["instructions_mean"] if measured else \
+        estimate["instructions_per_inference"]
+    push = resources.get("push_sample_instructions_mean", 0.0)
+    rate = target_cfg.inference_rate_hz or pipeline.sample_rate_hz / pipeline.stride_samples
+    out = power_report(profile, instructions, push, pipeline.input_rate_hz, rate,
+                       target_cfg.battery_mah, target_cfg.power_budget_uw)
+    out["instructions_from"] = resources["measured_on"] if measured else "estimate"
+    return out
 
 
 def _decision_metrics(pipeline: Pipeline, held_out: list[Recording]) -> dict:

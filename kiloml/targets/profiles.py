@@ -7,11 +7,15 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kiloml.errors import KilomlError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+# The QEMU boards kiloml's harness knows the memory map of (kiloml/verify/mcu/build.py).
+EMULATED_BOARDS = ("mps2-an385", "mps2-an386", "mps2-an500", "microbit")
+# Cores without the DSP extension (no SMLAD): ARMv6-M and ARMv7-M baseline.
+NO_DSP_CORES = ("cortex-m0", "cortex-m0plus", "cortex-m1", "cortex-m3", "cortex-m23")
 
 
 class TargetProfile(BaseModel):
@@ -31,8 +35,38 @@ class TargetProfile(BaseModel):
     qemu_machine: str | None = None  # the emulated board kiloml verifies on, if any
     cycles_per_instruction: float = Field(gt=0)  # assumed, for latency from instruction counts
     active_current_ua_per_mhz: float = Field(gt=0)  # run-mode current, for energy
+    sleep_current_ua: float = Field(gt=0)  # between inferences, RAM retained, timer awake
     supply_voltage_v: float = Field(gt=0)
-    power_source: str
+    power_source: str  # where the current figures come from (datasheet, table)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TargetProfile:
+        flags = " ".join(self.cflags)
+        hard = "-mfloat-abi=hard" in flags or "-mfloat-abi=softfp" in flags
+        if self.has_fpu != hard or (hard and "-mfpu=" not in flags):
+            raise ValueError(f"has_fpu = {str(self.has_fpu).lower()} but cflags "
+                             f"{self.cflags} {'do not ' if self.has_fpu else ''}select a "
+                             f"hardware FPU (-mfpu=... -mfloat-abi=hard)")
+        if f"-mcpu={self.core}" not in self.cflags:
+            raise ValueError(f"core '{self.core}' but cflags {self.cflags} lack "
+                             f"-mcpu={self.core}")
+        if self.has_dsp_ext and self.core in NO_DSP_CORES:
+            raise ValueError(f"has_dsp_ext = true but {self.core} has no DSP extension")
+        if self.qemu_machine is not None and self.qemu_machine not in EMULATED_BOARDS:
+            raise ValueError(f"qemu_machine '{self.qemu_machine}' is not one kiloml runs on "
+                             f"({', '.join(EMULATED_BOARDS)})")
+        if self.sleep_current_ua >= self.active_current_ua_per_mhz * self.clock_hz / 1e6:
+            raise ValueError(f"sleep_current_ua {self.sleep_current_ua:g} is not below the "
+                             f"run-mode current at {self.clock_hz / 1e6:g} MHz")
+        return self
+
+    @property
+    def active_power_uw(self) -> float:
+        return self.active_current_ua_per_mhz * self.clock_hz / 1e6 * self.supply_voltage_v
+
+    @property
+    def sleep_power_uw(self) -> float:
+        return self.sleep_current_ua * self.supply_voltage_v
 
     def latency_us(self, instructions: float) -> float:
         return instructions * self.cycles_per_instruction / self.clock_hz * 1e6
@@ -47,9 +81,21 @@ def profile_names() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
 
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        field = ".".join(str(x) for x in e["loc"]) or "profile"
+        msg = "missing" if e["type"] == "missing" else e["msg"].removeprefix("Value error, ")
+        parts.append(f"{field}: {msg}")
+    return "; ".join(parts)
+
+
 @cache
 def load_profile(name: str) -> TargetProfile:
-    path = PROFILE_DIR / f"{name}.toml"
+    """A built-in profile by name, or a profile file of your own (a path to a .toml)."""
+    path = Path(name) if name.endswith(".toml") else PROFILE_DIR / f"{name}.toml"
+    if name.endswith(".toml") and not path.is_file():
+        raise KilomlError("target profile file not found", file=str(path))
     if not path.is_file():
         names = profile_names()
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
@@ -57,5 +103,7 @@ def load_profile(name: str) -> TargetProfile:
         raise KilomlError(f"unknown target '{name}'{hint} (known: {', '.join(names)})")
     try:
         return TargetProfile.model_validate(tomllib.loads(path.read_text()))
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise KilomlError(f"broken target profile: {exc}", file=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise KilomlError(f"not valid TOML: {exc}", file=str(path)) from None
+    except ValidationError as exc:
+        raise KilomlError(f"target profile: {_one_line(exc)}", file=str(path)) from None

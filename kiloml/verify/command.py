@@ -13,7 +13,6 @@ from kiloml.project import TargetConfig, load_project
 from kiloml.results import METRICS_FILE, read_metrics, record_target, run_ok, write_results
 from kiloml.targets.budget import Budget
 from kiloml.targets.estimate import estimate_resources
-from kiloml.targets.profiles import load_profile
 from kiloml.verify.reference import REFERENCE_FILE, Reference
 from kiloml.verify.target import TargetResult, verify_target
 
@@ -42,7 +41,8 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
         raise KilomlError(f"no complete `kiloml run` output here ({missing[0].name} is "
                           f"missing); run `kiloml run {project.path}` first", file=out)
     try:
-        profile = load_profile(target or cfg.target.name)
+        own_file = target is not None and target.endswith(".toml")  # relative to the cwd
+        profile = project.target_profile(str(Path(target).resolve()) if own_file else target)
     except KilomlError as exc:
         raise KilomlError(exc.message, where="--target") from None
     same = profile.name == cfg.target.name
