@@ -44,6 +44,20 @@ def _equal(got: list[np.ndarray], want: list[np.ndarray]) -> bool:
         np.array_equal(g.reshape(-1), w.reshape(-1)) for g, w in zip(got, want, strict=True))
 
 
+def _sweep(runner: ParityRunner, cases: int, label: str, name: str, mismatches: list[str],
+           advance, make) -> list[int]:
+    """[bit-exact, total] over ``cases`` generated graphs (make(seed) -> graph, inputs)."""
+    ok = 0
+    for seed in range(cases):
+        graph, inputs = make(seed)
+        if _equal(runner.run(graph, [x[None] for x in inputs]), Interpreter(graph).run(inputs)):
+            ok += 1
+        else:
+            mismatches.append(f"{label}: {name} case {seed}")
+        advance()
+    return [ok, cases]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=40, help="cases per operator")
@@ -59,27 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             runner = ParityRunner(Path(tmp) / label.replace(", ", "_"), target,
                                   portable=portable)
             task = progress.add_task(label, total=(len(kinds) + 1) * args.cases + len(fixtures))
+            def advance() -> None:
+                progress.advance(task)  # noqa: B023 (called before the loop moves on)
+
             for kind in kinds:
-                ok = 0
-                for seed in range(args.cases):
-                    graph, inputs = random_case(kind, seed)
-                    if _equal(runner.run(graph, [x[None] for x in inputs]),
-                              Interpreter(graph).run(inputs)):
-                        ok += 1
-                    else:
-                        mismatches.append(f"{label}: {kind} case {seed}")
-                    progress.advance(task)
-                counts[label][kind] = [ok, args.cases]
-            ok = 0
-            for seed in range(args.cases):
-                graph, inputs = random_chain(seed)
-                if _equal(runner.run(graph, [x[None] for x in inputs]),
-                          Interpreter(graph).run(inputs)):
-                    ok += 1
-                else:
-                    mismatches.append(f"{label}: chain {seed}")
-                progress.advance(task)
-            counts[label]["chains (outputs over inputs)"] = [ok, args.cases]
+                counts[label][kind] = _sweep(runner, args.cases, label, kind, mismatches,
+                                             advance, lambda seed, k=kind: random_case(k, seed))
+            counts[label]["chains (outputs over inputs)"] = _sweep(
+                runner, args.cases, label, "chain", mismatches, advance, random_chain)
             for path in fixtures:
                 graph = load_model(path)
                 shape = graph.input_tensors[0].shape

@@ -204,6 +204,12 @@ class Pipeline:
     def compute_features(self, x: np.ndarray) -> np.ndarray:
         return self.assemble(self.window_features(x))
 
+    def compute_features_batched(self, x: np.ndarray, batch: int = 2048) -> np.ndarray:
+        """compute_features over many windows, a batch at a time (bounded memory)."""
+        parts = [self.compute_features(x[a:a + batch]) for a in range(0, len(x), batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.feature_names())),
+                                                            dtype=F32)
+
     @property
     def model_reads_window(self) -> bool:
         # networks reading the window get it through a RawWindow feature stage

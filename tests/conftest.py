@@ -132,3 +132,12 @@ def assert_user_error(result: CliResult, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in line, (fragment, line)
     return line
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy project run once per test module (no emulator): a finished run to work on."""
+    toml = write_toy_project(tmp_path_factory.mktemp("toy_run"))
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    return toml

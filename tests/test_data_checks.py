@@ -14,7 +14,6 @@ from conftest import (
     csv_text,
     run_cli,
     signal,
-    write_toy_project,
 )
 
 from kiloml.data.recording import Recording
@@ -165,15 +164,6 @@ def test_neural_project_uses_a_stand_in(csv_project: CsvProject) -> None:
 
 
 # --- the command: a finished run's metrics and report, or the data alone ------------------
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("checks")
-    toml = write_toy_project(root)
-    result = run_cli("run", str(toml), "--no-emulator")
-    assert result.exit_code == 0, result.stderr
-    return toml
 
 
 def test_command_updates_the_runs_metrics_and_report(toy_run: Path, tmp_path: Path) -> None:

@@ -156,15 +156,6 @@ def test_breaking_point_is_interpolated_from_the_previous_severity() -> None:
 # --- the command on the toy project ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stress")
-    toml = write_toy_project(root)
-    result = run_cli("run", str(toml), "--no-emulator")
-    assert result.exit_code == 0, result.stderr
-    return toml
-
-
 def metrics_of(toml: Path) -> dict:
     return json.loads((toml.parent / "out" / "metrics.json").read_text())
 

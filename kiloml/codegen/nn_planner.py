@@ -55,12 +55,7 @@ class MemoryPlan:
 
     def live_bytes(self) -> list[int]:
         """Bytes live at each step (what the lower bound is the maximum of)."""
-        steps = max((b.last for b in self.buffers), default=0) + 2
-        out = [0] * steps
-        for b in self.buffers:
-            for s in range(b.first + 1, b.last + 2):
-                out[s] += b.size
-        return out
+        return live_bytes(self.buffers)
 
 
 class _Groups:
@@ -194,13 +189,13 @@ STRATEGIES: dict[str, Callable[[Buffer], tuple]] = {
 }
 
 
-def _live_peak(buffers: list[Buffer]) -> int:
+def live_bytes(buffers: list[Buffer]) -> list[int]:
     steps = max((b.last for b in buffers), default=0) + 2
     out = [0] * steps
     for b in buffers:
         for s in range(b.first + 1, b.last + 2):
             out[s] += b.size
-    return max(out, default=0)
+    return out
 
 
 def plan_memory(graph: Graph, calls: list[KernelCall], in_place: bool = True) -> MemoryPlan:
@@ -223,5 +218,5 @@ def plan_memory(graph: Graph, calls: list[KernelCall], in_place: bool = True) ->
     plan = MemoryPlan(offsets, scratch, arena, 0, best,
                       {name: r[1] for name, r in results.items()}, aliased, buffers,
                       {k: pairs[k][0] for k in overlapped})
-    plan.lower_bound_bytes = _live_peak(buffers)
+    plan.lower_bound_bytes = max(live_bytes(buffers), default=0)
     return plan

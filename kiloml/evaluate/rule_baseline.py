@@ -23,7 +23,6 @@ from kiloml.project import TreeModelConfig
 from kiloml.verify.reference import Reference
 
 DEPTHS = (1, 2)
-BATCH = 2048
 
 
 def _rule_pipeline(pipeline: Pipeline, depth: int) -> Pipeline:
@@ -42,11 +41,6 @@ def _rule_pipeline(pipeline: Pipeline, depth: int) -> Pipeline:
         input_sample_rate_hz=pipeline.input_sample_rate_hz)
 
 
-def _features(p: Pipeline, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([p.compute_features(x[a:a + BATCH])
-                           for a in range(0, len(x), BATCH)]) if len(x) else np.zeros((0, 0))
-
-
 def _balanced(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, names: list[str]) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -61,7 +55,7 @@ def fit_rule(pipeline: Pipeline, windows: WindowSet, split: Split) -> tuple[Pipe
     for depth in DEPTHS:
         rule = _rule_pipeline(pipeline, depth)
         if features is None:
-            features = _features(rule, windows.x)
+            features = rule.compute_features_batched(windows.x)
         folds = split.folds or [(split.train, split.train)]
         accs = []
         for fit_idx, val_idx in folds:

@@ -130,7 +130,6 @@ class TargetRun:
     layer_instructions: list[float] | None  # mean per layer (marked build)
     flash_bytes: int
     ram_bytes: int
-    object_text_bytes: int  # .text of the library's objects before linking (unused kept)
     compiler: str
 
 
@@ -173,23 +172,12 @@ def run_target(library: FirmwareLibrary, graph: Graph, profile: TargetProfile, x
         if marks.size:
             # marks[k] = instructions from the region start to layer mark k
             layers = np.diff(marks, axis=1).mean(axis=0).tolist()
-    code = sum(int(s) for s in _text_sizes(toolchain, objects))
     version = subprocess.run([toolchain.gcc, "-dumpversion"], capture_output=True,
                              text=True).stdout.strip()
     return TargetRun(outputs[0], outputs, run.instructions, int(stacks.max(initial=0)), layers,
-                     probe.flash_bytes, probe.ram_bytes, code,
+                     probe.flash_bytes, probe.ram_bytes,
                      f"arm-none-eabi-gcc {version} {optimize} {' '.join(profile.cflags)}"
                      + (" -DKML_NN_DSP=0" if portable else ""))
-
-
-def _text_sizes(toolchain, objects: list[Path]) -> list[int]:
-    out = []
-    for obj in objects:
-        text = subprocess.run([toolchain.size, "-A", "-d", str(obj)], capture_output=True,
-                              text=True, check=True).stdout
-        out.append(sum(int(p[1]) for p in (ln.split() for ln in text.splitlines())
-                       if len(p) >= 2 and p[0].startswith(".text") and p[1].isdigit()))
-    return out
 
 
 def random_inputs(graph: Graph, n: int, seed: int = 0) -> np.ndarray:

@@ -265,22 +265,6 @@ void kml_fc_s8(int32_t rows, int32_t depth, int32_t out_features, const int8_t *
 
 /* ---- convolutions ---------------------------------------------------------------- */
 
-/* The taps [*first, *end) of a filter axis whose input coordinate origin + k * dilation
- * lies inside [0, size): TFLM's is_point_inside_image test, hoisted out of the loops. */
-static void kml_valid_taps(int32_t origin, int32_t dilation, int32_t taps, int32_t size,
-                           int32_t *first, int32_t *end)
-{
-    int32_t a = 0, b = taps;
-    while (a < taps && origin + a * dilation < 0) {
-        ++a;
-    }
-    while (b > a && origin + (b - 1) * dilation >= size) {
-        --b;
-    }
-    *first = a;
-    *end = b;
-}
-
 /* TFLM reference_integer_ops::ConvPerChannel (grouped: group = oc / filters_per_group). */
 void kml_conv2d_s8_portable(const kml_conv_params *p, const int8_t *in, const int8_t *filter,
                             const int32_t *bias, const int32_t *mult, const int32_t *shift,

@@ -403,22 +403,12 @@ void kml_dwconv2d_s8_dsp(const kml_conv_params *p, const int8_t *in, const int8_
         const int8_t *in_b = in + b * p->in_h * p->in_w * c;
         for (oy = 0; oy < p->out_h; ++oy) {
             const int32_t iy0 = oy * p->stride_h - p->pad_h;
-            int32_t ky0 = 0, ky1 = p->k_h;
-            while (ky0 < ky1 && iy0 + ky0 * p->dil_h < 0) {
-                ++ky0;
-            }
-            while (ky1 > ky0 && iy0 + (ky1 - 1) * p->dil_h >= p->in_h) {
-                --ky1;
-            }
+            int32_t ky0, ky1;
+            kml_valid_taps(iy0, p->dil_h, p->k_h, p->in_h, &ky0, &ky1);
             for (ox = 0; ox < p->out_w; ++ox) {
                 const int32_t ix0 = ox * p->stride_w - p->pad_w;
-                int32_t kx0 = 0, kx1 = p->k_w;
-                while (kx0 < kx1 && ix0 + kx0 * p->dil_w < 0) {
-                    ++kx0;
-                }
-                while (kx1 > kx0 && ix0 + (kx1 - 1) * p->dil_w >= p->in_w) {
-                    --kx1;
-                }
+                int32_t kx0, kx1;
+                kml_valid_taps(ix0, p->dil_w, p->k_w, p->in_w, &kx0, &kx1);
                 for (ch = 0; ch < c4; ch += 4) {
                     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                     for (ky = ky0; ky < ky1; ++ky) {

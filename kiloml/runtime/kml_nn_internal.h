@@ -88,6 +88,22 @@ static inline int8_t kml_rq_s8(const kml_rq *r, int32_t acc, int32_t out_offset,
     return (int8_t)(v > act_max ? act_max : v);
 }
 
+/* The taps [*first, *end) of a filter axis whose input coordinate origin + k * dilation
+ * lies inside [0, size): TFLM's is_point_inside_image test, hoisted out of the loops. */
+static inline void kml_valid_taps(int32_t origin, int32_t dilation, int32_t taps,
+                                  int32_t size, int32_t *first, int32_t *end)
+{
+    int32_t a = 0, b = taps;
+    while (a < taps && origin + a * dilation < 0) {
+        ++a;
+    }
+    while (b > a && origin + (b - 1) * dilation >= size) {
+        --b;
+    }
+    *first = a;
+    *end = b;
+}
+
 void kml_fc_s8_portable(int32_t rows, int32_t depth, int32_t out_features, const int8_t *in,
                         const int8_t *w, const int32_t *bias, int32_t in_offset,
                         int32_t w_offset, int32_t out_offset, const int32_t *mult,
