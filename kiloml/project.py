@@ -396,6 +396,23 @@ class OutputConfig(Section):
     dir: str | None = None
 
 
+class SearchConfig(Section):
+    """`kiloml search`: the space to explore (``space``, checked by kiloml.search.space)
+    and how to pick one candidate from the feasible ones."""
+
+    space: dict[str, Any] = Field(default_factory=dict)
+    # most_accurate: the best cross-validated score; cheapest_within: the lowest ``cost``
+    # among those within ``accuracy_tolerance_points`` of the best.
+    pick: Literal["most_accurate", "cheapest_within"] = "most_accurate"
+    cost: Literal["energy", "flash", "ram", "latency"] = "energy"
+    accuracy_tolerance_points: float = Field(default=1.0, ge=0, le=100)
+    score: Literal["accuracy", "balanced_accuracy"] = "balanced_accuracy"
+    folds: int | None = Field(default=None, ge=2, le=50)  # default: [evaluation] cv_folds
+    max_candidates: int = Field(default=200, ge=1, le=100_000)
+    seed: int = 0
+    dir: str | None = None  # default: <output dir>-search next to the run's output
+
+
 class Project(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataConfig
@@ -409,6 +426,7 @@ class Project(Section):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    search: SearchConfig | None = None
 
 
 class LoadedProject(BaseModel):
