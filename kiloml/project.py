@@ -413,6 +413,62 @@ class SearchConfig(Section):
     dir: str | None = None  # default: <output dir>-search next to the run's output
 
 
+class TeacherConfig(Section):
+    """[optimize] distill_from: the larger model whose soft targets teach the network.
+
+    A forest or extra trees reads per-channel statistics of the window (or the feature
+    vector); a template (mlp, cnn1d, dscnn) reads what the student reads. Unset sizes take
+    the student's settings (epochs, kernel_size, stride ...)."""
+
+    kind: Literal["random_forest", "extra_trees", "mlp", "cnn1d", "dscnn"]
+    n_estimators: int = Field(default=100, ge=1, le=1000)
+    max_depth: int | None = Field(default=None, ge=1, le=64)
+    min_samples_leaf: int = Field(default=1, ge=1)
+    hidden: list[int] | None = None
+    filters: list[int] | None = None
+    kernel_size: int | None = Field(default=None, ge=1, le=64)
+    stride: int | None = Field(default=None, ge=1, le=8)
+    epochs: int | None = Field(default=None, ge=1, le=10_000)
+
+    @field_validator("hidden", "filters")
+    @classmethod
+    def _sizes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(v < 1 or v > 4096 for v in value)):
+            raise ValueError("layer sizes must be between 1 and 4096, at least one")
+        return value
+
+
+class OptimizeConfig(Section):
+    """Optimizations of a trained network (kiloml.optimize), in this order: the student
+    trained with distillation, pruned and fine-tuned, then quantization-aware training."""
+
+    # structured: whole channels / neurons (smaller graph, fewer MACs); magnitude: single
+    # weights set to zero (the dense int8 kernels still store and multiply them).
+    prune: Literal["none", "structured", "magnitude"] = "none"
+    sparsity: float = Field(default=0.0, ge=0, le=0.95)  # the fraction of weights removed
+    prune_schedule: Literal["gradual", "one_shot"] = "gradual"  # magnitude pruning
+    fine_tune_epochs: int = Field(default=20, ge=1, le=10_000)  # after pruning, and QAT
+    fine_tune_learning_rate: float | None = Field(default=None, gt=0, lt=1)
+    distill_from: TeacherConfig | None = None
+    temperature: float = Field(default=4.0, gt=0, le=100)
+    distill_alpha: float = Field(default=0.5, ge=0, le=1)  # weight of the teacher's term
+    # auto: when int8 loses more than qat_threshold_points to float on validation groups
+    qat: Literal["off", "auto", "on"] = "off"
+    qat_threshold_points: float = Field(default=1.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimizeConfig:
+        if self.prune != "none" and self.sparsity <= 0:
+            raise ValueError(f"prune = '{self.prune}' needs sparsity, a fraction in (0, 0.95]")
+        if self.prune == "none" and self.sparsity > 0:
+            raise ValueError("sparsity needs prune = 'structured' or 'magnitude'")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.prune != "none" or self.distill_from is not None or self.qat != "off"
+
+
 class Project(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataConfig
@@ -427,6 +483,7 @@ class Project(Section):
     target: TargetConfig = Field(default_factory=TargetConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     search: SearchConfig | None = None
+    optimize: OptimizeConfig = Field(default_factory=OptimizeConfig)
 
 
 class LoadedProject(BaseModel):
@@ -490,6 +547,7 @@ def load_project(path: str | Path) -> LoadedProject:
         config = Project.model_validate(raw)
     except ValidationError as exc:
         raise _validation_error(exc, text, p) from None
+    _check_optimize_applies(config, text, p)
     loaded = LoadedProject(config=config, path=p.resolve(), root=p.resolve().parent)
     try:
         loaded.target_profile()
@@ -499,6 +557,30 @@ def load_project(path: str | Path) -> LoadedProject:
         raise KilomlError(exc.message, file=p, line=_find_key_line(text, ("target",), "name"),
                           where="[target] name") from None
     return loaded
+
+
+def _check_optimize_applies(config: Project, text: str, path: Path) -> None:
+    """[optimize] retrains a template network: not for trees or imported models."""
+    opt, model = config.optimize, config.model
+    used = [k for k, on in (("prune", opt.prune != "none"),
+                            ("distill_from", opt.distill_from is not None),
+                            ("qat", opt.qat != "off")) if on]
+    if not used:
+        return
+    line = _find_key_line(text, ("optimize",), used[0])
+    if isinstance(model, TreeModelConfig) or model.kind == "imported":
+        what = "a tree model" if isinstance(model, TreeModelConfig) else "an imported model"
+        raise KilomlError(f"[optimize] {used[0]} retrains a network template (mlp, cnn1d, "
+                          f"dscnn); [model] kind = '{model.kind}' is {what}", file=path,
+                          line=line)
+    teacher = opt.distill_from
+    if teacher is not None and teacher.kind in ("mlp", "cnn1d", "dscnn"):
+        reads = "window" if teacher.kind == "cnn1d" else "features"
+        if reads != model.reads or (teacher.kind == "dscnn") != (model.kind == "dscnn"):
+            raise KilomlError(f"[optimize] distill_from: a {teacher.kind} teacher cannot read "
+                              f"what the {model.kind} student reads ({model.reads}); use a "
+                              f"{model.kind} teacher or a random_forest",
+                              file=path, line=_find_key_line(text, ("optimize",), "distill_from"))
 
 
 def _toml_error_line(message: str) -> int | None:
