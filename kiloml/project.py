@@ -259,6 +259,11 @@ class TreeModelConfig(Section):
     # C form: "table" walks node arrays (smallest flash), "inline" emits the trees as
     # nested if/else code (fewest instructions). Both give identical decisions.
     c_style: Literal["table", "inline"] = "table"
+    # Compaction (still exact: the Python reference is the compacted model): "int16"
+    # compares a per-feature float32 affine quantization of the features with int16
+    # thresholds; "uint8" / "uint16" leaves hold integer class weights (integer vote).
+    thresholds: Literal["float32", "int16"] = "float32"
+    leaves: Literal["exact", "uint8", "uint16"] = "exact"
 
 
     @field_validator("max_features")
