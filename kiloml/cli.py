@@ -238,6 +238,36 @@ def stress(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
     print(f"report         {_rel(outcome.output_dir / 'report.html')}")
 
 
+@app.command()
+@user_errors
+def search(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder")] = Path("."),
+           executor: Annotated[str, typer.Option(help="local (a process pool) or ray")] = "local",
+           address: Annotated[str | None, typer.Option(
+               help="the Ray cluster's HOST:PORT (with --executor ray)")] = None,
+           workers: Annotated[int | None, typer.Option(
+               help="local worker processes (default: one per core)")] = None,
+           fresh: Annotated[bool, typer.Option(
+               "--fresh", help="forget earlier results instead of resuming")] = False,
+           no_run: Annotated[bool, typer.Option(
+               "--no-run", help="pick only; do not run the chosen candidate")] = False) -> None:
+    """Explore [search.space] under the target's budget: reject over-budget candidates
+    before training, cross-validate the rest, keep the Pareto front and pick one."""
+    from kiloml.search.run import search_project
+
+    result = search_project(project, executor=executor, address=address, workers=workers,
+                            fresh=fresh, run_chosen=not no_run)
+    run = result.summary.get("chosen_run")
+    if run:
+        m = run["measured"] or {}
+        print(f"chosen run     {_rel(Path(run['output_dir']))}/report.html: test accuracy "
+              f"{run['test_accuracy']:.4f}; measured flash {m.get('flash_bytes', 0):,} B, RAM "
+              f"{m.get('ram_bytes', 0):,} B + stack {m.get('stack_bytes', 0):,} B, "
+              f"{m.get('instructions_per_inference', 0):,} instructions per inference")
+    if result.run_ok is False:
+        sys.stderr.write("kiloml: the chosen candidate failed verification or its budget\n")
+        raise typer.Exit(1)
+
+
 @app.command("check-data")
 @user_errors
 def check_data(project: Annotated[Path, typer.Argument(

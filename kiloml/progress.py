@@ -17,10 +17,20 @@ from rich.progress import (
 T = TypeVar("T")
 
 console = Console(highlight=False)
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """No progress bars (a search's worker processes: the search shows one bar of its own)."""
+    global _quiet
+    _quiet = quiet
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate with a progress bar (rich) on stdout."""
+    if _quiet:
+        yield from items
+        return
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     with Progress(

@@ -48,14 +48,16 @@ class RunResult:
     ok: bool  # parity holds and the library is within budget
 
 
-def run_project(project_path: str | Path, *, emulate: bool = True) -> RunResult:
+def run_project(project_path: str | Path, *, emulate: bool = True,
+                extra_metrics: dict | None = None) -> RunResult:
     """The whole job. ``emulate=False`` skips the emulated-MCU step (host parity and
-    host-measured sizes only, labelled as such)."""
+    host-measured sizes only, labelled as such). ``extra_metrics`` (e.g. the search that
+    chose this project) go into metrics.json and the report."""
     project = load_project(project_path)
     out_dir = project.output_dir
     staging = _prepare_output(out_dir)
     try:
-        metrics = _run(project, staging, emulate)
+        metrics = _run(project, staging, emulate, extra_metrics or {})
         _commit_output(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -98,16 +100,16 @@ def _commit_output(staging: Path, out_dir: Path) -> None:
 OOF_KEY = "_oof_scores"  # cross-validation's out-of-fold scores, for calibration
 
 
-def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
+def prepare_data(project: LoadedProject, *, announce: bool = True
+                 ) -> tuple[list[Recording], list[Recording], Pipeline, WindowSet, Split]:
+    """Recordings (raw and preprocessed, augmented copies included), the pipeline with its
+    window geometry and feature stages (not fitted, no model yet), windows and split."""
     cfg = project.config
-    profile = project.target_profile()
-    started = time.time()
-
     raw_recordings = load_recordings(project)
     pipeline = Pipeline(
         name=cfg.name, channels=list(raw_recordings[0].channels),
         sample_rate_hz=raw_recordings[0].sample_rate_hz, window_samples=0, stride_samples=0,
-        class_names=[], features=[], model=None,  # type: ignore[arg-type]  # set below
+        class_names=[], features=[], model=None,  # type: ignore[arg-type]  # set by the caller
         preprocess=make_preprocess_stages(project, raw_recordings[0].sample_rate_hz),
         input_sample_rate_hz=raw_recordings[0].sample_rate_hz)
     recordings = pipeline.preprocess_recordings(raw_recordings)
@@ -126,17 +128,26 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
             exc.file = str(project.path)
         raise
     n_aug = int(windows.augmented.sum()) if windows.augmented is not None else 0
-    print(f"{cfg.name}: {len(raw_recordings)} recordings, {len(windows) - n_aug} windows "
-          f"of {windows.window_samples} samples x {len(windows.channels)} channels"
-          f"{f' (+{n_aug} augmented)' if n_aug else ''}, {len(windows.class_names)} classes; "
-          f"test groups: {', '.join(split.test_groups)}")
-
+    if announce:
+        print(f"{cfg.name}: {len(raw_recordings)} recordings, {len(windows) - n_aug} windows "
+              f"of {windows.window_samples} samples x {len(windows.channels)} channels"
+              f"{f' (+{n_aug} augmented)' if n_aug else ''}, {len(windows.class_names)} "
+              f"classes; test groups: {', '.join(split.test_groups)}")
     pipeline.sample_rate_hz = windows.sample_rate_hz
     pipeline.window_samples = windows.window_samples
     pipeline.stride_samples = windows.stride_samples
     pipeline.class_names = windows.class_names
     pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
                                             windows.window_samples, windows.channels)
+    return raw_recordings, recordings, pipeline, windows, split
+
+
+def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
+    cfg = project.config
+    profile = project.target_profile()
+    started = time.time()
+    raw_recordings, recordings, pipeline, windows, split = prepare_data(project)
+    n_aug = int(windows.augmented.sum()) if windows.augmented is not None else 0
     neural: dict | None = None
     if isinstance(cfg.model, NeuralModelConfig):
         from kiloml.run_neural import fit_neural
@@ -250,6 +261,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool) -> dict:
     metrics["rule_baseline"] = rule_baseline(
         pipeline, windows, split, streamed, out / "rule_baseline", profile, budget, emulate,
         evaluation["balanced_accuracy"], metrics["resources"].get(profile.name))
+    metrics.update(extra)
     metrics["elapsed_s"] = round(time.time() - started, 2)
     write_results(out, metrics, pipeline)
     return metrics

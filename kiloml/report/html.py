@@ -354,6 +354,9 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
     from kiloml.report.power_section import power_section  # imports this module
 
     parts.extend(power_section(metrics))
+    from kiloml.report.search_section import search_section  # imports this module
+
+    parts.extend(search_section(metrics))
     parts.append("<h2>Model and features</h2>")
     model = metrics["model"]
     parts.append(_table([(html.escape(k), html.escape(str(v))) for k, v in model.items()]))

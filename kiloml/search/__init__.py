@@ -1,0 +1,1 @@
+"""kiloml search: hardware-aware search over a Pareto front."""

@@ -1,0 +1,221 @@
+"""One candidate of a search: its cost before training (to reject it early), then
+grouped cross-validation on the training groups and its cost after training.
+
+Runs in worker processes (a local pool or Ray): everything goes in and out as plain
+data. Data and features are cached per process and features also on disk, keyed by
+what they depend on, so candidates that differ only in the model share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kiloml.errors import KilomlError
+from kiloml.project import LoadedProject, NeuralModelConfig, Project
+
+_DATA: dict[str, tuple] = {}  # per process: prepare_data results by what they depend on
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    flash_bytes: int
+    ram_bytes: int  # static RAM + stack
+    latency_us: float | None
+
+    def reasons(self, estimate: dict) -> list[str]:
+        """Why an estimate does not fit (empty when it does)."""
+        out = []
+        if estimate["flash_bytes"] > self.flash_bytes:
+            out.append(f"flash {estimate['flash_bytes']:,} B > {self.flash_bytes:,} B")
+        ram = estimate["ram_bytes"] + estimate["stack_bytes"]
+        if ram > self.ram_bytes:
+            out.append(f"RAM {ram:,} B > {self.ram_bytes:,} B")
+        if self.latency_us is not None and estimate["latency_us"] > self.latency_us:
+            out.append(f"latency {estimate['latency_us'] / 1000:,.2f} ms > "
+                       f"{self.latency_us / 1000:g} ms")
+        return out
+
+    def describe(self) -> str:
+        lat = f", latency {self.latency_us / 1000:g} ms" if self.latency_us is not None else ""
+        return f"flash {self.flash_bytes:,} B, RAM {self.ram_bytes:,} B{lat}"
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def candidate_project(job: dict) -> LoadedProject:
+    path = Path(job["project_path"])
+    return LoadedProject(config=Project.model_validate(job["raw"]), path=path, root=path.parent)
+
+
+def prepared(project: LoadedProject):
+    """(raw recordings, recordings, pipeline, windows, split) for the candidate, with the
+    model's input stages in place (a raw-window network reads the window itself)."""
+    from kiloml.dsp.raw import RawWindow
+    from kiloml.pipeline import make_feature_stages
+    from kiloml.run import prepare_data
+
+    cfg = project.config
+    key = _digest([cfg.data.model_dump(), [p.model_dump() for p in cfg.preprocess],
+                   cfg.window.model_dump(), cfg.augment.model_dump(),
+                   cfg.evaluation.model_dump(), str(project.root)])
+    if key not in _DATA:
+        _DATA.clear()  # one data set at a time is enough and bounds the memory
+        _DATA[key] = prepare_data(project, announce=False)
+    raw, recs, pipeline, windows, split = _DATA[key]
+    pipeline = _copy_pipeline(pipeline)
+    if isinstance(cfg.model, NeuralModelConfig) and cfg.model.reads == "window":
+        pipeline.features = [RawWindow(pipeline.window_samples, pipeline.n_channels)]
+    else:
+        pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
+                                                windows.window_samples, windows.channels)
+    return raw, recs, pipeline, windows, split
+
+
+def _copy_pipeline(pipeline):
+    import copy
+
+    return copy.copy(pipeline)
+
+
+def estimate_before(job: dict) -> dict:
+    """The candidate's cost before training, and whether it fits the budget."""
+    from kiloml.targets.estimate import estimate_before_training
+
+    started = time.time()
+    project = candidate_project(job)
+    _, _, pipeline, windows, split = prepared(project)
+    n_features = feature_count(pipeline, windows)
+    profile = project.target_profile()
+    estimate = with_energy(estimate_before_training(pipeline, project.config.model, profile,
+                                                    n_features, len(split.train)), profile)
+    budget = SearchBudget(**job["budget"])
+    return {"estimate_before_training": estimate, "n_features": n_features,
+            "over_budget": budget.reasons(estimate),
+            "window_samples": pipeline.window_samples,
+            "seconds_estimate": round(time.time() - started, 3)}
+
+
+def feature_count(pipeline, windows) -> int:
+    """Features per window, from one window through the stages (exact, cheap)."""
+    parts = pipeline.window_features(windows.x[:1])
+    return int(sum(p.reshape(1, -1).shape[1] for p in parts))
+
+
+def evaluate(job: dict) -> dict:
+    """Cross-validate and fit the candidate; never raises (a failure is a row)."""
+    from kiloml.progress import set_quiet
+
+    set_quiet(True)
+    started = time.time()
+    try:
+        row = _evaluate(job)
+        row["status"] = "over budget after training" if row["over_budget"] else "evaluated"
+    except KilomlError as exc:
+        row = {"status": "failed", "error": str(exc)}
+    except Exception as exc:
+        row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+               "traceback": traceback.format_exc(limit=5)}
+    row["seconds"] = round(time.time() - started, 2)
+    row["worker"] = f"{os.uname().nodename}:{os.getpid()}"
+    return row
+
+
+def _evaluate(job: dict) -> dict:
+    from kiloml.models.trees import TreeModel
+    from kiloml.run import OOF_KEY
+    from kiloml.run import _cross_validate as tree_cv
+    from kiloml.targets.estimate import estimate_resources
+    from kiloml.targets.profiles import load_profile, profile_names
+
+    project = candidate_project(job)
+    cfg = project.config
+    _, _, pipeline, windows, split = prepared(project)
+    parts = _features(pipeline, windows, Path(job["cache_dir"]), project)
+    if isinstance(cfg.model, NeuralModelConfig):
+        from kiloml.models.neural import NeuralModel
+        from kiloml.run_neural import _cross_validate as neural_cv
+        from kiloml.run_neural import sample_shape
+
+        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
+        shape = sample_shape(project, pipeline, features.shape[1])
+        x = features.reshape(len(features), *shape)
+        cv = neural_cv(cfg.model, x, windows, split, shape)
+        model = NeuralModel(cfg.model, len(windows.class_names), shape, None)
+        model.fit(x[split.train], windows.y[split.train], windows.group[split.train],
+                  progress=False)
+        pipeline.model = model
+        extra = {"params": int(sum(r["weight_bytes"] for r in model.layers())),
+                 "macs": int(sum(r["macs"] for r in model.layers()))}
+    else:
+        pipeline.model = TreeModel(cfg.model, len(windows.class_names))
+        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
+        cv = tree_cv(pipeline, parts, windows, split)
+        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
+        pipeline.model.fit(features[split.train], windows.y[split.train])
+        extra = {"tree": pipeline.model.describe()}
+    cv.pop(OOF_KEY, None)
+    if not cv.get("folds"):
+        raise KilomlError("too few training groups for cross-validation: a search needs at "
+                          "least 2 folds", file=project.path)
+    profile = project.target_profile()
+    estimate = with_energy(estimate_resources(pipeline, profile, features.shape[1]), profile)
+    by_target = {name: with_energy(estimate_resources(pipeline, load_profile(name),
+                                                      features.shape[1]), load_profile(name))
+                 for name in profile_names()}
+    by_target[profile.name] = estimate
+    budget = SearchBudget(**job["budget"])
+    return {"cv": {k: v for k, v in cv.items() if k != "note"},
+            "accuracy": float(cv["accuracy_mean"]),
+            "balanced_accuracy": float(cv["balanced_accuracy_mean"]),
+            "estimate": _plain(estimate), "over_budget": budget.reasons(estimate),
+            "n_features": int(features.shape[1]), "estimates_by_target": by_target, **extra}
+
+
+def with_energy(estimate: dict, profile) -> dict:
+    """The estimate as plain numbers, with energy per inference (from the instructions)."""
+    out = _plain(estimate)
+    out.setdefault("energy_uj", round(profile.energy_uj(out["instructions_per_inference"]), 4))
+    return out
+
+
+def _features(pipeline, windows, cache_dir: Path, project: LoadedProject) -> list[np.ndarray]:
+    """The window stages' outputs for every window, cached on disk by what they depend on."""
+    from kiloml.run import _window_features_in_batches
+
+    cfg = project.config
+    reads_window = isinstance(cfg.model, NeuralModelConfig) and cfg.model.reads == "window"
+    key = _digest([cfg.data.model_dump(), [p.model_dump() for p in cfg.preprocess],
+                   cfg.window.model_dump(), cfg.augment.model_dump(), str(project.root),
+                   "raw" if reads_window else [f.model_dump() for f in cfg.features]])
+    path = cache_dir / f"features-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                parts = [z[f"p{i}"] for i in range(len(z.files))]
+            if parts and len(parts[0]) == len(windows):
+                return parts
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file: compute again
+    parts = _window_features_in_batches(pipeline, windows)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".features-", suffix=".npz", dir=cache_dir)
+    os.close(fd)
+    np.savez(tmp, **{f"p{i}": p for i, p in enumerate(parts)})
+    os.replace(tmp, path)  # atomic: a concurrent worker sees all or nothing
+    return parts
+
+
+def _plain(d: dict) -> dict:
+    return {k: (float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer)
+                else v) for k, v in d.items()}
