@@ -249,13 +249,16 @@ def search(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
            fresh: Annotated[bool, typer.Option(
                "--fresh", help="forget earlier results instead of resuming")] = False,
            no_run: Annotated[bool, typer.Option(
-               "--no-run", help="pick only; do not run the chosen candidate")] = False) -> None:
+               "--no-run", help="pick only; do not run the chosen candidate")] = False,
+           no_emulator: Annotated[bool, typer.Option(
+               "--no-emulator", help="run the chosen candidate without the emulated MCU")
+           ] = False) -> None:
     """Explore [search.space] under the target's budget: reject over-budget candidates
     before training, cross-validate the rest, keep the Pareto front and pick one."""
     from kiloml.search.run import search_project
 
     result = search_project(project, executor=executor, address=address, workers=workers,
-                            fresh=fresh, run_chosen=not no_run)
+                            fresh=fresh, run_chosen=not no_run, emulate=not no_emulator)
     run = result.summary.get("chosen_run")
     if run:
         m = run["measured"] or {}

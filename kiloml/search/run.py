@@ -50,7 +50,8 @@ def search_directory(project: LoadedProject) -> Path:
 
 def search_project(project_path: str | Path, *, executor: str = "local",
                    address: str | None = None, workers: int | None = None,
-                   fresh: bool = False, run_chosen: bool = True) -> SearchResult:
+                   fresh: bool = False, run_chosen: bool = True,
+                   emulate: bool = True) -> SearchResult:
     base = load_project(project_path)
     scfg = base.config.search
     if scfg is None:
@@ -135,7 +136,7 @@ def search_project(project_path: str | Path, *, executor: str = "local",
         from kiloml.run import run_project
 
         console.print(f"running the chosen candidate: kiloml run {_rel(chosen_path)}")
-        result = run_project(chosen_path, extra_metrics={"search": summary})
+        result = run_project(chosen_path, emulate=emulate, extra_metrics={"search": summary})
         run_ok = result.ok
         summary["chosen_run"] = {"output_dir": str(result.output_dir), "ok": result.ok,
                                  "measured": result.metrics["resources"].get(profile.name),
