@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,21 @@ class SearchSpace:
     # --- checking ------------------------------------------------------------------
 
     def _error(self, message: str, key: str | None) -> KilomlError:
-        line = _find_key_line(self.text, SPACE, key.split(".")[0] if key else None)
-        return KilomlError(f"[search.space] {message}", file=self.base.path, line=line)
+        return KilomlError(f"[search.space] {message}", file=self.base.path,
+                           line=self._line(key))
+
+    def _line(self, key: str | None) -> int | None:
+        """The line of a dimension: a quoted dotted key, a bare dotted key or a sub-table."""
+        start = _find_key_line(self.text, SPACE, None)
+        if key is None or start is None:
+            return start
+        lines = self.text.splitlines()
+        for k in (key, key.split(".")[0]):
+            pattern = re.compile(rf"^\s*[\"']?{re.escape(k)}[\"']?\s*[=.]")
+            for i in range(start, len(lines)):
+                if pattern.match(lines[i]):
+                    return i + 1
+        return start
 
     def _dimensions(self, space: dict) -> dict[str, list]:
         dims: dict[str, list] = {}
