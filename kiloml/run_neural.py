@@ -68,10 +68,11 @@ def fit_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
     shape = sample_shape(project, pipeline, features.shape[1])
     x = features.reshape(len(features), *shape)
     model_path = project.resolve(cfg.path) if cfg.path else None
-    model = NeuralModel(cfg, len(windows.class_names), shape, model_path)
+    optimize = project.config.optimize
+    model = NeuralModel(cfg, len(windows.class_names), shape, model_path, optimize)
     pipeline.model = model
 
-    cv = _cross_validate(cfg, x, windows, split, shape)
+    cv = _cross_validate(cfg, x, windows, split, shape, optimize)
     model.fit(x[split.train], windows.y[split.train], windows.group[split.train])
     test_x, test_y = x[split.test], windows.y[split.test]
     test_pred = model.predict(test_x)
@@ -105,6 +106,9 @@ def fit_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
             "train_loss": [round(v, 5) for v in h.train_loss],
             "val_loss": [round(v, 5) for v in h.val_loss],
             "val_accuracy": [round(v, 4) for v in h.val_accuracy]}
+    if model.optimization is not None:
+        neural["optimization"] = model.optimization.report(test_x, test_y)
+        print(optimization_summary(neural["optimization"]))
     return features, test_pred, test_scores, cv, neural
 
 
@@ -126,14 +130,22 @@ def tflm_parity(model_file: Path, model: NeuralModel, x: np.ndarray) -> dict:
             "all_bit_exact": equal == len(xq)}
 
 
+def optimization_summary(record: dict) -> str:
+    """One line: the techniques, and held-out int8 accuracy and size before -> after."""
+    b, a = record["before"], record["after"]
+    return (f"optimize       {', '.join(record['techniques'])}: int8 accuracy "
+            f"{b['int8_accuracy']:.4f} -> {a['int8_accuracy']:.4f}, MACs {b['macs']:,} -> "
+            f"{a['macs']:,}, weights {b['weight_bytes']:,} -> {a['weight_bytes']:,} B")
+
+
 def _cross_validate(cfg: NeuralModelConfig, x: np.ndarray, windows: WindowSet, split: Split,
-                    shape: tuple[int, ...]) -> dict:
+                    shape: tuple[int, ...], optimize=None) -> dict:
     if not split.folds:
         return {"folds": 0, "note": "too few training groups for cross-validation"}
     accuracies, balanced = [], []
     oof = np.full((len(windows), len(windows.class_names)), np.nan)
     for fit_idx, val_idx in track(split.folds, "cross-validating"):
-        fold = NeuralModel(cfg, len(windows.class_names), shape, None)
+        fold = NeuralModel(cfg, len(windows.class_names), shape, None, optimize)
         if cfg.kind == "imported":
             return {"folds": 0, "note": "an imported model is not retrained per fold"}
         fold.fit(x[fit_idx], windows.y[fit_idx], windows.group[fit_idx], progress=False)

@@ -18,7 +18,7 @@ from kiloml.nn.analysis import summarize
 from kiloml.nn.graph import Graph
 from kiloml.nn.quantize import dequantize_output, quantize_graph, quantize_input
 from kiloml.nn.reference import Interpreter
-from kiloml.project import NeuralModelConfig
+from kiloml.project import NeuralModelConfig, OptimizeConfig
 
 F32 = np.float32
 
@@ -27,8 +27,13 @@ class NeuralModel:
     kind = "neural"
 
     def __init__(self, config: NeuralModelConfig, n_classes: int,
-                 sample_shape: tuple[int, ...], model_path: Path | None = None) -> None:
+                 sample_shape: tuple[int, ...], model_path: Path | None = None,
+                 optimize: OptimizeConfig | None = None) -> None:
         self.config = config
+        # [optimize]: distillation, pruning, QAT (kiloml.optimize); its record after fit
+        self.optimize = optimize if optimize is not None and optimize.active else None
+        self.optimization = None
+        self.params: dict[str, object] | None = None  # the template's sizes as trained
         self.n_classes = n_classes
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.model_path = model_path
@@ -46,6 +51,10 @@ class NeuralModel:
     def reads(self) -> str:
         return self.config.reads
 
+    def __getstate__(self) -> dict:
+        # the optimizer holds training data, a teacher and loss closures: not for pickles
+        return {**self.__dict__, "optimization": None}
+
     # ---- training / import ------------------------------------------------
 
     def fit(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray,
@@ -60,6 +69,13 @@ class NeuralModel:
 
         fit_idx, val_idx = validation_split(groups, c.validation_groups, c.seed)
         params = {**template_params(c), "standardize": "external"}
+        optimizer, train_loss = None, None
+        if self.optimize is not None:
+            from kiloml.optimize.apply import Optimizer
+
+            optimizer = Optimizer(self, self.optimize, x, y, groups, fit_idx, val_idx, params,
+                                  progress)
+            train_loss = optimizer.training_loss()  # distillation, or None
         callback, close = _progress_callback(c.epochs) if progress else (None, lambda: None)
         try:
             module, self.history = train_classifier(
@@ -67,14 +83,19 @@ class NeuralModel:
                 x[val_idx] if len(val_idx) else None, y[val_idx] if len(val_idx) else None,
                 self.n_classes, seed=c.seed, max_epochs=c.epochs, patience=c.patience,
                 batch_size=c.batch_size, lr=c.learning_rate, weight_decay=c.weight_decay,
-                class_weight=c.class_weight, threads=1, progress=callback)
+                class_weight=c.class_weight, threads=1, progress=callback,
+                train_loss=train_loss)
         finally:
             close()
         self.input_mean = module.norm.mean.detach().numpy().astype(F32)
         self.input_std = module.norm.std.detach().numpy().astype(F32)
+        self.params = {k: v for k, v in params.items() if k != "standardize"}
         self.float_graph = to_graph(module, self.sample_shape)
         self.float_graph.name = c.kind
         self._quantize(x)
+        if optimizer is not None:
+            optimizer.run(module)  # prunes, fine-tunes, QAT: sets the graphs and params
+            self.optimization = optimizer
         return self
 
     def _import(self, x: np.ndarray) -> None:
@@ -103,11 +124,16 @@ class NeuralModel:
             self.float_graph = graph
             self._quantize(x)
 
-    def _quantize(self, x: np.ndarray) -> None:
+    def calibration_inputs(self, x: np.ndarray) -> np.ndarray:
+        """The seeded subset of training inputs the quantizer calibrates on, standardized."""
         c = self.config
         rng = np.random.default_rng(c.seed)
         n = min(c.calibration_windows, len(x))
-        calib = self.standardize(x[np.sort(rng.choice(len(x), size=n, replace=False))])
+        return self.standardize(x[np.sort(rng.choice(len(x), size=n, replace=False))])
+
+    def _quantize(self, x: np.ndarray) -> None:
+        c = self.config
+        calib = self.calibration_inputs(x)
         assert self.float_graph is not None
         self.graph = quantize_graph(self.float_graph, [calib.astype(F32)], method=c.calibration,
                                     percentile=c.percentile)
@@ -263,7 +289,7 @@ class NeuralModel:
         if c.kind == "imported":
             d["path"] = str(self.model_path)
         else:
-            d.update(template_params(c))
+            d.update(self.params if self.params is not None else template_params(c))
         return d
 
 
@@ -289,7 +315,7 @@ def validation_split(groups: np.ndarray, n_groups: int, seed: int) -> tuple[np.n
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def _progress_callback(max_epochs: int):
+def _progress_callback(max_epochs: int, description: str = "training"):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kiloml.progress import console
@@ -298,7 +324,7 @@ def _progress_callback(max_epochs: int):
                    MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[losses]}"), console=console)
     bar.start()
-    task = bar.add_task("training", total=max_epochs, losses="")
+    task = bar.add_task(description, total=max_epochs, losses="")
 
     def callback(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
         bar.update(task, completed=epoch, total=total,

@@ -26,6 +26,8 @@ from kiloml.nn.reference import Interpreter
 from kiloml.nn.torch_models import TemplateModel, build_model, fit_standardization
 
 ProgressCallback = Callable[[int, int, float, float], None]
+# (logits, labels, indices of the batch in the training set) -> loss
+TrainLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -115,6 +117,7 @@ def train_classifier(
     class_weight: Literal["balanced"] | None = None,
     threads: int = 1,
     progress: ProgressCallback | None = None,
+    train_loss: TrainLoss | None = None,
 ) -> tuple[TemplateModel, TrainHistory]:
     """Train ``template`` (``"mlp"``, ``"cnn1d"``, ``"dscnn"``) with ``params`` as its sizes.
 
@@ -122,7 +125,54 @@ def train_classifier(
     Early stopping watches the validation loss (training loss when no validation
     set is given) and the best epoch's weights are restored. ``progress(epoch,
     max_epochs, train_loss, val_loss)`` is called after each epoch. Returns the
-    module in eval mode and its history.
+    module in eval mode and its history. ``train_loss`` replaces the cross-entropy on
+    training batches (see ``fit_module``).
+    """
+
+    def build() -> TemplateModel:
+        model = build_model(template, np.shape(x_train)[1:], n_classes, **params)
+        fit_standardization(model, np.asarray(x_train))
+        return model
+
+    return fit_module(build, x_train, y_train, x_val, y_val, n_classes, seed=seed,
+                      max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, class_weight=class_weight, threads=threads,
+                      progress=progress, train_loss=train_loss)  # type: ignore[return-value]
+
+
+
+def fit_module(
+    model: nn.Module | Callable[[], nn.Module],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    n_classes: int,
+    *,
+    seed: int = 0,
+    max_epochs: int = 100,
+    patience: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    class_weight: Literal["balanced"] | None = None,
+    threads: int = 1,
+    progress: ProgressCallback | None = None,
+    train_loss: TrainLoss | None = None,
+    after_step: Callable[[], None] | None = None,
+    before_epoch: Callable[[int], None] | None = None,
+    first_selectable_epoch: int = 1,
+) -> tuple[nn.Module, TrainHistory]:
+    """The training loop of ``train_classifier`` on a module that already exists (a
+    trained model to fine-tune, a pruned one, a fake-quantized graph).
+
+    ``train_loss(logits, y, idx)`` replaces the cross-entropy on training batches (``idx``
+    indexes ``x_train``: distillation reads the teacher's targets with it); validation
+    and early stopping stay on the cross-entropy. ``after_step()`` runs after every
+    optimizer step (pruning masks), ``before_epoch(epoch)`` before each epoch (pruning
+    schedules, QAT ranges). Epochs before ``first_selectable_epoch`` are never kept as
+    the best one nor count towards patience (a schedule that has not reached its target).
+    ``model`` may be a function that builds it (called after seeding).
     """
     started = time.perf_counter()
     x_tr = torch.as_tensor(np.asarray(x_train, np.float32))
@@ -135,8 +185,8 @@ def train_classifier(
         y_va = torch.as_tensor(np.asarray(y_val, np.int64))
     history = TrainHistory()
     with _reproducible(seed, threads):
-        model = build_model(template, x_tr.shape[1:], n_classes, **params)
-        fit_standardization(model, np.asarray(x_train))
+        if not isinstance(model, nn.Module):
+            model = model()
         weight = None
         if class_weight == "balanced":
             weight = torch.as_tensor(class_weights(y_train, n_classes), dtype=torch.float32)
@@ -148,25 +198,33 @@ def train_classifier(
         best_state = copy.deepcopy(model.state_dict())
         best_loss, waited = float("inf"), 0
         for epoch in range(1, max_epochs + 1):
+            if before_epoch is not None:
+                before_epoch(epoch)
             model.train()
             total = 0.0
             for idx in _batches(len(x_tr), batch_size, generator):
                 optimizer.zero_grad()
-                loss = loss_fn(model(x_tr[idx]), y_tr[idx])
+                logits = model(x_tr[idx])
+                loss = (loss_fn(logits, y_tr[idx]) if train_loss is None
+                        else train_loss(logits, y_tr[idx], idx))
                 loss.backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 total += loss.item() * len(idx)
-            train_loss = total / len(x_tr)
+            epoch_loss = total / len(x_tr)
             if has_val:
                 val_loss, val_acc = _evaluate(model, loss_fn, x_va, y_va, batch_size)
             else:
-                val_loss, val_acc = train_loss, float("nan")
-            history.train_loss.append(train_loss)
+                val_loss, val_acc = epoch_loss, float("nan")
+            history.train_loss.append(epoch_loss)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_acc)
             history.epochs_run = epoch
             if progress is not None:
-                progress(epoch, max_epochs, train_loss, val_loss)
+                progress(epoch, max_epochs, epoch_loss, val_loss)
+            if epoch < first_selectable_epoch:
+                continue
             if val_loss < best_loss:
                 best_loss, waited, history.best_epoch = val_loss, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())
