@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python bench/dsp.py
 	$(BIN)/python bench/nn.py
 	$(BIN)/python bench/nn_parity.py
+	$(BIN)/python bench/estimator.py
 	$(BIN)/python bench/optimize.py
 
 lint: venv

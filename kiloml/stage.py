@@ -18,7 +18,8 @@ from kiloml.targets.profiles import TargetProfile
 
 @dataclass(frozen=True)
 class StageCost:
-    """An estimate (not a measurement) of what a stage takes on a target."""
+    """A stage's own rough, uncalibrated figure of what it takes on a target. The
+    calibrated whole-pipeline estimate is kiloml.targets.estimate's."""
 
     flash_bytes: int
     ram_bytes: int
