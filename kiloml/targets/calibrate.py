@@ -329,11 +329,20 @@ def fit(results: list[dict], target: str) -> dict:
     # flash: function sizes (median over the probes) and the call graph
     sizes: dict[str, list[int]] = {}
     calls: dict[str, set[str]] = {}
+    # the forest kernels call the exact float64 vote only when leaves are mixed
+    # (kml_config.h): their callees are kept apart for integer-vote forests
+    vote_calls: dict[str, set[str]] = {}
     for r in ok:
         for f, s in r["functions"].items():
             sizes.setdefault(f, []).append(s)
         for f, cs in r["calls"].items():
             calls.setdefault(f, set()).update(cs)
+        forest = "graph" not in r["case"] and \
+            r["case"]["model"]["kind"] not in ("mlp", "cnn1d", "dscnn")
+        if forest and "kml_forest_exact_vote" not in r["functions"]:
+            for f, cs in r["calls"].items():
+                if f.startswith("kml_forest"):
+                    vote_calls.setdefault(f, set()).update(cs)
     generated_names = {"main", "Reset_Handler", "kml_classify", "kml_classify_latest",
                        "kml_push_sample", "kml_reset", "kml_compute_features",
                        "kml_preprocess_sample", "kml_decide", "kml_decide_latest",
@@ -354,6 +363,8 @@ def fit(results: list[dict], target: str) -> dict:
                                   or c in ("memcpy", "memset", "roundf", "sqrtf"))
     cal = {"instructions": {}, "flash": {"functions": functions,
                                          "calls": {f: sorted(c) for f, c in calls.items()},
+                                         "calls_integer_votes": {
+                                             f: sorted(c) for f, c in vote_calls.items()},
                                          "implicit_nn": sorted(implicit["nn"]),
                                          "implicit_trees": sorted(implicit["trees"]),
                                          "generated_code": {}, "graph_code": {}},

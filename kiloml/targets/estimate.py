@@ -309,9 +309,12 @@ def _apply(coefs: dict[str, dict[str, float]], group: str, terms: dict[str, floa
 # --- flash of the runtime code (function table + call graph) --------------------------
 
 
-def runtime_code_bytes(entries: set[str], flash_cal: dict) -> tuple[int, list[str]]:
+def runtime_code_bytes(entries: set[str], flash_cal: dict, *, integer_votes: bool = False
+                       ) -> tuple[int, list[str]]:
     sizes: dict[str, int] = flash_cal["functions"]
     calls: dict[str, list[str]] = flash_cal["calls"]
+    if integer_votes:  # forests without mixed leaves never reach the exact float64 vote
+        calls = {**calls, **flash_cal.get("calls_integer_votes", {})}
     seen: set[str] = set()
     stack = [e for e in entries if e in sizes]
     while stack:
@@ -421,7 +424,8 @@ def estimate_pipeline_detail(pipeline: Pipeline, profile: TargetProfile,
     flash_cal = cal["flash"]
     kind = "nn" if "nn_model" in code_terms else "trees"
     entries = called_functions(gen["source"]) | set(flash_cal.get(f"implicit_{kind}", []))
-    runtime, _ = runtime_code_bytes(entries, flash_cal)
+    votes = kind == "trees" and code_terms.get("tree_fractions", 1.0) == 0.0
+    runtime, _ = runtime_code_bytes(entries, flash_cal, integer_votes=votes)
     generated = sum(flash_cal["generated_code"].get(k, 0.0) * v for k, v in code_terms.items())
     flash = objects["constant_flash_bytes"] + runtime + generated
     ram = objects["static_ram_bytes"] + cal["ram"].get("base", 0.0)
