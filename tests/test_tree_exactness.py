@@ -69,6 +69,9 @@ int main(int argc, char **argv)
     float *x;
     int32_t *leaves;
     result_t result;
+#if KML_TREE_INT16_THRESHOLDS && !defined(DRIVER_NO_LEAVES)
+    int16_t q[KML_TREE_MAX_INPUTS];
+#endif
     if (argc != 3) {
         fprintf(stderr, "usage: driver in out\n");
         return 2;
@@ -90,9 +93,14 @@ int main(int argc, char **argv)
             return 3;
         }
         predict(x, &result);
+#if KML_TREE_INT16_THRESHOLDS && !defined(DRIVER_NO_LEAVES)
+        kml_forest_quantize(&kml_m_forest, x, q); /* compact thresholds: walk on q */
+#endif
         for (t = 0; t < @T@; ++t) {
 #ifdef DRIVER_NO_LEAVES /* inline trees have no node tables to walk */
             leaves[t] = -1;
+#elif KML_TREE_INT16_THRESHOLDS
+            leaves[t] = (int32_t)kml_forest_leaf(&kml_m_forest, t, q);
 #else
             leaves[t] = (int32_t)kml_forest_leaf(&kml_m_forest, t, x);
 #endif

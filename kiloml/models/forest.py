@@ -18,6 +18,11 @@ Exactness rests on three facts:
 Node layout: internal nodes of each tree in pre-order, children as references
 relative to the tree's root, or leaf payloads (flagged in bitmaps). Types are the
 narrowest that fit, and thresholds are shared through a table when that is smaller.
+
+Compact tables (``forest_compact.py``) change the model, not the exactness: int16
+thresholds compare a per-feature quantization of x computed in float32 the same way
+on both sides, and integer leaf weights make the vote an integer sum (mode 3). Their
+Python mirror (``predict_batch``) is then the reference.
 """
 
 from __future__ import annotations
@@ -88,6 +93,21 @@ def fast_margin(n_trees: int) -> np.float32:
     return m32 if float(m32) >= margin else np.nextafter(m32, np.float32(np.inf))
 
 
+QNAN = -32768  # the quantized value of a NaN feature (no threshold is below -32767)
+QMAX = 32767
+
+
+def quantize_inputs(x: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """int16 [N, U]: kml_forest_quantize for float32 rows x [N, U] (the used features):
+    v = (x - offset) * scale in float32, floor, clamped to [-32767, 32767]; NaN -> QNAN."""
+    x = np.asarray(x, dtype=F32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = (x - offset.astype(F32)) * scale.astype(F32)  # float32 ops, rounded each
+        q = np.clip(np.floor(v), -QMAX, QMAX)
+    q[np.isnan(v)] = QNAN
+    return q.astype(np.int16)
+
+
 @dataclass
 class ForestTables:
     n_classes: int
@@ -105,6 +125,24 @@ class ForestTables:
     leaf_proba: np.ndarray  # float64 [n_mixed, n_classes]
     leaf_num: np.ndarray  # [n_mixed, n_classes] numerators (mode 1), else empty
     leaf_den: np.ndarray  # [n_mixed] denominators (mode 1), else empty
+    # Compact thresholds: the walk compares q = quantize_inputs(x[:, inputs]) with
+    # qthreshold; node_input indexes inputs (the features the trees use).
+    inputs: np.ndarray | None = None  # [U] feature indices
+    input_offset: np.ndarray | None = None  # float32 [U]
+    input_scale: np.ndarray | None = None  # float32 [U]
+    node_input: np.ndarray | None = None  # [n_nodes]
+    qthreshold: np.ndarray | None = None  # int16 [n_nodes]
+    # Integer leaves (mode 3): leaf_num holds weights summing to leaf_total per mixed
+    # leaf, a pure leaf weighs leaf_total; the vote is an integer sum.
+    leaf_total: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.qthreshold is not None
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.inputs) if self.quantized else self.n_features
 
     @property
     def n_trees(self) -> int:
@@ -120,9 +158,12 @@ class ForestTables:
 
     @property
     def score_mode(self) -> int:
-        """0: integer votes, 1: integer fractions, 2: float64 fractions (KML_TREE_PROBA)."""
+        """0: integer votes, 1: integer fractions, 2: float64 fractions, 3: integer leaf
+        weights (KML_TREE_PROBA)."""
         if self.n_mixed == 0:
             return 0
+        if self.leaf_total:
+            return 3
         return 1 if self.leaf_den.size else 2
 
     @property
@@ -137,17 +178,18 @@ class ForestTables:
 
     @property
     def head_dtype(self) -> type:
-        """Node head: the feature index plus two leaf bits on top."""
-        if self.n_features <= 64:
+        """Node head: the feature (or quantized input) index plus two leaf bits on top."""
+        if self.n_inputs <= 64:
             return np.uint8
-        if self.n_features <= 1 << 14:
+        if self.n_inputs <= 1 << 14:
             return np.uint16
         raise ValueError(f"{self.n_features} features; the tree kernel takes at most 16384")
 
     def heads(self) -> np.ndarray:
         dtype = self.head_dtype
         bits = 8 * np.dtype(dtype).itemsize
-        head = (self.feature.astype(np.uint32)
+        index = self.node_input if self.quantized else self.feature
+        head = (index.astype(np.uint32)
                 | (self.left_is_leaf.astype(np.uint32) << (bits - 1))
                 | (self.right_is_leaf.astype(np.uint32) << (bits - 2)))
         return head.astype(dtype)
@@ -171,17 +213,53 @@ class ForestTables:
 
     def threshold_table(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(table, index per node) when sharing thresholds takes less flash than one per
-        node, else None."""
-        table, index = np.unique(self.threshold.view(np.uint32), return_inverse=True)
+        node, else None. The table holds float32 thresholds, or int16 ones when quantized."""
+        if self.quantized:
+            table, index = np.unique(self.qthreshold, return_inverse=True)
+            width = 2
+        else:
+            table, index = np.unique(self.threshold.view(np.uint32), return_inverse=True)
+            table, width = table.view(np.float32), 4
         index_dtype = _uint_for(len(table) - 1)
-        shared = 4 * len(table) + np.dtype(index_dtype).itemsize * self.n_nodes
-        if index_dtype is np.uint32 or shared >= 4 * self.n_nodes:
+        shared = width * len(table) + np.dtype(index_dtype).itemsize * self.n_nodes
+        if index_dtype is np.uint32 or shared >= width * self.n_nodes:
             return None
-        return table.view(np.float32), index.astype(index_dtype)
+        return table, index.reshape(-1).astype(index_dtype)
+
+    def table_bytes(self) -> dict[str, int]:
+        """Bytes of each constant table the "table" C form holds (the structure, for the
+        cost model and the compaction report)."""
+        n = self.n_nodes
+        ref = np.dtype(self.ref_dtype).itemsize
+        out = {"tree_base": self.n_trees * np.dtype(self.base_dtype).itemsize,
+               "head": n * np.dtype(self.head_dtype).itemsize,
+               "children": 2 * n * ref,
+               "nan_left": (n + 7) // 8}
+        shared = self.threshold_table()
+        width = 2 if self.quantized else 4
+        out["thresholds"] = width * n if shared is None else \
+            width * len(shared[0]) + n * shared[1].dtype.itemsize
+        if self.quantized:
+            index = 1 if self.n_features <= 256 else 2
+            out["inputs"] = self.n_inputs * (4 + 4 + index)
+        out["leaves"] = self.leaf_bytes()
+        return out
+
+    def leaf_bytes(self) -> int:
+        mode = self.score_mode
+        if mode == 0:
+            return 0
+        entries = int((self.leaf_proba > 0).sum())
+        if mode == 2:
+            return 2 * (self.n_mixed + 1) + entries * (np.dtype(self.class_dtype).itemsize + 8)
+        width = np.dtype(self.fraction_dtype).itemsize
+        if not self.sparse_leaves():
+            return self.n_mixed * self.n_classes * width
+        return 2 * (self.n_mixed + 1) + entries * (np.dtype(self.class_dtype).itemsize + width)
 
     def sparse_leaves(self) -> bool:
         """Sparse (class, value) entries when smaller than dense rows."""
-        if self.score_mode != 1:
+        if self.score_mode not in (1, 3):
             return True
         width = np.dtype(self.fraction_dtype).itemsize
         nonzero = int((self.leaf_num > 0).sum())
@@ -196,14 +274,98 @@ class ForestTables:
         """The C walk: the leaf payload tree ``tree`` reaches for features ``x``."""
         node = 0
         base = int(self.tree_base[tree])
+        q = self.quantize(np.asarray(x)[None])[0] if self.quantized else None
         while True:
             i = base + node
-            v = x[self.feature[i]]
-            go_left = v <= self.threshold[i] or (np.isnan(v) and bool(self.nan_left[i]))
+            if q is not None:
+                v = int(q[self.node_input[i]])
+                go_left = v <= int(self.qthreshold[i]) and (v != QNAN or bool(self.nan_left[i]))
+            else:
+                v = x[self.feature[i]]
+                go_left = v <= self.threshold[i] or (np.isnan(v) and bool(self.nan_left[i]))
             ref = int(self.left[i] if go_left else self.right[i])
             if (self.left_is_leaf if go_left else self.right_is_leaf)[i]:
                 return ref
             node = ref
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """int16 [N, U]: the quantized inputs of float32 feature rows [N, n_features]."""
+        return quantize_inputs(np.asarray(x, F32)[:, self.inputs], self.input_offset,
+                               self.input_scale)
+
+    def leaves(self, x: np.ndarray) -> np.ndarray:
+        """int64 [N, n_trees]: the leaf payload of every tree for every row (the C walk,
+        vectorized over rows)."""
+        x = np.asarray(x, F32)
+        values = self.quantize(x).astype(np.int32) if self.quantized else x
+        n = len(x)
+        out = np.zeros((n, self.n_trees), np.int64)
+        rows = np.arange(n)
+        for tree in range(self.n_trees):
+            node = np.zeros(n, np.int64)
+            active = np.ones(n, bool)
+            for _ in range(self.max_depth + 1):
+                r = rows[active]
+                if not len(r):
+                    break
+                i = self.tree_base[tree] + node[r]
+                nan_left = self.nan_left[i]
+                if self.quantized:
+                    v = values[r, self.node_input[i]]
+                    left = (v <= self.qthreshold[i]) & ((v != QNAN) | nan_left)
+                else:
+                    v = values[r, self.feature[i]]
+                    left = (v <= self.threshold[i]) | (np.isnan(v) & nan_left)
+                ref = np.where(left, self.left[i], self.right[i])
+                leaf = np.where(left, self.left_is_leaf[i], self.right_is_leaf[i])
+                out[r[leaf], tree] = ref[leaf]
+                node[r] = ref
+                active[r[leaf]] = False
+            assert not active.any(), "a walk deeper than max_depth"
+        return out
+
+    def payload_weights(self) -> np.ndarray:
+        """Mode 3: int64 [n_classes + n_mixed, K] weight rows of every payload."""
+        pure = np.eye(self.n_classes, dtype=np.int64) * self.leaf_total
+        return np.vstack([pure, self.leaf_num.astype(np.int64).reshape(-1, self.n_classes)])
+
+    def predict_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(labels [N], proba float64 [N, K], device scores float32 [N, K]): what the C
+        library decides and writes, bit for bit. proba is the scores in float64 (modes
+        1 and 2: scikit-learn's float64 mean of the leaves the walk reached)."""
+        payloads = self.leaves(x)
+        n, k = len(payloads), self.n_classes
+        mode = self.score_mode
+        if mode in (0, 3):
+            weights = np.eye(k, dtype=np.int64) if mode == 0 else self.payload_weights()
+            sums = np.zeros((n, k), np.int64)
+            for t in range(self.n_trees):
+                sums += weights[payloads[:, t]]
+            total = self.n_trees * (self.leaf_total if mode == 3 else 1)
+            inv = F32(1.0) / F32(total)
+            scores = sums.astype(F32) * inv
+            return np.argmax(sums, axis=1), scores.astype(np.float64), scores
+        table = np.vstack([np.eye(k), self.leaf_proba])
+        terms = np.zeros((k + self.n_mixed, k), F32)  # the fast path's float32 terms
+        for p in range(len(terms)):
+            for c, term in self.fast_terms(p):
+                terms[p, c] = term
+        acc = np.zeros((n, k))
+        fast = np.zeros((n, k), F32)
+        for t in range(self.n_trees):  # tree order, as scikit-learn and kml_forest_vote
+            acc = acc + table[payloads[:, t]]
+            fast = fast + terms[payloads[:, t]]  # adding 0.0 changes no sum
+        proba = acc / float(self.n_trees)
+        # kml_forest_vote: the float32 sums decide when the leader leads by more than
+        # the margin; otherwise the exact float64 sums, rounded to float32, are the scores
+        best = np.argmax(fast, axis=1)
+        others = fast.copy()
+        others[np.arange(n), best] = 0.0
+        lead = fast[np.arange(n), best] - np.maximum(others.max(axis=1, initial=0.0), F32(0))
+        decides = lead.astype(F32) > self.margin
+        inv = F32(1.0) / F32(self.n_trees)
+        scores = np.where(decides[:, None], fast * inv, acc.astype(F32) * inv).astype(F32)
+        return np.argmax(proba, axis=1), proba, scores
 
     def fast_terms(self, payload: int) -> list[tuple[int, np.float32]]:
         """(class, float32 term) added to the fast sums for a leaf, in class order."""
@@ -229,8 +391,14 @@ class ForestTables:
     def device_scores(self, x: np.ndarray) -> np.ndarray:
         """float32 [K]: the scores kml_forest_predict writes for features ``x``, bit for bit
         (the fast float32 sums, or the exact float64 sums when the fast path defers)."""
+        return self.scores_from([self.leaf(t, x) for t in range(self.n_trees)])
+
+    def scores_from(self, payloads: list[int]) -> np.ndarray:
+        """float32 [K]: the scores the C vote writes for these leaf payloads."""
         k = self.n_classes
-        payloads = [self.leaf(t, x) for t in range(self.n_trees)]
+        if self.score_mode == 3:
+            sums = self.payload_weights()[np.asarray(payloads, np.int64)].sum(axis=0)
+            return sums.astype(F32) * (F32(1.0) / F32(self.n_trees * self.leaf_total))
         inv = F32(1.0) / F32(self.n_trees)
         if self.score_mode == 0:
             votes = np.bincount(payloads, minlength=k)[:k]
@@ -250,7 +418,7 @@ class ForestTables:
 
     def fast_path_decides(self, payloads: list[int]) -> bool:
         """Whether the C fast path decides (else it takes the exact float64 path)."""
-        if self.score_mode == 0:
+        if self.score_mode in (0, 3):
             return True
         s = self.fast_sums(payloads)
         best = int(np.argmax(s))
