@@ -52,6 +52,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/trees.py
+	$(BIN)/python bench/tree_compaction.py
 	$(BIN)/python bench/dsp.py
 	$(BIN)/python bench/nn.py
 	$(BIN)/python bench/nn_parity.py
