@@ -108,6 +108,9 @@ def example_rows(name: str, toml: Path, targets: list[str], work: Path) -> tuple
                          f"{''.join(traceback.format_exception_only(exc)).strip()[:300]}")
             continue
         estimate = estimate_resources(pipeline, profile, n_features)
+        if "no coefficients for" in estimate["note"]:
+            notes.append(f"{name} on {target}: no calibrated coefficients for "
+                         + estimate["note"].split("no coefficients for: ", 1)[-1])
         rows += [_row(name, target, q, estimate[q], measured[q]) for q in QUANTITIES]
     return rows, notes
 
@@ -141,6 +144,9 @@ def network_rows(name: str, path: Path, targets: list[str], work: Path) -> tuple
                          f"{''.join(traceback.format_exception_only(exc)).strip()[:300]}")
             continue
         estimate = estimate_graph(graph, profile)
+        if "no coefficients for" in estimate["note"]:
+            notes.append(f"{name} on {target}: no calibrated coefficients for "
+                         + estimate["note"].split("no coefficients for: ", 1)[-1])
         rows += [_row(name, target, q, estimate[q], measured[q]) for q in QUANTITIES]
     return rows, notes
 
@@ -194,7 +200,8 @@ def markdown(rows: list[dict], notes: list[str], calibration: dict) -> str:
                      f"{r['measured']:,} | {'n/a' if e is None else f'{e:+.1%}'} | "
                      f"{verdict} |")
     if notes:
-        lines += ["", "## Not measured", "", *[f"- {n}" for n in notes]]
+        lines += ["", "## Not measured, and kernels the sweep did not calibrate", "",
+                  *[f"- {n}" for n in notes]]
     lines += ["", "## How", "",
               "- measured: flash and static RAM = what the library adds to a minimal firmware "
               "linked with --gc-sections at the target's memory sizes (the budget probe); "

@@ -336,7 +336,9 @@ def _network_terms(graph, coefs: dict, missing: list[str]) -> tuple[float, list[
     n_calls = n_args = 0
     for op, call in zip(graph.ops, nn_calls(graph), strict=True):
         group = nn_op_group(graph, op, call)
-        instructions += _apply(coefs, group, nn_op_terms(graph, op, call), missing)
+        terms = nn_op_terms(graph, op, call)
+        if any(terms.values()):  # an aliased reshape runs no code
+            instructions += _apply(coefs, group, terms, missing)
         kernels.append(group)
         if not call.no_op:
             n_calls += 1
