@@ -124,7 +124,7 @@ def test_search_resumes_where_it_stopped(searched: Path) -> None:
     result = run_cli("search", str(searched), "--workers", "1", "--no-run")
     assert result.exit_code == 0, result.stderr
     assert f"resuming: {len(trained) - 2} already evaluated" in result.stdout
-    again = [json.loads(x) for x in store.read_text().splitlines()[len(keep) + 1:]]
+    again = [json.loads(x) for x in store.read_text().splitlines()[len(keep):]]
     assert sorted(r["key"] for r in again) == sorted(r["key"] for r in trained[-2:])
     for new in again:  # the same candidate gives the same score (seeded)
         old = next(r for r in trained if r["key"] == new["key"])

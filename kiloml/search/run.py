@@ -78,6 +78,17 @@ def search_project(project_path: str | Path, *, executor: str = "local",
                   f"{f' (a seeded sample of {total})' if total > len(candidates) else ''}; "
                   f"budget on {profile.name}: {budget.describe()}; {folds}-fold grouped CV")
 
+    pool = make_executor(executor, address, workers)  # fails fast, before anything is written
+    try:
+        return _search(base, space, candidates, total, folds, profile, budget, directory,
+                       pool, fresh, run_chosen, emulate)
+    finally:
+        pool.close()
+
+
+def _search(base: LoadedProject, space: SearchSpace, candidates: list[Candidate], total: int,
+            folds: int, profile, budget: ev.SearchBudget, directory: Path, pool, fresh: bool,
+            run_chosen: bool, emulate: bool) -> SearchResult:
     def job(c: Candidate) -> dict:
         return {"project_path": str(base.path), "raw": c.raw, "key": c.key,
                 "budget": budget.__dict__, "cache_dir": str(directory / "cache"),
@@ -112,20 +123,16 @@ def search_project(project_path: str | Path, *, executor: str = "local",
         console.print(f"  resuming: {len(feasible) - len(todo)} already evaluated in "
                       f"{_rel(store.path)}")
     started = time.time()
+    where = pool.describe()
     if todo:
-        pool = make_executor(executor, address, workers)
-        where = pool.describe()
         console.print(f"  training on: {where}")
-        try:
-            by_key = {c.key: c for c in todo}
-            results = pool.map(ev.evaluate, [job(c) for c in todo])
-            for j, row in track(results, "training candidates", total=len(todo)):
-                c = by_key[j["key"]]
-                row.update(key=c.key, index=c.index, label=c.label, choices=c.choices,
-                           **before[c.key])
-                store.add(row)
-        finally:
-            pool.close()
+        by_key = {c.key: c for c in todo}
+        results = pool.map(ev.evaluate, [job(c) for c in todo])
+        for j, row in track(results, "training candidates", total=len(todo)):
+            c = by_key[j["key"]]
+            row.update(key=c.key, index=c.index, label=c.label, choices=c.choices,
+                       **before[c.key])
+            store.add(row)
     summary = _summarize(base, candidates, store, budget, profile.name, folds, total)
     summary["executor"] = where if todo else "(all candidates already evaluated)"
     summary["seconds_training"] = round(time.time() - started, 1)
