@@ -136,6 +136,13 @@ def main() -> int:
         "the statistics features take ~55,000 of them) and the model stage's own "
         "(mean, from the stage-marked build) by the QEMU plugin; deltas against the "
         "baseline of the same C style. Produced by `python bench/tree_compaction.py`.", "",
+        "Where the bytes go: int16 thresholds halve the threshold table (2 instead of 4 "
+        "bytes a node, plus 9 bytes of grid per used feature); integer leaves drop the "
+        "float64 vote (`kml_f64`) and, with uint8, let the leaves merge into few enough "
+        "rows for one-byte child references. Where the instructions go: every used "
+        "feature is quantized once per inference (two float32 operations, a floor and a "
+        "clamp), which costs more than the integer compares save on the M4F; without an "
+        "FPU the integer vote saves more than the quantization costs.", "",
         "| variant | accuracy | labels changed | table B | flash B | model flash B | "
         "stack B | instructions max | model instructions mean | parity (host, QEMU) | "
         "score arithmetic |",
