@@ -106,8 +106,9 @@ def _struct(t: ForestTables, p: str, fields: dict[str, str]) -> str:
         "max_depth": str(t.max_depth),
         "margin": c_float(t.margin),
         "inv_trees": c_float(inv_total(t)),
-        "leaf_total": str(t.leaf_total),
     }
+    if t.score_mode == 3:
+        head["leaf_total"] = str(t.leaf_total)
     body = ",\n".join(f"    .{k} = {v}" for k, v in {**head, **fields}.items())
     return f"static const kml_forest_t {p}forest = {{\n{body}\n}};\n"
 

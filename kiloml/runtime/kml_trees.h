@@ -100,7 +100,9 @@ typedef struct {
     float margin;         /* modes 1, 2: the float32 fast path decides above this lead */
     float inv_trees;      /* 1 / n_trees (mode 3: 1 / (n_trees * leaf_total)), for the
                              scores */
-    int32_t leaf_total;   /* mode 3: the weight of a pure leaf */
+#if KML_TREE_PROBA == 3
+    int32_t leaf_total;   /* the weight of a pure leaf */
+#endif
     /* Internal nodes of all trees, each tree in pre-order from its root. */
     const KML_TREE_BASE_T *tree_base;            /* first node of each tree */
     const KML_TREE_HEAD_T *head;                 /* feature index, left/right-is-leaf bits */
@@ -115,11 +117,13 @@ typedef struct {
     const KML_TREE_FRACTION_T *entry_num;        /* mode 1: numerators (sparse, or dense [m][k]);
                                                     a leaf's denominator is their sum */
     const uint64_t *entry_value;                 /* mode 2: float64 bit patterns (sparse) */
-    /* int16 thresholds: the quantized inputs (head feature indices index these). */
+#if KML_TREE_INT16_THRESHOLDS
+    /* The quantized inputs (head feature indices index these). */
     int32_t n_inputs;
     const KML_TREE_INPUT_INDEX_T *input_feature; /* the feature each input quantizes */
     const float *input_offset;
     const float *input_scale;
+#endif
 } kml_forest_t;
 
 #if KML_TREE_INT16_THRESHOLDS
