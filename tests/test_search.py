@@ -232,3 +232,32 @@ def test_the_same_search_on_a_ray_cluster(ray_cluster: str, searched: Path,
     assert on_ray["front"] == local["front"] and on_ray["chosen"] == local["chosen"]
     workers = {r["worker"] for r in on_ray["rows"] if "worker" in r}
     assert workers and all(":" in w for w in workers)
+
+
+NETWORK_SPACE = """
+[search]
+folds = 3
+
+[search.space]
+[[search.space.model]]
+kind = "mlp"
+hidden = [[24, 12]]
+epochs = 8
+optimize = [{}, {prune = "structured", sparsity = 0.5, fine_tune_epochs = 2}]
+"""
+
+
+def test_network_candidates_are_estimated_as_pruning_will_leave_them(tmp_path: Path) -> None:
+    toml = _search_project(tmp_path, space=NETWORK_SPACE)
+    result = run_cli("search", str(toml), "--workers", "1", "--no-run")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    rows = {("prune" in json.dumps(r["choices"])): r for r in _summary(tmp_path)["rows"]}
+    full, pruned = rows[False], rows[True]
+    assert full["status"] == pruned["status"] == "evaluated"
+    # a network's size is known before training, pruned or not: the estimates agree
+    for r in (full, pruned):
+        for q in ("flash_bytes", "ram_bytes", "instructions_per_inference"):
+            assert r["estimate_before_training"][q] == r["estimate"][q], (q, r["label"])
+    assert pruned["macs"] < 0.7 * full["macs"]
+    assert pruned["estimate"]["instructions_per_inference"] < \
+        full["estimate"]["instructions_per_inference"]

@@ -97,13 +97,31 @@ def estimate_before(job: dict) -> dict:
     _, _, pipeline, windows, split = prepared(project)
     n_features = feature_count(pipeline, windows)
     profile = project.target_profile()
-    estimate = with_energy(estimate_before_training(pipeline, project.config.model, profile,
+    model_cfg = _as_pruned(project, pipeline, n_features, len(windows.class_names))
+    estimate = with_energy(estimate_before_training(pipeline, model_cfg, profile,
                                                     n_features, len(split.train)), profile)
     budget = SearchBudget(**job["budget"])
     return {"estimate_before_training": estimate, "n_features": n_features,
             "over_budget": budget.reasons(estimate),
             "window_samples": pipeline.window_samples,
             "seconds_estimate": round(time.time() - started, 3)}
+
+
+def _as_pruned(project: LoadedProject, pipeline, n_features: int, n_classes: int):
+    """The model config as structured pruning will leave it (its sizes are known before
+    training), so the estimate before training is the pruned network's."""
+    cfg = project.config.model
+    opt = getattr(project.config, "optimize", None)
+    if not isinstance(cfg, NeuralModelConfig) or opt is None or opt.prune != "structured" or \
+            cfg.kind not in ("mlp", "cnn1d", "dscnn"):
+        return cfg
+    from kiloml.models.neural import template_params
+    from kiloml.optimize.prune import structured_plan
+    from kiloml.run_neural import sample_shape
+
+    shape = sample_shape(project, pipeline, n_features)
+    kept = structured_plan(cfg.kind, template_params(cfg), shape, n_classes, opt.sparsity)
+    return cfg.model_copy(update={"hidden" if cfg.kind == "mlp" else "filters": kept})
 
 
 def feature_count(pipeline, windows) -> int:
@@ -150,8 +168,8 @@ def _evaluate(job: dict) -> dict:
         features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
         shape = sample_shape(project, pipeline, features.shape[1])
         x = features.reshape(len(features), *shape)
-        cv = neural_cv(cfg.model, x, windows, split, shape)
-        model = NeuralModel(cfg.model, len(windows.class_names), shape, None)
+        cv = neural_cv(cfg.model, x, windows, split, shape, cfg.optimize)
+        model = NeuralModel(cfg.model, len(windows.class_names), shape, None, cfg.optimize)
         model.fit(x[split.train], windows.y[split.train], windows.group[split.train],
                   progress=False)
         pipeline.model = model

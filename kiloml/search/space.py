@@ -6,12 +6,14 @@ and expanded into candidate projects.
     features = [["statistics"], ["statistics", {stage = "spectral", fft_length = 64}]]
     model = [
       {kind = "random_forest", n_estimators = [5, 10, 20], max_depth = [4, 8]},
-      {kind = "cnn1d", filters = [[8, 16, 16]], optimize = {prune = ["none", "structured"]}},
+      {kind = "cnn1d", filters = [[8, 16, 16]],
+       optimize = [{}, {prune = "structured", sparsity = 0.5}]},
     ]
 
 In a ``model`` table every list is a list of alternatives (a list-valued setting such
-as ``hidden`` is written as a list of lists); an ``optimize`` sub-table varies the
-``[optimize]`` section with that model family only. A candidate is the project file
+as ``hidden`` is written as a list of lists); ``optimize`` gives the ``[optimize]``
+section for that model family only: a list of whole tables to try, or one table whose
+lists are alternatives. A candidate is the project file
 with one choice per dimension; each is validated like a project file, so a typo'd
 section, key, stage or value is a one-line error naming the line of the space.
 """
@@ -205,11 +207,13 @@ class SearchSpace:
                 if optimize is not None:
                     section = _section_models(Project.model_fields["optimize"].annotation, None) \
                         if "optimize" in Project.model_fields else None
-                    if section is None or not isinstance(optimize, dict):
-                        raise self._error("'optimize' in a model table needs the [optimize] "
-                                          "section's keys", "model")
-                    _check_keys(optimize, section, f"[optimize] of model '{kind}'",
-                                lambda m: self._error(m, "model"))
+                    variants = optimize if isinstance(optimize, list) else [optimize]
+                    if section is None or not all(isinstance(v, dict) for v in variants):
+                        raise self._error("'optimize' in a model table is an [optimize] table "
+                                          "or a list of them", "model")
+                    for variant in variants:
+                        _check_keys(variant, section, f"[optimize] of model '{kind}'",
+                                    lambda m: self._error(m, "model"))
             out.append(table)
         return out
 
@@ -272,15 +276,21 @@ def _expand_model(table: dict) -> list[dict]:
     fixed = {k: v for k, v in table.items() if k != "optimize"}
     keys = list(fixed)
     values = [v if isinstance(v, list) else [v] for v in fixed.values()]
-    optimize = table.get("optimize") or {}
-    okeys = list(optimize)
-    ovalues = [v if isinstance(v, list) else [v] for v in optimize.values()]
+    optimize = table.get("optimize")
+    if optimize is None:
+        variants: list[dict | None] = [None]
+    elif isinstance(optimize, list):  # whole [optimize] tables, one per alternative
+        variants = list(optimize)
+    else:
+        okeys = list(optimize)
+        ovalues = [v if isinstance(v, list) else [v] for v in optimize.values()]
+        variants = [dict(zip(okeys, c, strict=True)) for c in itertools.product(*ovalues)]
     out = []
     for combo in itertools.product(*values):
-        for ocombo in itertools.product(*ovalues):
+        for variant in variants:
             m = dict(zip(keys, combo, strict=True))
-            if okeys:
-                m["optimize"] = dict(zip(okeys, ocombo, strict=True))
+            if variant is not None:
+                m["optimize"] = variant
             out.append(m)
     return out
 
