@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
@@ -24,6 +25,17 @@ def set_quiet(quiet: bool) -> None:
     """No progress bars (a search's worker processes: the search shows one bar of its own)."""
     global _quiet
     _quiet = quiet
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """No progress bars inside (work nested in a step that shows its own)."""
+    global _quiet
+    before, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = before
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

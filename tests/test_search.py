@@ -133,7 +133,7 @@ def test_search_resumes_where_it_stopped(searched: Path) -> None:
 
 def test_over_budget_candidates_are_rejected_before_training(tmp_path: Path) -> None:
     # a budget between the smallest and the largest candidate's flash
-    toml = _search_project(tmp_path, target="flash_budget_bytes = 9000\n")
+    toml = _search_project(tmp_path, target="flash_budget_bytes = 3000\n")
     result = run_cli("search", str(toml), "--workers", "1", "--no-run")
     assert result.exit_code == 0, result.stderr + result.stdout
     rows = _summary(tmp_path)["rows"]
@@ -142,10 +142,11 @@ def test_over_budget_candidates_are_rejected_before_training(tmp_path: Path) -> 
     assert rejected and trained
     for r in rejected:
         assert "seconds" not in r and "cv" not in r  # never trained
-        assert r["estimate_before_training"]["flash_bytes"] > 9000
+        assert r["estimate_before_training"]["flash_bytes"] > 3000
         assert any(reason.startswith("flash") for reason in r["over_budget"])
-    for r in trained:  # the upper bound before training holds after it
-        assert r["estimate"]["flash_bytes"] <= r["estimate_before_training"]["flash_bytes"]
+    for r in trained:  # the prediction before training (from a few trees) holds after it
+        before, after = r["estimate_before_training"], r["estimate"]
+        assert before["flash_bytes"] >= 0.85 * after["flash_bytes"], r["label"]
 
 
 def test_budgets_no_candidate_can_meet(tmp_path: Path) -> None:

@@ -98,8 +98,14 @@ def estimate_before(job: dict) -> dict:
     n_features = feature_count(pipeline, windows)
     profile = project.target_profile()
     model_cfg = _as_pruned(project, pipeline, n_features, len(windows.class_names))
-    estimate = with_energy(estimate_before_training(pipeline, model_cfg, profile,
-                                                    n_features, len(split.train)), profile)
+    probe = None
+    if not isinstance(model_cfg, NeuralModelConfig):
+        # a forest's size depends on the data: grow its first trees on the training windows
+        parts = _features(pipeline, windows, Path(job["cache_dir"]), project)
+        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
+        probe = (features[split.train], windows.y[split.train])
+    estimate = with_energy(estimate_before_training(pipeline, model_cfg, profile, n_features,
+                                                    len(split.train), probe=probe), profile)
     budget = SearchBudget(**job["budget"])
     return {"estimate_before_training": estimate, "n_features": n_features,
             "over_budget": budget.reasons(estimate),

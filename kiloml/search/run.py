@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from kiloml.errors import KilomlError
-from kiloml.progress import console, track
+from kiloml.progress import console, quiet, track
 from kiloml.project import LoadedProject, _find_key_line, load_project
 from kiloml.search import evaluate as ev
 from kiloml.search.executors import make_executor
 from kiloml.search.pareto import OBJECTIVES, pareto_front, pick
 from kiloml.search.space import Candidate, SearchSpace, read_raw_project
-from kiloml.search.store import ResultStore
+from kiloml.search.store import RESULTS_FILE, ResultStore
 from kiloml.search.toml_out import to_toml
 
 SUMMARY_FILE = "search.json"
@@ -79,9 +80,15 @@ def search_project(project_path: str | Path, *, executor: str = "local",
                   f"budget on {profile.name}: {budget.describe()}; {folds}-fold grouped CV")
 
     pool = make_executor(executor, address, workers)  # fails fast, before anything is written
+    existed = directory.exists()
     try:
         return _search(base, space, candidates, total, folds, profile, budget, directory,
                        pool, fresh, run_chosen, emulate)
+    except KilomlError:
+        if not existed and not (directory / RESULTS_FILE).exists():
+            # nothing fits before training: leave no folder behind (only a features cache)
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     finally:
         pool.close()
 
@@ -97,7 +104,8 @@ def _search(base: LoadedProject, space: SearchSpace, candidates: list[Candidate]
     # 1. estimates before training, in this process (no training: seconds in all)
     before: dict[str, dict] = {}
     for c in track(candidates, "estimating before training"):
-        before[c.key] = ev.estimate_before(job(c))
+        with quiet():
+            before[c.key] = ev.estimate_before(job(c))
     feasible = [c for c in candidates if not before[c.key]["over_budget"]]
     if not feasible:
         smallest = min(candidates, key=lambda c: _size_rank(

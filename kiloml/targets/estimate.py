@@ -522,19 +522,27 @@ def untrained_network(config, n_classes: int, sample_shape: tuple[int, ...], see
 
 
 def estimate_before_training(pipeline: Pipeline, model_config, profile: TargetProfile,
-                             n_features: int, n_train_windows: int) -> dict:
+                             n_features: int, n_train_windows: int,
+                             probe: tuple[np.ndarray, np.ndarray] | None = None,
+                             probe_trees: int = 4) -> dict:
     """The estimate for a candidate before anything is trained: ``pipeline.features`` are
     built but not fitted and ``pipeline.model`` is None. Trees: an upper bound from
     n_estimators x min(2**max_depth - 1, n_train_windows / min_samples_leaf) internal nodes
     (max_depth None: n_train_windows), each tree walked to that depth. Networks
     (mlp, cnn1d, dscnn): the untrained network's int8 graph (random weights, random
     calibration data), so weights, arena and MACs are those of the trained network.
+    With ``probe`` (the training windows' features and labels), trees are instead
+    predicted from the first ``probe_trees`` trees of the forest grown on them (a
+    fraction of one training), extrapolated linearly to n_estimators: a tree's size
+    depends on the data, and the bound is often several times too large to reject on.
     Same keys as estimate_resources."""
     from kiloml.project import NeuralModelConfig
 
     n_classes = pipeline.n_classes
     if isinstance(model_config, NeuralModelConfig):
         return _before_training_network(pipeline, model_config, profile, n_features)
+    if probe is not None:
+        return _probed_trees(pipeline, model_config, profile, probe, max(2, probe_trees))
     return _before_training_trees(pipeline, model_config, profile, n_features,
                                   n_train_windows, n_classes)
 
@@ -590,6 +598,52 @@ def _before_training_network(pipeline: Pipeline, cfg, profile: TargetProfile,
     out = _finish(profile, d["flash"], d["ram"], d["stack"], d["instructions"],
                   d["note"] + "; before training: the untrained network's int8 graph")
     return out
+
+
+def _probed_trees(pipeline: Pipeline, cfg, profile: TargetProfile,
+                  probe: tuple[np.ndarray, np.ndarray], probe_trees: int) -> dict:
+    """Trees predicted from a probe: the first k trees of the forest (scikit-learn seeds
+    tree i the same whatever n_estimators is), extrapolated from 1 and k trees (flash and
+    instructions grow with each tree; RAM and stack do not)."""
+    from kiloml.models.trees import TreeModel
+
+    x, y = probe
+    n = 1 if cfg.kind == "decision_tree" else cfg.n_estimators
+    k = min(n, probe_trees)
+
+    def grown(trees: int) -> tuple[dict, TreeModel]:
+        c = cfg if cfg.kind == "decision_tree" else cfg.model_copy(update={"n_estimators": trees})
+        model = TreeModel(c, pipeline.n_classes).fit(x, y)
+        return estimate_pipeline_detail(_unfitted_features_copy(pipeline, model), profile), model
+
+    dk, model_k = grown(k)
+    if k == n:
+        return _finish(profile, dk["flash"], dk["ram"], dk["stack"], dk["instructions"],
+                       dk["note"] + "; before training: the model grown on the training "
+                                    "windows once (no cross-validation yet)")
+    d1, _ = grown(1)
+
+    def code(d: dict) -> float:
+        return d["parts"]["runtime_code_bytes"]
+
+    def extrapolate(a: float, b: float) -> float:
+        return b + (n - k) * (b - a) / (k - 1)
+
+    # Tables grow with each tree; the runtime code is a step: probe trees with pure leaves
+    # vote in integers, but one mixed leaf among the other trees brings in the fraction
+    # vote and its exact float64 fallback. Count that code unless leaves are integers.
+    runtime = code(dk)
+    tables = model_k.tables or model_k.compile(x.shape[1])
+    if tables.score_mode == 0 and getattr(cfg, "leaves", "exact") == "exact":
+        mixed = TreeModel(cfg, pipeline.n_classes)
+        mixed.tables = synthetic_tables(1, 1, pipeline.n_classes, x.shape[1])
+        p = _unfitted_features_copy(pipeline, mixed)
+        runtime = max(runtime, code(estimate_pipeline_detail(p, profile, tree_nodes=1.0)))
+    flash = extrapolate(d1["flash"] - code(d1), dk["flash"] - code(dk)) + runtime
+    return _finish(profile, flash, dk["ram"], dk["stack"],
+                   extrapolate(d1["instructions"], dk["instructions"]),
+                   dk["note"] + f"; before training: predicted from the first {k} of {n} "
+                                f"trees grown on the training windows")
 
 
 def _before_training_trees(pipeline: Pipeline, cfg, profile: TargetProfile, n_features: int,
