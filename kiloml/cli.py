@@ -252,13 +252,19 @@ def search(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
                "--no-run", help="pick only; do not run the chosen candidate")] = False,
            no_emulator: Annotated[bool, typer.Option(
                "--no-emulator", help="run the chosen candidate without the emulated MCU")
-           ] = False) -> None:
-    """Explore [search.space] under the target's budget: reject over-budget candidates
-    before training, cross-validate the rest, keep the Pareto front and pick one."""
+           ] = False,
+           out: Annotated[Path | None, typer.Option(
+               help="the search folder (default: the search section's dir, or <output "
+                    "dir>-search)")
+           ] = None) -> None:
+    """Explore the project's search space under the target's budget: reject over-budget
+    candidates before training, cross-validate the rest, keep the Pareto front, pick one
+    and run it."""
     from kiloml.search.run import search_project
 
     result = search_project(project, executor=executor, address=address, workers=workers,
-                            fresh=fresh, run_chosen=not no_run, emulate=not no_emulator)
+                            fresh=fresh, run_chosen=not no_run, emulate=not no_emulator,
+                            out=out)
     run = result.summary.get("chosen_run")
     if run:
         m = run["measured"] or {}

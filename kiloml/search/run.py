@@ -52,7 +52,7 @@ def search_directory(project: LoadedProject) -> Path:
 def search_project(project_path: str | Path, *, executor: str = "local",
                    address: str | None = None, workers: int | None = None,
                    fresh: bool = False, run_chosen: bool = True,
-                   emulate: bool = True) -> SearchResult:
+                   emulate: bool = True, out: str | Path | None = None) -> SearchResult:
     base = load_project(project_path)
     scfg = base.config.search
     if scfg is None:
@@ -74,7 +74,7 @@ def search_project(project_path: str | Path, *, executor: str = "local",
         flash_bytes=tcfg.flash_budget_bytes or profile.flash_bytes,
         ram_bytes=tcfg.ram_budget_bytes or profile.ram_bytes,
         latency_us=None if tcfg.latency_budget_ms is None else tcfg.latency_budget_ms * 1000)
-    directory = search_directory(base)
+    directory = Path(out).resolve() if out else search_directory(base)
     console.print(f"search: {len(candidates)} candidates"
                   f"{f' (a seeded sample of {total})' if total > len(candidates) else ''}; "
                   f"budget on {profile.name}: {budget.describe()}; {folds}-fold grouped CV")
