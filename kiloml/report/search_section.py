@@ -43,7 +43,8 @@ def pareto_figure(summary: dict) -> str:
         if limits[what]:
             ax.axvline(limits[what] * scale, color="#c0504d", ls="--", lw=1, label="budget")
         ax.set_xlabel(label)
-        ax.set_xscale("log")
+        if what != "ram":  # RAM spans a narrow range; the others decades
+            ax.set_xscale("log")
     axes[0].set_ylabel(f"cross-validated {summary['score'].replace('_', ' ')}")
     axes[-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{summary['project']}: candidates on {summary['target']} (estimates)",
@@ -107,6 +108,9 @@ def search_section(metrics: dict) -> list[str]:
              f"cross-validation on the training groups; costs are the estimator's. Picked by "
              f"{how}: <b>{html.escape(summary['chosen_label'])}</b>.</p>",
              pareto_figure(summary),
+             "<p class='muted'>Blue: the Pareto front, no other candidate at least as good on "
+             "the score and on all four costs together (so a blue point can look dominated "
+             "in one panel). Dashed: the budget.</p>",
              "<h3>Trade-offs on the Pareto front</h3>", tradeoff_table(summary),
              "<h3>The chosen candidate on each target (estimates)</h3>",
              budget_use_table(summary)]

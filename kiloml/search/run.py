@@ -264,7 +264,8 @@ def _print_summary(summary: dict, directory: Path) -> None:
                         f"{summary['n_candidates']} candidates)", title_justify="left")
     for col in ("", "candidate", summary["score"], "flash B", "RAM+stack B", "latency ms",
                 "uJ/inf"):
-        table.add_column(col, justify="left" if col in ("", "candidate") else "right")
+        table.add_column(col, justify="left" if col in ("", "candidate") else "right",
+                         overflow="fold", ratio=4 if col == "candidate" else None)
     for key in summary["front"]:
         r = by_key[key]
         e = r["estimate"]
