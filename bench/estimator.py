@@ -2,7 +2,8 @@
 emulated targets.
 
 For each example (examples/watch/kiloml.toml, cnn1d.toml, spectral.toml,
-examples/spoken-digits/kiloml.toml) the `kiloml run --no-emulator` output is cached
+examples/spoken-digits/kiloml.toml, and watch-compact: a copy of the watch project with
+thresholds = "int16", leaves = "uint8") the `kiloml run --no-emulator` output is cached
 (KILOML_BENCH_CACHE, default ~/.cache/kiloml/bench-estimator; re-run when the toml
 changes); its library is then built for each target, linked in the budget probe and run on
 every held-out window in QEMU (kiloml/targets/measure.py, the same build, probe and QEMU
@@ -37,6 +38,9 @@ EXAMPLES = {"watch": ROOT / "examples" / "watch" / "kiloml.toml",
             "watch-cnn1d": ROOT / "examples" / "watch" / "cnn1d.toml",
             "watch-spectral": ROOT / "examples" / "watch" / "spectral.toml",
             "spoken-digits": ROOT / "examples" / "spoken-digits" / "kiloml.toml"}
+# The watch forest compacted (int16 thresholds, uint8 leaves): a temporary copy of its
+# project with those two [model] options and its own name.
+COMPACTED = {"watch-compact": (EXAMPLES["watch"], {"thresholds": "int16", "leaves": "uint8"})}
 TARGETS = ("cortex-m4f", "cortex-m0plus", "cortex-m3", "cortex-m7")
 QUANTITIES = ("flash_bytes", "ram_bytes", "stack_bytes", "instructions_per_inference")
 GOALS = {"flash_bytes": 0.10, "ram_bytes": 0.10, "instructions_per_inference": 0.20}
@@ -59,8 +63,8 @@ def example_run(name: str, toml: Path) -> Path:
         return out
     from kiloml.progress import console
 
-    console.print(f"{name}: kiloml run {toml.relative_to(ROOT)} --no-emulator (cached in "
-                  f"{CACHE})")
+    shown = toml.relative_to(ROOT) if toml.is_relative_to(ROOT) else toml
+    console.print(f"{name}: kiloml run {shown} --no-emulator (cached in {CACHE})")
     CACHE.mkdir(parents=True, exist_ok=True)
     kiloml = Path(sys.executable).parent / "kiloml"
     result = subprocess.run([str(kiloml), "run", str(toml), "--no-emulator"], cwd=CACHE,
@@ -71,6 +75,22 @@ def example_run(name: str, toml: Path) -> Path:
                            f"{' '.join(tail)[:300]}")
     stamp.write_text(key)
     return out
+
+
+def compacted_project(name: str, source: Path, options: dict[str, str]) -> Path:
+    """A copy of the project ``source`` named ``name`` with ``options`` set in its
+    [model] table, written under the cache (its content keys the cached run)."""
+    import re
+
+    text = source.read_text()
+    text = re.sub(r'^name\s*=\s*"[^"]*"', f'name = "{name}"', text, count=1, flags=re.M)
+    lines = "".join(f'{k} = "{v}"\n' for k, v in options.items())
+    text = re.sub(r"^\[model\]\n", lambda m: m.group(0) + lines, text, count=1, flags=re.M)
+    path = CACHE / "projects" / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 def cached(key: str, func) -> dict:
@@ -240,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="kiloml-bench-estimator-"))
     try:
         jobs: list[tuple[str, object]] = []
-        for name, toml in EXAMPLES.items():
+        examples = dict(EXAMPLES)
+        for name, (source, options) in COMPACTED.items():
+            if only is None or name in only:
+                examples[name] = compacted_project(name, source, options)
+        for name, toml in examples.items():
             if only is None or name in only:
                 jobs.append((name, lambda n=name, t=toml: example_rows(n, t, targets, work)))
         # the watch CNN's model.tflite comes from its example run

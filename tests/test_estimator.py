@@ -16,6 +16,8 @@ from kiloml.targets.estimate import (
     estimate_graph,
     estimate_resources,
     load_calibration,
+    tree_group,
+    tree_terms,
     untrained_network,
 )
 from kiloml.targets.profiles import load_profile, profile_names
@@ -91,6 +93,27 @@ def test_network_before_training_has_the_trained_weights_and_arena() -> None:
     assert graph_est["arena_bytes"] == emit_network(trained.graph).plan.arena_bytes
 
 
+def test_compacted_forest_terms_and_group() -> None:
+    """int16 thresholds count the features quantized per inference and integer
+    comparisons; uint8 / uint16 leaves (score_mode 3) have their own cost group."""
+    model = {"kind": "random_forest", "n_estimators": 6, "max_depth": 5,
+             "thresholds": "int16", "leaves": "uint8"}
+    pipeline, _, _ = build_pipeline(_case(model=model, name="compact_terms"))
+    tables = pipeline.model.tables
+    assert tables.quantized and tables.score_mode == 3
+    assert tree_group(tables, "table") == "tree.table.weights"
+    terms = tree_terms(tables, 20.0)
+    assert terms["qnode"] == 20.0 and terms["node"] == 0.0
+    assert terms["input"] == tables.n_inputs > 0
+    plain, _, _ = build_pipeline(_case(name="compact_terms"))
+    assert tree_group(plain.model.tables, "table") in ("tree.table.votes",
+                                                       "tree.table.fractions")
+    assert tree_terms(plain.model.tables, 20.0)["input"] == 0.0
+    profile = load_profile("cortex-m0plus")
+    est = estimate_resources(pipeline, profile, len(pipeline.feature_names()))
+    assert "no coefficients" not in est["note"], est["note"]
+
+
 @pytest.mark.skipif(shutil.which("qemu-system-arm") is None
                     or shutil.which("arm-none-eabi-gcc") is None,
                     reason="needs arm-none-eabi-gcc and qemu-system-arm")
@@ -105,6 +128,27 @@ def test_estimate_within_goals_on_the_emulated_m4(tmp_path) -> None:
                            {"stage": "spectral", "fft_length": 32, "n_bands": 5,
                             "n_peaks": 2}],
                  model={"kind": "random_forest", "n_estimators": 8, "max_depth": 6})
+    pipeline, windows, _ = build_pipeline(case)
+    measured = measure_pipeline(pipeline, profile, windows, tmp_path, stages=False)
+    est = estimate_resources(pipeline, profile, len(pipeline.feature_names()))
+    for q, goal in (("flash_bytes", 0.10), ("ram_bytes", 0.10),
+                    ("instructions_per_inference", 0.20)):
+        error = abs(est[q] - measured[q]) / measured[q]
+        assert error <= goal, (q, est[q], measured[q])
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None
+                    or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="needs arm-none-eabi-gcc and qemu-system-arm")
+def test_compacted_forest_estimate_within_goals_on_the_emulated_m0(tmp_path) -> None:
+    """A compacted forest (int16 thresholds, uint8 leaves) outside the sweep on the
+    soft-float M0+, where quantizing the features costs most."""
+    from kiloml.targets.measure import measure_pipeline
+
+    profile = load_profile("cortex-m0plus")
+    case = _case(name="emulated_compact", rows=64, channels=4,
+                 model={"kind": "random_forest", "n_estimators": 12, "max_depth": 7,
+                        "thresholds": "int16", "leaves": "uint8"})
     pipeline, windows, _ = build_pipeline(case)
     measured = measure_pipeline(pipeline, profile, windows, tmp_path, stages=False)
     est = estimate_resources(pipeline, profile, len(pipeline.feature_names()))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import re
 import statistics
@@ -32,6 +33,8 @@ from kiloml.targets.estimate import (
     estimate_graph_detail,
     estimate_pipeline_detail,
     feature_stage_terms,
+    forest_stack_arrays,
+    forest_variant,
     nn_calls,
     nn_op_group,
     nn_op_terms,
@@ -103,6 +106,24 @@ def sweep() -> list[dict]:
                  **extra}
         add(f"trees_{kind}_{trees}x{depth}_k{k}_{style}{'_' + '_'.join(extra) if extra else ''}",
             rows=32, channels=3, classes=k, model=model)
+    # compacted forests (int16 thresholds: the features quantized per inference; uint8 /
+    # uint16 leaves: integer leaf weights, score_mode 3), both C forms
+    for trees, depth, k, style, kind, thr, leaves, rows, ch in [
+            (10, 6, 4, "table", "random_forest", "int16", "uint8", 32, 3),
+            (30, 8, 3, "table", "random_forest", "int16", "uint8", 64, 6),
+            (6, 10, 6, "table", "extra_trees", "int16", "uint16", 48, 2),
+            (15, 5, 5, "table", "random_forest", "float32", "uint8", 32, 4),
+            (12, None, 4, "table", "extra_trees", "int16", "exact", 40, 5),
+            (8, 7, 3, "table", "random_forest", "int16", "exact", 32, 3),
+            (5, 6, 4, "inline", "random_forest", "int16", "uint8", 32, 3),
+            (12, 8, 3, "inline", "extra_trees", "int16", "uint16", 64, 5),
+            (20, 6, 4, "inline", "random_forest", "int16", "uint8", 48, 6),
+            (8, 5, 5, "inline", "random_forest", "float32", "uint8", 32, 2),
+            (4, None, 3, "inline", "random_forest", "int16", "exact", 48, 4)]:
+        model = {"kind": kind, "n_estimators": trees, "max_depth": depth, "c_style": style,
+                 "thresholds": thr, "leaves": leaves}
+        add(f"trees_compact_{kind}_{trees}x{depth}_k{k}_{style}_{thr}_{leaves}_c{ch}",
+            rows=rows, channels=ch, classes=k, model=model)
     # scaling and preprocessing
     add("scale_standard", features=[_stats(), {"stage": "scale", "method": "standard"}],
         model={"kind": "random_forest", "n_estimators": 4, "max_depth": 4})
@@ -133,13 +154,38 @@ def sweep() -> list[dict]:
                         ("SOFTMAX", 2), ("MEAN", 2), ("ADD", 1), ("MUL", 1),
                         ("AVERAGE_POOL_2D", 1), ("MAX_POOL_2D", 1), ("CONCATENATION", 1),
                         ("PAD", 1), ("LOGISTIC", 1), ("RELU", 1), ("REDUCE_MAX", 1),
-                        ("TANH", 1), ("RESHAPE", 1)]:
+                        ("TANH", 1), ("RESHAPE", 1), ("UNPACK", 3)]:
         for seed in range(seeds):
             cases.append({"name": f"op_{kind.lower()}_{seed}", "graph": "case", "kind": kind,
                           "seed": seed})
+    # every other kernel nn_calls.py emits, on tensors of a few hundred to a few thousand
+    # elements (the conformance generators with larger shapes): transpose, requantize
+    # and float quantize (QUANTIZE), dequantize, clamp (RELU6), the logistic / tanh
+    # tables (64 elements and more), slices, split / unpack, and more of the others
+    for kind, seeds in [("TRANSPOSE", 4), ("QUANTIZE", 8), ("DEQUANTIZE", 2), ("RELU6", 3),
+                        ("LOGISTIC", 3), ("TANH", 3), ("SLICE", 3), ("STRIDED_SLICE", 3),
+                        ("SPLIT", 3), ("CONCATENATION", 2), ("PAD", 2),
+                        ("ADD", 2), ("MUL", 2), ("RELU", 1), ("MEAN", 2), ("REDUCE_MAX", 1),
+                        ("AVERAGE_POOL_2D", 1), ("MAX_POOL_2D", 1)]:
+        for seed in range(seeds):
+            cases.append({"name": f"big_{kind.lower()}_{seed}", "graph": "case", "kind": kind,
+                          "seed": 100 + seed, "large": True})
+    # small chains of those around a convolution (the layouts converters emit: transpose
+    # in and out of NCHW, requantize between branches, tables and clamps after a conv)
+    for seed in range(4):
+        cases.append({"name": f"layout_chain_{seed}", "graph": "layout_chain", "seed": seed})
     for name, model, shape in [("mlp", {"kind": "mlp", "hidden": [48, 24]}, (40,)),
                                ("cnn1d", {"kind": "cnn1d", "filters": [8, 16, 16]}, (80, 3)),
-                               ("dscnn", {"kind": "dscnn", "filters": [16, 16]}, (20, 10))]:
+                               ("dscnn", {"kind": "dscnn", "filters": [16, 16]}, (20, 10)),
+                               # long strided 1-D inputs (a few seconds of a 6-axis IMU)
+                               ("cnn1d_t180_c6", {"kind": "cnn1d", "filters": [16, 32],
+                                                  "kernel_size": 5, "stride": 2}, (180, 6)),
+                               ("cnn1d_t240_c3", {"kind": "cnn1d", "filters": [16, 32, 24],
+                                                  "kernel_size": 3, "stride": 2}, (240, 3)),
+                               ("cnn1d_t256_c6", {"kind": "cnn1d", "filters": [32, 32],
+                                                  "kernel_size": 7, "stride": 4}, (256, 6)),
+                               ("cnn1d_t150_c4", {"kind": "cnn1d", "filters": [8, 32, 32],
+                                                  "kernel_size": 5, "stride": 3}, (150, 4))]:
         cases.append({"name": f"template_{name}", "graph": "template", "model": model,
                       "shape": list(shape)})
     return cases
@@ -221,13 +267,82 @@ def build_pipeline(case: dict):
     return pipeline, windows, nodes
 
 
+def _large_shape(rng: np.random.Generator, rank: int | None = None) -> tuple[int, ...]:
+    """conformance._random_shape with larger dimensions: 64-768 elements in rank 2,
+    up to a few thousand in ranks 3 and 4."""
+    rank = rank or int(rng.integers(2, 5))
+    lo, hi = {2: (64, 769), 3: (8, 33), 4: (4, 13)}[rank]
+    return (1, *(int(d) for d in rng.integers(lo, hi, size=rank - 1)))
+
+
+def large_case(kind: str, seed: int):
+    """A conformance operator case (random options and quantization) on larger tensors."""
+    from kiloml.nn import conformance
+
+    original = conformance._random_shape
+    conformance._random_shape = _large_shape
+    try:
+        return conformance.random_case(kind, seed)
+    finally:
+        conformance._random_shape = original
+
+
+def layout_chain(seed: int):
+    """A small int8 chain: TRANSPOSE (NCHW -> NHWC) -> CONV_2D (1 x k) -> one of
+    LOGISTIC / TANH (tables) / RELU6 (clamp) / QUANTIZE (requantize) -> TRANSPOSE back,
+    with random sizes."""
+    from kiloml.nn.conformance import _act, _act_quant, _graph
+    from kiloml.nn.graph import Quantization, Tensor
+    from kiloml.nn.op_params import out_size
+
+    rng = np.random.default_rng([seed, 4099])
+    g = _graph(f"layout{seed}")
+    c, w = int(rng.integers(2, 9)), int(rng.integers(24, 129))
+    q = _act_quant(rng)
+    x = _act(g, "x", (1, c, 1, w), q)
+    perm = g.add_tensor(Tensor("perm", (4,), "int32", data=np.array([0, 2, 3, 1], np.int32)))
+    xt = _act(g, "xt", (1, 1, w, c), q)
+    g.add_op("TRANSPOSE", [x, perm], [xt])
+    k, stride, cout = int(rng.integers(1, 6)), int(rng.integers(1, 3)), int(rng.integers(4, 17))
+    ow = out_size("VALID", w, k, stride, 1)
+    scale = np.exp(rng.uniform(np.log(0.002), np.log(0.05), cout)).astype(np.float32)
+    wi = g.add_tensor(Tensor("w", (cout, 1, k, c), "int8",
+                             Quantization(scale, np.zeros(cout, np.int64), 0),
+                             rng.integers(-127, 128, (cout, 1, k, c)).astype(np.int8)))
+    bi = g.add_tensor(Tensor("b", (cout,), "int32",
+                             Quantization((np.float32(q.s) * scale).astype(np.float32),
+                                          np.zeros(cout, np.int64), 0),
+                             rng.integers(-3000, 3001, cout).astype(np.int32)))
+    typical = math.sqrt(k * c) * 40.0 * 60.0 * q.s * float(np.mean(scale))
+    qc = Quantization.per_tensor(typical / 60.0, int(rng.integers(-60, 61)))
+    y = _act(g, "conv", (1, 1, ow, cout), qc)
+    g.add_op("CONV_2D", [xt, wi, bi], [y], padding="VALID", stride_h=1, stride_w=stride,
+             dilation_h=1, dilation_w=1, fused_activation="NONE")
+    kind = ["LOGISTIC", "TANH", "RELU6", "QUANTIZE"][seed % 4]
+    qa = {"LOGISTIC": Quantization.per_tensor(1.0 / 256, -128),
+          "TANH": Quantization.per_tensor(1.0 / 128, 0), "RELU6": qc,
+          "QUANTIZE": _act_quant(rng)}[kind]
+    a = _act(g, "act", (1, 1, ow, cout), qa)
+    g.add_op(kind, [y], [a])
+    back = g.add_tensor(Tensor("perm_back", (4,), "int32",
+                               data=np.array([0, 3, 1, 2], np.int32)))
+    out = _act(g, "y", (1, cout, 1, ow), qa)
+    g.add_op("TRANSPOSE", [a, back], [out])
+    g.inputs, g.outputs = [x], [out]
+    return g
+
+
 def build_graph(case: dict):
     from kiloml.nn.conformance import random_case, random_chain
 
     if case["graph"] == "chain":
         return random_chain(case["seed"])[0]
     if case["graph"] == "case":
+        if case.get("large"):
+            return large_case(case["kind"], case["seed"])[0]
         return random_case(case["kind"], case["seed"])[0]
+    if case["graph"] == "layout_chain":
+        return layout_chain(case["seed"])
     from kiloml.project import NeuralModelConfig
     from kiloml.targets.estimate import untrained_network
 
@@ -332,6 +447,8 @@ def fit(results: list[dict], target: str) -> dict:
     # the forest kernels call the exact float64 vote only when leaves are mixed
     # (kml_config.h): their callees are kept apart for integer-vote forests
     vote_calls: dict[str, set[str]] = {}
+    # and per build variant (integer / exact vote x float32 / int16 thresholds)
+    variant_calls: dict[str, dict[str, set[str]]] = {}
     for r in ok:
         for f, s in r["functions"].items():
             sizes.setdefault(f, []).append(s)
@@ -343,6 +460,12 @@ def fit(results: list[dict], target: str) -> dict:
             for f, cs in r["calls"].items():
                 if f.startswith("kml_forest"):
                     vote_calls.setdefault(f, set()).update(cs)
+        if forest:
+            key = forest_variant("kml_forest_exact_vote" not in r["functions"],
+                                 r["case"]["model"].get("thresholds") == "int16")
+            for f, cs in r["calls"].items():
+                if f.startswith("kml_forest"):
+                    variant_calls.setdefault(key, {}).setdefault(f, set()).update(cs)
     generated_names = {"main", "Reset_Handler", "kml_classify", "kml_classify_latest",
                        "kml_push_sample", "kml_reset", "kml_compute_features",
                        "kml_preprocess_sample", "kml_decide", "kml_decide_latest",
@@ -365,6 +488,9 @@ def fit(results: list[dict], target: str) -> dict:
                                          "calls": {f: sorted(c) for f, c in calls.items()},
                                          "calls_integer_votes": {
                                              f: sorted(c) for f, c in vote_calls.items()},
+                                         "calls_forest": {
+                                             v: {f: sorted(c) for f, c in fc.items()}
+                                             for v, fc in variant_calls.items()},
                                          "implicit_nn": sorted(implicit["nn"]),
                                          "implicit_trees": sorted(implicit["trees"]),
                                          "generated_code": {}, "graph_code": {}},
@@ -459,6 +585,20 @@ def fit(results: list[dict], target: str) -> dict:
         for c in set(comps):
             stack[c] = min(stack.get(c, 1 << 30), s)
     stack["default"] = int(np.median([s for _, s in stack_cases])) if stack_cases else 256
+    # forests: a frame that grows with the kernel's stack arrays (uint16 leaf per tree,
+    # int16 quantized features), from the cases where the forest path is the deepest
+    # (statistics only before the forest: their stack is the floor)
+    forest_stacks = [(r["stack_bytes"], forest_stack_arrays(obj.model.tables,
+                                                            obj.model.config.c_style))
+                     for r, kind, obj in details
+                     if kind == "pipeline" and hasattr(obj.model, "estimators")
+                     and not obj.preprocess
+                     and all(st.kind == "statistics" for st in obj.features)]
+    if forest_stacks:
+        floor = min(s for s, _ in forest_stacks)
+        deep = [s - a for s, a in forest_stacks if s > floor and a > 0]
+        if deep:
+            stack["forest_arrays_offset"] = int(np.median(deep))
     cal["stack"] = stack
     cal["residuals"] = _residuals(details, profile, cal)
     return cal

@@ -243,15 +243,37 @@ def feature_stage_terms(stage, window_rows: int, channels: int) -> tuple[str, di
     return f"other:{kind}", {"call": 1}
 
 
+TREE_VOTES = {0: "votes", 1: "fractions", 2: "fractions", 3: "weights"}
+
+
 def tree_group(tables, c_style: str) -> str:
-    return f"tree.{c_style}.{'votes' if tables.score_mode == 0 else 'fractions'}"
+    """The cost group of a forest's kernel: integer votes (pure leaves), integer leaf
+    weights (compacted leaves, score_mode 3) or exact fractions."""
+    return f"tree.{c_style}.{TREE_VOTES[tables.score_mode]}"
 
 
 def tree_terms(tables, nodes_visited: float) -> dict[str, float]:
-    fractions = tables.score_mode != 0
-    return {"node": nodes_visited, "tree": tables.n_trees,
-            "tree_class": tables.n_trees * tables.n_classes if fractions else 0,
+    """Work counts of one forest inference: nodes visited (float32 or int16 comparisons),
+    the features quantized first with int16 thresholds (kml_forest_quantize: a subtract,
+    a multiply and a floor-clamp each, soft-float on cores without an FPU), per tree and
+    per tree x class (a mixed leaf's row added)."""
+    mixed = tables.score_mode != 0
+    quantized = bool(getattr(tables, "quantized", False))
+    return {"node": 0.0 if quantized else nodes_visited,
+            "qnode": nodes_visited if quantized else 0.0,
+            "input": float(tables.n_inputs) if quantized else 0.0,
+            "quantize": 1.0 if quantized else 0.0,
+            "tree": tables.n_trees,
+            "tree_class": tables.n_trees * tables.n_classes if mixed else 0,
             "class": tables.n_classes, "call": 1}
+
+
+def forest_stack_arrays(tables, c_style: str) -> int:
+    """Bytes of the forest kernel's stack arrays: the uint16 leaf per tree (the table walk
+    and the inline fraction vote) and the int16 quantized features."""
+    payloads = c_style == "table" or tables.score_mode in (1, 2)
+    quantized = bool(getattr(tables, "quantized", False))
+    return 2 * tables.n_trees * payloads + 2 * tables.n_inputs * quantized
 
 
 def tree_depths(estimators) -> list[int]:
@@ -309,11 +331,21 @@ def _apply(coefs: dict[str, dict[str, float]], group: str, terms: dict[str, floa
 # --- flash of the runtime code (function table + call graph) --------------------------
 
 
-def runtime_code_bytes(entries: set[str], flash_cal: dict, *, integer_votes: bool = False
-                       ) -> tuple[int, list[str]]:
+def forest_variant(integer_votes: bool, quantized: bool) -> str:
+    """The key of a forest kernel build's call graph (kml_config.h selects the code)."""
+    return f"{'integer' if integer_votes else 'exact'}-{'int16' if quantized else 'float32'}"
+
+
+def runtime_code_bytes(entries: set[str], flash_cal: dict, *, integer_votes: bool = False,
+                       quantized: bool | None = None) -> tuple[int, list[str]]:
     sizes: dict[str, int] = flash_cal["functions"]
     calls: dict[str, list[str]] = flash_cal["calls"]
-    if integer_votes:  # forests without mixed leaves never reach the exact float64 vote
+    variants = flash_cal.get("calls_forest", {})
+    if quantized is not None and forest_variant(integer_votes, quantized) in variants:
+        # the forest kernels' callees as built for this variant: float32 thresholds never
+        # reach kml_forest_quantize, integer votes never the exact float64 vote
+        calls = {**calls, **variants[forest_variant(integer_votes, quantized)]}
+    elif integer_votes:  # forests without mixed leaves never reach the exact float64 vote
         calls = {**calls, **flash_cal.get("calls_integer_votes", {})}
     seen: set[str] = set()
     stack = [e for e in entries if e in sizes]
@@ -417,21 +449,31 @@ def estimate_pipeline_detail(pipeline: Pipeline, profile: TargetProfile,
         group = tree_group(tables, style)
         parts["model"] = _apply(coefs, group, tree_terms(tables, nodes), missing)
         components.append(group)
+        quantized = bool(getattr(tables, "quantized", False))
         if style == "inline":
-            code_terms.update(tree_inline_node=tables.n_nodes,
-                              tree_inline_leaf=tables.n_nodes + tables.n_trees)
-        code_terms.update(tree_fractions=float(tables.score_mode != 0))
+            code_terms.update({"tree_inline_qnode" if quantized else "tree_inline_node":
+                               tables.n_nodes,
+                               "tree_inline_leaf": tables.n_nodes + tables.n_trees})
+        code_terms.update(tree_fractions=float(tables.score_mode in (1, 2)),
+                          tree_weights=float(tables.score_mode == 3),
+                          tree_quantized=float(quantized))
     instructions = sum(parts.values())
 
     flash_cal = cal["flash"]
     kind = "nn" if "nn_model" in code_terms else "trees"
     entries = called_functions(gen["source"]) | set(flash_cal.get(f"implicit_{kind}", []))
     votes = kind == "trees" and code_terms.get("tree_fractions", 1.0) == 0.0
-    runtime, _ = runtime_code_bytes(entries, flash_cal, integer_votes=votes)
+    runtime, _ = runtime_code_bytes(
+        entries, flash_cal, integer_votes=votes,
+        quantized=bool(code_terms.get("tree_quantized")) if kind == "trees" else None)
     generated = sum(flash_cal["generated_code"].get(k, 0.0) * v for k, v in code_terms.items())
     flash = objects["constant_flash_bytes"] + runtime + generated
     ram = objects["static_ram_bytes"] + cal["ram"].get("base", 0.0)
     stack = _stack(cal, components)
+    if kind == "trees" and "forest_arrays_offset" in cal["stack"]:
+        # the forest path's frame grows with its arrays (trees, quantized features)
+        stack = max(stack, int(cal["stack"]["forest_arrays_offset"]
+                               + forest_stack_arrays(tables, style)))
     return {"flash": flash, "ram": ram, "stack": stack, "instructions": instructions,
             "note": _note(cal, how, missing),
             "parts": {"constant_flash_bytes": objects["constant_flash_bytes"],
