@@ -413,6 +413,9 @@ class SearchConfig(Section):
     accuracy_tolerance_points: float = Field(default=1.0, ge=0, le=100)
     score: Literal["accuracy", "balanced_accuracy"] = "balanced_accuracy"
     folds: int | None = Field(default=None, ge=2, le=50)  # default: [evaluation] cv_folds
+    # Headroom kept below each budget for the estimator's error (flash and RAM are
+    # within a few percent, instructions within 20%; see bench/results/estimator.md).
+    margin: float = Field(default=0.05, ge=0, lt=1)
     max_candidates: int = Field(default=200, ge=1, le=100_000)
     seed: int = 0
     dir: str | None = None  # default: <output dir>-search next to the run's output

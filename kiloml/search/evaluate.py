@@ -30,23 +30,27 @@ class SearchBudget:
     flash_bytes: int
     ram_bytes: int  # static RAM + stack
     latency_us: float | None
+    margin: float = 0.0  # headroom kept for the estimator's error, a fraction of each budget
 
     def reasons(self, estimate: dict) -> list[str]:
-        """Why an estimate does not fit (empty when it does)."""
+        """Why an estimate does not fit within the budgets less the margin (empty: fits)."""
         out = []
-        if estimate["flash_bytes"] > self.flash_bytes:
-            out.append(f"flash {estimate['flash_bytes']:,} B > {self.flash_bytes:,} B")
+        keep = 1.0 - self.margin
+        less = f" less the {self.margin:.0%} margin" if self.margin else ""
+        if estimate["flash_bytes"] > self.flash_bytes * keep:
+            out.append(f"flash {estimate['flash_bytes']:,} B > {self.flash_bytes:,} B{less}")
         ram = estimate["ram_bytes"] + estimate["stack_bytes"]
-        if ram > self.ram_bytes:
-            out.append(f"RAM {ram:,} B > {self.ram_bytes:,} B")
-        if self.latency_us is not None and estimate["latency_us"] > self.latency_us:
+        if ram > self.ram_bytes * keep:
+            out.append(f"RAM {ram:,} B > {self.ram_bytes:,} B{less}")
+        if self.latency_us is not None and estimate["latency_us"] > self.latency_us * keep:
             out.append(f"latency {estimate['latency_us'] / 1000:,.2f} ms > "
-                       f"{self.latency_us / 1000:g} ms")
+                       f"{self.latency_us / 1000:g} ms{less}")
         return out
 
     def describe(self) -> str:
         lat = f", latency {self.latency_us / 1000:g} ms" if self.latency_us is not None else ""
-        return f"flash {self.flash_bytes:,} B, RAM {self.ram_bytes:,} B{lat}"
+        margin = f" ({self.margin:.0%} margin kept)" if self.margin else ""
+        return f"flash {self.flash_bytes:,} B, RAM {self.ram_bytes:,} B{lat}{margin}"
 
 
 def _digest(obj) -> str:

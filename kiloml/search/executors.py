@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -64,6 +65,36 @@ def check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> N
                           f"address") from None
 
 
+GCS_CHECK_TIMEOUT_S = 6.0
+_GCS_PROBE = """
+import sys
+from ray._raylet import GcsClient
+try:
+    GcsClient(address=sys.argv[1]).cluster_id
+except Exception as exc:
+    print((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+    sys.exit(1)
+"""
+
+
+def _check_gcs(address: str, timeout_s: float = GCS_CHECK_TIMEOUT_S) -> None:
+    """Something listens, but is it a Ray head? Ask its GCS for the cluster ID, in a child
+    process with a deadline (the client can wait for minutes on a silent peer, and ray.init
+    retries; its C++ log lines stay out of the user's terminal)."""
+    import subprocess
+
+    try:
+        probe = subprocess.run([sys.executable, "-c", _GCS_PROBE, address], capture_output=True,
+                               text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise KilomlError(f"cannot reach the Ray cluster at {address}: something listens but "
+                          f"no Ray head answered within {timeout_s:g} s") from None
+    if probe.returncode != 0:
+        why = (probe.stdout.strip().splitlines() or ["no answer"])[-1]
+        raise KilomlError(f"cannot reach the Ray cluster at {address}: something answers but "
+                          f"not a Ray head node ({why})") from None
+
+
 class RayExecutor:
     name = "ray"
 
@@ -76,6 +107,8 @@ class RayExecutor:
                               "'ray>=2.40'") from None
         self.address = address
         self._ray = ray
+        if not address.startswith("ray://") and address not in ("auto", "local"):
+            _check_gcs(address)
         try:
             ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR",
                      log_to_driver=False, include_dashboard=False)

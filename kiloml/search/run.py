@@ -73,7 +73,8 @@ def search_project(project_path: str | Path, *, executor: str = "local",
     budget = ev.SearchBudget(
         flash_bytes=tcfg.flash_budget_bytes or profile.flash_bytes,
         ram_bytes=tcfg.ram_budget_bytes or profile.ram_bytes,
-        latency_us=None if tcfg.latency_budget_ms is None else tcfg.latency_budget_ms * 1000)
+        latency_us=None if tcfg.latency_budget_ms is None else tcfg.latency_budget_ms * 1000,
+        margin=scfg.margin)
     directory = Path(out).resolve() if out else search_directory(base)
     console.print(f"search: {len(candidates)} candidates"
                   f"{f' (a seeded sample of {total})' if total > len(candidates) else ''}; "
