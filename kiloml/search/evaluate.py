@@ -187,7 +187,6 @@ def _evaluate(job: dict) -> dict:
                  "macs": int(sum(r["macs"] for r in model.layers()))}
     else:
         pipeline.model = TreeModel(cfg.model, len(windows.class_names))
-        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
         cv = tree_cv(pipeline, parts, windows, split)
         features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
         pipeline.model.fit(features[split.train], windows.y[split.train])
