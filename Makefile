@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/nn_parity.py
 	$(BIN)/python bench/estimator.py
 	$(BIN)/python bench/optimize.py
+	$(BIN)/python bench/search.py
 
 lint: venv
 	$(BIN)/ruff check .
