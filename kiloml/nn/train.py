@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -107,26 +107,15 @@ def train_classifier(
     x_val: np.ndarray | None,
     y_val: np.ndarray | None,
     n_classes: int,
-    *,
-    seed: int = 0,
-    max_epochs: int = 100,
-    patience: int = 10,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    class_weight: Literal["balanced"] | None = None,
-    threads: int = 1,
-    progress: ProgressCallback | None = None,
-    train_loss: TrainLoss | None = None,
+    **options: Any,
 ) -> tuple[TemplateModel, TrainHistory]:
     """Train ``template`` (``"mlp"``, ``"cnn1d"``, ``"dscnn"``) with ``params`` as its sizes.
 
     Inputs are raw float arrays [N, *sample_shape]; labels int class indices.
-    Early stopping watches the validation loss (training loss when no validation
-    set is given) and the best epoch's weights are restored. ``progress(epoch,
-    max_epochs, train_loss, val_loss)`` is called after each epoch. Returns the
-    module in eval mode and its history. ``train_loss`` replaces the cross-entropy on
-    training batches (see ``fit_module``).
+    ``options`` are fit_module's (seed, max_epochs, patience, batch_size, lr,
+    weight_decay, class_weight, threads, progress, train_loss): early stopping watches
+    the validation loss (training loss when no validation set is given) and the best
+    epoch's weights are restored. Returns the module in eval mode and its history.
     """
 
     def build() -> TemplateModel:
@@ -134,11 +123,8 @@ def train_classifier(
         fit_standardization(model, np.asarray(x_train))
         return model
 
-    return fit_module(build, x_train, y_train, x_val, y_val, n_classes, seed=seed,
-                      max_epochs=max_epochs, patience=patience, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, class_weight=class_weight, threads=threads,
-                      progress=progress, train_loss=train_loss)  # type: ignore[return-value]
-
+    return fit_module(build, x_train, y_train, x_val, y_val, n_classes,
+                      **options)  # type: ignore[return-value]
 
 
 def fit_module(

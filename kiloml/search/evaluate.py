@@ -8,6 +8,7 @@ what they depend on, so candidates that differ only in the model share them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -77,19 +78,13 @@ def prepared(project: LoadedProject):
         _DATA.clear()  # one data set at a time is enough and bounds the memory
         _DATA[key] = prepare_data(project, announce=False)
     raw, recs, pipeline, windows, split = _DATA[key]
-    pipeline = _copy_pipeline(pipeline)
+    pipeline = copy.copy(pipeline)  # the cached one keeps its own stages
     if isinstance(cfg.model, NeuralModelConfig) and cfg.model.reads == "window":
         pipeline.features = [RawWindow(pipeline.window_samples, pipeline.n_channels)]
     else:
         pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
                                                 windows.window_samples, windows.channels)
     return raw, recs, pipeline, windows, split
-
-
-def _copy_pipeline(pipeline):
-    import copy
-
-    return copy.copy(pipeline)
 
 
 def estimate_before(job: dict) -> dict:
@@ -108,8 +103,8 @@ def estimate_before(job: dict) -> dict:
         parts = _features(pipeline, windows, Path(job["cache_dir"]), project)
         features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
         probe = (features[split.train], windows.y[split.train])
-    estimate = with_energy(estimate_before_training(pipeline, model_cfg, profile, n_features,
-                                                    len(split.train), probe=probe), profile)
+    estimate = estimate_before_training(pipeline, model_cfg, profile, n_features,
+                                        len(split.train), probe=probe)
     budget = SearchBudget(**job["budget"])
     return {"estimate_before_training": estimate, "n_features": n_features,
             "over_budget": budget.reasons(estimate),
@@ -196,24 +191,16 @@ def _evaluate(job: dict) -> dict:
         raise KilomlError("too few training groups for cross-validation: a search needs at "
                           "least 2 folds", file=project.path)
     profile = project.target_profile()
-    estimate = with_energy(estimate_resources(pipeline, profile, features.shape[1]), profile)
-    by_target = {name: with_energy(estimate_resources(pipeline, load_profile(name),
-                                                      features.shape[1]), load_profile(name))
+    estimate = estimate_resources(pipeline, profile, features.shape[1])
+    by_target = {name: estimate_resources(pipeline, load_profile(name), features.shape[1])
                  for name in profile_names()}
     by_target[profile.name] = estimate
     budget = SearchBudget(**job["budget"])
     return {"cv": {k: v for k, v in cv.items() if k != "note"},
             "accuracy": float(cv["accuracy_mean"]),
             "balanced_accuracy": float(cv["balanced_accuracy_mean"]),
-            "estimate": _plain(estimate), "over_budget": budget.reasons(estimate),
+            "estimate": estimate, "over_budget": budget.reasons(estimate),
             "n_features": int(features.shape[1]), "estimates_by_target": by_target, **extra}
-
-
-def with_energy(estimate: dict, profile) -> dict:
-    """The estimate as plain numbers, with energy per inference (from the instructions)."""
-    out = _plain(estimate)
-    out.setdefault("energy_uj", round(profile.energy_uj(out["instructions_per_inference"]), 4))
-    return out
 
 
 def _features(pipeline, windows, cache_dir: Path, project: LoadedProject) -> list[np.ndarray]:
@@ -241,8 +228,3 @@ def _features(pipeline, windows, cache_dir: Path, project: LoadedProject) -> lis
     np.savez(tmp, **{f"p{i}": p for i, p in enumerate(parts)})
     os.replace(tmp, path)  # atomic: a concurrent worker sees all or nothing
     return parts
-
-
-def _plain(d: dict) -> dict:
-    return {k: (float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer)
-                else v) for k, v in d.items()}

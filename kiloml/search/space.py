@@ -145,8 +145,7 @@ class SearchSpace:
     def _check_path(self, key: str) -> None:
         parts = key.split(".")
         known = [*VARIABLE_SECTIONS, "features", "model"]
-        if parts[0] not in Project.model_fields or parts[0] in ("search", "output", "name",
-                                                                "data"):
+        if parts[0] not in VARIABLE_SECTIONS:
             raise self._error(f"unknown dimension '{key}'{_hint(parts[0], known)}; dimensions "
                               f"are 'features', 'model' or '<section>.<key>'", key)
         if len(parts) != 2:
