@@ -61,6 +61,11 @@ class DataConfig(Section):
     def _regex_compiles(cls, value: str | None, info: Any) -> str | None:
         if value is None:
             return value
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            # "\b", "\t", "\f" ... are TOML escapes in a double-quoted string, not regex ones
+            raise ValueError("holds a control character (a TOML escape such as \\b or \\t "
+                             "in a double-quoted string?): write regular expressions in "
+                             "single quotes, e.g. '\\bsubject(?P<group>\\d+)'")
         try:
             compiled = re.compile(value)
         except re.error as exc:
@@ -548,8 +553,8 @@ def load_project(path: str | Path) -> LoadedProject:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(str(exc))
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise KilomlError(f"invalid TOML: {msg}", file=p, line=line) from None
+        msg = re.sub(r"\s*\((at line \d+, column \d+|at end of document)\)", "", str(exc))
+        raise KilomlError(f"invalid TOML: {msg}{_escape_hint(msg)}", file=p, line=line) from None
     _check_unknown_keys(raw, Project, (), text, p)
     try:
         config = Project.model_validate(raw)
@@ -589,6 +594,16 @@ def _check_optimize_applies(config: Project, text: str, path: Path) -> None:
                               f"what the {model.kind} student reads ({model.reads}); use a "
                               f"{model.kind} teacher or a random_forest",
                               file=path, line=_find_key_line(text, ("optimize",), "distill_from"))
+
+
+def _escape_hint(message: str) -> str:
+    """A backslash TOML does not know in a double-quoted string is almost always a regular
+    expression (or a Windows path): say how to write it."""
+    if "Unescaped '\\'" in message or "Invalid hex value" in message:
+        return ("; a backslash in a double-quoted string starts an escape: write regular "
+                "expressions in single quotes (a literal string), e.g. "
+                "group_pattern = '(?P<group>s\\d+)'")
+    return ""
 
 
 def _toml_error_line(message: str) -> int | None:

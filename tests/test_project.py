@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,102 @@ def test_unrelated_key_lists_known_keys(tmp_path: Path) -> None:
     text = BASE.replace("stride_ms = 500", "stride_ms = 500\nzzz = 1")
     with pytest.raises(KilomlError, match="known keys: window_ms, stride_ms"):
         load_project(write(tmp_path, text))
+
+
+# --- regular expressions in TOML: single quotes ---------------------------------------
+
+TEMPLATE = ROOT / "kiloml" / "templates" / "kiloml.toml"
+README = ROOT / "README.md"
+
+
+def _project_keys() -> set[str]:
+    """Every key of every section of the schema (the names README examples may use)."""
+    from kiloml import project as schema
+
+    keys: set[str] = set()
+    for value in vars(schema).values():
+        if isinstance(value, type) and issubclass(value, schema.Section):
+            keys.update(value.model_fields)
+    return keys
+
+
+def test_init_template_commented_settings_parse(tmp_path: Path) -> None:
+    """`kiloml init` loads, and every commented-out setting in it is valid TOML once
+    uncommented (the regular expressions among them compile with their named group)."""
+    assert run_cli("init", str(tmp_path / "p")).exit_code == 0
+    text = (tmp_path / "p" / "kiloml.toml").read_text()
+    load_project(tmp_path / "p" / "kiloml.toml")
+    settings: list[str] = []
+    for line in text.splitlines():
+        body = line[1:].strip() if line.startswith("#") else None
+        if body is None:
+            continue
+        if settings and settings[-1].count("[") > settings[-1].count("]"):
+            settings[-1] += " " + body  # a list continued on the next comment line
+        elif re.match(r"[a-z_]+ = ", body):
+            settings.append(body)
+    assert len(settings) >= 15, settings
+    for line in settings:
+        value = tomllib.loads(line)
+        for key in ("label_pattern", "group_pattern"):
+            if key in value:
+                assert f"(?P<{key.split('_')[0]}>" in value[key]
+                assert re.compile(value[key]).groupindex
+    patterns = [s for s in settings if "_pattern" in s]
+    assert len(patterns) == 2 and all(" = '" in s for s in patterns), patterns
+
+
+def _readme_toml() -> list[str]:
+    """The TOML a reader copies from README: fenced ```toml blocks, and each `key = value`
+    line (a known project key) in indented code blocks and inline code."""
+    text = README.read_text()
+    blocks = re.findall(r"^```toml\n(.*?)^```", text, re.M | re.S)
+    keys = _project_keys()
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("    "):
+            lines.append(re.sub(r"^\s*#?\s*", "", line))
+    lines += re.findall(r"`([^`\n]+)`", text)
+    singles = [s for s in lines if (m := re.match(r"([a-z_]+) = (.+)$", s))
+               and m.group(1) in keys and "..." not in m.group(2)]
+    return blocks + singles
+
+
+def test_readme_toml_parses() -> None:
+    found = _readme_toml()
+    assert sum("\n" in b for b in found) >= 2  # the fenced blocks
+    assert any("group_pattern" in s for s in found) and any("label_pattern" in s for s in found)
+    for snippet in found:
+        try:
+            tomllib.loads(snippet)
+        except tomllib.TOMLDecodeError as exc:
+            raise AssertionError(f"README TOML does not parse: {snippet!r}: {exc}") from None
+
+
+def test_examples_use_literal_strings_for_patterns() -> None:
+    for toml in (ROOT / "examples").glob("*/*.toml"):
+        for line in toml.read_text().splitlines():
+            if re.match(r"\s*(label|group)_pattern\s*=", line):
+                assert "= '" in line, (toml, line)
+        tomllib.loads(toml.read_text())
+
+
+def test_double_quoted_regex_says_use_single_quotes(tmp_path: Path) -> None:
+    text = BASE.replace('[data]\nsource = "watch"\n',
+                        '[data]\nsource = "csv"\npath = "d"\nlabel_from_folder = true\n'
+                        'group_pattern = "(?P<group>subject\\d+)"\n')
+    line = assert_user_error(run_cli("run", str(write(tmp_path, text))), "kiloml.toml:6:",
+                             "invalid TOML", "single quotes")
+    assert "'(?P<group>s\\d+)'" in line
+
+
+def test_toml_escape_inside_a_pattern_is_refused(tmp_path: Path) -> None:
+    """"\\b" is a valid TOML escape (backspace), so the regex silently changes: refused."""
+    text = BASE.replace('[data]\nsource = "watch"\n',
+                        '[data]\nsource = "csv"\npath = "d"\nlabel_from_folder = true\n'
+                        'group_pattern = "\\b(?P<group>s[0-9]+)"\n')
+    assert_user_error(run_cli("run", str(write(tmp_path, text))), "kiloml.toml:6:",
+                      "[data] group_pattern", "control character", "single quotes")
+    literal = text.replace('"\\b(?P<group>s[0-9]+)"', "'\\b(?P<group>s[0-9]+)'")
+    assert load_project(write(tmp_path, literal)).config.data.group_pattern == \
+        "\\b(?P<group>s[0-9]+)"
