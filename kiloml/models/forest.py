@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kiloml.errors import KilomlError
+
 TREE_LEAF = -1  # sklearn.tree._tree.TREE_LEAF
 F32 = np.float32
 
@@ -427,6 +429,23 @@ class ForestTables:
         return bool(F32(s[best] - max(second, F32(0))) > self.margin)
 
 
+def _class_columns(est, n_classes: int) -> np.ndarray:
+    """Per-node class fractions [nodes, n_classes] of a fitted tree. scikit-learn >= 1.4
+    keeps fractions per node; a tree fitted on its own (not inside a forest, which encodes
+    the labels first) has columns only for the labels it saw, given by its classes_."""
+    values = est.tree_.value[:, 0, :]
+    if values.shape[1] == n_classes:
+        return values
+    seen = np.asarray(getattr(est, "classes_", []))
+    if (len(seen) != values.shape[1] or not np.issubdtype(seen.dtype, np.integer)
+            or seen.min(initial=0) < 0 or seen.max(initial=0) >= n_classes):
+        raise ValueError(f"a tree has {values.shape[1]} class columns for {n_classes} "
+                         f"classes and no class labels to place them")
+    full = np.zeros((len(values), n_classes), dtype=values.dtype)
+    full[:, seen.astype(int)] = values
+    return full
+
+
 def forest_tables(estimators: list, n_classes: int, n_features: int) -> ForestTables:
     """Flatten fitted scikit-learn trees (all trained on the same classes)."""
     base: list[int] = []
@@ -455,9 +474,7 @@ def forest_tables(estimators: list, n_classes: int, n_features: int) -> ForestTa
 
     for est in estimators:
         tree = est.tree_
-        if tree.value.shape[2] != n_classes:
-            raise ValueError("every tree must see every class")
-        values = tree.value[:, 0, :]  # scikit-learn >= 1.4 keeps class fractions per node
+        values = _class_columns(est, n_classes)
         weights = tree.weighted_n_node_samples
         children_left, children_right = tree.children_left, tree.children_right
         base.append(len(feature))
@@ -495,8 +512,9 @@ def forest_tables(estimators: list, n_classes: int, n_features: int) -> ForestTa
     leaf_num, leaf_den = integer_fractions(leaf_proba, np.array(mixed_weights))
     top_ref = max(max(left, default=0), max(right, default=0))
     if top_ref > 0xFFFF:
-        raise ValueError(f"a tree or its leaves need {top_ref} references; at most 65535 are "
-                         f"supported (limit max_depth)")
+        raise KilomlError(f"the forest's C tables need {top_ref + 1:,} node and leaf "
+                          f"references; they hold at most 65,536: lower max_depth or "
+                          f"n_estimators, or raise min_samples_leaf", where="[model]")
     return ForestTables(
         n_classes=n_classes,
         n_features=n_features,

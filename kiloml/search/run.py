@@ -104,24 +104,39 @@ def _search(base: LoadedProject, space: SearchSpace, candidates: list[Candidate]
 
     # 1. estimates before training, in this process (no training: seconds in all)
     before: dict[str, dict] = {}
+    unbuildable: dict[str, str] = {}  # candidates whose settings cannot be built at all
     for c in track(candidates, "estimating before training"):
         with quiet():
-            before[c.key] = ev.estimate_before(job(c))
-    feasible = [c for c in candidates if not before[c.key]["over_budget"]]
+            try:
+                before[c.key] = ev.estimate_before(job(c))
+            except KilomlError as exc:
+                unbuildable[c.key] = str(exc)
+    estimated = [c for c in candidates if c.key in before]
+    feasible = [c for c in estimated if not before[c.key]["over_budget"]]
+    if not estimated:
+        first = candidates[0]
+        raise KilomlError(f"no candidate can be built; the first, '{first.label}': "
+                          f"{unbuildable[first.key]}", file=base.path)
     if not feasible:
-        smallest = min(candidates, key=lambda c: _size_rank(
+        smallest = min(estimated, key=lambda c: _size_rank(
             before[c.key]["estimate_before_training"], budget))
         raise KilomlError(
             f"no candidate fits the budget on {profile.name} ({budget.describe()}); the "
             f"smallest, '{smallest.label}', needs "
             f"{_needs(before[smallest.key]['estimate_before_training'])}",
             file=base.path, line=_find_key_line(space.text, ("target",), None))
-    console.print(f"  {len(candidates) - len(feasible)} rejected before training (over "
-                  f"budget by the estimate), {len(feasible)} to train")
+    console.print(f"  {len(estimated) - len(feasible)} rejected before training (over "
+                  f"budget by the estimate), "
+                  + (f"{len(unbuildable)} that cannot be built, " if unbuildable else "")
+                  + f"{len(feasible)} to train")
 
     # 2. train and cross-validate the rest, persisting as results arrive
     store = ResultStore(directory, fresh=fresh)
     for c in candidates:
+        if c.key in unbuildable:
+            store.add({"key": c.key, "index": c.index, "label": c.label, "choices": c.choices,
+                       "status": "failed", "error": unbuildable[c.key]})
+            continue
         if c in feasible or store.done(c.key):
             continue
         store.add({"key": c.key, "index": c.index, "label": c.label, "choices": c.choices,
