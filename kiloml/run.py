@@ -21,6 +21,7 @@ import numpy as np
 from kiloml import __version__
 from kiloml.codegen.library import write_library
 from kiloml.data.augment import augment
+from kiloml.data.order import natural_sorted
 from kiloml.data.recording import Recording
 from kiloml.data.sources import load_recordings
 from kiloml.data.splits import Split, make_split
@@ -185,7 +186,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         n_train_windows=len(split.train), n_test_windows=len(split.test),
         n_augmented_train_windows=n_aug,
         test_groups=split.test_groups,
-        train_groups=sorted(set(windows.group[split.train].tolist())),
+        train_groups=natural_sorted(windows.group[split.train].tolist()),
         cross_validation=cv, windows_dropped_low_label_coverage=windows.dropped_low_coverage,
         recordings_skipped_short=windows.skipped_recordings)
 
@@ -219,7 +220,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
             "class_names": windows.class_names,
             "windows_per_class": np.bincount(windows.y,
                                              minlength=len(windows.class_names)).tolist(),
-            "groups": sorted(set(windows.group.tolist())),
+            "groups": natural_sorted(windows.group.tolist()),
         },
         "features": {"n": library.n_features, "names": pipeline.feature_names(),
                      "stages": [s.kind for s in pipeline.features]},

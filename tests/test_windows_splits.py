@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kiloml.data.order import natural_sorted
 from kiloml.data.recording import Recording
 from kiloml.data.splits import assert_no_leak, make_split
 from kiloml.data.windows import make_windows, samples_from_ms
@@ -114,3 +115,26 @@ def test_leak_check_raises_on_shared_group_or_recording() -> None:
     w.group[:] = np.arange(len(w)).astype(str)  # every window its own group...
     with pytest.raises(DataLeakError, match="recording"):
         assert_no_leak(w, a[:2], a[2:], "bad")  # ...but one recording on both sides
+
+
+# --- natural order of class and group names ---------------------------------------
+
+
+def test_natural_key_orders_numbers_by_value_and_text_part_by_part() -> None:
+    names = ["10", "2", "1", "-1", "0.5", "01", "s10", "s2", "s1", "b", "a", "x²"]
+    assert natural_sorted(names) == ["-1", "0.5", "01", "1", "2", "10", "a", "b", "s1", "s2",
+                                     "s10", "x²"]
+    for shuffled in (names[::-1], names[3:] + names[:3]):  # total: no input-order ties
+        assert natural_sorted(shuffled) == natural_sorted(names)
+    long = "9" * 5000  # int() refuses > 4300 digits; the key never converts runs
+    assert natural_sorted([f"s{long}", "s2"]) == ["s2", f"s{long}"]
+
+
+def test_numeric_labels_sort_naturally_in_windows_and_splits() -> None:
+    recs = [rec(100, str(c), f"{g}", source=f"{g}-{c}") for c in range(1, 13)
+            for g in (2, 10, 1)]
+    w = make_windows(recs, 100, 50)
+    assert w.class_names == [str(c) for c in range(1, 13)]
+    assert all(w.class_names[k] == recs[r].label for k, r in zip(w.y, w.recording, strict=True))
+    split = make_split(w, EvaluationConfig(test_groups=["10"], cv_folds=2))
+    assert split.test_groups == ["10"]

@@ -7,12 +7,12 @@ or a recording is on both sides.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
+from kiloml.data.order import natural_key, natural_sorted
 from kiloml.data.windows import WindowSet
 from kiloml.errors import DataLeakError, KilomlError
 from kiloml.project import EvaluationConfig
@@ -39,7 +39,7 @@ def assert_no_leak(windows: WindowSet, a: np.ndarray, b: np.ndarray, what: str) 
 
 
 def choose_test_groups(windows: WindowSet, cfg: EvaluationConfig) -> list[str]:
-    groups = sorted(set(windows.group.tolist()), key=_natural)
+    groups = natural_sorted(windows.group.tolist())
     if cfg.test_groups is not None:
         missing = [g for g in cfg.test_groups if g not in groups]
         if missing:
@@ -60,7 +60,7 @@ def choose_test_groups(windows: WindowSet, cfg: EvaluationConfig) -> list[str]:
     # Prefer a draw that leaves every class with training windows.
     best = None
     for _ in range(200):
-        pick = sorted(rng.choice(groups, size=n_test, replace=False).tolist(), key=_natural)
+        pick = sorted(rng.choice(groups, size=n_test, replace=False).tolist(), key=natural_key)
         train_classes = set(windows.y[~np.isin(windows.group, pick)].tolist())
         if best is None:
             best = pick
@@ -85,7 +85,7 @@ def make_split(windows: WindowSet, cfg: EvaluationConfig,
             raise KilomlError(f"class '{name}' has no training windows: all of them are in the "
                               f"test groups {test_groups}", where="[evaluation]")
     folds: list[tuple[np.ndarray, np.ndarray]] = []
-    train_groups = sorted(set(windows.group[train].tolist()))
+    train_groups = natural_sorted(windows.group[train].tolist())
     n_folds = min(cfg.cv_folds, len(train_groups))
     if n_folds >= 2:
         splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=cfg.seed)
@@ -96,8 +96,3 @@ def make_split(windows: WindowSet, cfg: EvaluationConfig,
             folds.append(fold)
     return Split(train=train, test=test, test_groups=test_groups, folds=folds)
 
-
-def _natural(text: str) -> tuple:
-    """Sort '2' before '10'."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
-                 for p in re.split(r"(\d+)", text) if p)

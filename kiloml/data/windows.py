@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kiloml.data.order import natural_key, natural_sorted
 from kiloml.data.recording import Recording
 from kiloml.errors import KilomlError
 
@@ -91,7 +92,7 @@ def make_windows(recordings: list[Recording], window_ms: float, stride_ms: float
                 if not counts:
                     dropped += 1
                     continue
-                top = max(sorted(counts), key=lambda k: counts[k])
+                top = max(sorted(counts, key=natural_key), key=lambda k: counts[k])
                 if counts[top] / window < min_label_coverage:
                     dropped += 1
                     continue
@@ -109,7 +110,7 @@ def make_windows(recordings: list[Recording], window_ms: float, stride_ms: float
     if not xs:
         raise KilomlError("no labelled windows: every window was dropped (check "
                           "min_label_coverage and the label column)", where="[data]")
-    class_names = sorted(set(labels))
+    class_names = natural_sorted(labels)  # "2" before "10"
     index = {name: k for k, name in enumerate(class_names)}
     return WindowSet(
         x=np.concatenate(xs).astype(np.float32, copy=False),

@@ -190,9 +190,9 @@ def class_balance(y: np.ndarray, class_names: list[str], split: Split) -> dict:
 
 def group_counts(y: np.ndarray, groups: np.ndarray, class_names: list[str],
                  test_groups: list[str]) -> dict:
-    from kiloml.data.splits import _natural  # the order the run lists groups in
+    from kiloml.data.order import natural_key  # the order the run lists groups in
 
-    names = sorted(set(groups.tolist()), key=_natural)
+    names = sorted(set(groups.tolist()), key=natural_key)
     per_group = {g: int(np.sum(groups == g)) for g in names}
     per_class = {g: dict(zip(class_names, np.bincount(y[groups == g],
                                                       minlength=len(class_names)).tolist(),
@@ -330,12 +330,12 @@ def predictions(data: CheckData, estimator: BaseEstimator, folds: int, seed: int
 
 def group_bias(y: np.ndarray, proba: np.ndarray, groups: np.ndarray,
                test_groups: list[str]) -> dict:
-    from kiloml.data.splits import _natural
+    from kiloml.data.order import natural_key
 
     have = ~np.isnan(proba[:, 0])
     pred = np.where(have, np.nan_to_num(proba).argmax(axis=1), -1)
     acc = {g: float(np.mean(pred[(groups == g) & have] == y[(groups == g) & have]))
-           for g in sorted(set(groups[have].tolist()), key=_natural)}
+           for g in sorted(set(groups[have].tolist()), key=natural_key)}
     if len(acc) < 2:
         return {"status": "ok", "summary": "skipped: fewer than two groups with predictions",
                 "accuracy_per_group": acc, "low_groups": []}

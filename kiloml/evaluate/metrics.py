@@ -10,12 +10,14 @@ from sklearn.metrics import (
     f1_score,
 )
 
+from kiloml.data.order import natural_sorted
+
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
                            class_names: list[str]) -> dict:
     labels = list(range(len(class_names)))
     per_group = {}
-    for g in sorted(set(groups.tolist()), key=str):
+    for g in natural_sorted(str(g) for g in groups.tolist()):
         mask = groups == g
         per_group[str(g)] = {
             "accuracy": float(accuracy_score(y_true[mask], y_pred[mask])),
