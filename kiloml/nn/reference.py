@@ -45,8 +45,14 @@ def _const(graph: Graph, index: int) -> np.ndarray:
     return data
 
 
-def _batched_shape(t: Tensor, batch: int) -> tuple[int, ...]:
-    return (batch, *t.shape[1:]) if t.shape else t.shape
+def batched_shape(t: Tensor, batch: int) -> tuple[int, ...]:
+    """The shape of tensor ``t``'s value when ``batch`` samples run at once.
+
+    Batched runs only happen when every tensor's leading axis is 1 (the batch axis), so
+    the leading axis scales; one sample at a time (batch 1) the value has exactly the
+    declared shape, whatever its leading axis means (a time-major [20, 1, 3] is fine).
+    """
+    return (batch * t.shape[0], *t.shape[1:]) if t.shape else t.shape
 
 
 # ---- matrix and convolution kernels ---------------------------------------
@@ -194,8 +200,19 @@ def _axes(graph: Graph, op: Op, rank: int) -> tuple[int, ...]:
     return tuple(sorted({int(a) % rank for a in axes}))
 
 
-def _reshape_to_output(value: np.ndarray, graph: Graph, op: Op, batch: int) -> np.ndarray:
-    return value.reshape(_batched_shape(graph.tensors[op.outputs[0]], batch))
+def _reshape_to_output(value: np.ndarray, graph: Graph, op: Op) -> np.ndarray:
+    """``value`` in the output tensor's shape, for however many samples it holds.
+
+    The sample count comes from the element count, never from the value's leading
+    axis: a RESHAPE [1, 20, 3] -> [20, 1, 3] (how the converter makes an input
+    time-major) has a leading axis of 1 in and 20 out.
+    """
+    out = graph.tensors[op.outputs[0]]
+    batch, rest = divmod(value.size, max(out.size, 1))
+    if rest or batch < 1:
+        raise ValueError(f"operator {op.name} ({op.kind}): {value.size} elements cannot "
+                         f"fill output {list(out.shape)}")
+    return value.reshape(batched_shape(out, batch))
 
 
 def mean(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -205,7 +222,7 @@ def mean(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.nda
     count = int(np.prod([x.shape[a] for a in axes]))
     if y.dtype == "float32":
         out = x.astype(np.float32).sum(axis=axes, dtype=np.float32) / np.float32(count)
-        return [_reshape_to_output(out.astype(np.float32), graph, op, x.shape[0])]
+        return [_reshape_to_output(out.astype(np.float32), graph, op)]
     # QuantizedMeanOrSum (TFLM reference): the 1/count factor is folded into the
     # multiplier, then one MultiplyByQuantizedMultiplier on the zero-point-corrected sum.
     sums = fp.wrap32(x.astype(np.int64).sum(axis=axes))
@@ -217,13 +234,13 @@ def mean(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.nda
     shift -= bits
     shifted = fp.wrap32(sums - zp_in * count)
     out = fp.multiply_by_quantized_multiplier(shifted, multiplier, shift) + p.output_offset
-    return [_reshape_to_output(_clamp_i8(out), graph, op, x.shape[0])]
+    return [_reshape_to_output(_clamp_i8(out), graph, op)]
 
 
 def reduce_max(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
     x = xs[0]
     out = x.max(axis=_axes(graph, op, x.ndim))
-    return [_reshape_to_output(out, graph, op, x.shape[0])]
+    return [_reshape_to_output(out, graph, op)]
 
 
 # ---- element-wise -----------------------------------------------------------
@@ -335,7 +352,7 @@ def dequantize(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[
 # ---- data movement ----------------------------------------------------------
 
 def reshape(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
-    return [_reshape_to_output(xs[0], graph, op, xs[0].shape[0])]
+    return [_reshape_to_output(xs[0], graph, op)]
 
 
 def concatenation(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -477,25 +494,36 @@ class Interpreter:
 
     def run(self, inputs: Sequence[np.ndarray],
             trace: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
-        """inputs[i] has shape [N, *input_shape[1:]] (or exactly the input shape)."""
+        """inputs[i] holds N samples: shape [N * L, *input_shape[1:]] for an input of
+        declared shape [L, ...] (L is 1, the batch axis, in converter-made models), or
+        exactly the input shape (one sample)."""
         g = self.graph
-        arrays = []
+        arrays, leads = [], []
         for index, value in zip(g.inputs, inputs, strict=True):
             t = g.tensors[index]
             value = np.asarray(value)
             if value.dtype != np.dtype(t.dtype):
                 raise ValueError(f"input {t.name!r} must be {t.dtype}, got {value.dtype}")
-            if tuple(value.shape[1:]) != t.shape[1:]:
-                raise ValueError(f"input {t.name!r} must have shape [N, {t.shape[1:]}], "
-                                 f"got {value.shape}")
+            lead = t.shape[0] if t.shape else 1
+            if (value.shape[1:] if t.shape else value.shape) != t.shape[1:] or (
+                    t.shape and (not value.shape or value.shape[0] % max(lead, 1))):
+                raise ValueError(f"input {t.name!r} must have shape [N x {lead}, "
+                                 f"{t.shape[1:]}], got {value.shape}")
             arrays.append(value)
-        if self.batchable or arrays[0].shape[0] == 1:
+            leads.append(max(lead, 1))
+        counts = {a.shape[0] // n if a.ndim else 1 for a, n in zip(arrays, leads, strict=True)}
+        if len(counts) > 1:
+            raise ValueError(f"inputs hold different numbers of samples: {sorted(counts)}")
+        samples = counts.pop() if counts else 1
+        if self.batchable or samples == 1:
             return self._run_batch(arrays, trace)
         per_sample = []
         traces: list[dict[int, np.ndarray]] = []
-        for i in range(arrays[0].shape[0]):
+        for i in range(samples):
             traces.append({})
-            per_sample.append(self._run_batch([a[i:i + 1] for a in arrays], traces[-1]))
+            one = [a[i * n:(i + 1) * n] if a.ndim else a
+                   for a, n in zip(arrays, leads, strict=True)]
+            per_sample.append(self._run_batch(one, traces[-1]))
         if trace is not None:
             for key in traces[0]:
                 trace[key] = np.concatenate([tr[key] for tr in traces])
@@ -505,12 +533,21 @@ class Interpreter:
                    trace: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
         g = self.graph
         values: dict[int, np.ndarray] = dict(zip(g.inputs, arrays, strict=True))
+        lead = g.tensors[g.inputs[0]].shape[:1] if g.inputs else ()
+        batch = arrays[0].shape[0] // lead[0] if lead and lead[0] else 1
         for op, params in zip(g.ops, self.params, strict=True):
             xs = [values[i] if i in values else _const(g, i) for i in op.inputs if i >= 0]
             if op.kind in _FIRST_INPUT_ONLY:  # the rest are weights or parameters
                 xs = xs[:1]
             outs = KERNELS[op.kind](g, op, params, xs)
             for index, value in zip(op.outputs, outs, strict=True):
+                # Every value must have its tensor's shape: a kernel that loses or moves
+                # an axis would otherwise surface ops later as an unrelated reshape error.
+                want = batched_shape(g.tensors[index], batch)
+                if value.shape != want:
+                    raise RuntimeError(f"operator {op.name} ({op.kind}) computed shape "
+                                       f"{list(value.shape)} for {g.tensors[index].name!r}, "
+                                       f"expected {list(want)}")
                 values[index] = value
         if trace is not None:
             trace.update(values)
