@@ -33,7 +33,7 @@ STATISTICS = (
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataConfig(Section):
@@ -349,8 +349,11 @@ class EvaluationConfig(Section):
     @field_validator("test_groups", mode="before")
     @classmethod
     def _groups_as_text(cls, value: Any) -> Any:
+        # group names are text; a whole number (test_groups = [9, 10]) is its digits, but
+        # a bool or a float is not a group name (1e3 would become '1000.0')
         if isinstance(value, list):
-            return [str(v) for v in value]
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                    for v in value]
         return value
 
     @field_validator("cv_folds")
@@ -693,10 +696,18 @@ def _find_key_line(text: str, where: tuple[str, ...], key: str | int | None) -> 
     return start or None
 
 
-def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlError:
-    err = exc.errors()[0]
+def _field_names() -> set[str]:
+    names: set[str] = set()
+    for value in list(globals().values()):
+        if isinstance(value, type) and issubclass(value, Section):
+            names.update(value.model_fields)
+    return names
+
+
+def _error_path(err: Any) -> tuple[list[str], int | None]:
+    """The keys leading to an error (``features.0`` for a stage) and the index of a list
+    item, without pydantic's union and discriminator tags."""
     loc = tuple(str(x) for x in err["loc"])
-    # Drop pydantic's union/discriminator tags such as 'statistics' in features.0.statistics
     cleaned: list[str] = []
     for part in loc:
         if cleaned and cleaned[-1] in ("features", "preprocess") and part.isdigit():
@@ -708,14 +719,38 @@ def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlErro
         cleaned.pop(1)
     if len(cleaned) >= 2 and cleaned[0] == "model" and cleaned[1] in (*TREE_KINDS, *NEURAL_KINDS):
         cleaned.pop(1)  # the discriminator tag
+    known = _field_names()
+    names: list[str] = []
+    item = None
+    for part in cleaned:
+        if part in known or re.fullmatch(r"(features|preprocess)\.\d+", part):
+            names.append(part)
+            item = None
+        elif part.isdigit() and names:
+            item = int(part)
+        # anything else is a union member's tag ('float', "literal['sqrt','log2','all']")
+    return names, item
+
+
+def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlError:
+    errors = exc.errors()
+    err = errors[0]
+    cleaned, item = _error_path(err)
     if err["type"] in ("union_tag_invalid", "union_tag_not_found") and cleaned == ["model"]:
         kinds = ", ".join(f"'{k}'" for k in (*TREE_KINDS, *NEURAL_KINDS))
         value = err.get("input", {}).get("kind") if isinstance(err.get("input"), dict) else None
         got = f"'{value}'" if value is not None else "nothing"
         return KilomlError(f"[model] kind: got {got}; choose one of {kinds}", file=path,
                            line=_find_key_line(text, ("model",), "kind"))
-    msg = err["msg"]
-    msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
+    # A union (max_features: a name, a count or a fraction) fails once per alternative.
+    messages: list[str] = []
+    for e in errors:
+        if _error_path(e)[0] == cleaned:
+            m = re.sub(r"^(Value error|Assertion failed), ", "", e["msg"])
+            if m not in messages:
+                messages.append(m)
+    msg = messages[0] + "".join(", or " + m.removeprefix("Input should be ")
+                                for m in messages[1:])
     if err["type"] == "missing":
         section = ".".join(cleaned[:-1])
         where = f"[{section}] " if section else ""
@@ -736,4 +771,5 @@ def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlErro
     value = err.get("input")
     shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
     where = f"[{'.'.join(section)}] " if section else ""
-    return KilomlError(f"{where}{key}: {msg}{shown}", file=path, line=line)
+    which = f" item {item + 1}" if item is not None else ""
+    return KilomlError(f"{where}{key}{which}: {msg}{shown}", file=path, line=line)

@@ -204,3 +204,74 @@ def test_toml_escape_inside_a_pattern_is_refused(tmp_path: Path) -> None:
     literal = text.replace('"\\b(?P<group>s[0-9]+)"', "'\\b(?P<group>s[0-9]+)'")
     assert load_project(write(tmp_path, literal)).config.data.group_pattern == \
         "\\b(?P<group>s[0-9]+)"
+
+
+# --- strict types: no silent coercion ------------------------------------------------
+
+
+@pytest.mark.parametrize(("old", "new", "fragments"), [
+    ("window_ms = 2000", 'window_ms = "2000"', ("5:", "[window] window_ms", "valid number",
+                                                "'2000'")),
+    ("window_ms = 2000", "window_ms = true", ("5:", "[window] window_ms", "valid number")),
+    ('kind = "decision_tree"', 'kind = "decision_tree"\nmax_depth = 8.0',
+     ("9:", "[model] max_depth", "valid integer", "8.0")),
+    ('kind = "decision_tree"', 'kind = "decision_tree"\nmax_depth = "8"',
+     ("9:", "[model] max_depth", "valid integer")),
+    ('kind = "decision_tree"', 'kind = "decision_tree"\nrandom_state = false',
+     ("9:", "[model] random_state", "valid integer")),
+    ('kind = "decision_tree"', 'kind = "decision_tree"\nmax_features = true',
+     ("9:", "[model] max_features", "'sqrt', 'log2' or 'all'", "valid integer")),
+    ('name = "x"', "name = 5", ("1:", "name", "valid string")),
+    ('source = "watch"', 'source = "watch"\nchannels = ["acc_x", 2]',
+     ("4:", "[data] channels item 2", "valid string")),
+    ('source = "watch"', 'source = "watch"\nresample = 1', ("4:", "[data] resample",
+                                                             "valid boolean")),
+    ('source = "watch"', 'source = "watch"\nmin_label_coverage = "0.9"',
+     ("4:", "[data] min_label_coverage", "valid number")),
+    ("stride_ms = 500", "stride_ms = 500\n[evaluation]\ncv_folds = 3.0",
+     ("8:", "[evaluation] cv_folds", "valid integer")),
+    ("stride_ms = 500", "stride_ms = 500\n[evaluation]\ntest_groups = [true]",
+     ("8:", "[evaluation] test_groups item 1", "valid string")),
+    ("stride_ms = 500", "stride_ms = 500\n[evaluation]\ntest_groups = [9.5]",
+     ("8:", "[evaluation] test_groups item 1", "valid string")),
+    ("stride_ms = 500", "stride_ms = 500\n[target]\nram_budget_bytes = 1e4",
+     ("8:", "[target] ram_budget_bytes", "valid integer")),
+    ("stride_ms = 500", "stride_ms = 500\n[output]\ndir = 4", ("8:", "[output] dir",
+                                                              "valid string")),
+    ("stride_ms = 500", "stride_ms = 500\n[decision]\nsmoothing_windows = 2.5",
+     ("8:", "[decision] smoothing_windows", "valid integer")),
+    ("stride_ms = 500", 'stride_ms = 500\n[[features]]\nstage = "spectral"\nfft_length = 64.0',
+     ("9:", "[features.0] fft_length", "valid integer")),
+    ("stride_ms = 500", 'stride_ms = 500\n[[features]]\nstage = "spectral"\nlog = 0',
+     ("9:", "[features.0] log", "valid boolean")),
+    ("stride_ms = 500", 'stride_ms = 500\n[[preprocess]]\nstage = "filter"\ntype = "lowpass"\n'
+                        'cutoff_hz = "5"', ("10:", "[preprocess.0] cutoff_hz", "valid number")),
+    ("stride_ms = 500", 'stride_ms = 500\n[[preprocess]]\nstage = "decimate"\nfactor = 2.0',
+     ("9:", "[preprocess.0] factor", "valid integer")),
+    ("stride_ms = 500", "stride_ms = 500\n[augment]\ncopies = true",
+     ("8:", "[augment] copies", "valid integer")),
+    ("stride_ms = 500", 'stride_ms = 500\n[search]\nfolds = "3"', ("8:", "[search] folds",
+                                                                   "valid integer")),
+])
+def test_wrong_types_are_refused_with_key_and_line(tmp_path: Path, old: str, new: str,
+                                                    fragments: tuple[str, ...]) -> None:
+    assert old in BASE
+    toml = write(tmp_path, BASE.replace(old, new))
+    line = assert_user_error(run_cli("run", str(toml)), "kiloml.toml:" + fragments[0],
+                             *fragments[1:])
+    assert "Input should be" in line and "got" in line
+
+
+def test_ints_stay_numbers_and_group_names(tmp_path: Path) -> None:
+    """What strictness keeps: an int where a float belongs, whole-number group names,
+    a count or a fraction for max_features, [low, high] cutoffs given as ints."""
+    text = (BASE.replace('kind = "decision_tree"', 'kind = "random_forest"\nmax_features = 3')
+            + "[evaluation]\ntest_groups = [9, 10]\n[[preprocess]]\nstage = \"filter\"\n"
+              "type = \"bandpass\"\ncutoff_hz = [1, 5]\n")
+    c = load_project(write(tmp_path, text)).config
+    assert c.window.window_ms == 2000 and isinstance(c.window.window_ms, float)
+    assert c.evaluation.test_groups == ["9", "10"]
+    assert c.model.max_features == 3 and isinstance(c.model.max_features, int)
+    assert c.preprocess[0].cutoff_hz == [1.0, 5.0]
+    text = text.replace("max_features = 3", "max_features = 0.5")
+    assert load_project(write(tmp_path, text)).config.model.max_features == 0.5
