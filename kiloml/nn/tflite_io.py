@@ -27,6 +27,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from kiloml.errors import KilomlError
+from kiloml.nn.flatbuffer import Flatbuffer, FlatbufferError, Table
 from kiloml.nn.graph import OPTION_DEFAULTS, SUPPORTED_OPS, Graph, Op, Quantization, Tensor
 from kiloml.nn.tflite_fold import FoldError, fold_constants
 
@@ -41,62 +42,82 @@ _TYPE_OF = {v: k for k, v in _DTYPE_OF.items()}
 _TYPE_NAMES = {v: k for k, v in vars(_TFL).items() if not k.startswith("_")}
 _OP_CODES = {k: v for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _OP_NAMES = {v: k for k, v in _OP_CODES.items()}
+_OPTION_NAMES = {v: k for k, v in vars(schema.BuiltinOptions).items() if not k.startswith("_")}
 _ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")
 _PADDINGS = ("SAME", "VALID")
 _WEIGHTED = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 _BOUNDARY = ("QUANTIZE", "DEQUANTIZE")
 
-# Builtin options: IR kind -> (options table, [(IR key, table field, conversion)]).
-# Conversions: "int", "pos" (int >= 1), "bool", "float", "act", "pad", "dims", "dtype".
+# Builtin options: IR kind -> (options table, [(IR key, table field, conversion, vtable slot,
+# struct format)]). Conversions: "int", "pos" (int >= 1), "bool", "float", "act", "pad",
+# "dims", "dtype". The slot and format are the field's place in the flatbuffer (the
+# schema's field id * 2 + 4) for the checked reader; the writer goes through the object API.
 # The fold-only ops are listed so folding sees their options and tests can write them.
-_Field = tuple[str, str, str]
+_Field = tuple[str, str, str, int, str]
 _POOL: list[_Field] = [
-    ("padding", "padding", "pad"), ("stride_h", "strideH", "pos"),
-    ("stride_w", "strideW", "pos"), ("filter_h", "filterHeight", "pos"),
-    ("filter_w", "filterWidth", "pos"), ("fused_activation", "fusedActivationFunction", "act"),
+    ("padding", "padding", "pad", 4, "b"), ("stride_w", "strideW", "pos", 6, "i"),
+    ("stride_h", "strideH", "pos", 8, "i"), ("filter_w", "filterWidth", "pos", 10, "i"),
+    ("filter_h", "filterHeight", "pos", 12, "i"),
+    ("fused_activation", "fusedActivationFunction", "act", 14, "b"),
 ]
 _CONV: list[_Field] = [
-    ("padding", "padding", "pad"), ("stride_h", "strideH", "pos"), ("stride_w", "strideW", "pos"),
-    ("dilation_h", "dilationHFactor", "pos"), ("dilation_w", "dilationWFactor", "pos"),
-    ("fused_activation", "fusedActivationFunction", "act"),
+    ("padding", "padding", "pad", 4, "b"), ("stride_w", "strideW", "pos", 6, "i"),
+    ("stride_h", "strideH", "pos", 8, "i"),
+    ("fused_activation", "fusedActivationFunction", "act", 10, "b"),
+    ("dilation_w", "dilationWFactor", "pos", 12, "i"),
+    ("dilation_h", "dilationHFactor", "pos", 14, "i"),
 ]
-_ACT_ONLY: list[_Field] = [("fused_activation", "fusedActivationFunction", "act")]
+_DEPTHWISE: list[_Field] = [
+    ("padding", "padding", "pad", 4, "b"), ("stride_w", "strideW", "pos", 6, "i"),
+    ("stride_h", "strideH", "pos", 8, "i"), ("depth_multiplier", "depthMultiplier", "pos", 10, "i"),
+    ("fused_activation", "fusedActivationFunction", "act", 12, "b"),
+    ("dilation_w", "dilationWFactor", "pos", 14, "i"),
+    ("dilation_h", "dilationHFactor", "pos", 16, "i"),
+]
+_ACT_ONLY: list[_Field] = [("fused_activation", "fusedActivationFunction", "act", 4, "b")]
 _OPTIONS: dict[str, tuple[str, list[_Field]]] = {
     "FULLY_CONNECTED": ("FullyConnectedOptions", [
-        *_ACT_ONLY, ("keep_num_dims", "keepNumDims", "bool")]),
+        *_ACT_ONLY, ("keep_num_dims", "keepNumDims", "bool", 8, "?")]),
     "CONV_2D": ("Conv2DOptions", _CONV),
-    "DEPTHWISE_CONV_2D": ("DepthwiseConv2DOptions", [
-        *_CONV, ("depth_multiplier", "depthMultiplier", "pos")]),
+    "DEPTHWISE_CONV_2D": ("DepthwiseConv2DOptions", _DEPTHWISE),
     "AVERAGE_POOL_2D": ("Pool2DOptions", _POOL),
     "MAX_POOL_2D": ("Pool2DOptions", _POOL),
-    "MEAN": ("ReducerOptions", [("keep_dims", "keepDims", "bool")]),
-    "REDUCE_MAX": ("ReducerOptions", [("keep_dims", "keepDims", "bool")]),
+    "MEAN": ("ReducerOptions", [("keep_dims", "keepDims", "bool", 4, "?")]),
+    "REDUCE_MAX": ("ReducerOptions", [("keep_dims", "keepDims", "bool", 4, "?")]),
     "ADD": ("AddOptions", _ACT_ONLY),
     "MUL": ("MulOptions", _ACT_ONLY),
-    "CONCATENATION": ("ConcatenationOptions", [("axis", "axis", "int"), *_ACT_ONLY]),
+    "CONCATENATION": ("ConcatenationOptions", [
+        ("axis", "axis", "int", 4, "i"),
+        ("fused_activation", "fusedActivationFunction", "act", 6, "b")]),
     "PAD": ("PadOptions", []),
     "PADV2": ("PadV2Options", []),
     "RESHAPE": ("ReshapeOptions", []),  # newShape: written from the shape, ignored on read
-    "SQUEEZE": ("SqueezeOptions", [("squeeze_dims", "squeezeDims", "dims")]),
+    "SQUEEZE": ("SqueezeOptions", [("squeeze_dims", "squeezeDims", "dims", 4, "i")]),
     "EXPAND_DIMS": ("ExpandDimsOptions", []),
-    "SOFTMAX": ("SoftmaxOptions", [("beta", "beta", "float")]),
+    "SOFTMAX": ("SoftmaxOptions", [("beta", "beta", "float", 4, "f")]),
     "QUANTIZE": ("QuantizeOptions", []),
     "DEQUANTIZE": ("DequantizeOptions", []),
-    "SPLIT": ("SplitOptions", [("num_splits", "numSplits", "pos")]),
-    "UNPACK": ("UnpackOptions", [("num", "num", "pos"), ("axis", "axis", "int")]),
+    "SPLIT": ("SplitOptions", [("num_splits", "numSplits", "pos", 4, "i")]),
+    "UNPACK": ("UnpackOptions", [("num", "num", "pos", 4, "i"), ("axis", "axis", "int", 6, "i")]),
     "SLICE": ("SliceOptions", []),
     "TRANSPOSE": ("TransposeOptions", []),
     # folded at import
-    "SHAPE": ("ShapeOptions", [("out_type", "outType", "dtype")]),
+    "SHAPE": ("ShapeOptions", [("out_type", "outType", "dtype", 4, "b")]),
     "STRIDED_SLICE": ("StridedSliceOptions", [
-        ("begin_mask", "beginMask", "int"), ("end_mask", "endMask", "int"),
-        ("ellipsis_mask", "ellipsisMask", "int"), ("new_axis_mask", "newAxisMask", "int"),
-        ("shrink_axis_mask", "shrinkAxisMask", "int"), ("offset", "offset", "bool")]),
-    "PACK": ("PackOptions", [("values_count", "valuesCount", "int"), ("axis", "axis", "int")]),
-    "GATHER": ("GatherOptions", [("axis", "axis", "int"), ("batch_dims", "batchDims", "int")]),
-    "CAST": ("CastOptions", [("in_type", "inDataType", "dtype"),
-                             ("out_type", "outDataType", "dtype")]),
+        ("begin_mask", "beginMask", "int", 4, "i"), ("end_mask", "endMask", "int", 6, "i"),
+        ("ellipsis_mask", "ellipsisMask", "int", 8, "i"),
+        ("new_axis_mask", "newAxisMask", "int", 10, "i"),
+        ("shrink_axis_mask", "shrinkAxisMask", "int", 12, "i"),
+        ("offset", "offset", "bool", 14, "?")]),
+    "PACK": ("PackOptions", [("values_count", "valuesCount", "int", 4, "i"),
+                             ("axis", "axis", "int", 6, "i")]),
+    "GATHER": ("GatherOptions", [("axis", "axis", "int", 4, "i"),
+                                 ("batch_dims", "batchDims", "int", 6, "i")]),
+    "CAST": ("CastOptions", [("in_type", "inDataType", "dtype", 4, "b"),
+                             ("out_type", "outDataType", "dtype", 6, "b")]),
 }
+# Fields whose flatbuffer default is not 0 / False.
+_FIELD_DEFAULTS = {"dilationWFactor": 1, "dilationHFactor": 1}
 
 # (min inputs, max inputs, min outputs, max outputs; None = any) for supported ops,
 # so later stages can index inputs without re-checking a user's file.
@@ -108,11 +129,21 @@ _ARITY: dict[str, tuple[int, int | None, int, int | None]] = {
     "STRIDED_SLICE": (4, 4, 1, 1), "SLICE": (3, 3, 1, 1), "TRANSPOSE": (2, 2, 1, 1),
 }
 
-_MAX_DIM = 1 << 31
+# Bounds on what a file may declare (far above any microcontroller model).
+MAX_RANK = 8
+MAX_TENSOR_ELEMENTS = 1 << 24
 
-
-class _Corrupt(Exception):
-    """Structural damage found while walking the flatbuffer."""
+# vtable slots (field id * 2 + 4) of the schema tables the reader walks.
+_MODEL_VERSION, _MODEL_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = (
+    4, 6, 8, 10, 12)
+_CODE_DEPRECATED, _CODE_CUSTOM, _CODE_BUILTIN = 4, 6, 10
+_SUB_TENSORS, _SUB_INPUTS, _SUB_OUTPUTS, _SUB_OPERATORS, _SUB_NAME = 4, 6, 8, 10, 12
+_TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_BUFFER, _TENSOR_NAME, _TENSOR_QUANT = 4, 6, 8, 10, 12
+_TENSOR_SPARSITY, _TENSOR_SIGNATURE = 16, 18
+_QUANT_SCALE, _QUANT_ZERO_POINT, _QUANT_DIMENSION = 8, 10, 16
+_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 4, 6, 8
+_OP_CODE_INDEX, _OP_INPUTS, _OP_OUTPUTS, _OP_OPTIONS_TYPE, _OP_OPTIONS = 4, 6, 8, 10, 12
+_FC_WEIGHTS_FORMAT = 6
 
 
 # ---------------------------------------------------------------------------
@@ -141,14 +172,8 @@ def parse_tflite(data: bytes, *, file: str | Path = "<bytes>", name: str = "mode
                           "expected b'TFL3'", file=file)
     try:
         graph, custom = _Reader(data, file).read(name)
-    except KilomlError:
-        raise
-    except _Corrupt as exc:
+    except FlatbufferError as exc:
         raise KilomlError(f"not a valid .tflite file: {exc}", file=file) from None
-    except Exception as exc:  # flatbuffers does no bounds checks: anything may surface
-        reason = str(exc).split("\n")[0][:80] or type(exc).__name__
-        raise KilomlError("not a valid .tflite file: corrupt or truncated flatbuffer "
-                          f"({type(exc).__name__}: {reason})", file=file) from None
     try:
         kept = fold_constants(graph)  # positions in the file of the ops that remain
     except FoldError as exc:
@@ -168,80 +193,74 @@ def parse_tflite(data: bytes, *, file: str | Path = "<bytes>", name: str = "mode
     return graph.prune()
 
 
+def _error(path: str, message: str) -> FlatbufferError:
+    return FlatbufferError(f"{path}: {message}")
+
+
 class _Reader:
-    """One pass over the flatbuffer into a raw graph (op kinds not yet checked)."""
+    """One checked pass over the flatbuffer into a raw graph (op kinds not yet checked)."""
 
     def __init__(self, data: bytes, file: str | Path) -> None:
-        self.data = data
+        self.fb = Flatbuffer(data)
         self.file = file
-        # Each element of every vector read costs one unit; a sane file never
-        # reads anything twice except shared buffers.
-        self.budget = 4 * len(data) + 4096
 
-    # ---- bounded accessors ------------------------------------------------
-    def _count(self, n: int, width: int) -> int:
-        if n < 0 or n * width > len(self.data):
-            raise _Corrupt(f"a vector of {n} entries does not fit in {len(self.data)} bytes")
-        self.budget -= n + 1
-        if self.budget < 0:
-            raise _Corrupt("tables overlap (corrupt offsets)")
-        return n
-
-    def _ints(self, arr: object) -> list[int]:
-        """A numpy view from a generated ``...AsNumpy()`` (0 when absent) as ints."""
-        if not isinstance(arr, np.ndarray):
-            return []
-        self._count(arr.size, arr.itemsize)
-        return [int(v) for v in arr]
-
-    @staticmethod
-    def _str(raw: bytes | None) -> str:
-        return raw.decode("utf-8", errors="replace") if raw else ""
-
-    # ---- model --------------------------------------------------------------
     def read(self, fallback_name: str) -> tuple[Graph, dict[int, str]]:
         """The raw graph and the custom codes of custom operators (by operator index)."""
-        data = self.data
-        root = int.from_bytes(data[:4], "little")
-        if root + 4 > len(data):
-            raise _Corrupt(f"root table offset {root} lies outside the file")
-        model = schema.Model.GetRootAs(data, 0)
-        if model.Version() != 3:
-            raise _Corrupt(f"schema version {model.Version()}, expected 3")
-        n_sub = self._count(model.SubgraphsLength(), 4)
-        if n_sub == 0:
-            raise _Corrupt("the model has no subgraph")
-        if n_sub > 1:
-            raise KilomlError(f"model has {n_sub} subgraphs (control flow such as IF/WHILE); "
-                              "kiloml supports single-subgraph models", file=self.file)
-        codes = [model.OperatorCodes(i) for i in range(self._count(model.OperatorCodesLength(), 4))]
-        self.model = model
-        self.n_buffers = self._count(model.BuffersLength(), 4)
+        model = self.fb.root("model")
+        version = model.scalar(_MODEL_VERSION, "I", 0, "version")
+        if version != 3:
+            raise _error("model", f"schema version {version}, expected 3")
+        subgraphs = model.tables(_MODEL_SUBGRAPHS, "subgraphs", "subgraph {i}")
+        if len(subgraphs) == 0:
+            raise _error("model", "the model has no subgraph")
+        if len(subgraphs) > 1:
+            raise KilomlError(f"model has {len(subgraphs)} subgraphs (control flow such as "
+                              "IF/WHILE); kiloml supports single-subgraph models", file=self.file)
+        codes = model.tables(_MODEL_CODES, "operator_codes", "operator code {i}")
+        self.kinds = [self._op_code(codes[i]) for i in range(len(codes))]
+        self.buffers = model.tables(_MODEL_BUFFERS, "buffers", "buffer {i}")
         self.buffer_cache: dict[int, bytes] = {}
-        sub = model.Subgraphs(0)
+        sub = subgraphs[0]
 
-        tensors = [self._tensor(sub.Tensors(i), i)
-                   for i in range(self._count(sub.TensorsLength(), 4))]
+        tables = sub.tables(_SUB_TENSORS, "tensors", "subgraph 0 tensor {i}")
+        tensors = [self._tensor(tables[i], i) for i in range(len(tables))]
         n = len(tensors)
-        inputs, outputs = self._ints(sub.InputsAsNumpy()), self._ints(sub.OutputsAsNumpy())
-        for t in inputs + outputs:
-            if not 0 <= t < n:
-                raise _Corrupt(f"subgraph input/output {t} is not a tensor index (0..{n - 1})")
+        inputs = self._indices(sub, _SUB_INPUTS, "inputs", "subgraph 0")
+        outputs = self._indices(sub, _SUB_OUTPUTS, "outputs", "subgraph 0")
+        for what, indices in (("input", inputs), ("output", outputs)):
+            for k, t in enumerate(indices):
+                if not 0 <= t < n:
+                    raise _error("subgraph 0", f"{what} {k} is tensor {t}, the subgraph has {n} "
+                                 "tensors")
 
         ops: list[Op] = []
         custom: dict[int, str] = {}
-        for i in range(self._count(sub.OperatorsLength(), 4)):
-            ops.append(self._operator(sub.Operators(i), i, codes, tensors, custom))
+        op_tables = sub.tables(_SUB_OPERATORS, "operators", "subgraph 0 operator {i}")
+        for i in range(len(op_tables)):
+            ops.append(self._operator(op_tables[i], i, tensors, custom))
         graph = Graph(tensors, ops, inputs, outputs,
-                      name=self._str(sub.Name()) or fallback_name,
-                      description=self._str(model.Description()))
+                      name=sub.string(_SUB_NAME, "name") or fallback_name,
+                      description=model.string(_MODEL_DESCRIPTION, "description"))
         _check_order(graph, self.file)
         return graph, custom
 
-    def _tensor(self, t: schema.Tensor, index: int) -> Tensor:
-        name = self._str(t.Name()) or f"tensor_{index}"
+    @staticmethod
+    def _indices(table: Table, slot: int, field: str, path: str) -> list[int]:
+        del path  # the table carries its path
+        return [int(v) for v in table.numbers(slot, "int32", field)]
+
+    def _op_code(self, oc: Table) -> tuple[str, str]:
+        """(operator kind, custom code) of one operator code."""
+        deprecated = int(oc.scalar(_CODE_DEPRECATED, "b", 0, "deprecated_builtin_code"))
+        builtin = int(oc.scalar(_CODE_BUILTIN, "i", 0, "builtin_code"))
+        code = max(builtin, deprecated)
+        kind = _OP_NAMES.get(code, f"BUILTIN_{code}")
+        return kind, (oc.string(_CODE_CUSTOM, "custom_code") if kind == "CUSTOM" else "")
+
+    def _tensor(self, t: Table, index: int) -> Tensor:
+        name = t.string(_TENSOR_NAME, "name") or f"tensor_{index}"
         where = f"tensor {index} '{name}'"
-        code = t.Type()
+        code = int(t.scalar(_TENSOR_TYPE, "b", 0, "type"))
         if code == _TFL.FLOAT16:
             raise KilomlError("float16-quantized model: float16 tensors are not supported; export "
                               "float32 or convert with full-integer int8 quantization",
@@ -250,61 +269,97 @@ class _Reader:
             raise KilomlError(f"tensor type {_TYPE_NAMES.get(code, code)} is not supported "
                               f"(supported: {', '.join(_DTYPE_OF.values())})",
                               file=self.file, where=where)
-        if t.Sparsity() is not None:
+        if t.has(_TENSOR_SPARSITY):
             raise KilomlError("sparse tensors are not supported", file=self.file, where=where)
         dtype = _DTYPE_OF[code]
-        shape = self._ints(t.ShapeAsNumpy())
+        shape = [int(d) for d in t.numbers(_TENSOR_SHAPE, "int32", "shape")]
+        signature = [int(d) for d in t.numbers(_TENSOR_SIGNATURE, "int32", "shape_signature")]
+        shape = self._static_shape(shape, signature, where)
+        size = 1
+        for d in shape:
+            size *= d
+        value = self._constant(int(t.scalar(_TENSOR_BUFFER, "I", 0, "buffer")), dtype, shape,
+                               size, where)
+        if value is None and size > MAX_TENSOR_ELEMENTS:
+            raise KilomlError(f"shape {shape} has {size:,} elements; kiloml supports at most "
+                              f"{MAX_TENSOR_ELEMENTS:,} per tensor", file=self.file, where=where)
+        quant = None
+        q = t.table(_TENSOR_QUANT, "quantization", f"subgraph 0 {where} quantization")
+        if q is not None:
+            quant = self._quantization(q, shape, where)
+        return Tensor(name, tuple(shape), dtype, quant, value)
+
+    def _static_shape(self, shape: list[int], signature: list[int], where: str) -> list[int]:
+        """The shape with a dynamic batch (-1 in shape_signature, or in shape) read as 1."""
+        if len(shape) > MAX_RANK:
+            raise KilomlError(f"shape {shape} has rank {len(shape)}; kiloml supports at most "
+                              f"{MAX_RANK}", file=self.file, where=where)
         # A dynamic batch is recorded as 1 in `shape` (-1 only in shape_signature); an
         # exporter that writes -1 into `shape` itself still means batch 1.
         if shape and shape[0] == -1:
             shape[0] = 1
-        if any(not 0 <= d < _MAX_DIM for d in shape):
+        if any(d < 0 for d in shape):
             raise KilomlError(f"dynamic or invalid shape {shape}; kiloml needs static shapes "
                               "(only the batch dimension may be dynamic)",
                               file=self.file, where=where)
-        size = int(np.prod(shape, dtype=object)) if shape else 1
-        if size * np.dtype(dtype).itemsize > len(self.data) * 64 + (1 << 26):
-            raise _Corrupt(f"{where} claims shape {shape}")
+        if signature:
+            if len(signature) != len(shape):
+                raise KilomlError(f"shape_signature {signature} and shape {shape} differ in "
+                                  "rank", file=self.file, where=where)
+            for axis, (s, d) in enumerate(zip(signature, shape, strict=True)):
+                if s == -1 and axis == 0:
+                    continue
+                if s == -1:
+                    raise KilomlError(f"dimension {axis} is dynamic (shape_signature "
+                                      f"{signature}); kiloml needs static shapes (only the batch "
+                                      "dimension may be dynamic)", file=self.file, where=where)
+                if s != d:
+                    raise KilomlError(f"shape_signature {signature} disagrees with shape "
+                                      f"{shape}", file=self.file, where=where)
+        return shape
 
-        quant = None
-        q = t.Quantization()
-        if q is not None:
-            scale = q.ScaleAsNumpy()
-            if isinstance(scale, np.ndarray) and scale.size:
-                self._count(scale.size, 4)
-                zps = q.ZeroPointAsNumpy()
-                zp = zps if isinstance(zps, np.ndarray) and zps.size else np.zeros(scale.size)
-                self._count(zp.size, 8)
-                axis = q.QuantizedDimension()
-                if zp.size != scale.size or (scale.size > 1 and (
-                        not 0 <= axis < len(shape) or shape[axis] != scale.size)):
-                    raise KilomlError(f"invalid quantization: {scale.size} scales, {zp.size} "
-                                      f"zero points, quantized dimension {axis} of shape {shape}",
-                                      file=self.file, where=where)
-                quant = Quantization(scale.astype(np.float32), zp.astype(np.int64), axis)
-
-        value = self._constant(t.Buffer(), dtype, shape, size, where)
-        return Tensor(name, tuple(shape), dtype, quant, value)
+    def _quantization(self, q: Table, shape: list[int], where: str) -> Quantization | None:
+        scale = q.numbers(_QUANT_SCALE, "float32", "scale")
+        if not scale.size:
+            return None  # min/max only (or nothing): not quantized
+        zps = q.numbers(_QUANT_ZERO_POINT, "int64", "zero_point")
+        zp = zps if zps.size else np.zeros(scale.size, np.int64)
+        axis = int(q.scalar(_QUANT_DIMENSION, "i", 0, "quantized_dimension"))
+        if zp.size != scale.size:
+            raise KilomlError(f"invalid quantization: {scale.size} scales and {zp.size} zero "
+                              "points", file=self.file, where=where)
+        if scale.size > 1 and (not 0 <= axis < len(shape) or shape[axis] != scale.size):
+            dim = (f"dimension {axis} of shape {shape}" if 0 <= axis < len(shape)
+                   else f"quantized_dimension {axis}, outside the rank {len(shape)} of shape "
+                        f"{shape}")
+            raise KilomlError(f"invalid quantization: {scale.size} scales, {zp.size} zero "
+                              f"points for {dim}", file=self.file, where=where)
+        if not 0 <= axis < max(len(shape), 1):
+            raise KilomlError(f"invalid quantization: quantized_dimension {axis} is outside the "
+                              f"rank {len(shape)} of shape {shape}", file=self.file, where=where)
+        return Quantization(scale.astype(np.float32), zp.astype(np.int64), axis)
 
     def _constant(self, index: int, dtype: str, shape: list[int], size: int,
                   where: str) -> np.ndarray | None:
-        if not 0 <= index < self.n_buffers:
-            raise _Corrupt(f"{where} refers to buffer {index} of {self.n_buffers}")
+        n = len(self.buffers)
+        if not 0 <= index < n:
+            raise KilomlError(f"refers to buffer {index}, the model has {n} buffers",
+                              file=self.file, where=where)
         if index == 0:
             return None
         raw = self.buffer_cache.get(index)
         if raw is None:
-            buf = self.model.Buffers(index)
-            off, length = buf.Offset(), buf.Size()
+            buf = self.buffers[index]
+            off = int(buf.scalar(_BUFFER_OFFSET, "Q", 0, "offset"))
+            length = int(buf.scalar(_BUFFER_SIZE, "Q", 0, "size"))
             if off > 1:  # large-model layout: data after the flatbuffer, offset from file start
-                if off + length > len(self.data):
-                    raise _Corrupt(f"buffer {index} ({length} bytes at {off}) lies outside "
-                                   "the file")
-                raw = self.data[off:off + length]
+                if off + length > self.fb.size:
+                    raise _error(f"buffer {index}", f"{length} bytes at byte {off} lie outside "
+                                 f"the file ({self.fb.size} bytes)")
+                self.fb.charge(length, f"buffer {index}")
+                raw = self.fb.data[off:off + length]
             else:
-                arr = buf.DataAsNumpy()
-                raw = arr.tobytes() if isinstance(arr, np.ndarray) else b""
-            self._count(len(raw), 1)
+                raw = buf.raw(_BUFFER_DATA, "data")
             self.buffer_cache[index] = raw
         if not raw:
             return None
@@ -315,20 +370,23 @@ class _Reader:
         little = np.dtype(dtype).newbyteorder("<")
         return np.frombuffer(raw, dtype=little).astype(dtype).reshape(shape)
 
-    def _operator(self, o: schema.Operator, index: int, codes: list[schema.OperatorCode],
-                  tensors: list[Tensor], custom: dict[int, str]) -> Op:
-        ci = o.OpcodeIndex()
-        if not 0 <= ci < len(codes):
-            raise _Corrupt(f"operator {index} uses operator code {ci} of {len(codes)}")
-        oc = codes[ci]
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        kind = _OP_NAMES.get(code, f"BUILTIN_{code}")
-        inputs, outputs = self._ints(o.InputsAsNumpy()), self._ints(o.OutputsAsNumpy())
+    def _operator(self, o: Table, index: int, tensors: list[Tensor],
+                  custom: dict[int, str]) -> Op:
+        path = f"subgraph 0 operator {index}"
+        ci = int(o.scalar(_OP_CODE_INDEX, "I", 0, "opcode_index"))
+        if not 0 <= ci < len(self.kinds):
+            raise _error(path, f"operator code {ci}, the model has {len(self.kinds)}")
+        kind, custom_code = self.kinds[ci]
+        inputs = self._indices(o, _OP_INPUTS, "inputs", path)
+        outputs = self._indices(o, _OP_OUTPUTS, "outputs", path)
         n = len(tensors)
-        if any(not -1 <= t < n for t in inputs) or any(not 0 <= t < n for t in outputs):
-            raise _Corrupt(f"operator {index} ({kind}) refers to a tensor outside 0..{n - 1}")
+        for what, indices, low in (("input", inputs, -1), ("output", outputs, 0)):
+            for k, t in enumerate(indices):
+                if not low <= t < n:
+                    raise _error(f"{path} ({kind})", f"{what} {k} is tensor {t}, the subgraph "
+                                 f"has {n} tensors")
         if kind == "CUSTOM":
-            custom[index] = self._str(oc.CustomCode()) or "?"
+            custom[index] = custom_code or "?"
         out = f"'{tensors[outputs[0]].name}'" if outputs else "none"
         where = f"operator {index} {kind} (output {out})"
         options = self._options(o, kind, where)
@@ -336,26 +394,31 @@ class _Reader:
             kind = "PAD"
         return Op(kind, inputs, outputs, options, name=f"{kind.lower()}_{index}")
 
-    def _options(self, o: schema.Operator, kind: str, where: str) -> dict[str, object]:
+    def _options(self, o: Table, kind: str, where: str) -> dict[str, object]:
         spec = _OPTIONS.get(kind)
         if spec is None:
             return {}
         table_name, fields = spec
-        kind_code = o.BuiltinOptionsType()
-        if kind_code == schema.BuiltinOptions.NONE or o.BuiltinOptions() is None:
+        kind_code = int(o.scalar(_OP_OPTIONS_TYPE, "B", 0, "builtin_options_type"))
+        if kind_code == schema.BuiltinOptions.NONE:
             return {}  # TFLite's defaults; the IR's defaults fill in
         if kind_code != getattr(schema.BuiltinOptions, table_name):
-            raise _Corrupt(f"{where} carries builtin options of type {kind_code}")
-        obj = schema.BuiltinOptionsCreator(kind_code, o.BuiltinOptions())
-        if kind == "FULLY_CONNECTED" and obj.weightsFormat != 0:
+            got = _OPTION_NAMES.get(kind_code, kind_code)
+            raise KilomlError(f"carries builtin options of type {got}, expected {table_name}",
+                              file=self.file, where=where)
+        table = o.table(_OP_OPTIONS, "builtin_options", f"subgraph 0 {where} {table_name}")
+        if table is None:
+            return {}
+        if kind == "FULLY_CONNECTED" and table.scalar(_FC_WEIGHTS_FORMAT, "b", 0,
+                                                      "weights_format") != 0:
             raise KilomlError("shuffled fully-connected weights are not supported",
                               file=self.file, where=where)
         opts: dict[str, object] = {}
-        for key, attr, conv in fields:
-            value = getattr(obj, attr)
+        for key, attr, conv, slot, fmt in fields:
             if conv == "dims":
-                opts[key] = tuple(self._ints(value))
+                opts[key] = tuple(int(v) for v in table.numbers(slot, "int32", attr))
             else:
+                value = table.scalar(slot, fmt, _FIELD_DEFAULTS.get(attr, 0), attr)
                 opts[key] = _from_field(value, conv, key, self.file, where)
         return opts
 
@@ -541,7 +604,7 @@ def write_tflite(graph: Graph, path: str | Path | None = None) -> bytes:
             table_name, fields = _OPTIONS[kind]
             obj = getattr(schema, table_name + "T")()
             options = {**OPTION_DEFAULTS.get(op.kind, {}), **op.options}
-            for key, attr, conv in fields:
+            for key, attr, conv, _slot, _fmt in fields:
                 if key in options:
                     try:
                         setattr(obj, attr, _to_field(options[key], conv))
