@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from kiloml.cli_errors import GuardedGroup, user_errors
 from kiloml.errors import KilomlError
 
+__all__ = ["app", "main", "user_errors"]
+
 app = typer.Typer(
+    cls=GuardedGroup,
     help="kiloml: from sensor recordings to a verified C library for microcontrollers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -26,20 +28,6 @@ def _add_model_commands() -> None:
     from kiloml.nn.model_cli import model_app
 
     app.add_typer(model_app, name="model")
-
-
-def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a KilomlError as one line on stderr and exit with code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except KilomlError as exc:
-            sys.stderr.write(f"kiloml: error: {exc}\n")
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 @app.command()

@@ -7,10 +7,8 @@ half-written output folder behind.
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,7 +30,8 @@ from kiloml.evaluate.metrics import classification_metrics
 from kiloml.models.trees import TreeModel
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.progress import track
-from kiloml.project import LoadedProject, NeuralModelConfig, load_project
+from kiloml.outputs import check_output_folder, make_staging, project_inputs, replace_folder
+from kiloml.project import LoadedProject, NeuralModelConfig, load_project, locate
 from kiloml.results import record_target, run_ok, write_results
 from kiloml.targets.budget import Budget, check_budget
 from kiloml.targets.estimate import estimate_resources
@@ -56,10 +55,11 @@ def run_project(project_path: str | Path, *, emulate: bool = True,
     chose this project) go into metrics.json and the report."""
     project = load_project(project_path)
     out_dir = project.output_dir
+    check_run_output(project)
     staging = _prepare_output(out_dir)
     try:
         metrics = _run(project, staging, emulate, extra_metrics or {})
-        _commit_output(staging, out_dir)
+        replace_folder(staging, out_dir, "run")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -70,29 +70,23 @@ def run_project(project_path: str | Path, *, emulate: bool = True,
 # --- output folder -----------------------------------------------------------
 
 
+def check_run_output(project: LoadedProject) -> None:
+    """The run's output folder must be new, empty or an earlier run's (never the data or
+    the project folder, never a folder of the user's)."""
+    if project.config.output.dir:
+        name, line = "[output] dir", locate(project, ("output",), "dir")
+    else:
+        name, line = "output folder (build/<name> in the current folder)", None
+    check_output_folder(project.output_dir, "run", project_inputs(project), name=name,
+                        file=project.path, line=line)
+
+
 def _prepare_output(out_dir: Path) -> Path:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise KilomlError("the output folder is a file", file=out_dir)
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should not be
-        return staging
+        return make_staging(out_dir, "run")
     except OSError as exc:
         raise KilomlError(f"the output folder cannot be written: {exc.strerror or exc}",
                           file=out_dir) from None
-
-
-def _commit_output(staging: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{time.time_ns()}")
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --- the job -------------------------------------------------------------------

@@ -66,15 +66,15 @@ def write_wavs(root: Path, rates: dict[str, int]) -> None:
             rate = rates.get(f"u{subject}", 8000)
             t = np.arange(int(0.5 * rate)) / rate
             tone = 0.4 * np.sin(2 * np.pi * f * t + subject) + 0.05 * rng.standard_normal(len(t))
-            d = root / label
-            d.mkdir(exist_ok=True)
+            d = root / "data" / label
+            d.mkdir(parents=True, exist_ok=True)
             wavfile.write(d / f"u{subject}.wav", rate, (tone * 32767).astype(np.int16))
 
 
 WAV_TOML = """name = "tones"
 [data]
 source = "wav"
-path = "."
+path = "data"
 label_from_folder = true
 group_pattern = "(?P<group>u\\\\d)"
 sample_rate_hz = 8000

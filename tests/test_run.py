@@ -99,9 +99,10 @@ def test_per_sample_labels_stream_through_mixed_windows(tmp_path: Path) -> None:
         lines = ["t,ax,ay,az,activity"] + [
             f"{t[k]:.4f},{samples[k, 0]:.5f},{samples[k, 1]:.5f},{samples[k, 2]:.5f},"
             f"{labels[k]}" for k in range(len(samples))]
-        (tmp_path / f"{subject}.csv").write_text("\n".join(lines) + "\n")
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / f"{subject}.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "kiloml.toml").write_text(
-        'name = "cont"\n[data]\nsource = "csv"\npath = "."\ntimestamp_column = "t"\n'
+        'name = "cont"\n[data]\nsource = "csv"\npath = "data"\ntimestamp_column = "t"\n'
         'label_column = "activity"\ngroup_pattern = "(?P<group>s\\\\d)"\n'
         '[window]\nwindow_ms = 1000\nstride_ms = 250\n[model]\nkind = "extra_trees"\n'
         'n_estimators = 7\n[evaluation]\ntest_groups = ["s3"]\ncv_folds = 0\n'
@@ -122,12 +123,12 @@ def test_wav_project(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for label, f in (("low", 50.0), ("high", 400.0)):
         for subject in range(4):
-            d = tmp_path / label
-            d.mkdir(exist_ok=True)
+            d = tmp_path / "data" / label
+            d.mkdir(parents=True, exist_ok=True)
             tone = 0.5 * np.sin(2 * np.pi * f * t + subject) + 0.05 * rng.standard_normal(rate)
             wavfile.write(d / f"u{subject}.wav", rate, (tone * 32767).astype(np.int16))
     (tmp_path / "kiloml.toml").write_text(
-        'name = "tones"\n[data]\nsource = "wav"\npath = "."\nlabel_from_folder = true\n'
+        'name = "tones"\n[data]\nsource = "wav"\npath = "data"\nlabel_from_folder = true\n'
         'group_pattern = "(?P<group>u\\\\d)"\n[window]\nwindow_ms = 100\nstride_ms = 50\n'
         '[model]\nkind = "decision_tree"\n[evaluation]\ntest_groups = ["u3"]\ncv_folds = 3\n'
         '[output]\ndir = "out"\n')

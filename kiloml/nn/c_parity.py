@@ -76,7 +76,8 @@ class ParityRunner:
                            str(NN_DIR / "nn_main.c"), *map(str, self.runtime_objects), "-lm",
                            "-o", str(exe)])
             (case / "kml_in.bin").write_bytes(_payload(inputs))
-            result = subprocess.run([str(exe)], cwd=case, capture_output=True, timeout=600)
+            result = subprocess.run([str(exe.absolute())], cwd=case, capture_output=True,
+                                    timeout=600)
             if result.returncode != 0:
                 raise RuntimeError(f"host harness failed with status {result.returncode}")
             return _parse_all((case / "kml_out.bin").read_bytes(), n, graph)[0]

@@ -12,7 +12,6 @@ compare every output with kiloml's reference interpreter (bit-exact with TFLM).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from kiloml.errors import KilomlError, ToolchainError
 from kiloml.nn.graph import Graph
 from kiloml.nn.load import load_model
 from kiloml.nn.reference import Interpreter
+from kiloml.outputs import Protected, check_output_folder, make_staging, replace_folder
 from kiloml.targets.profiles import TargetProfile, load_profile
 
 NN_DIR = Path(__file__).resolve().parent.parent / "verify" / "nn"
@@ -111,7 +111,9 @@ def _parse_all(raw: bytes, n: int, graph: Graph) -> tuple[list[np.ndarray], np.n
 def run_host_all(exe: Path, x: Inputs, graph: Graph, work: Path) -> list[np.ndarray]:
     """Every output of the host build on the inputs (one array per model input)."""
     (work / "kml_in.bin").write_bytes(_payload(x))
-    result = subprocess.run([str(exe)], cwd=work, capture_output=True, timeout=600)
+    # absolute: the harness runs in `work`, and a relative path names another file there
+    result = subprocess.run([str(Path(exe).absolute())], cwd=work, capture_output=True,
+                            timeout=600)
     if result.returncode != 0:
         raise ToolchainError(f"the host harness failed with status {result.returncode}")
     return _parse_all((work / "kml_out.bin").read_bytes(), len(_as_list(x)[0]), graph)[0]
@@ -189,11 +191,19 @@ def random_inputs(graph: Graph, n: int, seed: int = 0) -> np.ndarray:
 
 
 def compile_model(model: Path, target: str, out_dir: Path, *, portable: bool = False) -> dict:
+    model, out_dir = Path(model).absolute(), Path(out_dir).absolute()
+    check_output_folder(out_dir, "model-compile", [
+        Protected("the model file", model, folder=False),
+        Protected("the current folder", Path.cwd(), folder=True, inside_ok=True)],
+        name="--out")
     graph = load_model(model)
     check_int8(graph, model)
     profile = None if target == HOST else load_profile(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent
-                                    if out_dir.parent.is_dir() else None))
+    try:
+        staging = make_staging(out_dir, "model-compile")
+    except OSError as exc:
+        raise KilomlError(f"the output folder cannot be written: {exc.strerror or exc}",
+                          file=out_dir) from None
     try:
         try:
             library, net = write_nn_library(graph, staging)
@@ -205,9 +215,7 @@ def compile_model(model: Path, target: str, out_dir: Path, *, portable: bool = F
                             portable=portable)
         (staging / "resources.json").write_text(json.dumps(resources, indent=2) + "\n")
         shutil.rmtree(staging / "build", ignore_errors=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        replace_folder(staging, out_dir, "model-compile")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return resources

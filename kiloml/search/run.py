@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiloml.errors import KilomlError
+from kiloml.outputs import Protected, check_output_folder, mark, marker_kind, project_inputs
 from kiloml.progress import console, quiet, track
 from kiloml.project import LoadedProject, _find_key_line, load_project
 from kiloml.search import evaluate as ev
@@ -76,12 +77,29 @@ def search_project(project_path: str | Path, *, executor: str = "local",
         latency_us=None if tcfg.latency_budget_ms is None else tcfg.latency_budget_ms * 1000,
         margin=scfg.margin)
     directory = Path(out).resolve() if out else search_directory(base)
+    if out:
+        name, line = "--out", None
+    elif scfg.dir:
+        name, line = "[search] dir", _find_key_line(space.text, ("search",), "dir")
+    else:
+        name, line = "search folder (<output dir>-search)", None
+    check_output_folder(directory, "search", [*project_inputs(base), Protected(
+        "the project's run output folder", base.output_dir, folder=True)], name=name,
+        file=base.path, line=line)
     console.print(f"search: {len(candidates)} candidates"
                   f"{f' (a seeded sample of {total})' if total > len(candidates) else ''}; "
                   f"budget on {profile.name}: {budget.describe()}; {folds}-fold grouped CV")
 
     pool = make_executor(executor, address, workers)  # fails fast, before anything is written
     existed = directory.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if marker_kind(directory) is None:
+            mark(directory, "search")
+    except OSError as exc:
+        pool.close()
+        raise KilomlError(f"the search folder cannot be written: {exc.strerror or exc}",
+                          file=directory) from None
     try:
         return _search(base, space, candidates, total, folds, profile, budget, directory,
                        pool, fresh, run_chosen, emulate)

@@ -40,6 +40,9 @@ class QemuRun:
 def run_harness(toolchain: ArmToolchain, elf: Path, machine: str, payload: bytes, plugin: Path,
                 work: Path, *, timeout_s: float, hang_instructions: int = HANG_INSTRUCTIONS
                 ) -> QemuRun:
+    # absolute: QEMU runs in `work` (semihosting opens kml_in.bin there), and relative
+    # paths given by a caller in another folder would name other files
+    work, elf, plugin = work.absolute(), elf.absolute(), plugin.absolute()
     work.mkdir(parents=True, exist_ok=True)
     for name in ("kml_in.bin", "kml_out.bin", "kml_fault.bin", "icount.txt"):
         (work / name).unlink(missing_ok=True)
