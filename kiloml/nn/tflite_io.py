@@ -29,7 +29,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 from kiloml.errors import KilomlError
 from kiloml.nn.flatbuffer import Flatbuffer, FlatbufferError, Table
 from kiloml.nn.graph import OPTION_DEFAULTS, SUPPORTED_OPS, Graph, Op, Quantization, Tensor
-from kiloml.nn.tflite_fold import FoldError, fold_constants
+from kiloml.nn.tflite_fold import FOLDABLE, FoldError, fold_constants
 
 __all__ = ["parse_tflite", "read_tflite", "write_tflite"]
 
@@ -186,8 +186,8 @@ def parse_tflite(data: bytes, *, file: str | Path = "<bytes>", name: str = "mode
         kind = f"CUSTOM '{custom[index]}'" if index in custom else op.kind
         return f"operator {index} {kind} (output '{out}')"
 
+    _check_ops(graph, where, custom, kept, file)  # first: an unknown op is the real news
     _check_quantization(graph, where, file)
-    _check_ops(graph, where, custom, kept, file)
     for i, op in enumerate(graph.ops):  # named as Graph.add_op names them
         op.name = f"{op.kind.lower()}_{i}"
     return graph.prune()
@@ -307,8 +307,8 @@ class _Reader:
                 raise KilomlError(f"shape_signature {signature} and shape {shape} differ in "
                                   "rank", file=self.file, where=where)
             for axis, (s, d) in enumerate(zip(signature, shape, strict=True)):
-                if s == -1 and axis == 0:
-                    continue
+                if s == -1 and (axis == 0 or d == 1):
+                    continue  # the batch; a time-major RNN tensor carries it on axis 1
                 if s == -1:
                     raise KilomlError(f"dimension {axis} is dynamic (shape_signature "
                                       f"{signature}); kiloml needs static shapes (only the batch "
@@ -462,7 +462,9 @@ def _check_order(graph: Graph, file: str | Path) -> None:
         out = graph.tensors[op.outputs[0]].name if op.outputs else "?"
         where = f"operator {i} {op.kind} (output '{out}')"
         for t in op.inputs:
-            if t >= 0 and t not in ready:
+            # An operator kiloml lacks is named later (_check_ops); its inputs may be state
+            # variables no operator writes (UNIDIRECTIONAL_SEQUENCE_LSTM's h and c).
+            if t >= 0 and t not in ready and (op.kind in SUPPORTED_OPS or op.kind in FOLDABLE):
                 raise KilomlError(f"reads tensor '{graph.tensors[t].name}' before any operator "
                                   "writes it", file=file, where=where)
         for t in op.outputs:
