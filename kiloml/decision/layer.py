@@ -107,9 +107,16 @@ class DecisionLayer:
     def step(self, scores: np.ndarray, label: int) -> tuple[np.ndarray, int, int, int]:
         p = self.p
         sm = self._smooth(np.asarray(scores, dtype=F32), int(label))
-        best = int(np.argmax(sm))  # the first maximum, as the C loop
-        others = np.delete(sm, best)
-        second = others.max() if len(others) else F32(-np.inf)
+        # the C loops: the first maximum, and the largest other score; a NaN score never
+        # wins a comparison, so it is passed over (np.argmax and max would pick it)
+        best = 0
+        for c in range(1, p.n_classes):
+            if sm[c] > sm[best]:
+                best = c
+        second = F32(-np.inf)
+        for c in range(p.n_classes):
+            if c != best and sm[c] > second:
+                second = sm[c]
         top = sm[best]
         candidate = best
         if (top < p.thresholds[best] or top < F32(p.min_score)

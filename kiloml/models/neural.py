@@ -220,7 +220,9 @@ class NeuralModel:
         if t_in.dtype == "int8":
             store = [f"float {p}q = ({value}) / {c_float(t_in.quant.s)};",
                      f"int32_t {p}r;",
-                     f"{p}q = {p}q > 1000.0f ? 1000.0f : ({p}q < -1000.0f ? -1000.0f : {p}q);",
+                     # |q| <= 1000 keeps the conversion defined; NaN takes -1000 (so
+                     # -128, as kml_quantize_f32_s8 and quantize_input)
+                     f"{p}q = {p}q > 1000.0f ? 1000.0f : ({p}q >= -1000.0f ? {p}q : -1000.0f);",
                      f"{p}r = (int32_t)roundf({p}q) + ({t_in.quant.zp});",
                      f"{p}x[{p}i] = (int8_t)({p}r > 127 ? 127 : ({p}r < -128 ? -128 : {p}r));"]
             x_type = "int8_t"

@@ -336,8 +336,12 @@ def quantize(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np
     x = xs[0]
     y = graph.tensors[op.outputs[0]]
     if x.dtype == np.float32 or graph.tensors[op.inputs[0]].dtype == "float32":
-        q = x.astype(np.float32) / np.float32(y.quant.s)
-        return [_clamp_i8(fp.round_f32(q).astype(np.int64) + y.quant.zp)]
+        with np.errstate(invalid="ignore", over="ignore"):
+            r = fp.round_f32(x.astype(np.float32) / np.float32(y.quant.s))
+        # limited to +-256 before the integer conversion, NaN to -256, as
+        # kml_quantize_f32_s8 (a cast of inf or NaN has no defined value)
+        r = np.where(r > 256, 256, np.where(r >= -256, r, -256))
+        return [_clamp_i8(r.astype(np.int64) + y.quant.zp)]
     v = x.astype(np.int64) + p.input_offset
     out = fp.multiply_by_quantized_multiplier(v, p.multiplier, p.shift) + p.output_offset
     return [_clamp_i8(out)]
