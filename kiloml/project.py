@@ -534,11 +534,24 @@ class LoadedProject(BaseModel):
 
 def locate(project: LoadedProject, section: tuple[str, ...], key: str | None) -> int | None:
     """The line of ``key`` in ``section`` of the project file (for errors found later)."""
+    return locate_in(project.path, section, key)
+
+
+def locate_in(path: Path, section: tuple[str, ...], key: str | None) -> int | None:
+    """The line of ``key`` in ``section`` of a project file (best effort)."""
     try:
-        text = project.path.read_text(encoding="utf-8")
-    except OSError:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
         return None
     return _find_key_line(text, section, key)
+
+
+def line_of_setting(project: LoadedProject, where: str | None) -> int | None:
+    """The line of a setting named like an error's ``where`` ("[evaluation] cv_folds")."""
+    m = re.fullmatch(r"\[([A-Za-z_.0-9]+)\]\s*([A-Za-z_]+)?", where or "")
+    if not m:
+        return None
+    return locate(project, tuple(m.group(1).split(".")), m.group(2))
 
 
 def load_project(path: str | Path) -> LoadedProject:

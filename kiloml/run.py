@@ -23,15 +23,15 @@ from kiloml.data.order import natural_sorted
 from kiloml.data.recording import Recording
 from kiloml.data.sources import load_recordings
 from kiloml.data.splits import Split, make_split
-from kiloml.data.windows import WindowSet, make_windows
+from kiloml.data.windows import WindowSet, data_notes, make_windows
 from kiloml.decision.project import check_recordings_long_enough, decision_params, stream_events
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
 from kiloml.models.trees import TreeModel
+from kiloml.outputs import check_output_folder, make_staging, project_inputs, replace_folder
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.progress import track
-from kiloml.outputs import check_output_folder, make_staging, project_inputs, replace_folder
-from kiloml.project import LoadedProject, NeuralModelConfig, load_project, locate
+from kiloml.project import LoadedProject, NeuralModelConfig, line_of_setting, load_project, locate
 from kiloml.results import record_target, run_ok, write_results
 from kiloml.targets.budget import Budget, check_budget
 from kiloml.targets.estimate import estimate_resources
@@ -120,7 +120,7 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
             split = make_split(windows, cfg.evaluation, test_groups=split.test_groups)
     except KilomlError as exc:
         if exc.file is None:
-            exc.file = str(project.path)
+            exc.file, exc.line = str(project.path), line_of_setting(project, exc.where)
         raise
     n_aug = int(windows.augmented.sum()) if windows.augmented is not None else 0
     if announce:
@@ -128,6 +128,8 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
               f"of {windows.window_samples} samples x {len(windows.channels)} channels"
               f"{f' (+{n_aug} augmented)' if n_aug else ''}, {len(windows.class_names)} "
               f"classes; test groups: {', '.join(split.test_groups)}")
+        for note in [*data_notes(windows), *([split.cv_note] if split.cv_note else [])]:
+            print(f"note           {note}")
     pipeline.sample_rate_hz = windows.sample_rate_hz
     pipeline.window_samples = windows.window_samples
     pipeline.stride_samples = windows.stride_samples
@@ -322,7 +324,7 @@ def _check_finite(features: np.ndarray, names: list[str], windows: WindowSet,
 def _cross_validate(pipeline: Pipeline, parts: list[np.ndarray], windows: WindowSet,
                     split: Split) -> dict:
     if not split.folds:
-        return {"folds": 0, "note": "too few training groups for cross-validation"}
+        return {"folds": 0, "note": split.cv_note or "no cross-validation"}
     accuracies, balanced = [], []
     oof = np.full((len(windows), pipeline.n_classes), np.nan)
     for fit_idx, val_idx in track(split.folds, "cross-validating"):
@@ -344,5 +346,6 @@ def _cross_validate(pipeline: Pipeline, parts: list[np.ndarray], windows: Window
         "accuracy_mean": float(np.mean(accuracies)),
         "accuracy_std": float(np.std(accuracies)),
         "balanced_accuracy_mean": float(np.mean(balanced)),
+        **({"note": split.cv_note} if split.cv_note else {}),
         OOF_KEY: oof,  # out-of-fold scores [N, K] (NaN outside the folds); popped by _run
     }

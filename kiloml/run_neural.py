@@ -74,6 +74,8 @@ def fit_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
 
     cv = _cross_validate(cfg, x, windows, split, shape, optimize)
     model.fit(x[split.train], windows.y[split.train], windows.group[split.train])
+    if cfg.kind == "imported":
+        cv["_oof_scores"] = _imported_scores(model, x, split)
     test_x, test_y = x[split.test], windows.y[split.test]
     test_pred = model.predict(test_x)
     test_scores = model.predict_proba(test_x)
@@ -99,17 +101,27 @@ def fit_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
         "model_file": "model.tflite",
     }
     if model.history is not None:
-        h = model.history
-        neural["training"] = {
-            "epochs_run": h.epochs_run, "best_epoch": h.best_epoch,
-            "stopped_early": h.stopped_early, "seconds": round(h.seconds, 1),
-            "train_loss": [round(v, 5) for v in h.train_loss],
-            "val_loss": [round(v, 5) for v in h.val_loss],
-            "val_accuracy": [round(v, 4) for v in h.val_accuracy]}
+        neural["training"] = training_record(model.history)
     if model.optimization is not None:
         neural["optimization"] = model.optimization.report(test_x, test_y)
         print(optimization_summary(neural["optimization"]))
     return features, test_pred, test_scores, cv, neural
+
+
+def training_record(h) -> dict:
+    """The training history for metrics.json. Without validation groups (too few training
+    groups, or validation_groups = 0) early stopping watched the training loss and there is
+    no validation accuracy: null and a note, never NaN."""
+    validated = bool(h.val_accuracy) and all(np.isfinite(h.val_accuracy))
+    record = {"epochs_run": h.epochs_run, "best_epoch": h.best_epoch,
+              "stopped_early": h.stopped_early, "seconds": round(h.seconds, 1),
+              "train_loss": [round(v, 5) for v in h.train_loss],
+              "val_loss": [round(v, 5) for v in h.val_loss] if validated else None,
+              "val_accuracy": [round(v, 4) for v in h.val_accuracy] if validated else None}
+    if not validated:
+        record["note"] = ("no validation groups: early stopping watched the training loss "
+                          "(give the training set more groups than validation_groups)")
+    return record
 
 
 def tflm_parity(model_file: Path, model: NeuralModel, x: np.ndarray) -> dict:
@@ -138,16 +150,32 @@ def optimization_summary(record: dict) -> str:
             f"{a['macs']:,}, weights {b['weight_bytes']:,} -> {a['weight_bytes']:,} B")
 
 
+IMPORTED_CV_NOTE = ("an imported model is not retrained per fold; it was trained elsewhere, "
+                    "so its scores on the training groups stand in for out-of-fold scores "
+                    "(calibrated thresholds are fitted on them, never on the test groups)")
+
+
+def _imported_scores(model: NeuralModel, x: np.ndarray, split: Split) -> np.ndarray:
+    """The imported model's scores on the training windows (NaN elsewhere): what calibrated
+    thresholds are fitted on. kiloml fits nothing of the network on them but, for a float
+    model, the int8 activation ranges; out of sample for the network as long as its own
+    training (elsewhere) did not use these recordings."""
+    scores = model.predict_proba(x[split.train])
+    out = np.full((len(x), scores.shape[1]), np.nan)
+    out[split.train] = scores
+    return out
+
+
 def _cross_validate(cfg: NeuralModelConfig, x: np.ndarray, windows: WindowSet, split: Split,
                     shape: tuple[int, ...], optimize=None) -> dict:
+    if cfg.kind == "imported":
+        return {"folds": 0, "note": IMPORTED_CV_NOTE}
     if not split.folds:
-        return {"folds": 0, "note": "too few training groups for cross-validation"}
+        return {"folds": 0, "note": split.cv_note or "no cross-validation"}
     accuracies, balanced = [], []
     oof = np.full((len(windows), len(windows.class_names)), np.nan)
     for fit_idx, val_idx in track(split.folds, "cross-validating"):
         fold = NeuralModel(cfg, len(windows.class_names), shape, None, optimize)
-        if cfg.kind == "imported":
-            return {"folds": 0, "note": "an imported model is not retrained per fold"}
         fold.fit(x[fit_idx], windows.y[fit_idx], windows.group[fit_idx], progress=False)
         pred = fold.predict(x[val_idx])
         oof[val_idx] = fold.predict_proba(x[val_idx])
@@ -161,6 +189,7 @@ def _cross_validate(cfg: NeuralModelConfig, x: np.ndarray, windows: WindowSet, s
             "accuracy_mean": float(np.mean(accuracies)),
             "accuracy_std": float(np.std(accuracies)),
             "balanced_accuracy_mean": float(np.mean(balanced)),
+            **({"note": split.cv_note} if split.cv_note else {}),
             "_oof_scores": oof}  # out-of-fold scores, popped by run._run
 
 

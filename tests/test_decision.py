@@ -237,3 +237,107 @@ def test_decision_bad_inputs(csv_project: CsvProject) -> None:
                       "smoothing_windows needs smoothing")
     csv_project.toml.write_text(text.replace("on_windows", "onn_windows"))
     assert_user_error(run_cli("run", str(csv_project.toml)), "onn_windows", "on_windows")
+
+
+# --- an imported model: calibrated thresholds without retraining per fold ------------
+
+FIXTURES = Path(__file__).parent / "nn" / "fixtures"
+
+IMPORTED_TOML = """\
+name = "imported"
+
+[data]
+source = "csv"
+path = "data"
+sample_rate_hz = 32
+label_column = "label"
+group_pattern = '(?P<group>g[0-9]+)'
+
+[window]
+window_ms = 1000
+stride_ms = 1000
+
+[model]
+kind = "imported"
+path = "ops_mix_int8.tflite"
+input = "window"
+
+[evaluation]
+test_groups = ["g5"]
+cv_folds = {folds}
+
+[decision]
+thresholds = "calibrated"
+target = "precision"
+target_value = 0.9
+
+[output]
+dir = "out"
+"""
+
+
+def imported_project(root: Path, folds: int) -> tuple[Path, int]:
+    """A converter-made model (Keras -> TFLite int8, [32, 4] windows -> 5 classes) and
+    recordings whose windows carry the model's own predictions as labels (classes "0".."4"
+    in its output order), five groups. Returns the project and its training windows."""
+    from kiloml.models.neural import NeuralModel
+    from kiloml.project import NeuralModelConfig
+
+    fixture = FIXTURES / "ops_mix_int8.tflite"
+    (root / fixture.name).write_bytes(fixture.read_bytes())
+    model = NeuralModel(NeuralModelConfig(kind="imported", path=str(fixture), input="window"),
+                        5, (32, 4), fixture)
+    rng = np.random.default_rng(0)
+    n = 4000
+    pool = (rng.uniform(-1, 1, (n, 1, 4)) + rng.uniform(0, 1.5, (n, 1, 4))
+            * rng.standard_normal((n, 32, 4))).astype(F32)
+    model.fit(pool, np.zeros(n, int), np.zeros(n))
+    label = model.predict(pool)
+    train_windows = 0
+    for g in range(1, 6):
+        picks = np.concatenate([rng.choice(np.flatnonzero(label == c), 3, replace=False)
+                                for c in range(5)] + [rng.choice(n, 10, replace=False)])
+        rng.shuffle(picks)
+        lines = ["a,b,c,d,label"]
+        for w in picks:
+            lines += [",".join(str(v) for v in row) + f",{label[w]}" for row in pool[w]]
+        path = root / "data" / f"g{g}.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        train_windows += len(picks) if g < 5 else 0
+    toml = root / "kiloml.toml"
+    toml.write_text(IMPORTED_TOML.format(folds=folds))
+    return toml, train_windows
+
+
+@pytest.mark.parametrize("folds", [4, 0])
+def test_imported_model_calibrates_thresholds_on_the_training_groups(tmp_path: Path,
+                                                                    folds: int) -> None:
+    """cv_folds = 4 (the issue's case) or 0: an imported network is not retrained per fold,
+    so its scores on the training groups are what the thresholds are fitted on."""
+    toml, n_train = imported_project(tmp_path, folds)
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text(),
+                   parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}"))
+    cv = m["evaluation"]["cross_validation"]
+    assert cv["folds"] == 0 and "not retrained per fold" in cv["note"]
+    calibration = m["decision"]["params"]["calibration"]
+    assert calibration["validation_windows"] == n_train == m["evaluation"]["n_train_windows"]
+    per_class = calibration["per_class"]
+    assert list(per_class) == ["0", "1", "2", "3", "4"]
+    # the labels are the model's own arg-max: every class reaches the precision target
+    assert all(c["precision"] >= 0.9 and c["threshold"] > 0 for c in per_class.values())
+    assert m["evaluation"]["accuracy"] == 1.0
+    assert m["neural"]["tflm_parity"]["all_bit_exact"]
+    assert m["parity"]["host"]["all_decisions_equal"]
+
+
+def test_calibrated_thresholds_without_cross_validation_say_why(csv_project: CsvProject
+                                                                 ) -> None:
+    csv_project.set_toml("cv_folds = 3", "cv_folds = 0")
+    csv_project.set_toml("[target]", DECISION + "\n[target]")
+    line = csv_project.toml.read_text().splitlines().index('thresholds = "calibrated"') + 1
+    assert_user_error(run_cli("run", str(csv_project.toml)), f"kiloml.toml:{line}: "
+                      "[decision] thresholds:", "out-of-fold scores", "cv_folds = 0: no "
+                      "cross-validation", "thresholds = 'none'")

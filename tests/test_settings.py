@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import csv_text, run_cli
+from conftest import assert_user_error, csv_text, run_cli
 
 RATE_HZ = 50.0
 
@@ -38,7 +38,7 @@ max_depth = 8
 
 [evaluation]
 test_groups = ["10"]
-cv_folds = {folds}
+{folds}
 
 [output]
 dir = "out"
@@ -53,14 +53,15 @@ def rows(label: int, group: int, seconds: float) -> np.ndarray:
 
 
 def numeric_project(root: Path, labels=range(1, 13), groups=(1, 2, 10), seconds=3.0,
-                    short="error", folds=2) -> Path:
+                    short="error", folds: int | None = 2) -> Path:
     for label in labels:
         for group in groups:
             path = root / "data" / str(label) / f"{group}_rec.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(csv_text(rows(label, group, seconds)))
     toml = root / "kiloml.toml"
-    toml.write_text(NUMERIC_TOML.format(short=short, folds=folds))
+    toml.write_text(NUMERIC_TOML.format(short=short,
+                                        folds="" if folds is None else f"cv_folds = {folds}"))
     return toml
 
 
@@ -86,3 +87,110 @@ def test_numeric_labels_in_natural_order_everywhere(tmp_path: Path) -> None:
     assert table.split("{")[1].split("}")[0] == ", ".join(f'"{n}"' for n in names)
     # the report draws its confusion matrix from these class_names (a PNG: not read here)
     assert list(metrics["evaluation"]["per_group_accuracy"]) == ["10"]
+
+
+def line_of(toml: Path, text: str) -> int:
+    return toml.read_text().splitlines().index(text) + 1
+
+
+def shorten(root: Path, label: int, group: int, seconds: float = 0.5) -> None:
+    (root / "data" / str(label) / f"{group}_rec.csv").write_text(
+        csv_text(rows(label, group, seconds)))
+
+
+# --- data a run does not use: said on the console, refused when a class is lost -----
+
+
+def test_skipped_short_recordings_are_named_per_class(tmp_path: Path) -> None:
+    toml = numeric_project(tmp_path, labels=range(1, 5), short="skip")
+    shorten(tmp_path, 3, 1)
+    shorten(tmp_path, 4, 2)
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code in (0, 1), result.stderr
+    assert "skipped 2 recordings shorter than a window (50 samples): '3' 1 of 3, '4' 1 of 3" \
+        in result.stdout
+    metrics = strict_json(tmp_path / "out" / "metrics.json")
+    assert metrics["data"]["class_names"] == ["1", "2", "3", "4"]
+    assert len(metrics["evaluation"]["recordings_skipped_short"]) == 2
+
+
+def test_skip_that_drops_every_recording_of_a_class_is_refused(tmp_path: Path) -> None:
+    toml = numeric_project(tmp_path, labels=range(1, 5), short="skip")
+    for group in (1, 2, 10):
+        shorten(tmp_path, 3, group)
+    line = line_of(toml, 'short_recordings = "skip"')
+    assert_user_error(run_cli("run", str(toml), "--no-emulator"),
+                      f"kiloml.toml:{line}: [data] short_recordings:",
+                      "leaves class '3' (3 of 3) without a recording",
+                      "window of 50 samples")
+    assert not (tmp_path / "out").exists()
+
+
+# --- cross-validation that cannot happen: said, never NaN --------------------------
+
+
+def test_one_training_group_says_no_cross_validation_and_writes_no_nan(tmp_path: Path) -> None:
+    """Default cv_folds, one training group: the run goes on and says why there is no
+    cross-validation, on the console, in metrics.json (strict JSON) and in the report."""
+    toml = numeric_project(tmp_path, labels=range(1, 4), groups=(1, 10), folds=None)
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code in (0, 1), result.stderr
+    assert "no cross-validation: the training set is one group (1)" in result.stdout
+    metrics = strict_json(tmp_path / "out" / "metrics.json")
+    cv = metrics["evaluation"]["cross_validation"]
+    assert cv["folds"] == 0 and "the training set is one group (1)" in cv["note"]
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Cross-validation: no cross-validation: the training set is one group" in report
+
+
+def test_default_folds_shrink_to_the_training_groups_with_a_note(tmp_path: Path) -> None:
+    toml = numeric_project(tmp_path, labels=range(1, 4), groups=(1, 2, 3, 10), folds=None)
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code in (0, 1), result.stderr
+    assert "3-fold instead of the default 5: 3 training groups (1, 2, 3)" in result.stdout
+    cv = strict_json(tmp_path / "out" / "metrics.json")["evaluation"]["cross_validation"]
+    assert cv["folds"] == 3 and len(cv["accuracy_per_fold"]) == 3 and "3-fold" in cv["note"]
+
+
+def test_network_without_validation_groups_writes_no_nan(tmp_path: Path) -> None:
+    """One training group: no validation groups for early stopping (the history had NaN
+    validation accuracies)."""
+    toml = numeric_project(tmp_path, labels=range(1, 4), groups=(1, 10), folds=None)
+    text = toml.read_text().replace('kind = "decision_tree"\nmax_depth = 8',
+                                    'kind = "mlp"\nhidden = [8]\nepochs = 3')
+    toml.write_text(text)
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code in (0, 1), result.stderr
+    training = strict_json(tmp_path / "out" / "metrics.json")["neural"]["training"]
+    assert training["val_accuracy"] is None and "no validation groups" in training["note"]
+    assert len(training["train_loss"]) == 3
+
+
+# --- settings that cannot work: refused before training, with the key and line ------
+
+
+def test_more_cv_folds_than_training_groups_is_refused(tmp_path: Path) -> None:
+    toml = numeric_project(tmp_path, labels=range(1, 4), groups=(1, 2, 10), folds=4)
+    assert_user_error(run_cli("run", str(toml), "--no-emulator"),
+                      f"kiloml.toml:{line_of(toml, 'cv_folds = 4')}: [evaluation] cv_folds:",
+                      "cv_folds = 4 needs 4 training groups", "has 2 (1, 2)",
+                      "set cv_folds = 2 or 0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_class_is_refused(tmp_path: Path) -> None:
+    toml = numeric_project(tmp_path, labels=[7], groups=(1, 2, 10), folds=None)
+    assert_user_error(run_cli("run", str(toml), "--no-emulator"), "kiloml.toml",
+                      "[data]", "one class ('7')", "at least two")
+
+
+def test_holding_out_every_group_of_a_class_names_test_fraction(tmp_path: Path) -> None:
+    toml = numeric_project(tmp_path, labels=range(1, 4), groups=(1, 2, 3, 10), folds=None)
+    for group in (1, 2, 3):  # class 3 is recorded in group 10 only, class 1 in group 1:
+        (tmp_path / "data" / "3" / f"{group}_rec.csv").unlink()  # no single training
+        (tmp_path / "data" / "1" / f"{(2, 3, 10)[group - 1]}_rec.csv").unlink()  # group has both
+    text = toml.read_text().replace('test_groups = ["10"]', "test_fraction = 0.9")
+    toml.write_text(text)
+    assert_user_error(run_cli("run", str(toml), "--no-emulator"),
+                      f"kiloml.toml:{line_of(toml, 'test_fraction = 0.9')}: "
+                      "[evaluation] test_fraction:", "class '3' has no training windows")

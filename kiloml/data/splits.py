@@ -24,6 +24,8 @@ class Split:
     test: np.ndarray
     test_groups: list[str]
     folds: list[tuple[np.ndarray, np.ndarray]]  # (train, validation) indices into the windows
+    # why there are fewer folds than cv_folds asks for (none: cross-validation impossible)
+    cv_note: str | None = None
 
 
 def assert_no_leak(windows: WindowSet, a: np.ndarray, b: np.ndarray, what: str) -> None:
@@ -80,13 +82,19 @@ def make_split(windows: WindowSet, cfg: EvaluationConfig,
     train = np.flatnonzero(~is_test)
     test = np.flatnonzero(is_test & ~augmented)
     assert_no_leak(windows, train, test, "test split")
+    if len(windows.class_names) < 2:
+        raise KilomlError(f"the data has one class ('{windows.class_names[0]}'): a classifier "
+                          "needs at least two; check the label setting (label_column, "
+                          "label_pattern or label_from_folder)", where="[data]")
     for k, name in enumerate(windows.class_names):
         if not np.any(windows.y[train] == k):
+            key = "test_groups" if cfg.test_groups is not None else "test_fraction"
             raise KilomlError(f"class '{name}' has no training windows: all of them are in the "
-                              f"test groups {test_groups}", where="[evaluation]")
+                              f"test groups {', '.join(test_groups)}; hold out fewer or other "
+                              f"groups", where=f"[evaluation] {key}")
     folds: list[tuple[np.ndarray, np.ndarray]] = []
     train_groups = natural_sorted(windows.group[train].tolist())
-    n_folds = min(cfg.cv_folds, len(train_groups))
+    n_folds, note = cv_folds(cfg, train_groups)
     if n_folds >= 2:
         splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=cfg.seed)
         for fit_idx, val_idx in splitter.split(train, groups=windows.group[train]):
@@ -94,5 +102,29 @@ def make_split(windows: WindowSet, cfg: EvaluationConfig,
             fold = (train[fit_idx], val[~augmented[val]])
             assert_no_leak(windows, fold[0], fold[1], f"cross-validation fold {len(folds)}")
             folds.append(fold)
-    return Split(train=train, test=test, test_groups=test_groups, folds=folds)
+    return Split(train=train, test=test, test_groups=test_groups, folds=folds, cv_note=note)
 
+
+def cv_folds(cfg: EvaluationConfig, train_groups: list[str]) -> tuple[int, str | None]:
+    """The number of grouped folds and, when it is not what cv_folds asks for, why.
+
+    A fold validates on whole groups, so there are at most as many folds as training
+    groups. cv_folds written in the project and larger than that cannot work: refused.
+    The default (5) shrinks to the groups there are; below two, no cross-validation."""
+    asked, n = cfg.cv_folds, len(train_groups)
+    shown = ", ".join(train_groups[:10]) + (" ..." if n > 10 else "")
+    if asked == 0:
+        return 0, "cv_folds = 0: no cross-validation"
+    if n >= asked:
+        return asked, None
+    if "cv_folds" in cfg.model_fields_set:
+        fix = f"set cv_folds = {n} or 0" if n >= 2 else "set cv_folds = 0"
+        raise KilomlError(f"cv_folds = {asked} needs {asked} training groups, the training set "
+                          f"has {n} ({shown}); {fix}, or give the recordings more groups "
+                          f"(group_pattern / group_column in [data])",
+                          where="[evaluation] cv_folds")
+    if n >= 2:
+        return n, f"{n}-fold instead of the default {asked}: {n} training groups ({shown})"
+    return 0, (f"no cross-validation: the training set is one group ({shown}), and folds "
+               f"validate on whole groups; give the recordings more groups (group_pattern / "
+               f"group_column in [data]) or hold out fewer test groups")

@@ -36,6 +36,10 @@ class WindowSet:
     stride_samples: int
     dropped_low_coverage: int = 0
     skipped_recordings: list[str] = field(default_factory=list)
+    # class -> (recordings skipped as shorter than a window, recordings of the class)
+    skipped_per_class: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # classes labelled in the recordings but left without a window (label coverage)
+    classes_without_windows: list[str] = field(default_factory=list)
     augmented: np.ndarray | None = None  # bool [N]: from an augmented training copy
 
     def __len__(self) -> int:
@@ -47,6 +51,30 @@ class WindowSet:
                          self.channels, self.sample_rate_hz, self.window_samples,
                          self.stride_samples,
                          augmented=None if self.augmented is None else self.augmented[index])
+
+
+def recording_classes(rec: Recording) -> set[str]:
+    """The labels a recording holds (unlabeled samples are no class)."""
+    if rec.sample_labels is None:
+        return {str(rec.label)}
+    return {str(v) for v in set(rec.sample_labels.tolist())} - {""}
+
+
+def data_notes(windows: WindowSet) -> list[str]:
+    """Console lines for data a run does not use: recordings skipped as shorter than a
+    window (per class) and classes left without a window."""
+    notes = []
+    if windows.skipped_per_class:
+        n = len(windows.skipped_recordings)
+        per = ", ".join(f"'{c}' {k} of {total}"
+                        for c, (k, total) in windows.skipped_per_class.items())
+        notes.append(f"skipped {n} recording{'s' if n != 1 else ''} shorter than a window "
+                     f"({windows.window_samples} samples): {per}")
+    if windows.classes_without_windows:
+        notes.append("no window reaches min_label_coverage for class(es) "
+                     f"{', '.join(repr(c) for c in windows.classes_without_windows)}: "
+                     "they are not classes of this model")
+    return notes
 
 
 def samples_from_ms(ms: float, sample_rate_hz: float, what: str) -> int:
@@ -71,10 +99,17 @@ def make_windows(recordings: list[Recording], window_ms: float, stride_ms: float
     xs, labels, groups, recs, starts = [], [], [], [], []
     dropped = 0
     skipped: list[str] = []
+    recordings_of: Counter[str] = Counter()  # original recordings per class
+    skipped_of: Counter[str] = Counter()
     for i, rec in enumerate(recordings):
+        classes = recording_classes(rec)
+        if not rec.augmented:
+            recordings_of.update(classes)
         if rec.n_samples < window:
             if short_recordings == "skip" or rec.augmented:
-                skipped.append(rec.source)
+                if not rec.augmented:  # a copy is as long as its (skipped) original
+                    skipped.append(rec.source)
+                    skipped_of.update(classes)
                 continue
             raise KilomlError(
                 f"the recording has {rec.n_samples} samples ({rec.duration_s * 1000:.0f} ms) "
@@ -107,10 +142,18 @@ def make_windows(recordings: list[Recording], window_ms: float, stride_ms: float
         groups.extend([rec.group] * len(keep))
         recs.extend([i] * len(keep))
         starts.extend(keep.tolist())
+    class_names = natural_sorted(labels)  # "2" before "10"
+    lost = [c for c in natural_sorted(skipped_of) if c not in set(class_names)]
+    if lost:
+        counts = ", ".join(f"'{c}' ({skipped_of[c]} of {recordings_of[c]})" for c in lost[:5])
+        raise KilomlError(
+            f"short_recordings = \"skip\" leaves class{'es' if len(lost) > 1 else ''} "
+            f"{counts} without a recording: every one is shorter than a window of {window} "
+            f"samples (window_ms = {window_ms:g}); shorten the window or drop the class",
+            where="[data] short_recordings")
     if not xs:
         raise KilomlError("no labelled windows: every window was dropped (check "
                           "min_label_coverage and the label column)", where="[data]")
-    class_names = natural_sorted(labels)  # "2" before "10"
     index = {name: k for k, name in enumerate(class_names)}
     return WindowSet(
         x=np.concatenate(xs).astype(np.float32, copy=False),
@@ -125,5 +168,9 @@ def make_windows(recordings: list[Recording], window_ms: float, stride_ms: float
         stride_samples=stride,
         dropped_low_coverage=dropped,
         skipped_recordings=skipped,
+        skipped_per_class={c: (skipped_of[c], recordings_of[c])
+                           for c in natural_sorted(skipped_of)},
+        classes_without_windows=[c for c in natural_sorted(recordings_of)
+                                 if c not in set(class_names)],
         augmented=np.array([recordings[i].augmented for i in recs], dtype=bool),
     )

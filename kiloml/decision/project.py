@@ -15,7 +15,7 @@ from kiloml.decision.calibrate import calibrate_thresholds
 from kiloml.decision.events import event_metrics
 from kiloml.decision.layer import DecisionLayer, DecisionParams
 from kiloml.errors import KilomlError
-from kiloml.project import DecisionConfig
+from kiloml.project import DecisionConfig, locate_in
 
 BATCH = 2048  # windows per feature batch
 
@@ -34,9 +34,13 @@ def decision_params(cfg: DecisionConfig, windows: WindowSet, split: Split,
         if windows.augmented is not None:
             rows = rows[~windows.augmented[rows]]
         if oof_scores is None or len(rows) == 0:
-            raise KilomlError("decision.thresholds = 'calibrated' needs out-of-fold scores "
-                              "from cross-validation: set evaluation.cv_folds >= 2 (and have "
-                              "at least that many training groups)", file=str(project_file))
+            why = split.cv_note or "cross-validation gave no scores"
+            raise KilomlError(f"thresholds = 'calibrated' fits thresholds on the out-of-fold "
+                              f"scores of cross-validation on the training groups, and there "
+                              f"are none ({why}); set [evaluation] cv_folds >= 2 with at least "
+                              f"that many training groups, or thresholds = 'none'",
+                              file=str(project_file), where="[decision] thresholds",
+                              line=locate_in(project_file, ("decision",), "thresholds"))
         stride_s = windows.stride_samples / windows.sample_rate_hz
         try:
             thresholds, calibration = calibrate_thresholds(
@@ -44,6 +48,7 @@ def decision_params(cfg: DecisionConfig, windows: WindowSet, split: Split,
                 cfg.target_value, stride_s)
         except KilomlError as exc:
             exc.file = str(project_file)
+            exc.line = locate_in(project_file, ("decision",), "target_value")
             raise
     return DecisionParams(k, thresholds, cfg.min_score, cfg.min_margin, cfg.smoothing,
                           cfg.smoothing_windows, cfg.on_windows, cfg.off_windows, calibration)

@@ -237,6 +237,8 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
     if cv.get("folds"):
         parts.append(f"<p>Grouped {cv['folds']}-fold cross-validation on the training groups: "
                      f"accuracy {cv['accuracy_mean']:.4f} &plusmn; {cv['accuracy_std']:.4f}</p>")
+    if cv.get("note"):  # why there is no (or less) cross-validation
+        parts.append(f"<p class='warn'>Cross-validation: {html.escape(cv['note'])}</p>")
     groups = ev["per_group_accuracy"]
     figs = [confusion_figure(ev["confusion_matrix"], names),
             bar_figure(list(groups), [g["accuracy"] for g in groups.values()],
