@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kiloml.atomic import write_text_atomically
 from kiloml.cli_errors import GuardedGroup, user_errors
 from kiloml.errors import KilomlError
 
@@ -40,7 +41,7 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder for the new proj
     try:
         directory.mkdir(parents=True, exist_ok=True)
         text = TEMPLATE.read_text().replace("{name}", _project_name(directory))
-        target.write_text(text)
+        write_text_atomically(target, text)
     except OSError as exc:
         raise KilomlError(f"cannot write: {exc.strerror or exc}", file=target) from None
     print(f"wrote {target}: edit [data] to point at your recordings, then run "
@@ -312,3 +313,7 @@ _add_model_commands()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from kiloml.atomic import write_text_atomically
 from kiloml.pipeline import Pipeline
 from kiloml.targets.profiles import TargetProfile
 
@@ -31,24 +30,12 @@ def run_ok(metrics: dict) -> bool:
     return all(r["within_budget"] for r in metrics["resources"].values())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(out: Path, metrics: dict, pipeline: Pipeline) -> None:
     from kiloml.report.html import render_report
 
     html = render_report(metrics, pipeline)
-    _atomic_write(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    _atomic_write(out / REPORT_FILE, html)
+    write_text_atomically(out / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    write_text_atomically(out / REPORT_FILE, html)
 
 
 def read_metrics(out: Path) -> dict:

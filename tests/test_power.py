@@ -9,7 +9,7 @@ import pytest
 from conftest import CsvProject, assert_user_error, run_cli
 
 from kiloml.targets.power import power_report
-from kiloml.targets.profiles import PROFILE_DIR, load_profile, profile_names
+from kiloml.targets.profiles import PROFILE_DIR, clear_profile_cache, load_profile, profile_names
 
 
 def test_every_profile_loads_with_its_power_figures() -> None:
@@ -69,7 +69,7 @@ def _profile(tmp: Path, edit: tuple[str, str] | None = None, drop: str | None = 
 def test_profile_files_with_missing_or_inconsistent_fields(
         csv_project: CsvProject, edit, drop, fragments: list[str]) -> None:
     path = _profile(csv_project.root, edit, drop)
-    load_profile.cache_clear()
+    clear_profile_cache()
     csv_project.set_toml('name = "cortex-m4f"', f'name = "{path.name}"')
     assert_user_error(run_cli("run", str(csv_project.toml)), "board.toml", *fragments)
     assert not csv_project.out.exists()
@@ -77,7 +77,7 @@ def test_profile_files_with_missing_or_inconsistent_fields(
 
 def test_a_profile_file_of_your_own_budgets_and_powers_the_run(csv_project: CsvProject) -> None:
     path = _profile(csv_project.root, ("ram_bytes = 262_144", "ram_bytes = 48_000"))
-    load_profile.cache_clear()
+    clear_profile_cache()
     csv_project.set_toml('name = "cortex-m4f"', f'name = "{path.name}"')
     csv_project.set_toml("[target]", "[target]\npower_budget_uw = 50\nbattery_mah = 1000")
     result = run_cli("run", str(csv_project.toml))

@@ -68,6 +68,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.neighbors import NearestNeighbors
 
+from kiloml.atomic import write_text_atomically
 from kiloml.data.recording import Recording
 from kiloml.data.sources import load_recordings
 from kiloml.data.splits import Split, make_split
@@ -76,7 +77,7 @@ from kiloml.errors import KilomlError
 from kiloml.models.trees import TreeModel
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.project import LoadedProject, NeuralModelConfig, StatisticsStageConfig, load_project
-from kiloml.results import METRICS_FILE, _atomic_write, read_metrics, write_results
+from kiloml.results import METRICS_FILE, read_metrics, write_results
 
 # Thresholds (documented in the module docstring and the README).
 IMBALANCE_WARN = 3.0
@@ -487,7 +488,7 @@ def check_data_project(project_path: str | Path, json_path: Path | None = None
     payload = {"data_checks": checks, "data_checks_info": info}
     if json_path is not None:
         try:
-            _atomic_write(json_path, json.dumps(payload, indent=2) + "\n")
+            write_text_atomically(json_path, json.dumps(payload, indent=2) + "\n")
         except OSError as exc:
             raise KilomlError(f"cannot write: {exc.strerror or exc}", file=json_path,
                               where="--json") from None

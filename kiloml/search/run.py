@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiloml.atomic import write_text_atomically
 from kiloml.errors import KilomlError
 from kiloml.outputs import Protected, check_output_folder, mark, marker_kind, project_inputs
 from kiloml.progress import console, quiet, track
@@ -257,11 +257,11 @@ def _write_outputs(base: LoadedProject, directory: Path, summary: dict,
     header = (f"The candidate `kiloml search {base.path}` picked ({summary['policy']['pick']}"
               f" by {summary['score']}):\n{chosen.label}")
     path = directory / CHOSEN_FILE
-    _atomic_write(path, to_toml(raw, header))
+    write_text_atomically(path, to_toml(raw, header))
     _write_json(directory / SUMMARY_FILE, summary)
     from kiloml.report.search_section import render_search_report
 
-    _atomic_write(directory / "report.html", render_search_report(summary))
+    write_text_atomically(directory / "report.html", render_search_report(summary))
     return path
 
 
@@ -280,14 +280,8 @@ def _absolute_paths(base: LoadedProject, raw: dict) -> dict:
     return raw
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    _atomic_write(path, json.dumps(obj, indent=1, default=str))
+    write_text_atomically(path, json.dumps(obj, indent=1, default=str))
 
 
 def _print_summary(summary: dict, directory: Path) -> None:

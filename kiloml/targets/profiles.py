@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -14,6 +15,9 @@ from kiloml.errors import KilomlError
 PROFILE_DIR = Path(__file__).parent / "profiles"
 # The QEMU boards kiloml's harness knows the memory map of (kiloml/verify/mcu/build.py).
 EMULATED_BOARDS = ("mps2-an385", "mps2-an386", "mps2-an500", "microbit")
+# The compiler flags a profile may set: target options, optimization, plain macros.
+SAFE_CFLAG = re.compile(r"-m[A-Za-z0-9_.+=-]+|-O[0-3sgz]?"
+                        r"|-D[A-Za-z_][A-Za-z0-9_]*(=[A-Za-z0-9_.]*)?")
 # Cores without the DSP extension (no SMLAD): ARMv6-M and ARMv7-M baseline.
 NO_DSP_CORES = ("cortex-m0", "cortex-m0plus", "cortex-m1", "cortex-m3", "cortex-m23")
 
@@ -21,9 +25,11 @@ NO_DSP_CORES = ("cortex-m0", "cortex-m0plus", "cortex-m1", "cortex-m3", "cortex-
 class TargetProfile(BaseModel):
     """What kiloml needs to know about a microcontroller to budget and build for it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a string or a bool where a number belongs is an error, not coerced
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    name: str
+    # the name becomes a folder (verify/<name>) and appears in C: a plain identifier
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$", max_length=64)
     description: str
     core: str
     clock_hz: int = Field(gt=0)
@@ -41,6 +47,13 @@ class TargetProfile(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TargetProfile:
+        unsafe = [f for f in self.cflags if not SAFE_CFLAG.fullmatch(f)]
+        if unsafe:
+            # a profile file may come with someone else's project: flags such as -fplugin=
+            # or -specs= would run their code in the compiler
+            raise ValueError(f"cflags: {unsafe[0]!r} is not a target flag kiloml passes to "
+                             f"the compiler (allowed: -mcpu=, -mthumb, -mfpu=, "
+                             f"-mfloat-abi=, other -m options, -O levels, -DNAME[=value])")
         flags = " ".join(self.cflags)
         hard = "-mfloat-abi=hard" in flags or "-mfloat-abi=softfp" in flags
         if self.has_fpu != hard or (hard and "-mfpu=" not in flags):
@@ -90,19 +103,33 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-@cache
 def load_profile(name: str) -> TargetProfile:
-    """A built-in profile by name, or a profile file of your own (a path to a .toml)."""
+    """A built-in profile by name, or a profile file of your own (a path to a .toml,
+    relative to the current folder)."""
+    if name.endswith(".toml"):
+        return _load_profile(str(Path(name).absolute()))
+    return _load_profile(name)
+
+
+def clear_profile_cache() -> None:
+    """Forget profiles read so far (a profile file edited while the process runs)."""
+    _load_profile.cache_clear()
+
+
+@cache  # by absolute path: a relative one names another file after a change of folder
+def _load_profile(name: str) -> TargetProfile:
     path = Path(name) if name.endswith(".toml") else PROFILE_DIR / f"{name}.toml"
     if name.endswith(".toml") and not path.is_file():
         raise KilomlError("target profile file not found", file=str(path))
-    if not path.is_file():
+    if not path.is_file() or ("/" in name and not name.endswith(".toml")):
         names = profile_names()
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise KilomlError(f"unknown target '{name}'{hint} (known: {', '.join(names)})")
     try:
-        return TargetProfile.model_validate(tomllib.loads(path.read_text()))
+        return TargetProfile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KilomlError(f"cannot read the target profile: {exc}", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise KilomlError(f"not valid TOML: {exc}", file=str(path)) from None
     except ValidationError as exc:
