@@ -111,6 +111,10 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
                 args.append(_int(a.value) + ("u" if a.kind == "u32" else ""))
             elif a.kind == "f32":
                 args.append(c_float(a.value))
+            elif a.kind == "in" and t[int(a.value)].is_constant:  # type: ignore[arg-type]
+                # an op on a constant (a recurrent layer's folded zero state): flash data
+                k = int(a.value)  # type: ignore[arg-type]
+                args.append(e.table(t[k].data, t[k].name))  # type: ignore[arg-type]
             elif a.kind in ("in", "out"):
                 args.append(ptr(int(a.value)))  # type: ignore[arg-type]
             elif a.kind == "const":
@@ -122,7 +126,9 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
             elif a.kind in ("ins", "outs"):
                 qual = "const int8_t *const" if a.kind == "ins" else "int8_t *const"
                 name = f"{prefix}l{i}_{a.kind}"
-                items = ", ".join(f"{arena} + {plan.offsets[k]}" for k in a.value)  # type: ignore[attr-defined]
+                items = ", ".join(e.table(t[k].data, t[k].name) if t[k].is_constant
+                                  else f"{arena} + {plan.offsets[k]}"
+                                  for k in a.value)  # type: ignore[attr-defined]
                 e.lines.append(f"static {qual} {name}[{len(a.value)}] = {{{items}}};\n")  # type: ignore[arg-type]
                 args.append(name)
             elif a.kind == "scratch":

@@ -15,7 +15,7 @@ import numpy as np
 from kiloml.nn.c_scratch import conv_scratch_bytes, dwconv_scratch_bytes, fc_scratch_bytes
 from kiloml.nn.graph import Graph, Op
 from kiloml.nn.op_params import OpParams
-from kiloml.nn.reference import slice_index
+from kiloml.nn.reference import slice_plan
 
 
 class CodegenError(ValueError):
@@ -234,8 +234,8 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         call.add("acc", y.size)
         call.scratch_bytes = 4 * y.size
         return call
-    if kind in ("ADD", "MUL"):
-        call.kernel = "kml_add_s8" if kind == "ADD" else "kml_mul_s8"
+    if kind in ("ADD", "SUB", "MUL"):
+        call.kernel = {"ADD": "kml_add_s8", "SUB": "kml_sub_s8", "MUL": "kml_mul_s8"}[kind]
         call.add("struct", _broadcast(graph, op), ctype="kml_broadcast4")
         for i in op.inputs[:2]:
             if t[i].is_constant:
@@ -244,7 +244,7 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
                 call.add("in", i)
         call.add("i32", p.input_offset)
         call.add("i32", int(p.extra["input2_offset"]))
-        if kind == "ADD":
+        if kind in ("ADD", "SUB"):
             (m1, s1), (m2, s2) = p.extra["input1_multiplier"], p.extra["input2_multiplier"]
             for v in (int(p.extra["left_shift"]), m1, s1, m2, s2):
                 call.add("i32", v)
@@ -362,6 +362,17 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         call.add("i32", int(np.prod(y.shape[axis + 1:])))
         call.add("out", op.outputs[0])
         return call
+    if kind == "PACK":
+        # [outer][value][inner]: a concatenation of blocks one element deep on the new axis
+        axis = int(op.options["axis"]) % len(y.shape)
+        call.kernel = "kml_concat_s8"
+        call.add("i32", len(op.inputs))
+        call.add("ins", list(op.inputs))
+        call.add("const", _i32([1] * len(op.inputs)), name=f"{op.name}_sizes")
+        call.add("i32", int(np.prod(y.shape[:axis])))
+        call.add("i32", int(np.prod(y.shape[axis + 1:])))
+        call.add("out", op.outputs[0])
+        return call
     if kind in ("SPLIT", "UNPACK"):
         if kind == "SPLIT":
             axis = int(np.atleast_1d(t[op.inputs[0]].data)[0]) % len(x.shape)
@@ -376,19 +387,10 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         call.add("outs", list(op.outputs))
         return call
     if kind in ("STRIDED_SLICE", "SLICE"):
-        index = list(slice_index(graph, op, len(x.shape)))
-        index += [slice(None)] * (len(x.shape) - len(index))
-        begin, step, out_dims = [], [], []
-        for d, ix in zip(x.shape, index, strict=True):
-            if isinstance(ix, slice):
-                start, stop, stride = ix.indices(d)
-                begin.append(start)
-                step.append(stride)
-                out_dims.append(len(range(start, stop, stride)))
-            else:
-                begin.append(int(ix) % d)
-                step.append(1)
-                out_dims.append(1)
+        axes = slice_plan(graph, op, x.shape)
+        begin = [a.start for a in axes]
+        step = [a.step for a in axes]
+        out_dims = [a.count for a in axes]  # 1 on shrunk axes: the same bytes
         lead = 4 - len(x.shape)
         call.kernel = "kml_slice4_s8"
         call.add("in", op.inputs[0])

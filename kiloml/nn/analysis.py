@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from kiloml.nn.graph import SUPPORTED_OPS, Graph, Op
-from kiloml.nn.op_params import QuantizationSpecError, out_size, prepare
+from kiloml.nn.op_params import (
+    QuantizationSpecError,
+    SliceSpecError,
+    out_size,
+    prepare,
+    slice_axes,
+    slice_out_shape,
+    strided_slice_axes,
+)
 
 
 class GraphError(ValueError):
@@ -66,7 +74,7 @@ def infer_output_shapes(graph: Graph, op: Op) -> list[tuple[int, ...]]:
         if o.get("keep_dims"):
             return [tuple(1 if i in axes else d for i, d in enumerate(x))]
         return [tuple(d for i, d in enumerate(x) if i not in axes)]
-    if kind in ("ADD", "MUL"):
+    if kind in ("ADD", "SUB", "MUL"):
         b = t[op.inputs[1]].shape
         try:
             return [tuple(np.broadcast_shapes(x, b))]
@@ -101,26 +109,41 @@ def infer_output_shapes(graph: Graph, op: Op) -> list[tuple[int, ...]]:
             raise GraphError(f"operator {op.name} (SPLIT): axis {axis} of size {x[axis]} "
                              f"does not split into {n}")
         return [tuple(d // n if i == axis else d for i, d in enumerate(x))] * n
+    if kind == "PACK":
+        shapes = [t[i].shape for i in op.inputs]
+        if int(o["values_count"]) != len(shapes) or any(s != x for s in shapes):
+            raise GraphError(f"operator {op.name} (PACK): values_count {o['values_count']} for "
+                             f"{len(shapes)} inputs of shapes {shapes} (TFLM packs "
+                             "values_count inputs of one shape)")
+        if not -len(x) - 1 <= int(o["axis"]) <= len(x):
+            raise GraphError(f"operator {op.name} (PACK): axis {o['axis']} for inputs of rank "
+                             f"{len(x)}")
+        axis = int(o["axis"]) % (len(x) + 1)
+        return [(*x[:axis], len(shapes), *x[axis:])]
     if kind == "UNPACK":
         axis = int(o["axis"]) % len(x)
         return [tuple(d for i, d in enumerate(x) if i != axis)] * x[axis]
-    if kind in ("STRIDED_SLICE", "SLICE", "TRANSPOSE"):
-        from kiloml.nn.reference import slice_index
-
-        probe = np.zeros(x, np.int8)
+    if kind == "TRANSPOSE":
+        perm = [int(v) for v in np.atleast_1d(_const(graph, op, 1))]
+        if sorted(perm) != list(range(len(x))):
+            raise GraphError(f"operator {op.name} (TRANSPOSE): perm {perm} is not a "
+                             f"permutation of {len(x)} axes")
+        return [tuple(x[p] for p in perm)]
+    if kind in ("STRIDED_SLICE", "SLICE"):
+        if kind == "STRIDED_SLICE" and len(x) > 4:
+            raise GraphError(f"operator {op.name} (STRIDED_SLICE): input rank {len(x)}; TFLM "
+                             "slices up to 4 dimensions")
+        params = [np.atleast_1d(_const(graph, op, k)).astype(np.int64).tolist()
+                  for k in range(1, len(op.inputs))]
         try:
-            if kind == "TRANSPOSE":
-                perm = [int(v) for v in np.atleast_1d(_const(graph, op, 1))]
-                if sorted(perm) != list(range(len(x))):
-                    raise ValueError(f"perm {perm} is not a permutation of {len(x)} axes")
-                return [tuple(np.transpose(probe, perm).shape)]
-            index = slice_index(graph, op, len(x))
-            if len(index) > len(x):
-                raise ValueError(f"{len(index)} sliced axes for a rank-{len(x)} input")
-            shape = tuple(probe[index].shape)
-        except (ValueError, IndexError, TypeError) as exc:
+            if kind == "SLICE":
+                axes = slice_axes(x, params[0], params[1])
+            else:
+                axes = strided_slice_axes(x, params[0], params[1], params[2], o)
+        except SliceSpecError as exc:
             raise GraphError(f"operator {op.name} ({kind}): {exc}") from None
-        if 0 in shape:
+        shape = slice_out_shape(axes)
+        if any(a.count == 0 for a in axes):
             raise GraphError(f"operator {op.name} ({kind}): the slice of {x} is empty")
         return [shape]
     return [x]  # element-wise: SOFTMAX, LOGISTIC, TANH, RELU, RELU6, QUANTIZE, DEQUANTIZE

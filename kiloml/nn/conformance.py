@@ -151,7 +151,7 @@ def _binary(kind: str, rng: np.random.Generator) -> Case:
     if rng.random() < 0.4:  # broadcast a per-channel operand
         other = tuple(1 if i < len(shape) - 1 else d for i, d in enumerate(shape))
     qa, qb = _act_quant(rng), _act_quant(rng)
-    if kind == "ADD":
+    if kind in ("ADD", "SUB"):
         qy = Quantization.per_tensor((qa.s + qb.s) * float(np.exp(rng.uniform(-0.5, 0.8))),
                                      int(rng.integers(-60, 61)))
     else:
@@ -163,6 +163,41 @@ def _binary(kind: str, rng: np.random.Generator) -> Case:
     g.add_op(kind, [a, b], [y], fused_activation=str(rng.choice(FUSED_ACTIVATIONS)))
     g.inputs, g.outputs = [a, b], [y]
     return g, [_int8(rng, shape), _int8(rng, other)]
+
+
+def _sub(rng: np.random.Generator) -> Case:
+    """SUB on two activations (broadcast as ADD's cases), or a constant minus an activation
+    as an unrolled GRU computes 1 - z (a rank-0 int8 constant)."""
+    if rng.random() < 0.6:
+        return _binary("SUB", rng)
+    g = _graph("sub")
+    shape = _random_shape(rng)
+    qc, qx = _act_quant(rng), _act_quant(rng)
+    qy = Quantization.per_tensor((qc.s + qx.s) * float(np.exp(rng.uniform(-0.5, 0.8))),
+                                 int(rng.integers(-60, 61)))
+    c = g.add_tensor(Tensor("c", (), "int8", qc, np.array(rng.integers(-128, 128), np.int8)))
+    x = _act(g, "x", shape, qx)
+    y = _act(g, "y", shape, qy)
+    inputs = [c, x] if rng.random() < 0.7 else [x, c]
+    g.add_op("SUB", inputs, [y], fused_activation=str(rng.choice(FUSED_ACTIVATIONS)))
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, shape)]
+
+
+def _pack(rng: np.random.Generator) -> Case:
+    """PACK of 1-5 equal-shaped activations (one quantization) on a new axis; axis 0 is
+    how an unrolled RNN stacks its time steps."""
+    g = _graph("pack")
+    shape = _random_shape(rng, int(rng.integers(1, 4)))
+    n = int(rng.integers(1, 6))
+    axis = int(rng.integers(0, len(shape) + 1))
+    q = _act_quant(rng)
+    xs = [_act(g, f"x{i}", shape, q) for i in range(n)]
+    y = _act(g, "y", (*shape[:axis], n, *shape[axis:]), q)
+    stored = axis - len(shape) - 1 if rng.random() < 0.3 else axis  # negative axes too
+    g.add_op("PACK", xs, [y], values_count=n, axis=stored)
+    g.inputs, g.outputs = xs, [y]
+    return g, [_int8(rng, shape) for _ in range(n)]
 
 
 def _concatenation(rng: np.random.Generator) -> Case:
@@ -374,6 +409,7 @@ GENERATORS: dict[str, Callable[[np.random.Generator], Case]] = {
     "MEAN": lambda r: _reduce("MEAN", r),
     "REDUCE_MAX": lambda r: _reduce("REDUCE_MAX", r),
     "ADD": lambda r: _binary("ADD", r),
+    "SUB": _sub,
     "MUL": lambda r: _binary("MUL", r),
     "CONCATENATION": _concatenation,
     "PAD": _pad,
@@ -389,6 +425,7 @@ GENERATORS: dict[str, Callable[[np.random.Generator], Case]] = {
     "DEQUANTIZE": _dequantize,
     "SPLIT": _split,
     "UNPACK": _unpack,
+    "PACK": _pack,
     "STRIDED_SLICE": lambda r: _slicing("STRIDED_SLICE", r),
     "SLICE": lambda r: _slicing("SLICE", r),
     "TRANSPOSE": lambda r: _slicing("TRANSPOSE", r),

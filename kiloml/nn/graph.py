@@ -50,6 +50,7 @@ OPTION_DEFAULTS: dict[str, dict[str, object]] = {
     "MEAN": {"keep_dims": False},
     "REDUCE_MAX": {"keep_dims": False},
     "ADD": {"fused_activation": "NONE"},
+    "SUB": {"fused_activation": "NONE"},
     "MUL": {"fused_activation": "NONE"},
     "CONCATENATION": {"axis": 0, "fused_activation": "NONE"},
     "PAD": {},
@@ -71,6 +72,8 @@ OPTION_DEFAULTS: dict[str, dict[str, object]] = {
     "SLICE": {},
     "TRANSPOSE": {},
     "UNPACK": {"num": 1, "axis": 0},
+    # Stacks equal-shaped inputs along a new axis (an unrolled RNN's return_sequences).
+    "PACK": {"values_count": 1, "axis": 0},
 }
 
 SUPPORTED_OPS = tuple(OPTION_DEFAULTS)

@@ -147,6 +147,21 @@ def prepare(graph: Graph, op: Op) -> OpParams:
                        input1_multiplier=m1, input2_multiplier=m2)
         p.multiplier, p.shift = np.array([mo[0]], np.int64), np.array([mo[1]], np.int64)
         p.act_min, p.act_max = activation_range(activation, y)
+    elif kind == "SUB":
+        # CalculateOpDataSub (sub_common.cc): unlike ADD, the ratios are float32 and only
+        # then widened to double.
+        x2 = t[op.inputs[1]]
+        left_shift = 20
+        s1, s2, so = (np.float32(x.quant.scale[0]), np.float32(x2.quant.scale[0]),
+                      np.float32(y.quant.scale[0]))
+        twice_max = np.float32(2.0) * max(s1, s2)
+        m1 = quantize_multiplier(float(np.float32(s1 / twice_max)))
+        m2 = quantize_multiplier(float(np.float32(s2 / twice_max)))
+        mo = quantize_multiplier(float(np.float32(twice_max / (np.float32(1 << left_shift) * so))))
+        p.extra.update(left_shift=left_shift, input2_offset=-x2.quant.zp,
+                       input1_multiplier=m1, input2_multiplier=m2)
+        p.multiplier, p.shift = np.array([mo[0]], np.int64), np.array([mo[1]], np.int64)
+        p.act_min, p.act_max = activation_range(activation, y)
     elif kind == "MUL":
         x2 = t[op.inputs[1]]
         m, s = quantize_multiplier(float(x.quant.scale[0]) * float(x2.quant.scale[0])
@@ -194,3 +209,99 @@ def prepare(graph: Graph, op: Op) -> OpParams:
         m, s = quantize_multiplier(float(x.quant.scale[0]) / float(y.quant.scale[0]))
         p.multiplier, p.shift = np.array([m], np.int64), np.array([s], np.int64)
     return p
+
+
+# ---- slicing ------------------------------------------------------------------------
+
+class SliceSpecError(ValueError):
+    """STRIDED_SLICE / SLICE parameters TFLM would reject or compute garbage from."""
+
+
+@dataclass(frozen=True)
+class SliceAxis:
+    """What a slice takes along one input axis: ``count`` elements from ``start`` every
+    ``step`` (step < 0 walks backwards); ``keep`` is False on a shrunk axis."""
+
+    start: int
+    step: int
+    count: int
+    keep: bool = True
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.start + self.step * np.arange(self.count)
+
+
+def slice_out_shape(axes: list[SliceAxis]) -> tuple[int, ...]:
+    return tuple(a.count for a in axes if a.keep)
+
+
+def _clamp(v: int, lo: int, hi: int) -> int:
+    return hi if v > hi else lo if v < lo else v
+
+
+def strided_slice_axes(shape: tuple[int, ...], begin: list[int], end: list[int],
+                       strides: list[int], options: dict[str, object]) -> list[SliceAxis]:
+    """TFLM's StridedSlicePrepare / StridedSliceStartForAxis / EndForAxis, per axis.
+
+    TFLM reads one begin/end/stride per input dimension, ignores ellipsis_mask,
+    new_axis_mask and offset (it computes as if they were 0), and leaves the output
+    unwritten for a shrunk axis whose index is out of range or whose stride is negative.
+    Those cases are errors here rather than silently different results.
+    """
+    rank = len(shape)
+    if not len(begin) == len(end) == len(strides) == rank:
+        raise SliceSpecError(f"begin, end and strides have {len(begin)}, {len(end)} and "
+                             f"{len(strides)} entries; TFLM needs one per input dimension "
+                             f"({rank})")
+    for mask in ("ellipsis_mask", "new_axis_mask"):
+        if int(options.get(mask, 0)):  # type: ignore[call-overload]
+            raise SliceSpecError(f"{mask} = {options[mask]} is not supported (TFLM ignores "
+                                 "it, so its result would differ from TensorFlow's)")
+    if options.get("offset"):
+        raise SliceSpecError("offset = true is not supported (TFLM ignores it, so its "
+                             "result would differ from TensorFlow's)")
+    begin_mask = int(options.get("begin_mask", 0))  # type: ignore[call-overload]
+    end_mask = int(options.get("end_mask", 0))  # type: ignore[call-overload]
+    shrink_mask = int(options.get("shrink_axis_mask", 0))  # type: ignore[call-overload]
+    axes = []
+    for d, (n, b, e, s) in enumerate(zip(shape, begin, end, strides, strict=True)):
+        b, e, s = int(b), int(e), int(s)
+        if s == 0:
+            raise SliceSpecError(f"axis {d}: stride 0")
+        if shrink_mask >> d & 1:
+            if s < 0:
+                raise SliceSpecError(f"axis {d}: a shrunk axis with stride {s} (TFLM "
+                                     "writes no output for it)")
+            if not -n <= b < n:
+                raise SliceSpecError(f"axis {d}: index {b} out of range for a dimension "
+                                     f"of {n}")
+            axes.append(SliceAxis(b % n, 1, 1, keep=False))
+            continue
+        start = b + n if b < 0 else b
+        start = _clamp(start, 0, n) if s > 0 else _clamp(start, -1, n - 1)
+        if begin_mask >> d & 1:
+            start = 0 if s > 0 else n - 1
+        stop = e + n if e < 0 else e
+        stop = _clamp(stop, 0, n) if s > 0 else _clamp(stop, -1, n - 1)
+        if end_mask >> d & 1:
+            stop = n if s > 0 else -1
+        count = max(0, -(-(stop - start) // s)) if s > 0 else max(0, -((start - stop) // s))
+        axes.append(SliceAxis(start, s, count))
+    return axes
+
+
+def slice_axes(shape: tuple[int, ...], begin: list[int], size: list[int]) -> list[SliceAxis]:
+    """TFLM's SLICE: ``size`` -1 takes the rest of the axis; everything must lie inside."""
+    if not len(begin) == len(size) == len(shape):
+        raise SliceSpecError(f"begin and size have {len(begin)} and {len(size)} entries; "
+                             f"TFLM needs one per input dimension ({len(shape)})")
+    axes = []
+    for d, (n, b, k) in enumerate(zip(shape, begin, size, strict=True)):
+        b, k = int(b), int(k)
+        k = n - b if k == -1 else k
+        if not 0 <= b < n or k < 1 or b + k > n:
+            raise SliceSpecError(f"axis {d}: begin {b}, size {k} do not lie inside a "
+                                 f"dimension of {n}")
+        axes.append(SliceAxis(b, 1, k))
+    return axes

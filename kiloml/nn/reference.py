@@ -14,7 +14,13 @@ import numpy as np
 
 from kiloml.nn import fixedpoint as fp
 from kiloml.nn.graph import Graph, Op, Tensor
-from kiloml.nn.op_params import OpParams, prepare
+from kiloml.nn.op_params import (
+    OpParams,
+    SliceAxis,
+    prepare,
+    slice_axes,
+    strided_slice_axes,
+)
 
 Kernel = Callable[[Graph, Op, OpParams, list[np.ndarray]], list[np.ndarray]]
 
@@ -260,6 +266,22 @@ def add(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndar
     return [_requantize(raw, p)]
 
 
+def sub(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """TFLM reference_ops::SubElementwise / BroadcastQuantSubSlow (int8)."""
+    a, b = xs
+    y = graph.tensors[op.outputs[0]]
+    if y.dtype == "float32":
+        out = a.astype(np.float32) - b.astype(np.float32)
+        return [_float_activation(out, str(op.options["fused_activation"])).astype(np.float32)]
+    ls = int(p.extra["left_shift"])
+    (m1, s1), (m2, s2) = p.extra["input1_multiplier"], p.extra["input2_multiplier"]
+    v1 = fp.wrap32((a.astype(np.int64) + p.input_offset) * (1 << ls))
+    v2 = fp.wrap32((b.astype(np.int64) + int(p.extra["input2_offset"])) * (1 << ls))
+    raw = fp.wrap32(fp.multiply_by_quantized_multiplier(v1, m1, s1)
+                    - fp.multiply_by_quantized_multiplier(v2, m2, s2))
+    return [_requantize(raw, p)]
+
+
 def mul(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
     a, b = xs
     y = graph.tensors[op.outputs[0]]
@@ -384,41 +406,36 @@ def split(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.nd
     return list(np.split(x, len(op.outputs), axis=axis))
 
 
+def pack(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """TFLM PackImpl: the inputs' bytes side by side along a new axis (no requantization)."""
+    axis = int(op.options["axis"]) % (xs[0].ndim + 1)
+    return [np.stack(xs, axis=axis)]
+
+
 def unpack(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
     x = xs[0]
     axis = int(op.options["axis"]) % x.ndim
     return [np.take(x, i, axis=axis) for i in range(x.shape[axis])]
 
 
-def slice_index(graph: Graph, op: Op, rank: int) -> tuple[int | slice, ...]:
-    """The numpy index a STRIDED_SLICE or SLICE selects (TFLite semantics)."""
+def slice_plan(graph: Graph, op: Op, shape: tuple[int, ...]) -> list[SliceAxis]:
+    """Per input axis, what a STRIDED_SLICE or SLICE of an input of ``shape`` takes
+    (TFLM's semantics: op_params.strided_slice_axes / slice_axes)."""
+    params = [np.atleast_1d(_const(graph, op.inputs[k])).astype(np.int64).tolist()
+              for k in range(1, len(op.inputs))]
     if op.kind == "SLICE":
-        begin = np.atleast_1d(_const(graph, op.inputs[1])).astype(int)
-        size = np.atleast_1d(_const(graph, op.inputs[2])).astype(int)
-        return tuple(slice(int(b), None if s < 0 else int(b + s)) for b, s in zip(begin, size,
-                                                                                    strict=True))
-    o = op.options
-    if int(o["ellipsis_mask"]) or int(o["new_axis_mask"]):
-        raise ValueError("STRIDED_SLICE with ellipsis or new-axis masks is not supported")
-    begin, end, strides = (np.atleast_1d(_const(graph, op.inputs[k])).astype(int).tolist()
-                           for k in (1, 2, 3))
-    index: list[int | slice] = []
-    for d, (b, e, s) in enumerate(zip(begin, end, strides, strict=True)):
-        if int(o["shrink_axis_mask"]) >> d & 1:
-            index.append(b)
-            continue
-        start = None if int(o["begin_mask"]) >> d & 1 else b
-        stop = None if int(o["end_mask"]) >> d & 1 else (b + e if o["offset"] else e)
-        index.append(slice(start, stop, s))
-    return tuple(index)
+        return slice_axes(shape, params[0], params[1])
+    return strided_slice_axes(shape, params[0], params[1], params[2], op.options)
 
 
 def strided_slice(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
     x = xs[0]
-    index = slice_index(graph, op, x.ndim)
-    if x.shape[0] != 1 and index and isinstance(index[0], slice) and index[0] == slice(None):
-        return [x[index]]
-    return [np.ascontiguousarray(x[index])]
+    axes = slice_plan(graph, op, graph.tensors[op.inputs[0]].shape)
+    picks = [a.indices for a in axes]
+    if x.shape[0] != graph.tensors[op.inputs[0]].shape[0]:  # a batch: axis 0 untouched
+        picks[0] = np.arange(x.shape[0])
+    out = x[np.ix_(*picks)] if picks else x
+    return [np.ascontiguousarray(_reshape_to_output(out, graph, op))]  # drops shrunk axes
 
 
 def transpose(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -435,6 +452,7 @@ KERNELS: dict[str, Kernel] = {
     "MEAN": mean,
     "REDUCE_MAX": reduce_max,
     "ADD": add,
+    "SUB": sub,
     "MUL": mul,
     "CONCATENATION": concatenation,
     "PAD": pad,
@@ -450,6 +468,7 @@ KERNELS: dict[str, Kernel] = {
     "DEQUANTIZE": dequantize,
     "SPLIT": split,
     "UNPACK": unpack,
+    "PACK": pack,
     "STRIDED_SLICE": strided_slice,
     "SLICE": strided_slice,
     "TRANSPOSE": transpose,
@@ -467,6 +486,8 @@ def _touches_batch_axis(graph: Graph, op: Op) -> bool:
     kind = op.kind
     if kind == "CONCATENATION" or kind == "UNPACK":
         return int(op.options["axis"]) % rank == 0
+    if kind == "PACK":
+        return int(op.options["axis"]) % (rank + 1) == 0
     if kind in ("MEAN", "REDUCE_MAX"):
         return 0 in _axes(graph, op, rank)
     if kind == "SPLIT":
@@ -476,9 +497,9 @@ def _touches_batch_axis(graph: Graph, op: Op) -> bool:
     if kind == "TRANSPOSE":
         return int(np.atleast_1d(_const(graph, op.inputs[1]))[0]) != 0
     if kind in ("STRIDED_SLICE", "SLICE"):
-        index = slice_index(graph, op, rank)
-        return not index or (index[0] != slice(None) and index[0] != slice(0, None))
-    if kind == "ADD" or kind == "MUL":
+        axes = slice_plan(graph, op, t[op.inputs[0]].shape)
+        return not axes or axes[0] != SliceAxis(0, 1, 1)
+    if kind in ("ADD", "SUB", "MUL"):
         return any(t[i].is_constant and len(t[i].shape) == rank and t[i].shape[0] != 1
                    for i in op.inputs)
     return False

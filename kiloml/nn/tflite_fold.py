@@ -3,11 +3,15 @@
 The TensorFlow converter and litert-torch wrap Flatten and Conv1D in small
 shape computations (``SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE``, ``GATHER`` /
 ``CAST`` / ``CONCATENATION`` of constant shape vectors) whenever the batch size
-is dynamic. kiloml's shapes are static (batch 1), so these ops are evaluated
-here with numpy and removed; the RESHAPE they fed is left with a constant shape.
+is dynamic; recurrent layers make their zero initial state with
+``SHAPE -> STRIDED_SLICE -> PACK -> FILL``. kiloml's shapes are static (batch
+1), so these ops are evaluated here with numpy and removed; the RESHAPE they fed
+is left with a constant shape.
 
 Only unquantized operands are folded: quantized constants are weights, and
-re-expressing them is the quantizer's business, not the importer's.
+re-expressing them is the quantizer's business, not the importer's. FILL is the
+exception: it copies its scalar's bytes, so a quantized zero state folds to the
+same integers TFLM would write.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from kiloml.nn.graph import Graph, Op, Tensor
+from kiloml.nn.op_params import slice_out_shape, strided_slice_axes
 
 # Ops evaluated when their inputs are known. SHAPE only needs its input's
 # static shape; the others need constant data.
 FOLDABLE = frozenset({
     "SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER", "CAST",
-    "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
+    "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "FILL",
 })
+MAX_FOLD_ELEMENTS = 1 << 20  # a FILL bigger than this is no initial state of a small model
 
 
 class FoldError(Exception):
@@ -70,15 +76,21 @@ def _foldable(graph: Graph, op: Op, graph_outputs: set[int]) -> bool:
     if op.kind not in FOLDABLE or len(op.outputs) != 1 or op.outputs[0] in graph_outputs:
         return False
     out = graph.tensors[op.outputs[0]]
-    if out.quant is not None:
-        return False
     ins = [graph.tensors[t] for t in op.inputs if t >= 0]
+    if out.quant is not None and op.kind != "FILL":
+        return False
     if not ins:
         return False
     if op.kind == "SHAPE":
         return True
     if op.kind == "CONCATENATION" and op.options.get("fused_activation", "NONE") != "NONE":
         return False
+    if op.kind == "FILL":
+        # An RNN's zero initial state: FILL(SHAPE-derived dims, quantized scalar). It only
+        # copies bytes, so a quantized value (and output) is folded as its integer.
+        dims, value = ins[0], graph.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
+        return (len(ins) == 2 and dims.is_constant and dims.quant is None
+                and value is not None and value.is_constant and value.dtype == out.dtype)
     return all(t.is_constant and t.quant is None for t in ins)
 
 
@@ -106,6 +118,10 @@ def _evaluate(graph: Graph, op: Op) -> np.ndarray:
         if np.any((indices < 0) | (indices >= dim)):
             raise ValueError(f"index out of range for a dimension of {dim}")
         return np.take(params, indices, axis=axis)
+    if kind == "FILL":
+        if len(values) != 2:
+            raise ValueError("needs dims and value")
+        return _fill(*values)
     if kind == "CAST":
         return values[0].astype(out.dtype)
     # RESHAPE / SQUEEZE / EXPAND_DIMS of a constant: the output tensor has the shape.
@@ -116,31 +132,22 @@ def _evaluate(graph: Graph, op: Op) -> np.ndarray:
 
 def _strided_slice(data: np.ndarray, begin: np.ndarray, end: np.ndarray, strides: np.ndarray,
                    opts: dict[str, object]) -> np.ndarray:
-    """TFLite STRIDED_SLICE without ellipsis / new-axis masks (never seen in shape code)."""
-    if int(opts.get("ellipsis_mask", 0)) or int(opts.get("new_axis_mask", 0)):
-        raise ValueError("ellipsis and new-axis masks are not supported")
+    """TFLM's STRIDED_SLICE (the one definition: op_params.strided_slice_axes)."""
     begin, end, strides = (np.atleast_1d(v).astype(np.int64).tolist()
                            for v in (begin, end, strides))
-    if not len(begin) == len(end) == len(strides) <= data.ndim:
-        raise ValueError("begin, end and strides must have one entry per sliced dimension")
-    begin_mask = int(opts.get("begin_mask", 0))
-    end_mask = int(opts.get("end_mask", 0))
-    shrink_mask = int(opts.get("shrink_axis_mask", 0))
-    offset = bool(opts.get("offset", False))
-    index: list[int | slice] = []
-    for d, (b, e, s) in enumerate(zip(begin, end, strides, strict=True)):
-        if shrink_mask >> d & 1:
-            n = data.shape[d]
-            if not -n <= b < n:
-                raise ValueError(f"index {b} out of range for a dimension of {n}")
-            index.append(b)
-            continue
-        if s == 0:
-            raise ValueError("stride 0")
-        start = None if begin_mask >> d & 1 else b
-        stop = None if end_mask >> d & 1 else (b + e if offset else e)
-        index.append(slice(start, stop, s))
-    return np.asarray(data[tuple(index)])
+    axes = strided_slice_axes(data.shape, begin, end, strides, opts)
+    taken = data[np.ix_(*[a.indices for a in axes])] if axes else data
+    return taken.reshape(slice_out_shape(axes))
+
+
+def _fill(dims: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """FILL copies the scalar's raw value (a quantized one keeps its integer)."""
+    shape = [int(d) for d in np.atleast_1d(dims)]
+    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=object)) > MAX_FOLD_ELEMENTS:
+        raise ValueError(f"dims {shape} are negative or too large")
+    if np.asarray(value).size != 1:
+        raise ValueError(f"the value has {np.asarray(value).size} elements, not 1")
+    return np.full(shape, np.asarray(value).reshape(-1)[0])
 
 
 def _store(out: Tensor, value: np.ndarray) -> None:

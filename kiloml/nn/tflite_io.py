@@ -85,6 +85,7 @@ _OPTIONS: dict[str, tuple[str, list[_Field]]] = {
     "MEAN": ("ReducerOptions", [("keep_dims", "keepDims", "bool", 4, "?")]),
     "REDUCE_MAX": ("ReducerOptions", [("keep_dims", "keepDims", "bool", 4, "?")]),
     "ADD": ("AddOptions", _ACT_ONLY),
+    "SUB": ("SubOptions", _ACT_ONLY),
     "MUL": ("MulOptions", _ACT_ONLY),
     "CONCATENATION": ("ConcatenationOptions", [
         ("axis", "axis", "int", 4, "i"),
@@ -124,6 +125,7 @@ _FIELD_DEFAULTS = {"dilationWFactor": 1, "dilationHFactor": 1}
 _ARITY: dict[str, tuple[int, int | None, int, int | None]] = {
     "FULLY_CONNECTED": (2, 3, 1, 1), "CONV_2D": (2, 3, 1, 1), "DEPTHWISE_CONV_2D": (2, 3, 1, 1),
     "MEAN": (2, 2, 1, 1), "REDUCE_MAX": (2, 2, 1, 1), "ADD": (2, 2, 1, 1), "MUL": (2, 2, 1, 1),
+    "SUB": (2, 2, 1, 1), "PACK": (1, None, 1, 1),
     "CONCATENATION": (1, None, 1, 1), "PAD": (2, 3, 1, 1), "RESHAPE": (1, 2, 1, 1),
     "EXPAND_DIMS": (2, 2, 1, 1), "SPLIT": (2, 2, 1, None), "UNPACK": (1, 1, 1, None),
     "STRIDED_SLICE": (4, 4, 1, 1), "SLICE": (3, 3, 1, 1), "TRANSPOSE": (2, 2, 1, 1),

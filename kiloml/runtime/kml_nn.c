@@ -601,6 +601,24 @@ void kml_add_s8(const kml_broadcast4 *bc, const int8_t *a, const int8_t *b, int3
     });
 }
 
+/* TFLM reference_ops::SubElementwise / BroadcastQuantSubSlow (int8). The difference of
+ * two rescaled int8 values is far inside int32; it wraps like the sum in kml_add_s8. */
+void kml_sub_s8(const kml_broadcast4 *bc, const int8_t *a, const int8_t *b, int32_t a_offset,
+                int32_t b_offset, int32_t left_shift, int32_t a_mult, int32_t a_shift,
+                int32_t b_mult, int32_t b_shift, int32_t out_mult, int32_t out_shift,
+                int32_t out_offset, int32_t act_min, int32_t act_max, int8_t *out)
+{
+    const int32_t as3 = bc->a_strides[3], bs3 = bc->b_strides[3];
+    KML_BROADCAST4({
+        const int32_t va = (int32_t)((uint32_t)((int32_t)pa[i3 * as3] + a_offset) << left_shift);
+        const int32_t vb = (int32_t)((uint32_t)((int32_t)pb[i3 * bs3] + b_offset) << left_shift);
+        const int32_t raw = kml_add32(kml_mbqm_inline(va, a_mult, a_shift),
+                                      kml_neg32(kml_mbqm_inline(vb, b_mult, b_shift)));
+        const int32_t v = kml_mbqm_inline(raw, out_mult, out_shift) + out_offset;
+        out[o] = (int8_t)kml_clamp32(v, act_min, act_max);
+    });
+}
+
 /* TFLM reference_integer_ops::MulElementwise / BroadcastMul4DSlow. */
 void kml_mul_s8(const kml_broadcast4 *bc, const int8_t *a, const int8_t *b, int32_t a_offset,
                 int32_t b_offset, int32_t out_mult, int32_t out_shift, int32_t out_offset,

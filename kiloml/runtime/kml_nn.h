@@ -113,6 +113,11 @@ void kml_add_s8(const kml_broadcast4 *bc, const int8_t *a, const int8_t *b, int3
                 int32_t b_offset, int32_t left_shift, int32_t a_mult, int32_t a_shift,
                 int32_t b_mult, int32_t b_shift, int32_t out_mult, int32_t out_shift,
                 int32_t out_offset, int32_t act_min, int32_t act_max, int8_t *out);
+/* TFLM SUB: as ADD, the rescaled second input subtracted (a - b). */
+void kml_sub_s8(const kml_broadcast4 *bc, const int8_t *a, const int8_t *b, int32_t a_offset,
+                int32_t b_offset, int32_t left_shift, int32_t a_mult, int32_t a_shift,
+                int32_t b_mult, int32_t b_shift, int32_t out_mult, int32_t out_shift,
+                int32_t out_offset, int32_t act_min, int32_t act_max, int8_t *out);
 void kml_mul_s8(const kml_broadcast4 *bc, const int8_t *a, const int8_t *b, int32_t a_offset,
                 int32_t b_offset, int32_t out_mult, int32_t out_shift, int32_t out_offset,
                 int32_t act_min, int32_t act_max, int8_t *out);
