@@ -312,7 +312,7 @@ _add_model_commands()
 
 
 def main() -> None:
-    app()
+    app(prog_name="kiloml")
 
 
 if __name__ == "__main__":

@@ -135,14 +135,43 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def report_usage_error(exc: Exception) -> int:
+    """A command line that does not parse (unknown command or option, a missing or
+    malformed value): one line too, naming the command, exit 2."""
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "kiloml"
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    if not message.strip():  # no_args_is_help: the help was printed, there is no error
+        return int(getattr(exc, "exit_code", EXIT_USER_ERROR))
+    sys.stderr.write(f"kiloml: error: {path}: {_one_line(message)} (see '{path} --help')\n")
+    return int(getattr(exc, "exit_code", EXIT_USER_ERROR))
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    return isinstance(exc, typer.TyperException) and hasattr(exc, "format_message")
+
+
 class GuardedGroup(TyperGroup):
     """The command group: whatever a subcommand raises past its own handling (in option
-    parsing callbacks, in printing) still ends as one line, never a traceback."""
+    parsing callbacks, in printing) still ends as one line, never a traceback, and so do
+    command lines that do not parse (typer would draw a multi-line box)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except typer.TyperException as exc:
+            if _is_usage_error(exc):
+                raise typer.Exit(report_usage_error(exc)) from None
+            raise
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except PASS_THROUGH:
+        except (typer.Exit, typer.Abort):
+            raise
+        except typer.TyperException as exc:
+            if _is_usage_error(exc):
+                raise typer.Exit(report_usage_error(exc)) from None
             raise
         except (Exception, KeyboardInterrupt) as exc:
             raise typer.Exit(report(exc)) from None

@@ -115,7 +115,7 @@ class CliResult:
 
 
 def run_cli(*args: str) -> CliResult:
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, list(args), prog_name="kiloml")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return CliResult(result.exit_code, result.stdout, result.stderr)

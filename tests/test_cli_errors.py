@@ -183,3 +183,24 @@ def test_interrupt_and_internal_error_in_process(monkeypatch: pytest.MonkeyPatch
 def test_marker_is_written_before_anything_else(csv_project: CsvProject) -> None:
     assert run_cli("run", str(csv_project.toml), "--no-emulator").exit_code == 0
     assert (csv_project.out / MARKER_FILE).is_file()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["stress", "--copies", "abc"], ["kiloml stress:", "--copies", "(see 'kiloml stress --help')"]),
+    (["runn"], ["No such command 'runn'", "Did you mean 'run'?"]),
+    (["--bogus"], ["No such option: --bogus"]),
+    (["model", "compile", "m.tflite"], ["kiloml model compile:", "Missing option '--target'"]),
+    (["model", "info"], ["Missing argument 'model'"]),
+    (["check-data", "--strict", "x", "y"], ["unexpected extra argument(s) (y)"]),
+])
+def test_a_command_line_that_does_not_parse_is_one_line(args: list[str],
+                                                        fragments: list[str]) -> None:
+    for result in (run_cli(*args), _kiloml(*args)):
+        code = getattr(result, "exit_code", None)
+        code = result.returncode if code is None else code
+        assert code == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("kiloml: error: "), lines[0]
+        for fragment in fragments:
+            assert fragment in lines[0], (fragment, lines[0])
