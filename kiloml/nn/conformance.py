@@ -488,3 +488,169 @@ def random_chain(seed: int) -> Case:
         x, h, w = y, oh, ow
     g.outputs = [x]
     return g, [_int8(rng, g.tensors[x0].shape)]
+
+
+def random_strided_slice(seed: int) -> Case:
+    """A STRIDED_SLICE drawn over everything TFLM computes: ranks 1-4 (the leading axis
+    not necessarily 1), strides -3..3, begin / end anywhere in [-n - 3, n + 3] (negative
+    and out-of-range indices are clamped), any begin / end / shrink masks (a shrunk axis
+    with stride > 0 and an index in range: TFLM writes nothing otherwise; at least one
+    axis kept). The output
+    shape is kiloml's plan; TFLM's Prepare checks it, so a wrong plan fails there."""
+    from kiloml.nn.op_params import slice_out_shape, strided_slice_axes
+
+    rng = np.random.default_rng([seed, 4111])
+    rank = int(rng.integers(1, 5))
+    shape = tuple(int(d) for d in rng.integers(1, 7, size=rank))
+    while True:
+        begin, end, strides = [], [], []
+        masks = {"begin_mask": 0, "end_mask": 0, "shrink_axis_mask": 0}
+        for d, n in enumerate(shape):
+            stride = int(rng.choice([-3, -2, -1, -1, 1, 1, 1, 2, 3]))
+            b, e = (int(v) for v in rng.integers(-n - 3, n + 4, size=2))
+            if rng.random() < 0.2:
+                masks["shrink_axis_mask"] |= 1 << d
+                stride, b = int(rng.integers(1, 4)), int(rng.integers(-n, n))
+            for key in ("begin_mask", "end_mask"):
+                if rng.random() < 0.3:
+                    masks[key] |= 1 << d
+            begin.append(b)
+            end.append(e)
+            strides.append(stride)
+        axes = strided_slice_axes(shape, begin, end, strides, masks)
+        # non-empty, and not every axis shrunk (kiloml's activations have a rank >= 1)
+        if all(a.count for a in axes) and slice_out_shape(axes):
+            break
+    g = _graph("strided_slice_masks")
+    q = _act_quant(rng)
+    x = _act(g, "x", shape, q)
+    consts = [g.add_tensor(Tensor(name, (rank,), "int32", data=np.array(v, np.int32)))
+              for name, v in (("begin", begin), ("end", end), ("strides", strides))]
+    y = _act(g, "y", slice_out_shape(axes), q)
+    g.add_op("STRIDED_SLICE", [x, *consts], [y], **masks)
+    g.inputs, g.outputs = [x], [y]
+    return g, [_int8(rng, shape)]
+
+
+def _gate(g: Graph, rng: np.random.Generator, x: int, n_out: int, kind: str) -> int:
+    """FULLY_CONNECTED [1, n_in] -> [1, n_out] followed by LOGISTIC or TANH (their fixed
+    output quantizations), or nothing (kind "NONE")."""
+    xt = g.tensors[x]
+    n_in = xt.shape[-1]
+    w_scale = float(np.exp(rng.uniform(np.log(0.005), np.log(0.05))))
+    w = g.add_tensor(Tensor(f"w{len(g.ops)}", (n_out, n_in), "int8",
+                            Quantization.per_tensor(w_scale, 0),
+                            rng.integers(-127, 128, (n_out, n_in)).astype(np.int8)))
+    bias_q = Quantization.per_tensor(float(np.float32(xt.quant.s) * np.float32(w_scale)), 0)
+    b = g.add_tensor(Tensor(f"b{len(g.ops)}", (n_out,), "int32", bias_q,
+                            rng.integers(-2000, 2001, n_out).astype(np.int32)))
+    typical = math.sqrt(n_in) * 40.0 * 60.0 * xt.quant.s * w_scale
+    acc = _act(g, f"fc{len(g.ops)}", (1, n_out),
+               Quantization.per_tensor(typical / 60.0, int(rng.integers(-30, 31))))
+    g.add_op("FULLY_CONNECTED", [x, w, b], [acc])
+    if kind == "NONE":
+        return acc
+    q = (Quantization.per_tensor(1.0 / 256, -128) if kind == "LOGISTIC"
+         else Quantization.per_tensor(1.0 / 128, 0))
+    y = _act(g, f"{kind.lower()}{len(g.ops)}", (1, n_out), q)
+    g.add_op(kind, [acc], [y])
+    return y
+
+
+def random_sequence(seed: int) -> Case:
+    """A small unrolled recurrent network as TensorFlow's converter lays one out, with
+    tensors whose leading axis is time, not the batch: the input made time-major by a
+    RESHAPE [1, T, C] -> [T, 1, C] or a TRANSPOSE, maybe reversed in time (STRIDED_SLICE
+    with stride -1 on axis 0), cut into steps (UNPACK axis 0, or SPLIT on axis 0 and
+    RESHAPE), a recurrent cell per step (FULLY_CONNECTED gates, LOGISTIC / TANH, MUL, ADD,
+    SUB from a constant as a GRU's 1 - z), the steps stacked again (PACK axis 0 or
+    CONCATENATION on axis 0) and reduced over time (MEAN / REDUCE_MAX on axis 0) or
+    flattened."""
+    rng = np.random.default_rng([seed, 7349])
+    g = _graph(f"sequence{seed}")
+    steps, channels, hidden = int(rng.integers(2, 7)), int(rng.integers(1, 6)), \
+        int(rng.integers(1, 7))
+    qx = _act_quant(rng)
+    x = _act(g, "x", (1, steps, channels), qx)
+    g.inputs = [x]
+    tm = _act(g, "time_major", (steps, 1, channels), qx)
+    if rng.random() < 0.5:
+        shape = g.add_tensor(Tensor("tm_shape", (3,), "int32",
+                                    data=np.array([steps, 1, channels], np.int32)))
+        g.add_op("RESHAPE", [x, shape], [tm])
+    else:
+        perm = g.add_tensor(Tensor("perm", (3,), "int32", data=np.array([1, 0, 2], np.int32)))
+        g.add_op("TRANSPOSE", [x, perm], [tm])
+    if rng.random() < 0.4:  # go_backwards
+        rev = _act(g, "reversed", (steps, 1, channels), qx)
+        consts = [g.add_tensor(Tensor(n, (3,), "int32", data=np.array(v, np.int32)))
+                  for n, v in (("rb", [-1, 0, 0]), ("re", [-steps - 1, 1, channels]),
+                               ("rs", [-1, 1, 1]))]
+        g.add_op("STRIDED_SLICE", [tm, *consts], [rev], begin_mask=6, end_mask=6)
+        tm = rev
+    if rng.random() < 0.6:
+        xs = [_act(g, f"x_t{i}", (1, channels), qx) for i in range(steps)]
+        g.add_op("UNPACK", [tm], xs, num=steps, axis=0)
+    else:
+        parts = [_act(g, f"part{i}", (1, 1, channels), qx) for i in range(steps)]
+        axis = g.add_tensor(Tensor("split_axis", (), "int32", data=np.array(0, np.int32)))
+        g.add_op("SPLIT", [axis, tm], parts, num_splits=steps)
+        xs = []
+        for i, part in enumerate(parts):
+            xs.append(_act(g, f"x_t{i}", (1, channels), qx))
+            shape = g.add_tensor(Tensor(f"s{i}", (2,), "int32",
+                                        data=np.array([1, channels], np.int32)))
+            g.add_op("RESHAPE", [part, shape], [xs[-1]])
+    qh = Quantization.per_tensor(1.0 / 128, 0)
+    h = None
+    outs = []
+    one = g.add_tensor(Tensor("one", (), "int8", Quantization.per_tensor(1.0 / 255, -128),
+                              np.array(127, np.int8)))
+    for i, x_t in enumerate(xs):
+        z = _gate(g, rng, x_t, hidden, "LOGISTIC")
+        cand = _gate(g, rng, x_t, hidden, "NONE")
+        if h is not None:
+            rec = _gate(g, rng, h, hidden, "NONE")
+            total = _act(g, f"sum{i}", (1, hidden), Quantization.per_tensor(
+                g.tensors[cand].quant.s + g.tensors[rec].quant.s, int(rng.integers(-20, 21))))
+            g.add_op("ADD", [cand, rec], [total])
+            cand = total
+        c = _act(g, f"cand{i}", (1, hidden), qh)
+        g.add_op("TANH", [cand], [c])
+        keep = _act(g, f"keep{i}", (1, hidden), _act_quant(rng))
+        g.add_op("SUB", [one, z], [keep])  # 1 - z
+        new = _act(g, f"new{i}", (1, hidden), Quantization.per_tensor(
+            1.0 / 128, int(rng.integers(-10, 11))))
+        g.add_op("MUL", [keep, c], [new])
+        if h is not None:
+            old = _act(g, f"old{i}", (1, hidden), Quantization.per_tensor(1.0 / 128, 0))
+            g.add_op("MUL", [z, h], [old])
+            both = _act(g, f"h{i}", (1, hidden), Quantization.per_tensor(1.0 / 96, 0))
+            g.add_op("ADD", [new, old], [both])
+            new = both
+        # every step's state in one quantization, so PACK / CONCATENATION can copy them
+        h = _act(g, f"state{i}", (1, hidden), qh)
+        g.add_op("QUANTIZE", [new], [h])
+        outs.append(h)
+    if rng.random() < 0.5:
+        seq = _act(g, "sequence", (steps, 1, hidden), qh)
+        g.add_op("PACK", outs, [seq], values_count=steps, axis=0)
+    else:
+        seq = _act(g, "sequence", (steps, hidden), qh)
+        g.add_op("CONCATENATION", outs, [seq], axis=0)
+    rank = len(g.tensors[seq].shape)
+    tail = str(rng.choice(["MEAN", "REDUCE_MAX", "RESHAPE"]))
+    if tail == "RESHAPE":
+        y = _act(g, "y", (1, steps * hidden), qh)
+        shape = g.add_tensor(Tensor("flat", (2,), "int32",
+                                    data=np.array([1, steps * hidden], np.int32)))
+        g.add_op("RESHAPE", [seq, shape], [y])
+    else:
+        keep_dims = bool(rng.random() < 0.5)
+        out_shape = (1, *g.tensors[seq].shape[1:]) if keep_dims else g.tensors[seq].shape[1:]
+        y = _act(g, "y", out_shape, qh if tail == "REDUCE_MAX" else _act_quant(rng))
+        axes = g.add_tensor(Tensor("time_axis", (1,), "int32",
+                                   data=np.array([0 if rng.random() < 0.7 else -rank], np.int32)))
+        g.add_op(tail, [seq, axes], [y], keep_dims=keep_dims)
+    g.outputs = [y]
+    return g, [_int8(rng, (1, steps, channels))]

@@ -273,6 +273,9 @@ def strided_slice_axes(shape: tuple[int, ...], begin: list[int], end: list[int],
             if s < 0:
                 raise SliceSpecError(f"axis {d}: a shrunk axis with stride {s} (TFLM "
                                      "writes no output for it)")
+            if begin_mask >> d & 1:  # TFLM: the begin mask wins over the index
+                axes.append(SliceAxis(0, 1, 1, keep=False))
+                continue
             if not -n <= b < n:
                 raise SliceSpecError(f"axis {d}: index {b} out of range for a dimension "
                                      f"of {n}")

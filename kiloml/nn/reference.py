@@ -435,7 +435,7 @@ def strided_slice(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> li
     if x.shape[0] != graph.tensors[op.inputs[0]].shape[0]:  # a batch: axis 0 untouched
         picks[0] = np.arange(x.shape[0])
     out = x[np.ix_(*picks)] if picks else x
-    return [np.ascontiguousarray(_reshape_to_output(out, graph, op))]  # drops shrunk axes
+    return [_reshape_to_output(out, graph, op).copy()]  # drops shrunk axes
 
 
 def transpose(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
