@@ -139,7 +139,13 @@ class RayExecutor:
         self._ray.shutdown()
 
 
+MAX_LOCAL_WORKERS = 256
+
+
 def make_executor(kind: str, address: str | None, workers: int | None):
+    if workers is not None and not 1 <= workers <= MAX_LOCAL_WORKERS:
+        raise KilomlError(f"--workers: {workers} worker processes: give 1 to "
+                          f"{MAX_LOCAL_WORKERS} (default: one per core)")
     if kind == "local":
         if address:
             raise KilomlError("--address is for --executor ray")
