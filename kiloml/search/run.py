@@ -150,6 +150,9 @@ def _search(base: LoadedProject, space: SearchSpace, candidates: list[Candidate]
 
     # 2. train and cross-validate the rest, persisting as results arrive
     store = ResultStore(directory, fresh=fresh)
+    if store.ignored:
+        console.print(f"  {store.ignored} rows of {_rel(store.path)} are not results this "
+                      f"kiloml can read; those candidates are evaluated again")
     for c in candidates:
         if c.key in unbuildable:
             store.add({"key": c.key, "index": c.index, "label": c.label, "choices": c.choices,
