@@ -8,6 +8,7 @@ operator touches the batch axis, else one sample at a time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -313,30 +314,40 @@ def softmax(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.
     return [np.where(valid, out, -128).astype(np.int8)]
 
 
-def _gemmlowp_activation(x: np.ndarray, graph: Graph, op: Op, p: OpParams,
-                         fn: Callable[[np.ndarray, int], np.ndarray], out_shift: int,
-                         out_offset: int) -> np.ndarray:
-    zp = graph.tensors[op.inputs[0]].quant.zp
-    radius = int(p.extra["input_range_radius"])
-    v = x.astype(np.int64) - zp
-    q4 = fp.multiply_by_quantized_multiplier(v, int(p.multiplier[0]), int(p.shift[0]))
+@functools.lru_cache(maxsize=4096)
+def _activation_table(kind: str, zp: int, multiplier: int, shift: int,
+                      radius: int) -> np.ndarray:
+    """LOGISTIC / TANH on all 256 int8 inputs in TFLM's gemmlowp fixed point: the op is a
+    function of the int8 value alone, so looking it up is the same computation."""
+    fn, out_shift, out_offset = ((fp.logistic, 31 - 8, -128) if kind == "LOGISTIC"
+                                 else (fp.tanh, 31 - 7, 0))
+    v = np.arange(-128, 128, dtype=np.int64) - zp
+    q4 = fp.multiply_by_quantized_multiplier(v, multiplier, shift)
     inner = np.clip(fp.rounding_divide_by_pot(fn(q4, 4), out_shift) + out_offset, -128, 127)
-    out = np.where(v <= -radius, -128, np.where(v >= radius, 127, inner))
-    return out.astype(np.int8)
+    out = np.where(v <= -radius, -128, np.where(v >= radius, 127, inner)).astype(np.int8)
+    out.flags.writeable = False
+    return out
+
+
+def _gemmlowp_activation(x: np.ndarray, graph: Graph, op: Op, p: OpParams) -> np.ndarray:
+    table = _activation_table(op.kind, graph.tensors[op.inputs[0]].quant.zp,
+                              int(p.multiplier[0]), int(p.shift[0]),
+                              int(p.extra["input_range_radius"]))
+    return table[x.astype(np.int16) + 128]
 
 
 def logistic(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
     x = xs[0]
     if x.dtype != np.int8:
         return [(1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)]
-    return [_gemmlowp_activation(x, graph, op, p, fp.logistic, 31 - 8, -128)]
+    return [_gemmlowp_activation(x, graph, op, p)]
 
 
 def tanh(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
     x = xs[0]
     if x.dtype != np.int8:
         return [np.tanh(x.astype(np.float32))]
-    return [_gemmlowp_activation(x, graph, op, p, fp.tanh, 31 - 7, 0)]
+    return [_gemmlowp_activation(x, graph, op, p)]
 
 
 def relu(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
