@@ -27,6 +27,7 @@ from kiloml.data.windows import WindowSet, data_notes, make_windows
 from kiloml.decision.project import check_recordings_long_enough, decision_params, stream_events
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
+from kiloml.feasibility import check_data_settings
 from kiloml.models.trees import TreeModel
 from kiloml.outputs import check_output_folder, make_staging, project_inputs, replace_folder
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
@@ -136,6 +137,7 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
     pipeline.class_names = windows.class_names
     pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
                                             windows.window_samples, windows.channels)
+    check_data_settings(project, recordings, windows, split, pipeline)
     return raw_recordings, recordings, pipeline, windows, split
 
 

@@ -19,6 +19,7 @@ from kiloml.data.windows import WindowSet
 from kiloml.dsp.raw import RawWindow
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
+from kiloml.feasibility import check_network
 from kiloml.models.neural import NeuralModel
 from kiloml.pipeline import Pipeline
 from kiloml.progress import track
@@ -30,8 +31,8 @@ F32 = np.float32
 def sample_shape(project: LoadedProject, pipeline: Pipeline, n_features: int) -> tuple[int, ...]:
     cfg: NeuralModelConfig = project.config.model  # type: ignore[assignment]
     if cfg.reads == "window":
-        return (pipeline.window_samples, pipeline.n_channels)
-    if cfg.kind == "dscnn":
+        shape: tuple[int, ...] = (pipeline.window_samples, pipeline.n_channels)
+    elif cfg.kind == "dscnn":
         window_stages = [s for s in pipeline.features if s.reads == "window"]
         shape = getattr(window_stages[0], "output_shape", None) if len(window_stages) == 1 \
             else None
@@ -40,8 +41,11 @@ def sample_shape(project: LoadedProject, pipeline: Pipeline, n_features: int) ->
                               "feature stage", file=project.path,
                               line=locate(project, ("model",), "kind"), where="[model] kind")
         frames = n_features // shape[1]
-        return (frames, shape[1])
-    return (n_features,)
+        shape = (frames, shape[1])
+    else:
+        shape = (n_features,)
+    check_network(project, cfg, shape)
+    return shape
 
 
 def _inputs(pipeline: Pipeline, windows: WindowSet, split: Split) -> np.ndarray:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import assert_user_error, csv_text, run_cli
 
 RATE_HZ = 50.0
@@ -194,3 +195,84 @@ def test_holding_out_every_group_of_a_class_names_test_fraction(tmp_path: Path) 
     assert_user_error(run_cli("run", str(toml), "--no-emulator"),
                       f"kiloml.toml:{line_of(toml, 'test_fraction = 0.9')}: "
                       "[evaluation] test_fraction:", "class '3' has no training windows")
+
+
+STATS = 'stage = "statistics"\nstatistics = ["mean", "std", "rms"]'
+NO_FEATURES = ('[[features]]\n' + STATS + '\n', '')
+TREE = 'kind = "decision_tree"\nmax_depth = 8'
+
+
+@pytest.mark.parametrize(("edits", "key_line", "where", "fragment"), [
+    ([("stride_ms = 500", "stride_ms = 4000")], "stride_ms = 4000", "[window] stride_ms",
+     "longer than the longest recording (150 samples)"),
+    ([("window_ms = 1000", "window_ms = 15")], "window_ms = 15", "[window] window_ms",
+     "less than one sample at 50 Hz"),
+    ([("[[features]]", '[[preprocess]]\nstage = "decimate"\nfactor = 16\n\n[[features]]'),
+      ("window_ms = 1000", "window_ms = 200")], "window_ms = 200", "[window] window_ms",
+     "less than one sample at 3.125 Hz"),
+    ([NO_FEATURES, (TREE, 'kind = "cnn1d"\nkernel_size = 64')], "kernel_size = 64",
+     "[model] kernel_size", "longer than the window (window 50 samples"),
+    ([NO_FEATURES, (TREE, 'kind = "cnn1d"\nstride = 8\nfilters = [4, 4]'),
+      ("window_ms = 1000", "window_ms = 200")], "[model]", "[model] kernel_size",
+     "longer than the 2 samples entering convolution 2"),
+    ([NO_FEATURES, (TREE, 'kind = "cnn1d"\nkernel_size = 1\npool = true\n'
+                          'filters = [4, 4, 4, 4, 4, 4]')], "filters = [4, 4, 4, 4, 4, 4]",
+     "[model] filters", "5 convolutions with these strides and pools leave no sample"),
+    ([(TREE, 'kind = "cnn1d"\ninput = "features"')], 'input = "features"', "[model] input",
+     "cnn1d convolves over time"),
+    ([NO_FEATURES, (TREE, 'kind = "mlp"\ninput = "window"')], 'input = "window"',
+     "[model] input", "an mlp reads the feature vector"),
+    ([(STATS, 'stage = "mfe"\nframe_ms = 1000\nframe_stride_ms = 500\nfft_length = 64\n'
+              'n_filters = 1'), (TREE, 'kind = "dscnn"')], "[model]",
+     "[model] kernel_size", "larger than its input [3 frames, 1 coefficients]"),
+    ([(STATS, 'stage = "mfe"\nframe_ms = 500\nframe_stride_ms = 500\nfft_length = 32\n'
+              'n_filters = 4'), (TREE, 'kind = "dscnn"\nstride = 4\nfilters = [4, 4]')],
+     "stride = 4", "[model] stride", "leaves [2, 1] for the 3x3 depthwise kernels"),
+    ([(TREE, 'kind = "mlp"\nvalidation_groups = 3')], "validation_groups = 3",
+     "[model] validation_groups", "holds out every training group"),
+    ([("max_depth = 8", "max_depth = 8\nmin_samples_leaf = 100")], "min_samples_leaf = 100",
+     "[model] min_samples_leaf", "the training set has 45"),
+    ([("max_depth = 8", "max_depth = 8\nmax_features = 10")], "max_features = 10",
+     "[model] max_features", "more features than the pipeline makes (9)"),
+    ([(STATS, 'stage = "spectral"\nfft_length = 16\nn_bands = 12')], "n_bands = 12",
+     "[features.0] n_bands", "12 bands share 9 FFT bins"),
+    ([(STATS, 'stage = "spectral"\nfft_length = 16\nn_peaks = 5')], "n_peaks = 5",
+     "[features.0] n_peaks", "at most 4 peaks"),
+    ([('short_recordings = "error"', 'short_recordings = "error"\npad_to_ms = 1e12')],
+     "pad_to_ms = 1e12", "[data] pad_to_ms", "more than kiloml holds for one recording"),
+    ([("[window]", "[augment]\ncopies = 1\ntime_shift_ms = 3000\n\n[window]")],
+     "time_shift_ms = 3000", "[augment] time_shift_ms", "longest training recording (3000 ms)"),
+    ([('test_groups = ["10"]', "test_fraction = 0.99")], "cv_folds = 2",
+     "[evaluation] cv_folds", "hold out fewer test groups"),
+], ids=["stride>recordings", "window<1 sample", "window<1 sample after decimation",
+        "cnn1d kernel>window", "cnn1d kernel>strided input", "cnn1d pools past the window",
+        "cnn1d on features", "mlp on windows", "dscnn kernel>input", "dscnn stride",
+        "validation_groups", "min_samples_leaf", "max_features", "n_bands", "n_peaks",
+        "pad_to_ms", "time_shift_ms", "test_fraction"])
+def test_settings_that_cannot_work_are_refused_before_training(
+        tmp_path: Path, edits: list[tuple[str, str]], key_line: str, where: str,
+        fragment: str) -> None:
+    toml = numeric_project(tmp_path, labels=range(1, 4), groups=(1, 2, 3, 10))
+    text = toml.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    toml.write_text(text)
+    assert_user_error(run_cli("run", str(toml), "--no-emulator"),
+                      f"kiloml.toml:{line_of(toml, key_line)}: {where}:", fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_augmented_copies_beyond_memory_are_refused() -> None:
+    from kiloml.data.augment import augment
+    from kiloml.data.recording import MAX_AUGMENTED_VALUES, Recording
+    from kiloml.errors import KilomlError
+    from kiloml.project import AugmentConfig
+
+    n = MAX_AUGMENTED_VALUES // 1000 + 1  # 1000 copies of this recording are one too many
+    rec = Recording(np.zeros((n, 1), np.float32), 50.0, ["x"], "g", "r", label="a")
+    with pytest.raises(KilomlError, match=r"copies = 1000 of the training recordings would "
+                                          r"hold 4\.0 GiB") as err:
+        augment([rec], AugmentConfig(copies=1000))
+    assert err.value.where == "[augment] copies"
+    assert len(augment([rec], AugmentConfig(copies=1))) == 1

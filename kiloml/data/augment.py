@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiloml.data.recording import Recording
+from kiloml.data.recording import MAX_AUGMENTED_VALUES, Recording
+from kiloml.errors import KilomlError
 from kiloml.project import AugmentConfig
 
 
 def augment(recordings: list[Recording], cfg: AugmentConfig) -> list[Recording]:
     """``cfg.copies`` augmented copies of each recording (the originals not included)."""
+    _check_settings(recordings, cfg)
     rng = np.random.default_rng(cfg.seed)
     out: list[Recording] = []
     for rec in recordings:
@@ -48,3 +50,19 @@ def _shift(x: np.ndarray, shift: int, fill) -> np.ndarray:
     else:
         out[:] = x
     return out
+
+
+def _check_settings(recordings: list[Recording], cfg: AugmentConfig) -> None:
+    if not recordings or not cfg.copies:
+        return
+    values = cfg.copies * sum(r.samples.size for r in recordings)
+    if values > MAX_AUGMENTED_VALUES:
+        raise KilomlError(f"copies = {cfg.copies} of the training recordings would hold "
+                          f"{values * 4 / 2**30:.1f} GiB of samples (at most "
+                          f"{MAX_AUGMENTED_VALUES * 4 / 2**30:.0f} GiB); make fewer copies",
+                          where="[augment] copies")
+    longest_ms = max(r.duration_s for r in recordings) * 1000.0
+    if cfg.time_shift_ms >= longest_ms:
+        raise KilomlError(f"time_shift_ms = {cfg.time_shift_ms:g} is not shorter than the "
+                          f"longest training recording ({longest_ms:g} ms): copies shifted "
+                          f"that far hold nothing of it", where="[augment] time_shift_ms")

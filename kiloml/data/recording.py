@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The most float32 sample values kiloml holds for one recording (2 GiB) and for the
+# augmented copies together (4 GiB): a setting or a file header asking for more is an
+# error up front, not a MemoryError halfway through.
+MAX_RECORDING_VALUES = 1 << 29
+MAX_AUGMENTED_VALUES = 1 << 30
+
 
 @dataclass
 class Recording:

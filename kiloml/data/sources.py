@@ -12,11 +12,11 @@ from scipy import signal
 from kiloml.data.csv_ingest import RATE_TOLERANCE, read_csv_recording
 from kiloml.data.npy_ingest import read_npy
 from kiloml.data.public import load_basic_motions, load_watch
-from kiloml.data.recording import Recording
+from kiloml.data.recording import MAX_RECORDING_VALUES, Recording
 from kiloml.data.wav_ingest import read_wav
 from kiloml.errors import KilomlError
 from kiloml.progress import track
-from kiloml.project import DataConfig, LoadedProject
+from kiloml.project import DataConfig, LoadedProject, locate
 
 DEFAULT_GLOBS = {"csv": "**/*.csv", "wav": "**/*.wav", "npy": "**/*.np[yz]"}
 
@@ -30,7 +30,7 @@ def load_recordings(project: LoadedProject) -> list[Recording]:
     else:
         recordings = _load_files(project, cfg)
     if cfg.pad_to_ms is not None:
-        recordings = [_pad(r, cfg.pad_to_ms) for r in recordings]
+        recordings = [_pad(project, r, cfg.pad_to_ms) for r in recordings]
     if cfg.channels and cfg.source in ("watch", "basic-motions"):
         known = recordings[0].channels
         for name in cfg.channels:
@@ -169,11 +169,16 @@ def _resample(r: Recording, rate_hz: float) -> None:
     r.sample_rate_hz = rate_hz
 
 
-def _pad(r: Recording, pad_to_ms: float) -> Recording:
+def _pad(project: LoadedProject, r: Recording, pad_to_ms: float) -> Recording:
     """Zeros after a recording shorter than pad_to_ms (unlabeled if labels are per sample)."""
     n = round(pad_to_ms * r.sample_rate_hz / 1000.0)
     if r.n_samples >= n:
         return r
+    if n * len(r.channels) > MAX_RECORDING_VALUES:
+        raise KilomlError(f"pad_to_ms = {pad_to_ms:g} pads {r.source} to {n:,} samples at "
+                          f"{r.sample_rate_hz:g} Hz, more than kiloml holds for one recording "
+                          f"({MAX_RECORDING_VALUES:,} values)", file=project.path,
+                          line=locate(project, ("data",), "pad_to_ms"), where="[data] pad_to_ms")
     samples = np.zeros((n, len(r.channels)), dtype=np.float32)
     samples[:r.n_samples] = r.samples
     labels = None

@@ -120,8 +120,8 @@ def cv_folds(cfg: EvaluationConfig, train_groups: list[str]) -> tuple[int, str |
     if "cv_folds" in cfg.model_fields_set:
         fix = f"set cv_folds = {n} or 0" if n >= 2 else "set cv_folds = 0"
         raise KilomlError(f"cv_folds = {asked} needs {asked} training groups, the training set "
-                          f"has {n} ({shown}); {fix}, or give the recordings more groups "
-                          f"(group_pattern / group_column in [data])",
+                          f"has {n} ({shown}); {fix}, hold out fewer test groups, or give "
+                          f"the recordings more groups (group_pattern / group_column in [data])",
                           where="[evaluation] cv_folds")
     if n >= 2:
         return n, f"{n}-fold instead of the default {asked}: {n} training groups ({shown})"

@@ -78,8 +78,9 @@ def data_notes(windows: WindowSet) -> list[str]:
 
 
 def samples_from_ms(ms: float, sample_rate_hz: float, what: str) -> int:
-    n = round(ms * sample_rate_hz / 1000.0)
-    if n < 1:
+    exact = ms * sample_rate_hz / 1000.0
+    n = round(exact)
+    if exact < 1.0 - 1e-9:  # rounding 0.6 samples up to one would not be what was asked
         raise KilomlError(f"{ms:g} ms is less than one sample at {sample_rate_hz:g} Hz",
                           where=f"[window] {what}")
     return n
