@@ -6,12 +6,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 
 from kiloml.errors import KilomlError
+from kiloml.nn.graph import Graph
+
+if TYPE_CHECKING:
+    from kiloml.nn.onnx_import import OnnxLayout
 
 model_app = typer.Typer(help="Bring your own model: inspect and run .tflite / .onnx models.",
                         no_args_is_help=True)
@@ -33,35 +37,60 @@ def _write_npy_atomically(path: Path, array: np.ndarray) -> None:
 
 def run_model(model: Path, inputs: Path, output: Path) -> np.ndarray:
     from kiloml.nn.load import load_inputs, load_model
-    from kiloml.nn.reference import Interpreter
-    from kiloml.progress import track
 
     graph = load_model(model)
-    if len(graph.outputs) != 1:
-        raise KilomlError(f"the model has {len(graph.outputs)} outputs; one is supported here",
-                          file=model)
-    layout_in = layout_out = None
-    if Path(model).suffix.lower() == ".onnx":
-        from kiloml.nn.onnx_import import onnx_input_layout, onnx_output_layout
-
-        layout_in, layout_out = onnx_input_layout(graph)[0], onnx_output_layout(graph)[0]
-    x = load_inputs(inputs, graph, layout_in)
-    interpreter = Interpreter(graph)
-    chunk = 256
-    parts = [interpreter.run([x[start:start + chunk]])[0]
-             for start in track(range(0, len(x), chunk), "reference interpreter")]
-    y = np.concatenate(parts) if parts else np.zeros((0, *graph.output_tensors[0].shape[1:]))
-    if layout_out is not None:
-        y = layout_out.from_ir(y)  # back to the ONNX model's own layout
+    x = load_inputs(inputs, graph, input_layout(graph, model))
+    y = model_outputs(graph, model, x)
     _write_npy_atomically(output, y)
     return y
 
 
+def input_layout(graph: Graph, model: Path) -> OnnxLayout | None:
+    if Path(model).suffix.lower() != ".onnx":
+        return None
+    from kiloml.nn.onnx_import import onnx_input_layout
+
+    return onnx_input_layout(graph)[0]
+
+
+def model_outputs(graph: Graph, model: Path, x: np.ndarray) -> np.ndarray:
+    """The reference interpreter on inputs ``x`` [N, ...] (N >= 1, checked by load_inputs);
+    outputs in the model's own layout (an ONNX model's, for .onnx)."""
+    from kiloml.nn.reference import Interpreter
+    from kiloml.progress import track
+
+    if len(graph.outputs) != 1:
+        raise KilomlError(f"the model has {len(graph.outputs)} outputs; one is supported here",
+                          file=model)
+    layout_out = None
+    if Path(model).suffix.lower() == ".onnx":
+        from kiloml.nn.onnx_import import onnx_output_layout
+
+        layout_out = onnx_output_layout(graph)[0]
+    interpreter = Interpreter(graph)
+    chunk = 256
+    # A float32 graph computes IEEE arithmetic: overflow to inf and NaN are its results
+    # (TFLite's float kernels give the same), not errors; int8 graphs stay strict.
+    ieee = {} if graph.is_quantized else {"over": "ignore", "invalid": "ignore",
+                                          "divide": "ignore", "under": "ignore"}
+    with np.errstate(**ieee):
+        parts = [interpreter.run([x[start:start + chunk]])[0]
+                 for start in track(range(0, len(x), chunk), "reference interpreter")]
+    y = np.concatenate(parts)
+    if layout_out is not None:
+        y = layout_out.from_ir(y)  # back to the ONNX model's own layout
+    return y
+
+
 def describe_model(model: Path) -> dict:
-    from kiloml.nn.analysis import summarize
     from kiloml.nn.load import load_model
 
-    graph = load_model(model)
+    return describe_graph(load_model(model), model)
+
+
+def describe_graph(graph: Graph, model: Path) -> dict:
+    """`model info`'s summary of a loaded graph."""
+    from kiloml.nn.analysis import summarize
 
     def tensor_info(i: int) -> dict:
         t = graph.tensors[i]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +40,14 @@ import numpy as np
 
 from kiloml.errors import KilomlError
 from kiloml.nn.graph import Graph, Op, Tensor
+from kiloml.nn.onnx_checks import Attributes, check_model_limits
+from kiloml.nn.validate import MAX_TENSOR_ELEMENTS
 
 Axes = tuple[int | None, ...]
 Value = Any  # _Act | np.ndarray | None (ONNX values: activations or folded constants)
 
 _LAYOUT_TAG = "onnx-layout: "
+MAX_FILE_BYTES = 256 << 20
 _QUANT_MESSAGE = ("quantized ONNX models (QuantizeLinear/DequantizeLinear) are not supported; "
                   "import the float model")
 _N1_TO_1 = "_RELU_N1_TO_1"  # placeholder op: exists only until it is fused into its producer
@@ -192,15 +196,28 @@ def _load(path: Path) -> Any:
                           file=path) from None
     if not path.is_file():
         raise KilomlError("model file not found", file=path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise KilomlError(f"the file has {size:,} bytes; kiloml reads models of at most "
+                          f"{MAX_FILE_BYTES:,}", file=path)
     try:
-        model = onnx.load(str(path))
-        if not model.graph.node or not model.graph.output:
-            raise ValueError("the file holds no graph")
+        # never load_external_data: a model must not make kiloml open other files
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and the like, on any bytes
+        raise KilomlError(f"not a valid .onnx file: {_reason(exc)}", file=path) from None
+    if not model.graph.node or not model.graph.output:
+        raise KilomlError("not a valid .onnx file: the file holds no graph", file=path)
+    check_model_limits(model, path)
+    try:
         onnx.checker.check_model(model)
-    except Exception as exc:  # protobuf DecodeError, checker ValidationError, external data...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KilomlError(f"not a valid .onnx file: {reason}", file=path) from None
+    except Exception as exc:  # checker ValidationError (its C++ may raise others)
+        raise KilomlError(f"not a valid .onnx file: {_reason(exc)}", file=path) from None
     return model
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -209,7 +226,7 @@ def _attrs(node: Any) -> dict[str, Any]:
     out = {}
     for a in node.attribute:
         v = onnx.helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
+        out[a.name] = v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v
     return out
 
 
@@ -232,13 +249,43 @@ def _axes_arg(node: Any, ins: list[Value], attrs: dict[str, Any], k: int = 1) ->
 def _resolve_reshape(shape: Sequence[int], target: Sequence[int],
                      allowzero: bool) -> tuple[int, ...]:
     """ONNX Reshape semantics: 0 copies the input dimension (unless allowzero), -1 infers."""
-    out = [int(shape[i]) if (d == 0 and not allowzero) else int(d) for i, d in enumerate(target)]
+    target = [int(d) for d in target]
+    if target.count(-1) > 1 or any(d < -1 for d in target):
+        raise ValueError(f"target shape {target}: at most one -1 and no other negative size")
+    if not allowzero and any(d == 0 and i >= len(shape) for i, d in enumerate(target)):
+        raise ValueError(f"target shape {target}: a 0 copies an input dimension, the input "
+                         f"{list(shape)} has {len(shape)}")
+    out = [int(shape[i]) if (d == 0 and not allowzero) else d for i, d in enumerate(target)]
+    total = math.prod(int(d) for d in shape)
     if out.count(-1) == 1:
-        known = int(np.prod([d for d in out if d != -1]))
-        out[out.index(-1)] = int(np.prod(shape)) // max(known, 1)
-    if int(np.prod(out)) != int(np.prod(shape)):
-        raise ValueError(f"cannot reshape {list(shape)} to {list(target)}")
+        known = math.prod(d for d in out if d != -1)
+        if known == 0 or total % known:
+            raise ValueError(f"cannot reshape {list(shape)} to {target}")
+        out[out.index(-1)] = total // known
+    if math.prod(out) != total:
+        raise ValueError(f"cannot reshape {list(shape)} to {target}")
     return tuple(out)
+
+
+def _check_fold_size(op: str, ins: list[Value]) -> None:
+    """Operators on constants whose output size comes from a value, not an input's size:
+    bounded before they allocate."""
+    def ints(k: int) -> list[int]:
+        return [int(v) for v in np.ravel(ins[k])] if len(ins) > k and ins[k] is not None else []
+
+    count = None
+    if op == "ConstantOfShape":
+        count = math.prod(max(d, 0) for d in ints(0))
+    elif op == "Expand":
+        count = math.prod(max(d, 1) for d in ints(1)) * max(np.size(ins[0]), 1)
+    elif op == "Tile":
+        count = math.prod(max(d, 0) for d in ints(1)) * np.size(ins[0])
+    elif op == "Range" and len(ins) == 3:
+        start, limit, delta = (float(np.ravel(v)[0]) for v in ins)
+        count = math.ceil((limit - start) / delta) if delta and math.isfinite(
+            (limit - start) / delta) else MAX_TENSOR_ELEMENTS + 1
+    if count is not None and count > MAX_TENSOR_ELEMENTS:
+        raise ValueError(f"the result would have {count:,} elements")
 
 
 def _fold(node: Any, ins: list[Value], opset: int) -> list[np.ndarray]:
@@ -248,6 +295,7 @@ def _fold(node: Any, ins: list[Value], opset: int) -> list[np.ndarray]:
 
     op, a = node.op_type, _attrs(node)
     x = ins[0] if ins else None
+    _check_fold_size(op, ins)
     if op == "Constant":
         if "value" in a:
             return [numpy_helper.to_array(a["value"])]
@@ -332,6 +380,59 @@ class _Importer:
     def attr_error(self, name: str, value: object, why: str) -> KilomlError:
         return self.error(f"attribute {name}={value} is not supported ({why})")
 
+    def attrs(self) -> Attributes:
+        """The current node's attributes, checked as they are read."""
+        return Attributes(self.node, self.error)
+
+    def _constant_input(self, ins: list[Value], k: int, what: str) -> np.ndarray | None:
+        """Input ``k`` as a constant array (None when absent); an activation is an error."""
+        v = ins[k] if k < len(ins) else None
+        if v is None:
+            return None
+        if not isinstance(v, np.ndarray):
+            raise self.error(f"the {what} (input {k}) must be a constant")
+        return v
+
+    def _int_values(self, ins: list[Value], k: int, what: str) -> list[int] | None:
+        v = self._constant_input(ins, k, what)
+        if v is None:
+            return None
+        if v.dtype.kind not in "iu":
+            raise self.error(f"the {what} (input {k}) must be integers, got {v.dtype}")
+        return [int(a) for a in np.ravel(v)]
+
+    def _scalar_input(self, ins: list[Value], k: int, what: str) -> float | None:
+        v = self._constant_input(ins, k, what)
+        if v is None:
+            return None
+        if v.size != 1 or v.dtype.kind not in "fiub":
+            raise self.error(f"the {what} (input {k}) must be one number, got shape "
+                             f"{list(v.shape)} of {v.dtype}")
+        return float(v.reshape(-1)[0])
+
+    def _axes(self, ins: list[Value], rank: int, k: int = 1) -> list[int] | None:
+        """``axes`` from the attribute (old opsets) or from input ``k`` (new opsets), each in
+        [-rank, rank), returned as sorted unique axes >= 0; None when neither is given."""
+        a = self.attrs()
+        axes = a.ints("axes", None) if "axes" in a else self._int_values(ins, k, "axes")
+        if axes is None:
+            return None
+        if any(not -rank <= ax < rank for ax in axes):
+            raise self.attr_error("axes", axes, f"outside [{-rank}, {rank - 1}] for rank {rank}")
+        normal = [ax % rank for ax in axes]
+        if len(set(normal)) != len(normal):
+            raise self.attr_error("axes", axes, "an axis is repeated")
+        return sorted(normal)
+
+    def _f32(self, values: np.ndarray, what: str) -> np.ndarray:
+        """float32 of computed constants (weights times alpha, folded BatchNorm...): finite."""
+        with np.errstate(all="ignore"):
+            out = np.asarray(values, np.float64).astype(np.float32)
+        if not np.isfinite(out).all():
+            raise self.error(f"the {what} is not finite in float32 (NaN, inf or beyond "
+                             "3.4e38)")
+        return out
+
     # ---- IR construction ------------------------------------------------------------
     def _const(self, name: str, data: np.ndarray, dtype: str = "float32") -> int:
         data = np.asarray(data, dtype=dtype)
@@ -340,6 +441,11 @@ class _Importer:
     def _emit(self, kind: str, inputs: list[int], shape: Sequence[int], axes: Axes,
               name: str, order: np.ndarray | None = None, **options: object) -> _Act:
         """Add an op writing a new float32 tensor for an ONNX value of ``shape``."""
+        if any(int(d) < 1 for d in shape) or math.prod(int(d) for d in shape) > \
+                MAX_TENSOR_ELEMENTS:
+            raise self.error(f"the output '{name}' would have shape {list(shape)}; kiloml "
+                             f"needs sizes of at least 1 and at most {MAX_TENSOR_ELEMENTS:,} "
+                             "elements")
         out = self.g.add_tensor(Tensor(name, _ir_shape(shape, axes), "float32"))
         node = self.node
         main = node is not None and node.name and name == node.output[0]
@@ -534,6 +640,9 @@ class _Importer:
                                       "export with a fixed input shape", file=self.path)
             if not shape:
                 raise KilomlError(f"input {inp.name!r} has no shape", file=self.path)
+            if math.prod(shape) > MAX_TENSOR_ELEMENTS:
+                raise KilomlError(f"input {inp.name!r} has shape {shape}, more than "
+                                  f"{MAX_TENSOR_ELEMENTS:,} elements", file=self.path)
             rank = len(shape)
             axes = _channels_last(rank) if self.channels_last_inputs else _channels_first(rank)
             index = self.g.add_tensor(Tensor(inp.name, _ir_shape(shape, axes), "float32"))
@@ -606,20 +715,20 @@ class _Importer:
         return self._alias(ins)
 
     def _op_Dropout(self, ins: list[Value]) -> list[Value]:
-        if len(ins) > 2 and ins[2] is not None and bool(np.asarray(ins[2])):
+        if self._scalar_input(ins, 2, "training_mode"):
             raise self.error("Dropout in training mode cannot be imported")
         return self._alias(ins)
 
     def _op_Cast(self, ins: list[Value]) -> list[Value]:
-        to = _attrs(self.node)["to"]
+        to = self.attrs().int("to")
         if to != 1:
             raise self.attr_error("to", to, "only casts to float32 of activations are supported")
         return self._alias(ins)
 
     def _op_Shape(self, ins: list[Value]) -> list[Value]:
-        a = _attrs(self.node)
+        a = self.attrs()
         dims = np.array(self._act(ins).shape, np.int64)
-        return [dims[a.get("start", 0):a.get("end", len(dims))]]
+        return [dims[a.int("start", 0):a.int("end", len(dims))]]
 
     def _op_Size(self, ins: list[Value]) -> list[Value]:
         return [np.array(int(np.prod(self._act(ins).shape)), np.int64)]
@@ -638,12 +747,12 @@ class _Importer:
         return self._unary("TANH", ins)
 
     def _op_Clip(self, ins: list[Value]) -> list[Value]:
-        a = _attrs(self.node)
+        a = self.attrs()
         if self.opset < 11:
-            lo, hi = a.get("min"), a.get("max")
+            lo = a.float("min") if "min" in a else None
+            hi = a.float("max") if "max" in a else None
         else:
-            lo = None if len(ins) < 2 or ins[1] is None else float(np.asarray(ins[1]))
-            hi = None if len(ins) < 3 or ins[2] is None else float(np.asarray(ins[2]))
+            lo, hi = self._scalar_input(ins, 1, "min"), self._scalar_input(ins, 2, "max")
         lo = None if lo is None or lo <= -3.0e38 else lo
         hi = None if hi is None or hi >= 3.0e38 else hi
         kinds = {(0.0, None): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): _N1_TO_1}
@@ -673,27 +782,32 @@ class _Importer:
                            (0, 1), name)]
 
     def _op_Gemm(self, ins: list[Value]) -> list[Value]:
-        a = _attrs(self.node)
-        if a.get("transA", 0):
-            raise self.attr_error("transA", a["transA"], "the activation must not be transposed")
+        a = self.attrs()
+        if a.flag("transA"):
+            raise self.attr_error("transA", 1, "the activation must not be transposed")
         x = self._act(ins)
         b = self._weight(ins, 1, "weight matrix")
         c = self._weight(ins, 2, "bias", optional=True)
         assert b is not None
         if b.ndim != 2:
             raise self.error(f"the weight matrix has shape {list(b.shape)}, expected 2-D")
-        w = (b if a.get("transB", 0) else b.T) * np.float32(a.get("alpha", 1.0))
+        alpha, beta = a.float("alpha", 1.0), a.float("beta", 1.0)
+        w = self._f32((b if a.flag("transB") else b.T) * np.float64(alpha), "alpha x weights")
         bias = None
         if c is not None:
-            c = np.asarray(c, np.float32) * np.float32(a.get("beta", 1.0))
-            if c.ndim == 2 and c.shape[0] != 1:
+            c = self._f32(np.asarray(c, np.float64) * beta, "beta x bias")
+            if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
                 raise self.error(f"the bias has shape {list(c.shape)}; it must not vary "
                                  "along the batch")
-            bias = np.broadcast_to(c.reshape(c.shape[-1:]) if c.ndim else c,
-                                   (w.shape[0],)).copy()
+            vec = c.reshape(c.shape[-1:]) if c.ndim else c.reshape(1)
+            if vec.shape[0] not in (1, w.shape[0]):
+                raise self.error(f"the bias has {vec.shape[0]} values for {w.shape[0]} outputs")
+            bias = np.broadcast_to(vec, (w.shape[0],)).copy()
         return self._fc(x, w, bias)
 
     def _op_MatMul(self, ins: list[Value]) -> list[Value]:
+        if len(ins) != 2:
+            raise self.error(f"MatMul has {len(ins)} inputs; it takes 2")
         if isinstance(ins[0], np.ndarray):
             raise self.error("MatMul with a constant left operand is not supported")
         if not isinstance(ins[1], np.ndarray):
@@ -713,23 +827,24 @@ class _Importer:
                              "2-D [N, C, H, W] operators are supported")
         return self._relayout(x, _channels_first(len(x.shape)))
 
-    def _padding(self, a: dict[str, Any], size: Sequence[int], kernel: Sequence[int],
+    def _padding(self, a: Attributes, size: Sequence[int], kernel: Sequence[int],
                  strides: Sequence[int], dil: Sequence[int]) -> tuple[str, list[int], list[int]]:
         """("VALID" | "SAME" | "EXPLICIT", pads before, pads after) per spatial axis."""
         n = len(size)
         same = [_same_pads(s, k, st, d) for s, k, st, d in zip(size, kernel, strides, dil,
                                                                   strict=True)]
-        auto = a.get("auto_pad", "NOTSET")
+        auto = a.string("auto_pad", "NOTSET", ("NOTSET", "SAME_UPPER", "VALID", "SAME_LOWER"))
         if auto == "VALID":
             return "VALID", [0] * n, [0] * n
         if auto == "SAME_UPPER":
             return "SAME", [p[0] for p in same], [p[1] for p in same]
         if auto != "NOTSET":
             raise self.attr_error("auto_pad", auto, "use NOTSET, SAME_UPPER or VALID")
-        pads = [int(p) for p in a.get("pads", [0] * 2 * n)]
+        if "pads" in a and len(a.get("pads")) != 2 * n:
+            raise self.attr_error("pads", list(a.get("pads")), f"{2 * n} values are needed "
+                                  f"(begin and end of {n} spatial axes)")
+        pads = a.ints("pads", [0] * 2 * n, 2 * n, 0, MAX_TENSOR_ELEMENTS)
         before, after = pads[:n], pads[n:]
-        if any(p < 0 for p in pads):
-            raise self.attr_error("pads", pads, "negative padding")
         if not any(pads):
             return "VALID", before, after
         if [(b, e) for b, e in zip(before, after, strict=True)] == same:
@@ -757,18 +872,19 @@ class _Importer:
         pi = self._const(f"{name}/paddings", ir, "int32")
         return self._emit("PAD", [x.index, pi], shape, x.axes, name)
 
-    def _window_attrs(self, a: dict[str, Any], kernel: Sequence[int]
+    def _window_attrs(self, a: Attributes, kernel: Sequence[int]
                       ) -> tuple[list[int], list[int]]:
+        """strides and dilations: one integer >= 1 per spatial axis."""
         n = len(kernel)
-        strides = [int(s) for s in a.get("strides", [1] * n)]
-        dil = [int(d) for d in a.get("dilations", [1] * n)]
-        if "kernel_shape" in a and [int(k) for k in a["kernel_shape"]] != list(kernel):
-            raise self.attr_error("kernel_shape", a["kernel_shape"],
+        strides = a.ints("strides", [1] * n, n, 1)
+        dil = a.ints("dilations", [1] * n, n, 1)
+        if "kernel_shape" in a and a.ints("kernel_shape", None) != list(kernel):
+            raise self.attr_error("kernel_shape", a.get("kernel_shape"),
                                   f"the weights are {list(kernel)}")
         return strides, dil
 
     def _op_Conv(self, ins: list[Value]) -> list[Value]:
-        a = _attrs(self.node)
+        a = self.attrs()
         x = self._spatial_input(ins)
         w = self._weight(ins, 1, "weights")
         bias = self._weight(ins, 2, "bias", optional=True)
@@ -778,11 +894,13 @@ class _Importer:
             raise self.error(f"the weights have shape {list(w.shape)}, expected rank {rank}")
         kernel = list(w.shape[2:])
         strides, dil = self._window_attrs(a, kernel)
-        group = int(a.get("group", 1))
+        group = a.int("group", 1, 1)
         cin, cout = x.shape[1], w.shape[0]
-        if w.shape[1] * group != cin or cout % group:
+        if w.shape[1] * group != cin or cout % group or 0 in w.shape:
             raise self.attr_error("group", group, f"weights {list(w.shape)} do not fit "
                                   f"{cin} input channels")
+        if bias is not None and bias.shape != (cout,):
+            raise self.error(f"the bias has shape {list(bias.shape)}; [{cout}] is needed")
         mode, before, after = self._padding(a, x.shape[2:], kernel, strides, dil)
         if mode == "EXPLICIT":
             x, mode = self._pad_spatial(x, before, after), "VALID"
@@ -810,23 +928,23 @@ class _Importer:
         return [self._emit(kind, [x.index, wi, bi], shape, x.axes, name, **options)]
 
     def _pool(self, ins: list[Value], kind: str) -> list[Value]:
-        a = _attrs(self.node)
+        a = self.attrs()
         if len([o for o in self.node.output if o]) > 1:
             raise self.error("MaxPool's Indices output is not supported")
         x = self._spatial_input(ins)
-        kernel = [int(k) for k in a["kernel_shape"]]
+        kernel = a.ints("kernel_shape", None, len(x.shape) - 2, 1)
         strides, dil = self._window_attrs(a, kernel)
         if any(d != 1 for d in dil):
             raise self.attr_error("dilations", dil, "pools have no dilation in TFLite")
-        if a.get("storage_order", 0):
-            raise self.attr_error("storage_order", a["storage_order"], "only 0")
+        if a.int("storage_order", 0):
+            raise self.attr_error("storage_order", a.get("storage_order"), "only 0")
         mode, before, after = self._padding(a, x.shape[2:], kernel, strides, dil)
-        if a.get("ceil_mode", 0):
+        if a.flag("ceil_mode"):
             for s, k, st, b, e in zip(x.shape[2:], kernel, strides, before, after, strict=True):
                 if (s + b + e - k) // st != -(-(s + b + e - k) // st):
-                    raise self.attr_error("ceil_mode", a["ceil_mode"],
+                    raise self.attr_error("ceil_mode", 1,
                                           "ceil rounding changes the output size here")
-        include_pad = kind == "AVERAGE_POOL_2D" and bool(a.get("count_include_pad", 0))
+        include_pad = kind == "AVERAGE_POOL_2D" and a.flag("count_include_pad")
         if mode != "VALID" and include_pad:  # padding counts: pad with zeros, pool VALID
             x, mode = self._pad_spatial(x, before, after), "VALID"
         elif mode == "EXPLICIT":
@@ -880,14 +998,14 @@ class _Importer:
         return self._reduce(x, range(2, len(x.shape)), True, "REDUCE_MAX")
 
     def _reduce_op(self, ins: list[Value], kind: str) -> list[Value]:
-        a = _attrs(self.node)
+        a = self.attrs()
         x = self._act(ins)
-        axes = _axes_arg(self.node, ins, a)
+        axes = self._axes(ins, len(x.shape))
         if not axes:
-            if a.get("noop_with_empty_axes", 0):
+            if a.flag("noop_with_empty_axes"):
                 return [x]
             axes = list(range(len(x.shape)))
-        return self._reduce(x, axes, bool(a.get("keepdims", 1)), kind)
+        return self._reduce(x, axes, a.flag("keepdims", 1), kind)
 
     def _op_ReduceMean(self, ins: list[Value]) -> list[Value]:
         return self._reduce_op(ins, "MEAN")
@@ -896,7 +1014,16 @@ class _Importer:
         return self._reduce_op(ins, "REDUCE_MAX")
 
     # ---- element-wise with constants or two activations -------------------------------
+    def _broadcast(self, a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
+        try:
+            return tuple(np.broadcast_shapes(tuple(a), tuple(b)))
+        except ValueError:
+            raise self.error(f"operands of shapes {list(a)} and {list(b)} do not "
+                             "broadcast") from None
+
     def _binary(self, ins: list[Value], op: str) -> list[Value]:
+        if len(ins) != 2 or ins[0] is None or ins[1] is None:
+            raise self.error(f"{op} needs two operands")
         a, b = ins[0], ins[1]
         name = self.node.output[0]
         if isinstance(a, _Act) and isinstance(b, _Act):
@@ -910,7 +1037,7 @@ class _Importer:
                     a, b = self._plain(a), self._plain(b)
             else:
                 b = self._relayout(b, a.axes)
-            shape = tuple(np.broadcast_shapes(a.shape, b.shape))
+            shape = self._broadcast(a.shape, b.shape)
             if op == "Div":
                 raise self.error("Div of two activations is not supported")
             if op == "Sub":
@@ -925,7 +1052,7 @@ class _Importer:
         if c.ndim > len(x.shape):
             raise self.error(f"the constant of shape {list(c.shape)} has a higher rank than "
                              f"the activation {list(x.shape)}")
-        shape = tuple(np.broadcast_shapes(x.shape, c.shape))
+        shape = self._broadcast(x.shape, c.shape)
         if op == "Sub" and not act_first:  # c - x = (-1) * x + c
             minus = self._const(f"{name}/minus_one", np.full((1,) * len(x.axes), -1.0))
             x = self._emit("MUL", [x.index, minus], x.shape, x.axes, f"{name}/neg", x.order)
@@ -935,7 +1062,9 @@ class _Importer:
         if op == "Sub":
             c = -c
         elif op == "Div":
-            c = (np.float32(1.0) / c).astype(np.float32)
+            if np.any(c == 0):
+                raise self.error("divides by a constant that holds 0")
+            c = self._f32(1.0 / c.astype(np.float64), "reciprocal of the divisor")
         ci = self._const(f"{name}/constant", self._const_for(x, c, "the constant operand"))
         kind = "MUL" if op in ("Mul", "Div") else "ADD"
         return [self._emit(kind, [x.index, ci], shape, x.axes, name, x.order)]
@@ -953,32 +1082,56 @@ class _Importer:
         return self._binary(ins, "Div")
 
     def _op_BatchNormalization(self, ins: list[Value]) -> list[Value]:
-        a = _attrs(self.node)
-        if a.get("training_mode", 0) or len([o for o in self.node.output if o]) > 1:
+        a = self.attrs()
+        if a.flag("training_mode") or len([o for o in self.node.output if o]) > 1:
             raise self.error("BatchNormalization in training mode cannot be imported; export "
                              "the model in eval mode")
+        if not a.flag("spatial", 1):
+            raise self.attr_error("spatial", 0, "only per-channel statistics (spatial=1)")
         x = self._act(ins)
-        p = [self._weight(ins, k, what).astype(np.float64)  # type: ignore[union-attr]
-             for k, what in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "variance"))]
-        scale = p[0] / np.sqrt(p[3] + float(a.get("epsilon", 1e-5)))
+        if len(x.shape) < 2:
+            raise self.error(f"the input has shape {list(x.shape)}; [N, C, ...] is needed")
+        channels = x.shape[1]
+        p = []
+        for k, what in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")):
+            v = self._weight(ins, k, what)
+            assert v is not None
+            if v.shape != (channels,):
+                raise self.error(f"the {what} has shape {list(v.shape)}; [{channels}] is "
+                                 "needed (one per channel)")
+            if not np.isfinite(v).all():
+                raise self.error(f"the {what} holds NaN or inf")
+            p.append(v.astype(np.float64))
+        if np.any(p[3] < 0):
+            c = int(np.argmax(p[3] < 0))
+            raise self.error(f"the variance of channel {c} is {p[3][c]:g}; a variance cannot "
+                             "be negative")
+        eps = a.float("epsilon", 1e-5, 0.0)
+        if np.any(p[3] + eps <= 0):
+            raise self.error("variance + epsilon is 0 for a channel (division by zero)")
+        scale = p[0] / np.sqrt(p[3] + eps)
         shift = p[1] - p[2] * scale
         bshape = (1, -1) + (1,) * (len(x.shape) - 2)
         name = self.node.output[0]
         # MUL + ADD; the optimizer folds them into a preceding Conv/Gemm when it can
         si = self._const(f"{name}/scale", self._const_for(
-            x, scale.astype(np.float32).reshape(bshape), "scale"))
+            x, self._f32(scale, "folded scale").reshape(bshape), "scale"))
         y = self._emit("MUL", [x.index, si], x.shape, x.axes, f"{name}/scaled", x.order)
         ti = self._const(f"{name}/shift", self._const_for(
-            x, shift.astype(np.float32).reshape(bshape), "shift"))
+            x, self._f32(shift, "folded shift").reshape(bshape), "shift"))
         return [self._emit("ADD", [y.index, ti], x.shape, x.axes, name, x.order)]
 
     def _op_Scaler(self, ins: list[Value]) -> list[Value]:
         """skl2onnx's StandardScaler: (x - offset) * scale."""
-        a = _attrs(self.node)
+        a = self.attrs()
         x = self._act(ins)
         name = self.node.output[0]
-        offset = np.asarray(a.get("offset", [0.0]), np.float32)
-        scale = np.asarray(a.get("scale", [1.0]), np.float32)
+        offset = self._f32(np.asarray(a.floats("offset", [0.0])), "offset")
+        scale = self._f32(np.asarray(a.floats("scale", [1.0])), "scale")
+        features = x.shape[-1]
+        for what, v in (("offset", offset), ("scale", scale)):
+            if v.size not in (1, features):
+                raise self.attr_error(what, v.tolist(), f"1 or {features} values are needed")
         oi = self._const(f"{name}/offset", self._const_for(x, -offset, "offset"))
         y = self._emit("ADD", [x.index, oi], x.shape, x.axes, f"{name}/centred", x.order)
         si = self._const(f"{name}/scale", self._const_for(x, scale, "scale"))
@@ -987,7 +1140,7 @@ class _Importer:
     def _op_Softmax(self, ins: list[Value]) -> list[Value]:
         x = self._act(ins)
         rank = len(x.shape)
-        axis = int(_attrs(self.node).get("axis", -1 if self.opset >= 13 else 1)) % rank
+        axis = self.attrs().axis("axis", -1 if self.opset >= 13 else 1, rank)
         if self.opset < 13 and int(np.prod(x.shape[axis + 1:])) != 1:
             raise self.attr_error("axis", axis, "before opset 13 Softmax flattens the trailing "
                                   "axes; only the last axis is supported")
@@ -1022,19 +1175,19 @@ class _Importer:
 
     def _op_Reshape(self, ins: list[Value]) -> list[Value]:
         x = self._act(ins)
-        if not isinstance(ins[1], np.ndarray):
-            raise self.error("the target shape must be constant")
+        target_values = self._int_values(ins, 1, "target shape")
+        if target_values is None:
+            raise self.error("the target shape is missing")
         try:
-            target = _resolve_reshape(x.shape, [int(d) for d in ins[1]],
-                                      bool(_attrs(self.node).get("allowzero", 0)))
+            target = _resolve_reshape(x.shape, target_values, self.attrs().flag("allowzero"))
         except ValueError as exc:
             raise self.error(str(exc)) from None
         return self._reshape(x, target)
 
     def _op_Flatten(self, ins: list[Value]) -> list[Value]:
         x = self._act(ins)
-        axis = int(_attrs(self.node).get("axis", 1)) % (len(x.shape) + 1)
-        target = (int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
+        axis = self.attrs().axis("axis", 1, len(x.shape), inclusive=True)
+        target = (math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
         return self._reshape(x, target)
 
     def _op_Squeeze(self, ins: list[Value]) -> list[Value]:
@@ -1042,10 +1195,10 @@ class _Importer:
         if x.order is not None:
             x = self._plain(x)
         rank = len(x.shape)
-        axes = _axes_arg(self.node, ins, _attrs(self.node))
+        axes = self._axes(ins, rank)
         if axes is None:
             axes = [i for i, d in enumerate(x.shape) if d == 1]
-        gone = sorted({int(a) % rank for a in axes})
+        gone = sorted(axes)
         if any(x.shape[a] != 1 for a in gone):
             raise self.error(f"cannot squeeze axes {gone} of shape {list(x.shape)}")
         # the IR tensor stays; the squeezed ONNX axes become unit axes of the IR
@@ -1058,9 +1211,11 @@ class _Importer:
         x = self._act(ins)
         if x.order is not None:
             x = self._plain(x)
-        axes = _axes_arg(self.node, ins, _attrs(self.node)) or []
-        rank = len(x.shape) + len(axes)
-        new = sorted({int(a) % rank for a in axes})
+        a = self.attrs()
+        n_new = len(a.get("axes")) if "axes" in a and isinstance(a.get("axes"), list) else len(
+            self._int_values(ins, 1, "axes") or [])
+        rank = len(x.shape) + n_new
+        new = self._axes(ins, rank) or []
         kept = [i for i in range(rank) if i not in new]  # old axis k -> new axis kept[k]
         shape = tuple(1 if i in new else x.shape[kept.index(i)] for i in range(rank))
         axes_new = [None if a is None else kept[a] for a in x.axes]
@@ -1077,7 +1232,9 @@ class _Importer:
     def _op_Transpose(self, ins: list[Value]) -> list[Value]:
         x = self._act(ins)
         rank = len(x.shape)
-        perm = [int(p) for p in _attrs(self.node).get("perm", range(rank)[::-1])]
+        perm = self.attrs().ints("perm", list(range(rank))[::-1], rank)
+        if sorted(perm) != list(range(rank)):
+            raise self.attr_error("perm", perm, f"not a permutation of {rank} axes")
         if perm == list(range(rank)):
             return [x]
         if x.order is not None:
@@ -1092,7 +1249,11 @@ class _Importer:
         acts = [v for v in ins if isinstance(v, _Act)]
         ref = acts[0]
         rank = len(ref.shape)
-        axis = int(_attrs(self.node)["axis"]) % rank
+        axis = self.attrs().axis("axis", None, rank)
+        for v in ins:
+            if v is not None and len(np.shape(v) if isinstance(v, np.ndarray) else v.shape) \
+                    != rank:
+                raise self.error("the operands of Concat differ in rank")
         ordered = any(v.order is not None for v in acts)
         if ordered and not (rank == 2 and axis == 1):
             ref = self._plain(ref)
@@ -1129,29 +1290,33 @@ class _Importer:
                            axis=axes.index(axis))]
 
     def _op_Pad(self, ins: list[Value]) -> list[Value]:
-        a = _attrs(self.node)
+        a = self.attrs()
         x = self._act(ins)
         rank = len(x.shape)
         mode = a.get("mode", "constant")
         if mode != "constant":
             raise self.attr_error("mode", mode, "only constant padding")
         if self.opset < 11:
-            pads, value = [int(p) for p in a.get("pads", [])], float(a.get("value", 0.0))
+            pads, value = a.ints("pads", None), a.float("value", 0.0)
         else:
-            if not isinstance(ins[1], np.ndarray):
-                raise self.error("the pads must be constant")
-            pads = [int(p) for p in ins[1]]
-            value = 0.0 if len(ins) < 3 or ins[2] is None else float(np.asarray(ins[2]))
-            if len(ins) > 3 and ins[3] is not None:  # opset 18: pads only for these axes
-                axes = [int(ax) % rank for ax in np.atleast_1d(ins[3])]
+            pads = self._int_values(ins, 1, "pads")
+            if pads is None:
+                raise self.error("the pads are missing")
+            value = self._scalar_input(ins, 2, "constant value") or 0.0
+            axes = self._int_values(ins, 3, "axes")
+            if axes is not None:  # opset 18: pads only for these axes
+                if any(not -rank <= ax < rank for ax in axes) or len(
+                        {ax % rank for ax in axes}) != len(axes) or len(pads) != 2 * len(axes):
+                    raise self.attr_error("axes", axes, f"distinct axes of rank {rank}, "
+                                          "two pads each")
                 full = [0] * 2 * rank
-                for i, ax in enumerate(axes):
+                for i, ax in enumerate(ax % rank for ax in axes):
                     full[ax], full[rank + ax] = pads[i], pads[len(axes) + i]
                 pads = full
         if value != 0.0:
             raise self.attr_error("constant_value", value, "TFLite PAD pads with zeros")
-        if len(pads) != 2 * rank or any(p < 0 for p in pads):
-            raise self.attr_error("pads", pads, "negative or mis-sized padding")
+        if len(pads) != 2 * rank or any(not 0 <= p <= MAX_TENSOR_ELEMENTS for p in pads):
+            raise self.attr_error("pads", pads, "negative, huge or mis-sized padding")
         return [self._pad(x, pads, self.node.output[0])]
 
 

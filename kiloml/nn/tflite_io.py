@@ -30,6 +30,7 @@ from kiloml.errors import KilomlError
 from kiloml.nn.flatbuffer import Flatbuffer, FlatbufferError, Table
 from kiloml.nn.graph import OPTION_DEFAULTS, SUPPORTED_OPS, Graph, Op, Quantization, Tensor
 from kiloml.nn.tflite_fold import FOLDABLE, FoldError, fold_constants
+from kiloml.nn.validate import MAX_RANK, MAX_TENSOR_ELEMENTS
 
 __all__ = ["parse_tflite", "read_tflite", "write_tflite"]
 
@@ -130,10 +131,6 @@ _ARITY: dict[str, tuple[int, int | None, int, int | None]] = {
     "EXPAND_DIMS": (2, 2, 1, 1), "SPLIT": (2, 2, 1, None), "UNPACK": (1, 1, 1, None),
     "STRIDED_SLICE": (4, 4, 1, 1), "SLICE": (3, 3, 1, 1), "TRANSPOSE": (2, 2, 1, 1),
 }
-
-# Bounds on what a file may declare (far above any microcontroller model).
-MAX_RANK = 8
-MAX_TENSOR_ELEMENTS = 1 << 24
 
 # vtable slots (field id * 2 + 4) of the schema tables the reader walks.
 _MODEL_VERSION, _MODEL_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = (

@@ -131,8 +131,98 @@ def test_inputs_that_do_not_match_the_model(tmp_path: Path) -> None:
     (tmp_path / "text.npy").write_text("not numpy")
     assert_user_error(run_cli("model", "run", str(MLP), "--inputs", str(tmp_path / "text.npy"),
                               "--output", str(out)),
-                      "text.npy", "not a readable .npy file")
+                      "text.npy", "not a valid .npy file", "magic string")
     assert not out.exists()
+
+
+def _run_inputs(tmp_path: Path, inputs: Path, *fragments: str, model: Path = MLP) -> str:
+    out = tmp_path / "y.npy"
+    line = assert_user_error(run_cli("model", "run", str(model), "--inputs", str(inputs),
+                                     "--output", str(out)), inputs.name, *fragments)
+    assert not out.exists()
+    return line
+
+
+def test_empty_input_batch_is_refused(tmp_path: Path) -> None:
+    np.save(tmp_path / "empty.npy", np.zeros((0, 24), np.int8))
+    _run_inputs(tmp_path, tmp_path / "empty.npy", "the inputs hold no samples", "[0, 24]")
+
+
+class _Payload:
+    """Unpickling this would create a file: the proof that a loader ran pickle."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_pickled_and_object_inputs_are_refused_without_unpickling(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    payload = np.empty((1, 24), dtype=object)
+    payload[0, 0] = _Payload(str(marker))
+    np.save(tmp_path / "objects.npy", payload, allow_pickle=True)
+    _run_inputs(tmp_path, tmp_path / "objects.npy", "Python objects", "pickle")
+    assert not marker.exists()
+    import pickle
+
+    (tmp_path / "pickle.npy").write_bytes(pickle.dumps(_Payload(str(marker))))
+    _run_inputs(tmp_path, tmp_path / "pickle.npy", "not a valid .npy file")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("header, fragments", [
+    ("{'descr': '<i1', 'fortran_order': False, 'shape': (2147483647, 24), }",
+     ["declares shape [2147483647, 24]", "the file holds"]),
+    ("{'descr': '<i1', 'fortran_order': False, 'shape': (-1, 24), }", ["invalid shape"]),
+    ("{'descr': '<U8', 'fortran_order': False, 'shape': (1, 24), }", ["dtype <U8"]),
+    ("{'descr': [('a', '<i1')], 'fortran_order': False, 'shape': (1, 24), }", ["dtype"]),
+    ("{'descr': '<i1', 'fortran_order': False, 'shape': (1, 24", ["not a valid .npy file"]),
+])
+def test_npy_headers_are_checked_before_reading(tmp_path: Path, header: str,
+                                                fragments: list[str]) -> None:
+    text = header.encode("latin1")
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    path = tmp_path / "hostile.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+                     + bytes(24))
+    _run_inputs(tmp_path, path, *fragments)
+
+
+def test_truncated_npy_and_fifo_inputs(tmp_path: Path) -> None:
+    np.save(tmp_path / "full.npy", np.zeros((10, 24), np.int8))
+    data = (tmp_path / "full.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-7])
+    _run_inputs(tmp_path, tmp_path / "cut.npy", "the file holds 233")
+    import os
+
+    os.mkfifo(tmp_path / "fifo.npy")  # would block a reader forever
+    _run_inputs(tmp_path, tmp_path / "fifo.npy", "not a regular file")
+    os.mkfifo(tmp_path / "fifo.tflite")
+    assert_user_error(run_cli("model", "info", str(tmp_path / "fifo.tflite")),
+                      "fifo.tflite", "not a regular file")
+
+
+def test_float_inputs_a_quantize_cannot_represent(tmp_path: Path) -> None:
+    from kiloml.nn.tflite_io import write_tflite
+    from tests.nn.test_tflite_io import g_boundary
+
+    model = tmp_path / "boundary.tflite"
+    write_tflite(g_boundary(), model)
+    x = np.zeros((3, 8), np.float32)
+    x[2, 5] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    _run_inputs(tmp_path, tmp_path / "nan.npy", "input value nan at index [2, 5]",
+                "cannot be quantized", model=model)
+    x[2, 5] = 1e30
+    np.save(tmp_path / "huge.npy", x)
+    _run_inputs(tmp_path, tmp_path / "huge.npy", "input value 1e+30", model=model)
+    x[2, 5] = 3.0
+    np.save(tmp_path / "fine.npy", x)
+    result = run_cli("model", "run", str(model), "--inputs", str(tmp_path / "fine.npy"),
+                     "--output", str(tmp_path / "y.npy"))
+    assert result.exit_code == 0, result.stderr
 
 
 def test_run_onnx_in_its_own_layout_matches_onnxruntime(tmp_path: Path) -> None:
