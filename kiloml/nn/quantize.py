@@ -207,7 +207,7 @@ def _quantize_constant_operand(graph: Graph, index: int) -> int:
 def quantize_input(x: np.ndarray, tensor: Tensor) -> np.ndarray:
     """Float inputs -> the int8 a quantized model's input tensor expects (TFLite rounding);
     NaN -> -128, as the C (kiloml_model.c, kml_quantize_f32_s8)."""
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         q = np.asarray(x, np.float32) / np.float32(tensor.quant.s)
         r = round_f32(q) + tensor.quant.zp
     return np.clip(np.where(np.isnan(r), -128, r), -128, 127).astype(np.int8)

@@ -54,15 +54,26 @@ _REPORT = re.compile(r"((\S+: )?runtime error: .*|ERROR: (Address|Leak)Sanitizer
 class SanitizerRun:
     family: str
     group: str
-    inputs: int  # windows classified + streamed windows + kml_decide calls, or invokes
+    inputs: int  # the fewest inputs any entry point got (windows, streamed windows, ...)
     findings: list[str]  # sanitizer reports and failed checks (distinct lines)
-    build_s: float
-    run_s: float
+    build_s: float  # fitting the model, writing and compiling the library
+    run_s: float  # the sanitized run
     summary: dict = field(default_factory=dict)  # the driver's counts
     parity: dict = field(default_factory=dict)  # the dumped inputs against Python
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def parity_ok(self) -> bool:
+        """Every dumped input agrees with Python, finite and non-finite ones."""
+        p = self.parity
+        if not p:
+            return False
+        if "all_equal" in p:  # a standalone network
+            return bool(p["all_equal"])
+        return all(p[part][subset]["all_equal"] for part in ("windows", "streams", "decide")
+                   for subset in ("finite", "non_finite"))
 
 
 def _compile(sources: list[Path], includes: list[Path], driver: Path, exe: Path,
@@ -125,40 +136,47 @@ def _run(cmd: list[str], timeout_s: float) -> tuple[dict, list[str]]:
 
 @dataclass(frozen=True)
 class Counts:
-    """How many of each input a pipeline family gets (the total is `inputs`)."""
+    """Inputs per entry point of a pipeline family, and how many are dumped for Python."""
 
-    windows: int
-    stream_windows: int
-    decide_calls: int
+    windows: int  # kml_compute_features + kml_classify (+ kml_decide on the result)
+    stream_windows: int  # windows reported by kml_push_sample (kml_decide_latest, ...)
+    decide_calls: int  # kml_decide on random results
     dump_windows: int = 400
     dump_streams: int = 40
     dump_blocks: int = 40
 
     @classmethod
-    def split(cls, inputs: int, dump: int = 400) -> Counts:
-        """`inputs` shared 2:2:1 between windows, streamed windows and kml_decide calls."""
-        w = inputs * 2 // 5
-        return cls(w, w, inputs - 2 * w, min(dump, w), max(2, dump // 10),
+    def each(cls, inputs: int, dump: int = 400) -> Counts:
+        """`inputs` windows, streamed windows and kml_decide calls each."""
+        return cls(inputs, inputs, inputs, min(dump, inputs), max(2, dump // 10),
                    max(2, dump // 10))
 
 
 def run_pipeline_family(family: Family, work: Path, counts: Counts, seed: int = 1,
                         timeout_s: float = 3600.0) -> SanitizerRun:
-    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     pipeline = build_pipeline(family, work)
     library = write_library(pipeline, work / family.name / "firmware")
-    exe = build_pipeline_driver(library, work / family.name)
+    return run_library(family, pipeline, library, work / family.name, counts, seed,
+                       timeout_s, started)
+
+
+def run_library(family: Family, pipeline: Pipeline, library: FirmwareLibrary, folder: Path,
+                counts: Counts, seed: int = 1, timeout_s: float = 3600.0,
+                started: float | None = None) -> SanitizerRun:
+    """Build the written library with the sanitizers, run it, compare the dump."""
+    started = time.perf_counter() if started is None else started
+    exe = build_pipeline_driver(library, folder)
     built = time.perf_counter()
-    dump = work / family.name / "dump"
+    dump = folder / "dump"
     summary, findings = _run([str(exe), str(seed), str(counts.windows),
                               str(counts.stream_windows), str(counts.decide_calls), str(dump),
                               str(counts.dump_windows), str(counts.dump_streams),
                               str(counts.dump_blocks)], timeout_s)
     ran = time.perf_counter()
     parity = pipeline_parity(pipeline, library.n_features, dump) if not findings else {}
-    inputs = (summary.get("windows", 0) + summary.get("streamed_windows", 0)
-              + summary.get("decide_calls", 0))
+    inputs = min(summary.get("windows", 0), summary.get("streamed_windows", 0),
+                 summary.get("decide_calls", 0))
     return SanitizerRun(family.name, family.group, inputs, findings, round(built - started, 2),
                         round(ran - built, 2), summary, parity)
 
@@ -396,20 +414,61 @@ def network_parity(graph: Graph, path: Path) -> dict:
 
 def run_family(family: Family, work: Path, inputs: int, seed: int = 1,
                dump: int = 400) -> SanitizerRun:
+    """One family: `inputs` per entry point (windows, streamed windows, kml_decide calls;
+    or network invokes)."""
     if family.standalone_network:
         return run_network_family(family, work, inputs, seed, dump_n=dump)
-    return run_pipeline_family(family, work, Counts.split(inputs, dump), seed)
+    return run_pipeline_family(family, work, Counts.each(inputs, dump), seed)
 
 
-def parity_ok(run: SanitizerRun) -> bool:
-    """The finite subset agrees with Python everywhere (non-finite inputs are reported)."""
-    p = run.parity
-    if not p:
-        return False
-    if "all_equal" in p:  # a standalone network: every input is in range
-        return bool(p["all_equal"])
-    return bool(p["windows"]["finite"]["all_equal"] and p["streams"]["finite"]["all_equal"]
-                and p["decide"]["finite"]["all_equal"])
+def _run_quietly(job: tuple[Family, Path, int, int]) -> SanitizerRun:
+    import contextlib
+    import io
+
+    family, work, inputs, seed = job
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # data loading's progress bars
+            return run_family(family, work, inputs, seed)
+    except Exception as exc:  # a family that cannot be built is a failure, not a crash
+        return SanitizerRun(family.name, family.group, 0,
+                            [f"the family could not be built: {type(exc).__name__}: {exc}"],
+                            0.0, 0.0)
+
+
+def run_all(families: list[Family], work: Path, inputs: int, seed: int = 1, jobs: int = 1,
+            report=None) -> list[SanitizerRun]:
+    """Every family (in `jobs` processes); `report(run)` as each one finishes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    work.mkdir(parents=True, exist_ok=True)
+    todo = [(f, work, inputs, seed) for f in families]
+    if jobs <= 1:
+        runs = []
+        for job in todo:
+            runs.append(_run_quietly(job))
+            if report:
+                report(runs[-1])
+        return runs
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = []
+        for run in pool.map(_run_quietly, todo):
+            runs.append(run)
+            if report:
+                report(run)
+    return runs
+
+
+def print_run(run: SanitizerRun) -> None:
+    s = run.summary
+    what = (f"{s.get('windows', 0):,} windows, {s.get('streamed_windows', 0):,} streamed, "
+            f"{s.get('decide_calls', 0):,} kml_decide" if "windows" in s else
+            f"{s.get('invokes', 0):,} invokes")
+    print(f"{run.group:9s} {run.family:48s} {what:58s} findings {len(run.findings)}  "
+          f"parity {'ok' if run.parity_ok else 'FAILED'}  {run.build_s + run.run_s:.1f} s",
+          flush=True)
+    for line in run.findings:
+        print(f"    {line}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,28 +478,22 @@ def main(argv: list[str] | None = None) -> int:
     from kiloml.verify.sanitize_families import families
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", type=int, default=100_000, help="inputs per family")
+    parser.add_argument("--inputs", type=int, default=100_000,
+                        help="inputs per entry point and family")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="families run in parallel")
     parser.add_argument("--only", nargs="*", help="family names (default: all)")
     parser.add_argument("--json", type=Path, help="write every run here")
     parser.add_argument("--work", type=Path, help="build folder (default: a temporary one)")
     args = parser.parse_args(argv)
     chosen = [f for f in families() if not args.only or f.name in args.only]
-    runs = []
     with tempfile.TemporaryDirectory(prefix="kiloml-sanitize-") as tmp:
-        work = args.work or Path(tmp)
-        for family in chosen:
-            run = run_family(family, work, args.inputs, args.seed)
-            runs.append(run)
-            print(f"{family.group:9s} {family.name:50s} inputs {run.inputs:>8,d}  findings "
-                  f"{len(run.findings)}  parity {'ok' if parity_ok(run) else 'FAILED'}  "
-                  f"build {run.build_s:.1f} s  run {run.run_s:.1f} s", flush=True)
-            for line in run.findings:
-                print(f"    {line}", flush=True)
+        runs = run_all(chosen, args.work or Path(tmp), args.inputs, args.seed, args.jobs,
+                       print_run)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([r.as_dict() for r in runs], indent=1) + "\n")
-    return 0 if all(not r.findings and parity_ok(r) for r in runs) else 1
+    return 0 if all(not r.findings and r.parity_ok for r in runs) else 1
 
 
 if __name__ == "__main__":

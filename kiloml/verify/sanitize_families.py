@@ -11,6 +11,7 @@ compiled as `kiloml model compile` compiles them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -68,10 +69,11 @@ def _forest(kind: str = "random_forest", *, style: str = "table", thresholds: st
 def _spectral(window: str, log: bool, features: str = "", spacing: str = "linear",
               fft: int = 32) -> str:
     feats = features or ('["band_energies", "peaks", "centroid", "entropy", "flatness"]')
+    # log-spaced: 3 bands from 2 Hz, so the first holds an FFT bin at 50 Hz
+    bands = "n_bands = 3\nf_min_hz = 2.0\n" if spacing == "log" else "n_bands = 6\n"
     return (f'[[features]]\nstage = "spectral"\nfft_length = {fft}\nwindow_function = '
-            f'"{window}"\nfeatures = {feats}\nn_bands = 6\nband_spacing = "{spacing}"\n'
-            f"n_peaks = 2\nlog = {'true' if log else 'false'}\n"
-            + ("f_min_hz = 0.5\n" if spacing == "log" else ""))
+            f'"{window}"\nfeatures = {feats}\n{bands}band_spacing = "{spacing}"\n'
+            f"n_peaks = 2\nlog = {'true' if log else 'false'}\n")
 
 
 SMALL_FOREST = _forest(n=4, depth=6)
@@ -103,6 +105,12 @@ def _tree_families() -> list[Family]:
                _window() + STATS + _forest("decision_tree", style="inline",
                                            thresholds="int16", leaves="uint16")),
         Family("extra_trees-table", "trees", _window() + STATS + _forest("extra_trees")),
+        # many trees: uint16 node references, the exact float64 vote over 300 fractions
+        Family("random_forest-table-exact-300-trees", "trees",
+               _window() + STATS + _forest(n=300, depth=10, leaf=2)),
+        Family("random_forest-inline-int16-uint8-300-trees", "trees",
+               _window() + STATS + _forest(style="inline", n=300, depth=10, leaf=2,
+                                           thresholds="int16", leaves="uint8")),
         # wide tables: 10 classes, > 64 features (16-bit node heads), 30 deep trees
         Family("random_forest-table-int16-uint16-10-classes-wide", "trees",
                _window() + WIDE + _forest(n=30, depth=14, leaf=1, thresholds="int16",
@@ -144,7 +152,8 @@ def _dsp_families() -> list[Family]:
         Family("mfcc-mfe-pre_emphasis-decimate", "dsp",
                '[[preprocess]]\nstage = "pre_emphasis"\ncoefficient = 0.95\n\n'
                '[[preprocess]]\nstage = "decimate"\nfactor = 2\n\n'
-               + _window(500, 250) + mfcc + mfe + SMALL_FOREST, rate_hz=2000.0, seconds=4.0),
+               + _window(500, 250) + mfcc + mfe + SMALL_FOREST, rate_hz=2000.0, seconds=4.0,
+               n_channels=1),
         Family("filters-lowpass-highpass-bandpass", "dsp",
                filters + _window() + STATS + SMALL_FOREST),
         Family("bandpass-decimate-spectral", "dsp",
@@ -161,6 +170,8 @@ def _network_families() -> list[Family]:
                              "cnn1d_litert_torch_int8")]
     fixtures.append(Family("float_io-quantize-dequantize-standalone", "networks",
                            network="float_io"))
+    fixtures.append(Family("every-operator-conformance-cases-standalone", "networks",
+                           network="every_operator"))
     mlp = ('[model]\nkind = "mlp"\nhidden = [16, 8]\nepochs = 4\nvalidation_groups = 1\n'
            'seed = 0\n')
     cnn = ('[model]\nkind = "cnn1d"\nfilters = [4, 8]\nkernel_size = 5\nstride = 2\n'
@@ -207,7 +218,7 @@ def write_dataset(root: Path, family: Family) -> Path:
     data = root / f"data_{family.rate_hz:g}hz_{family.seconds:g}s_{k}x{c}"
     if data.exists():
         return data
-    staging = data.with_name(data.name + ".part")
+    staging = data.with_name(f"{data.name}.{os.getpid()}.part")  # parallel runs share it
     shutil.rmtree(staging, ignore_errors=True)
     seed = 0
     t = np.arange(int(family.seconds * family.rate_hz)) / family.rate_hz
@@ -220,7 +231,12 @@ def write_dataset(root: Path, family: Family) -> Path:
                                  + 0.3 * j - 0.1 * label for j in range(c)])
             (staging / f"class{label:02d}").mkdir(parents=True, exist_ok=True)
             np.save(staging / f"class{label:02d}" / f"{subject}_rec.npy", x.astype(np.float32))
-    staging.rename(data)
+    try:
+        staging.rename(data)
+    except OSError:  # another process wrote it first
+        if not data.exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
     return data
 
 
@@ -312,13 +328,39 @@ def float_io_graph() -> Graph:
     return g
 
 
+def every_operator_graph(seeds: range = range(3)) -> Graph:
+    """The conformance cases of every supported operator (kiloml/nn/conformance.py: random
+    shapes, options and quantization), side by side in one graph with an input and an
+    output per case, so one build runs every kernel."""
+    import dataclasses
+
+    from kiloml.nn.conformance import GENERATORS, random_case
+
+    merged = Graph(tensors=[], ops=[], inputs=[], outputs=[], name="every_operator",
+                   description="kiloml sanitizer")
+    for kind in sorted(GENERATORS):
+        for seed in seeds:
+            g, _ = random_case(kind, seed)
+            base = len(merged.tensors)
+            merged.tensors += [dataclasses.replace(t, name=f"{kind}{seed}/{t.name}")
+                               for t in g.tensors]
+            for op in g.ops:
+                merged.add_op(op.kind, [i + base if i >= 0 else -1 for i in op.inputs],
+                              [o + base for o in op.outputs], f"{kind}{seed}/{op.name}",
+                              **op.options)
+            merged.inputs += [i + base for i in g.inputs]
+            merged.outputs += [o + base for o in g.outputs]
+    return merged
+
+
 def load_network(family: Family) -> Graph:
     from kiloml.nn.analysis import validate
     from kiloml.nn.load import load_model
 
     assert family.network is not None
-    if family.network == "float_io":
-        graph = float_io_graph()
+    builtin = {"float_io": float_io_graph, "every_operator": every_operator_graph}
+    if family.network in builtin:
+        graph = builtin[family.network]()
         validate(graph)
         return graph
     return load_model(FIXTURES / family.network)
