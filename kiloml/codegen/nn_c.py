@@ -87,8 +87,8 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
     arena = f"{prefix.upper()}ARENA"
     t = graph.tensors
 
-    def ptr(index: int) -> str:
-        ctype = _CTYPES[t[index].dtype]
+    def ptr(index: int, ctype: str = "") -> str:
+        ctype = ctype or _CTYPES[t[index].dtype]  # a copy kernel takes any data as bytes
         return f"({ctype} *)({arena} + {plan.offsets[index]})"
 
     body: list[str] = []
@@ -116,7 +116,7 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
                 k = int(a.value)  # type: ignore[arg-type]
                 args.append(e.table(t[k].data, t[k].name))  # type: ignore[arg-type]
             elif a.kind in ("in", "out"):
-                args.append(ptr(int(a.value)))  # type: ignore[arg-type]
+                args.append(ptr(int(a.value), a.ctype))  # type: ignore[arg-type]
             elif a.kind == "const":
                 args.append(e.table(np.asarray(a.value), a.name or f"op {i}"))
             elif a.kind == "null":

@@ -135,13 +135,34 @@ def _weights_and_requant(call: KernelCall, graph: Graph, op: Op, p: OpParams) ->
         call.add("null")
 
 
+# Operators that only move values. TensorFlow's converter sometimes leaves one in float32
+# between a DEQUANTIZE and QUANTIZEs (an unrolled LSTM's gate SPLIT whose outputs need
+# different scales); the int8 kernel then moves 4-byte elements.
+BYTE_COPY_OPS = ("SPLIT", "UNPACK", "PACK", "CONCATENATION", "RESHAPE", "SQUEEZE",
+                 "EXPAND_DIMS")
+
+
+def is_float_copy(graph: Graph, op: Op) -> bool:
+    """A float32 operator the C runs as a copy of bytes (no arithmetic)."""
+    t = graph.tensors
+    data = [t[i] for i in (op.inputs[1:] if op.kind == "SPLIT" else op.inputs[:1]
+                           if op.kind not in ("PACK", "CONCATENATION") else op.inputs)]
+    return (op.kind in BYTE_COPY_OPS
+            and all(v.dtype == "float32" for v in [*data, *(t[i] for i in op.outputs)])
+            and op.options.get("fused_activation", "NONE") == "NONE")
+
+
 def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
-    """The kml_nn call for an int8 operator (float data only at QUANTIZE/DEQUANTIZE)."""
+    """The kml_nn call for an int8 operator (float data only at QUANTIZE/DEQUANTIZE, and
+    float32 operators that only move values, ``is_float_copy``)."""
     t = graph.tensors
     kind = op.kind
     x = t[op.inputs[1] if kind == "SPLIT" else op.inputs[0]]
     y = t[op.outputs[0]]
-    if kind not in ("QUANTIZE", "DEQUANTIZE") and (x.dtype != "int8" or y.dtype != "int8"):
+    width = 1  # bytes per element of the data a copy kernel moves
+    if is_float_copy(graph, op):
+        width = 4
+    elif kind not in ("QUANTIZE", "DEQUANTIZE") and (x.dtype != "int8" or y.dtype != "int8"):
         raise CodegenError(f"operator {op.name} ({kind}): the C kernels compute int8; "
                            f"got {x.dtype} -> {y.dtype} (quantize the model first)")
     n = x.size
@@ -329,9 +350,9 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         return call
     if kind in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
         call.kernel = "kml_copy_s8"
-        call.add("in", op.inputs[0])
-        call.add("i32", n)
-        call.add("out", op.outputs[0])
+        call.add("in", op.inputs[0], ctype="int8_t")
+        call.add("i32", n * width)
+        call.add("out", op.outputs[0], ctype="int8_t")
         call.in_place = True
         call.no_op = True
         return call
@@ -359,8 +380,8 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         call.add("const", _i32([t[i].shape[axis] for i in op.inputs]),
                  name=f"{op.name}_sizes")
         call.add("i32", int(np.prod(y.shape[:axis])))
-        call.add("i32", int(np.prod(y.shape[axis + 1:])))
-        call.add("out", op.outputs[0])
+        call.add("i32", int(np.prod(y.shape[axis + 1:])) * width)
+        call.add("out", op.outputs[0], ctype="int8_t")
         return call
     if kind == "PACK":
         # [outer][value][inner]: a concatenation of blocks one element deep on the new axis
@@ -370,8 +391,8 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         call.add("ins", list(op.inputs))
         call.add("const", _i32([1] * len(op.inputs)), name=f"{op.name}_sizes")
         call.add("i32", int(np.prod(y.shape[:axis])))
-        call.add("i32", int(np.prod(y.shape[axis + 1:])))
-        call.add("out", op.outputs[0])
+        call.add("i32", int(np.prod(y.shape[axis + 1:])) * width)
+        call.add("out", op.outputs[0], ctype="int8_t")
         return call
     if kind in ("SPLIT", "UNPACK"):
         if kind == "SPLIT":
@@ -379,10 +400,10 @@ def kernel_call(graph: Graph, op: Op, p: OpParams) -> KernelCall:
         else:
             axis = int(op.options["axis"]) % len(x.shape)
         call.kernel = "kml_split_s8"
-        call.add("in", op.inputs[1] if kind == "SPLIT" else op.inputs[0])
+        call.add("in", op.inputs[1] if kind == "SPLIT" else op.inputs[0], ctype="int8_t")
         call.add("i32", int(np.prod(x.shape[:axis])))
         call.add("i32", x.shape[axis])
-        call.add("i32", int(np.prod(x.shape[axis + 1:])))
+        call.add("i32", int(np.prod(x.shape[axis + 1:])) * width)
         call.add("i32", len(op.outputs))
         call.add("outs", list(op.outputs))
         return call

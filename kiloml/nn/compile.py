@@ -22,7 +22,7 @@ import numpy as np
 
 from kiloml.codegen.library import STRICT_CFLAGS, FirmwareLibrary
 from kiloml.codegen.nn_c import NetworkC
-from kiloml.codegen.nn_calls import CodegenError
+from kiloml.codegen.nn_calls import CodegenError, is_float_copy
 from kiloml.codegen.nn_library import write_nn_library
 from kiloml.errors import KilomlError, ToolchainError
 from kiloml.nn.graph import Graph
@@ -38,7 +38,8 @@ HOST = "host"
 def check_int8(graph: Graph, model: Path) -> None:
     float_ops = [f"{op.kind} ({op.name})" for op in graph.ops
                  if op.kind not in ("QUANTIZE", "DEQUANTIZE")
-                 and graph.tensors[op.outputs[0]].dtype != "int8"]
+                 and graph.tensors[op.outputs[0]].dtype != "int8"
+                 and not is_float_copy(graph, op)]  # a float SPLIT moves bytes only
     if float_ops:
         raise KilomlError(f"the C generator compiles int8 networks; {len(float_ops)} operators "
                           f"compute in float ({', '.join(float_ops[:3])}); quantize the model "

@@ -36,6 +36,11 @@ def trunc_div(x: np.ndarray, d: int) -> np.ndarray:
 
 def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray | int) -> np.ndarray:
     a = as_i64(a)
+    if isinstance(b, (int, np.integer)) and b != INT32_MIN:
+        # a scalar multiplier (the usual case): no overflow is possible, fewer array passes
+        ab = a * int(b)
+        high = np.abs(ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))) >> 31
+        return np.where(ab < 0, -high, high)  # C's division truncates toward zero
     b = as_i64(b)
     overflow = (a == b) & (a == INT32_MIN)
     ab = a * b
@@ -46,6 +51,11 @@ def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray | int) ->
 
 def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray | int) -> np.ndarray:
     x = as_i64(x)
+    if isinstance(exponent, (int, np.integer)):
+        if exponent == 0:
+            return x
+        mask = (1 << int(exponent)) - 1
+        return (x >> int(exponent)) + ((x & mask) > (mask >> 1) + (x < 0))
     exponent = as_i64(exponent)
     mask = (np.int64(1) << exponent) - 1
     remainder = x & mask
@@ -75,6 +85,12 @@ def multiply_by_quantized_multiplier(
     x: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarray | int
 ) -> np.ndarray:
     """TFLite's MultiplyByQuantizedMultiplier (double rounding, the TFLM default)."""
+    if isinstance(shift, (int, np.integer)) and isinstance(multiplier, (int, np.integer)):
+        left, right = max(int(shift), 0), max(-int(shift), 0)
+        shifted = wrap32(as_i64(x) * (1 << left))
+        return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted,
+                                                                            int(multiplier)),
+                                      right)
     shift = as_i64(shift)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
