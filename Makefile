@@ -15,7 +15,7 @@ SOUND_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
 APT_PROBES   := arm-none-eabi-gcc qemu-system-arm
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup system venv demo test bench lint clean
+.PHONY: setup system venv demo test bench fuzz lint clean
 
 setup: system venv
 
@@ -59,6 +59,11 @@ bench: setup
 	$(BIN)/python bench/estimator.py
 	$(BIN)/python bench/optimize.py
 	$(BIN)/python bench/search.py
+
+# Long sweeps: the generated C under ASan/UBSan with 100,000 inputs per entry point and
+# model family (bench/results/sanitizers.md).
+fuzz: setup
+	$(BIN)/python bench/sanitize.py --inputs 100000
 
 lint: venv
 	$(BIN)/ruff check .
