@@ -373,6 +373,12 @@ def _check_options(c: _Context) -> None:
                 if len(c.tensor(k).shape) != rank:
                     raise c.error(f"input {k} has rank {len(c.tensor(k).shape)}, input 0 "
                                   f"has {rank}")
+    elif kind == "PACK":
+        _axis_in_rank(c, o.get("axis", 0), rank + 1, "axis")
+        for k in range(len(op.inputs)):
+            if c.tensor(k).shape != x.shape:
+                raise c.error(f"input {k} has shape {list(c.tensor(k).shape)}, input 0 has "
+                              f"{list(x.shape)}; PACK stacks equal shapes")
     elif kind in ("MEAN", "REDUCE_MAX"):
         for a in np.atleast_1d(c.tensor(1).data).tolist():
             _axis_in_rank(c, a, rank, "reduction axis")

@@ -8,6 +8,7 @@ and skl2onnx-style graphs are written with ``onnx.helper``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -736,3 +737,184 @@ def test_error_dynamic_non_batch_dimension(tmp_path: Path) -> None:
     path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])],
                  [_vi("x", ["N", "T"])], [_vi("y", ["N", "T"])])
     assert "dynamic dimension at axis 1" in _message(path)
+
+
+# ---- hostile files: values the checker does not look at -------------------------------
+
+def _conv_model(tmp_path: Path, name: str = "conv", **attrs: object) -> Path:
+    w = RNG.standard_normal((4, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv_1", **attrs)
+    return _save(tmp_path, [node], [_vi("x", ["N", 3, 16])], [_vi("y", ["N", 4, 14])],
+                 [_init("w", w)], name=name)
+
+
+@pytest.mark.parametrize("attrs, fragments", [
+    ({"strides": [0]}, ["strides=[0]", "each value must be in [1,"]),
+    ({"strides": [1, 1]}, ["strides=[1, 1]", "1 values are needed"]),
+    ({"dilations": [0]}, ["dilations=[0]"]),
+    ({"pads": [1, 1, 1]}, ["pads=[1, 1, 1]", "2 values are needed"]),
+    ({"pads": [-1, 0]}, ["pads=[-1, 0]"]),
+    ({"pads": [4294967295, 0]}, ["pads=[4294967295, 0]"]),
+    ({"group": 0}, ["group=0"]),
+    ({"kernel_shape": [5]}, ["kernel_shape=[5]", "the weights are [3]"]),
+])
+def test_error_conv_attributes_out_of_range(tmp_path: Path, attrs: dict,
+                                            fragments: list[str]) -> None:
+    path = _conv_model(tmp_path, **attrs)
+    text = _message(path)
+    assert "node 'conv_1' (Conv)" in text
+    for fragment in fragments:
+        assert fragment in text, (fragment, text)
+
+
+def test_error_kernel_larger_than_the_padded_input(tmp_path: Path) -> None:
+    w = RNG.standard_normal((4, 3, 9)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="wide", pads=[1, 1])
+    path = _save(tmp_path, [node], [_vi("x", ["N", 3, 4])], [_vi("y", ["N", 4, 1])],
+                 [_init("w", w)])
+    assert "wide" in _message(path) and "does not fit" in _message(path)
+
+
+@pytest.mark.parametrize("opset, fragment", [
+    (6, "opset 6 of ai.onnx is not supported (supported: 7 to 28)"),
+    (99, "opset 99 of ai.onnx is not supported (supported: 7 to 28)"),
+])
+def test_error_opset_outside_the_supported_range(tmp_path: Path, opset: int,
+                                                 fragment: str) -> None:
+    path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [_vi("x", ["N", 4])],
+                 [_vi("y", ["N", 4])], opset=opset)
+    assert fragment in _message(path)
+
+
+def test_error_external_data_is_refused_without_opening_it(tmp_path: Path) -> None:
+    path = _tiny(tmp_path)
+    model = onnx.load(str(path))
+    t = model.graph.initializer[0]
+    raw = numpy_helper.to_array(t).tobytes()
+    t.ClearField("raw_data")
+    del t.float_data[:]
+    t.data_location = TensorProto.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "weights.bin"
+    (tmp_path / "weights.bin").write_bytes(raw)
+    os.mkfifo(tmp_path / "fifo.bin")  # would hang a reader that opened it
+    out = tmp_path / "external.onnx"
+    onnx.save(model, str(out))
+    text = _message(out)
+    assert "initializer 'w'" in text and "external data ('weights.bin')" in text
+    entry.value = "fifo.bin"
+    onnx.save(model, str(out))
+    assert "external data ('fifo.bin')" in _message(out)
+
+
+def test_error_initializer_data_does_not_match_its_dims(tmp_path: Path) -> None:
+    path = _tiny(tmp_path)
+    model = onnx.load(str(path))
+    t = model.graph.initializer[0]
+    t.raw_data = t.raw_data[:-4]
+    onnx.save(model, str(path))
+    text = _message(path)
+    assert "initializer 'w'" in text and "raw_data has 44 bytes" in text and "need 48" in text
+    t.dims[:] = [3, 1 << 40]
+    onnx.save(model, str(path))
+    assert "more than" in _message(path) or "per tensor" in _message(path)
+
+
+def test_error_huge_input_shape(tmp_path: Path) -> None:
+    path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])],
+                 [_vi("x", ["N", 1 << 30])], [_vi("y", ["N", 1 << 30])])
+    assert "more than 16,777,216 elements" in _message(path)
+
+
+@pytest.mark.parametrize("op, attrs, shapes, fragment", [
+    ("Concat", {"axis": 5}, ([3, 4], [3, 4], [3, 8]), "axis=5"),
+    ("Softmax", {"axis": -7}, ([3, 4], None, [3, 4]), "axis=-7"),
+    ("Flatten", {"axis": 9}, ([3, 4, 2], None, [3, 8]), "axis=9"),
+    ("Transpose", {"perm": [0, 0, 1]}, ([3, 4, 2], None, [3, 4, 2]), "perm=[0, 0, 1]"),
+    ("Transpose", {"perm": [0, 1]}, ([3, 4, 2], None, [3, 4, 2]), "perm=[0, 1]"),
+])
+def test_error_axes_and_permutations_out_of_range(tmp_path: Path, op: str, attrs: dict,
+                                                  shapes: tuple, fragment: str) -> None:
+    a, b, y = shapes
+    ins = ["x", "x2"] if b is not None else ["x"]
+    vis = [_vi("x", ["N", *a[1:]])] + ([_vi("x2", ["N", *b[1:]])] if b is not None else [])
+    path = _save(tmp_path, [helper.make_node(op, ins, ["y"], name="n1", **attrs)], vis,
+                 [_vi("y", ["N", *y[1:]])])
+    text = _message(path)
+    assert "n1" in text and fragment in text, text
+
+
+def _batchnorm(tmp_path: Path, variance: np.ndarray, **attrs: object) -> Path:
+    c = 3
+    inits = [_init("s", np.ones(c, np.float32)), _init("b", np.zeros(c, np.float32)),
+             _init("m", np.zeros(c, np.float32)), _init("v", variance.astype(np.float32))]
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn",
+                            **attrs)
+    return _save(tmp_path, [node], [_vi("x", ["N", c, 8])], [_vi("y", ["N", c, 8])], inits)
+
+
+def test_error_batchnorm_statistics(tmp_path: Path) -> None:
+    text = _message(_batchnorm(tmp_path, np.array([1.0, -0.5, 1.0])))
+    assert "bn" in text and "variance of channel 1 is -0.5" in text
+    text = _message(_batchnorm(tmp_path, np.array([1.0, np.nan, 1.0])))
+    assert "the variance holds NaN or inf" in text
+    text = _message(_batchnorm(tmp_path, np.ones(2)))
+    assert "the variance has shape [2]; [3] is needed" in text
+    text = _message(_batchnorm(tmp_path, np.ones(3), epsilon=float("nan")))
+    assert "epsilon=nan" in text
+    text = _message(_batchnorm(tmp_path, np.zeros(3), epsilon=0.0))
+    assert "variance + epsilon is 0" in text
+
+
+def test_error_nan_coefficients_in_attributes(tmp_path: Path) -> None:
+    w = RNG.standard_normal((3, 4)).astype(np.float32)
+    path = _save(tmp_path, [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1,
+                                             alpha=float("nan"), name="g")],
+                 [_vi("x", ["N", 4])], [_vi("y", ["N", 3])], [_init("w", w)])
+    assert "alpha=nan" in _message(path)
+    path = _save(tmp_path, [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1,
+                                             alpha=1e30, name="g")],
+                 [_vi("x", ["N", 4])], [_vi("y", ["N", 3])], [_init("w", w * 1e10)])
+    assert "alpha x weights is not finite in float32" in _message(path)
+    path = _save(tmp_path, [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1, name="g")],
+                 [_vi("x", ["N", 4])], [_vi("y", ["N", 3])],
+                 [_init("w", np.full((3, 4), np.inf, np.float32))])
+    assert "not finite" in _message(path)
+
+
+def test_error_division_by_a_zero_constant(tmp_path: Path) -> None:
+    path = _save(tmp_path, [helper.make_node("Div", ["x", "d"], ["y"], name="div")],
+                 [_vi("x", ["N", 4])], [_vi("y", ["N", 4])],
+                 [_init("d", np.array([1, 0, 2, 3], np.float32))])
+    assert "div" in _message(path) and "holds 0" in _message(path)
+
+
+def test_error_reshape_targets(tmp_path: Path) -> None:
+    for target, fragment in (([-1, -1], "at most one -1"), ([1, 0, 0, 0], "a 0 copies"),
+                             ([5, 5], "cannot reshape")):
+        path = _save(tmp_path, [helper.make_node("Reshape", ["x", "s"], ["y"], name="r")],
+                     [_vi("x", [1, 4])], [_vi("y", [1, 4])],
+                     [_init("s", np.array(target, np.int64))], name=f"r{len(target)}")
+        assert fragment in _message(path), target
+
+
+def test_error_axes_from_an_activation(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("ReduceMean", ["x", "r"], ["y"], name="mean")]
+    path = _save(tmp_path, nodes, [_vi("x", ["N", 4])], [_vi("y", ["N", 1])], opset=18)
+    text = _message(path)
+    assert "mean" in text and "the axes (input 1) must be a constant" in text
+
+
+def test_error_string_attribute_that_is_not_utf8(tmp_path: Path) -> None:
+    path = _conv_model(tmp_path)
+    model = onnx.load(str(path))
+    model.graph.node[0].attribute.append(helper.make_attribute("auto_pad", b"\xff\xfe"))
+    onnx.save(model, str(path))
+    assert "auto_pad=" in _message(path)
+
+
+def test_error_too_many_nodes(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Identity", [f"v{i}"], [f"v{i + 1}"]) for i in range(10_001)]
+    path = _save(tmp_path, nodes, [_vi("v0", ["N", 4])], [_vi("v10001", ["N", 4])])
+    assert "10,001 nodes" in _message(path)

@@ -836,3 +836,116 @@ def test_converter_fixture(path: Path) -> None:
                     strict=True):
         np.testing.assert_array_equal(a, b)
     assert_same_graph(g, parse_tflite(write_tflite(g), name=g.name))
+
+
+# ---------------------------------------------------------------------------
+# hostile files: every structural field checked before it is read
+# ---------------------------------------------------------------------------
+
+def _root(data: bytearray) -> tuple[int, int]:
+    """(root table position, its vtable position)."""
+    pos = int.from_bytes(data[:4], "little")
+    return pos, pos - int.from_bytes(data[pos:pos + 4], "little", signed=True)
+
+
+def test_vtable_outside_the_file(tmp_path: Path) -> None:
+    data = bytearray(write_tflite(g_fc()))
+    pos, _ = _root(data)
+    data[pos:pos + 4] = (-len(data)).to_bytes(4, "little", signed=True)
+    message = load_error(bytes(data), tmp_path)
+    assert "model: the table at byte" in message and "has its vtable at byte" in message
+
+
+def test_field_outside_its_table(tmp_path: Path) -> None:
+    data = bytearray(write_tflite(g_fc()))
+    _, vt = _root(data)
+    data[vt + 2:vt + 4] = (6).to_bytes(2, "little")  # the table claims 6 bytes
+    message = load_error(bytes(data), tmp_path)
+    assert "model: field '" in message and "outside its table of 6 bytes" in message
+
+
+def test_offset_outside_the_file(tmp_path: Path) -> None:
+    data = bytearray(write_tflite(g_fc()))
+    pos, vt = _root(data)
+    field = pos + int.from_bytes(data[vt + 8:vt + 10], "little")  # Model.subgraphs
+    data[field:field + 4] = (0x7FFFFFF0).to_bytes(4, "little")
+    message = load_error(bytes(data), tmp_path)
+    assert "model: field 'subgraphs': offset at byte" in message
+    assert "outside the file" in message
+
+
+def test_overlapping_tables_are_bounded() -> None:
+    """A vector of many offsets to one table holding a long vector: reading it all would
+    cost n^2; the budget stops it."""
+    from kiloml.nn.flatbuffer import Flatbuffer, FlatbufferError
+
+    n = 2000
+    builder = flatbuffers.Builder(0)
+    builder.StartVector(4, n, 4)
+    for v in range(n):
+        builder.PrependInt32(v)
+    numbers = builder.EndVector()
+    builder.StartObject(1)
+    builder.PrependUOffsetTRelativeSlot(0, numbers, 0)
+    shared = builder.EndObject()
+    builder.StartVector(4, n, 4)
+    for _ in range(n):
+        builder.PrependUOffsetTRelative(shared)
+    tables = builder.EndVector()
+    builder.StartObject(1)
+    builder.PrependUOffsetTRelativeSlot(0, tables, 0)
+    builder.Finish(builder.EndObject())
+    data = bytes(builder.Output())
+    start = time.monotonic()
+    vec = Flatbuffer(data).root("root").tables(4, "tables", "table {i}")
+    with pytest.raises(FlatbufferError, match="tables overlap"):
+        for i in range(len(vec)):
+            vec[i].numbers(4, "int32", "numbers")
+    assert time.monotonic() - start < 2
+
+
+def _set_shape(model: schema.ModelT, shape: list[int]) -> None:
+    t = model.subgraphs[0].tensors[0]
+    t.shape = t.shapeSignature = np.array(shape, np.int32)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda m: setattr(m.subgraphs[0].operators[0], "opcodeIndex", 7),
+     "subgraph 0 operator 0: operator code 7, the model has 1"),
+    (lambda m: setattr(m.subgraphs[0], "outputs", np.array([99], np.int32)),
+     "subgraph 0: output 0 is tensor 99, the subgraph has"),
+    (lambda m: setattr(m.subgraphs[0].tensors[1], "buffer", 99),
+     "tensor 1 'w': refers to buffer 99, the model has"),
+    (lambda m: _set_shape(m, [1] * 9), "has rank 9; kiloml supports at most 8"),
+    (lambda m: _set_shape(m, [1, 1 << 30]),
+     "1,073,741,824 elements; kiloml supports at most 16,777,216"),
+    (lambda m: _set_shape(m, [1, -2]), "dynamic or invalid shape [1, -2]"),
+    (lambda m: setattr(m.subgraphs[0].tensors[0], "shapeSignature", np.array([-1, -1],
+                                                                             np.int32)),
+     "dimension 1 is dynamic (shape_signature [-1, -1])"),
+    (lambda m: setattr(m.subgraphs[0].tensors[0], "shapeSignature", np.array([1], np.int32)),
+     "shape_signature [1] and shape [1, 8] differ in rank"),
+    (lambda m: setattr(m.subgraphs[0].tensors[0], "shapeSignature", np.array([1, 9],
+                                                                            np.int32)),
+     "shape_signature [1, 9] disagrees with shape [1, 8]"),
+    (lambda m: setattr(m.subgraphs[0].tensors[0].quantization, "quantizedDimension", 5),
+     "quantized_dimension 5 is outside the rank 2"),
+    (lambda m: setattr(m.subgraphs[0].tensors[0].quantization, "zeroPoint",
+                       np.array([1, 2], np.int64)),
+     "1 scales and 2 zero points"),
+    (lambda m: setattr(m.subgraphs[0].operators[0], "builtinOptionsType",
+                       schema.BuiltinOptions.Conv2DOptions),
+     "carries builtin options of type Conv2DOptions, expected FullyConnectedOptions"),
+])
+def test_structural_fields_are_checked(change: Callable[[schema.ModelT], None], fragment: str,
+                                       tmp_path: Path) -> None:
+    message = load_error(patched(write_tflite(g_fc()), change), tmp_path)
+    assert fragment in message, message
+
+
+def test_strings_with_invalid_utf8_are_replaced(tmp_path: Path) -> None:
+    def rename(model: schema.ModelT) -> None:
+        model.subgraphs[0].tensors[0].name = b"x\xff\xfe"
+
+    g = parse_tflite(patched(write_tflite(g_fc()), rename))
+    assert g.tensors[g.inputs[0]].name == "x\ufffd\ufffd"
