@@ -1,0 +1,121 @@
+"""A fuzz worker: a child process that runs many mutants through kiloml's loaders.
+
+Protocol: one JSON job per line on stdin ({"format", "path", "project"}), one JSON
+result per line on the file descriptor given as argv[1] (stdout and stderr go to
+/dev/null and a log: kiloml prints progress bars). Per job the worker runs what
+the commands run:
+
+- models (tflite, onnx): ``load_model`` (parse + validation), ``describe_graph``
+  (`model info`), then ``load_inputs`` + ``model_outputs`` (`model run`) on one
+  input of the model's own shape and dtype;
+- recordings and project files: ``prepare_data(load_project(kiloml.toml))``.
+
+Outcomes: "loaded", "error" (a KilomlError, one line), "other" (anything else,
+with the traceback and the fault site: exception type and the innermost kiloml
+frame). RuntimeWarnings are errors here, so numpy overflow / invalid casts count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def fault_site(exc: BaseException) -> str:
+    """'<type> at <file>:<line> (<function>)' of the innermost frame in kiloml (else the
+    innermost frame): the place to fix."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/kiloml/" in f.filename and "/tests/" not in f.filename]
+    frame = (ours or frames or [None])[-1]
+    kind = type(exc).__name__
+    if frame is None:
+        return kind
+    name = frame.filename
+    name = os.path.relpath(name, REPO) if str(REPO) in name else "/".join(Path(name).parts[-3:])
+    return f"{kind} at {name}:{frame.lineno} ({frame.name})"
+
+
+def example_input(graph) -> np.ndarray:
+    """One input of the model input's shape and dtype (fixed seed)."""
+    t = graph.tensors[graph.inputs[0]]
+    rng = np.random.default_rng(0)
+    shape = (1, *t.shape[1:])
+    if np.dtype(t.dtype).kind == "f":
+        return rng.standard_normal(shape).astype(t.dtype)
+    info = np.iinfo(t.dtype) if np.dtype(t.dtype).kind in "iu" else None
+    if info is None:
+        return np.zeros(shape, t.dtype)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(t.dtype)
+
+
+def run_model_job(path: Path) -> None:
+    from kiloml.nn.load import load_inputs, load_model
+    from kiloml.nn.model_cli import describe_graph, input_layout, model_outputs
+
+    graph = load_model(path)
+    describe_graph(graph, path)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return  # `model run` refuses these with a KilomlError before running
+    x_path = path.with_name("inputs.npy")
+    np.save(x_path, example_input(graph))
+    x = load_inputs(x_path, graph, input_layout(graph, path))
+    model_outputs(graph, path, x)
+
+
+def run_project_job(toml: Path) -> None:
+    from kiloml.project import load_project
+    from kiloml.run import prepare_data
+
+    prepare_data(load_project(toml), announce=False)
+
+
+def main() -> None:
+    result_fd = int(sys.argv[1])
+    results = os.fdopen(result_fd, "w", buffering=1)
+    log = open(sys.argv[2], "a", buffering=1) if len(sys.argv) > 2 else open(os.devnull, "w")  # noqa: SIM115
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    warnings.simplefilter("error", RuntimeWarning)
+    from kiloml.errors import KilomlError
+    from kiloml.nn import load, model_cli, onnx_import, reference  # noqa: F401  (import once)
+    from kiloml.project import load_project  # noqa: F401
+    from kiloml.run import prepare_data  # noqa: F401
+
+    results.write(json.dumps({"ready": True}) + "\n")
+
+    for line in sys.stdin:
+        job = json.loads(line)
+        reply: dict[str, object] = {"id": job["id"]}
+        try:
+            if job["format"] in ("tflite", "onnx"):
+                run_model_job(Path(job["path"]))
+            else:
+                run_project_job(Path(job["project"]))
+            reply["outcome"] = "loaded"
+        except KilomlError as exc:
+            message = str(exc)
+            reply["outcome"] = "error" if "\n" not in message else "other"
+            reply["message"] = message[:400]
+            if reply["outcome"] == "other":
+                reply["site"] = "multi-line KilomlError"
+                reply["traceback"] = message
+        except Exception as exc:  # everything else is a finding
+            reply.update(outcome="other", site=fault_site(exc), message=str(exc)[:400],
+                         traceback="".join(traceback.format_exception(exc))[-20000:])
+        results.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path[:0] = [str(HERE), str(REPO / "tests")]
+    main()
