@@ -8,6 +8,7 @@ closest known key ("did you mean ...").
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 import typing
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kiloml.data.files import decode_utf8, read_regular
 from kiloml.errors import KilomlError
 
 STATISTICS = (
@@ -554,17 +556,17 @@ def line_of_setting(project: LoadedProject, where: str | None) -> int | None:
     return locate(project, tuple(m.group(1).split(".")), m.group(2))
 
 
+MAX_PROJECT_BYTES = 1 << 22  # a project file is a few kB; a bigger one is not a project file
+
+
 def load_project(path: str | Path) -> LoadedProject:
     """Read and validate a project file (or a folder holding ``kiloml.toml``)."""
     p = Path(path)
     if p.is_dir():
         p = p / "kiloml.toml"
-    if not p.exists():
+    if not os.path.lexists(p):
         raise KilomlError("project file not found", file=p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KilomlError(f"cannot read project file: {exc}", file=p) from None
+    text = decode_utf8(read_regular(p, p, MAX_PROJECT_BYTES, "project file"), p, "project file")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -6,22 +6,31 @@ group (subject, session, device) that must be constant within one file.
 
 Accepted dialects: comma, semicolon or tab delimiters (detected from the
 header), a decimal comma with semicolon delimiters, a UTF-8 byte-order mark,
-and lines starting with '#' (comments, e.g. a logger's metadata) anywhere.
+LF, CRLF or CR line ends, and lines starting with '#' (comments, e.g. a logger's
+metadata) anywhere. Refused with the line: other encodings (UTF-16, Latin-1: save
+as UTF-8), NUL bytes, files over MAX_CSV_BYTES, lines over MAX_LINE_BYTES, more
+than MAX_COLUMNS columns.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kiloml.data.files import decode_utf8, read_regular
 from kiloml.errors import KilomlError
 from kiloml.project import DataConfig
 
 RATE_TOLERANCE = 0.05  # a derived rate more than 5% off the declared one is an error
+# Bounds on what one CSV recording may hold, checked before parsing it.
+MAX_CSV_BYTES = 1 << 30
+MAX_LINE_BYTES = 1 << 20
+MAX_COLUMNS = 4096
 DELIMITERS = (",", ";", "\t")
 # Header names taken as the timestamp column when the project names neither a
 # timestamp column nor the channels (so a logger's time column is not a feature).
@@ -44,50 +53,65 @@ def _is_comment(text: str) -> bool:
 
 
 def read_table(path: Path, display: str) -> CsvTable:
+    raw = read_regular(path, display, MAX_CSV_BYTES, "CSV file")
+    _check_line_lengths(raw, display)
+    text = decode_utf8(raw, display, "CSV file")
+    first = ""
+    for line in io.StringIO(text, newline=""):
+        if line.strip() and not _is_comment(line):
+            first = line
+            break
+    if not first:
+        raise KilomlError("the CSV file is empty (no header, no rows)", file=display)
+    delimiter = max(DELIMITERS, key=first.count)
+    header: list[str] | None = None
+    header_at = 1
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    # newline="" semantics: the reader itself takes \n, \r\n and \r as line ends
+    # strict: a quote left open (which would swallow the rest of the file into one
+    # cell) or text after a closing quote is an error, not a silent merge
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            first = ""
-            for line in f:
-                if line.strip() and not _is_comment(line):
-                    first = line
-                    break
-            if not first:
-                raise KilomlError("the CSV file is empty (no header, no rows)", file=display)
-            delimiter = max(DELIMITERS, key=first.count)
-            f.seek(0)
-            reader = csv.reader(f, delimiter=delimiter)
-            header: list[str] | None = None
-            header_at = 1
-            rows: list[list[str]] = []
-            lines: list[int] = []
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row) or _is_comment(row[0]):
-                    continue
-                if header is None:
-                    header = [h.strip() for h in row]
-                    header_at = line
-                    _check_header(header, display, line)
-                    continue
-                if len(row) != len(header):
-                    raise KilomlError(
-                        f"expected {len(header)} columns as in the header, found {len(row)}",
-                        file=display, line=line)
-                rows.append(row)
-                lines.append(line)
-    except UnicodeDecodeError:
-        raise KilomlError("not a UTF-8 text file", file=display) from None
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row) or _is_comment(row[0]):
+                continue
+            if header is None:
+                header = [h.strip() for h in row]
+                header_at = line
+                _check_header(header, display, line)
+                continue
+            if len(row) != len(header):
+                raise KilomlError(
+                    f"expected {len(header)} columns as in the header, found {len(row)}",
+                    file=display, line=line)
+            rows.append(row)
+            lines.append(line)
     except csv.Error as exc:
-        raise KilomlError(f"malformed CSV: {exc}", file=display) from None
-    except OSError as exc:
-        raise KilomlError(f"cannot read file: {exc.strerror}", file=display) from None
+        raise KilomlError(f"malformed CSV: {exc}", file=display, line=reader.line_num) from None
     assert header is not None
     if not rows:
         raise KilomlError("the CSV file has a header but no data rows", file=display)
     return CsvTable(header, rows, lines, delimiter, header_at)
 
 
+def _check_line_lengths(raw: bytes, display: str) -> None:
+    """No line longer than MAX_LINE_BYTES (before the csv module builds rows from it)."""
+    ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 0x0A)
+    bounds = np.concatenate([[-1], ends, [len(raw)]])
+    lengths = np.diff(bounds) - 1
+    if len(lengths) and int(lengths.max()) > MAX_LINE_BYTES:
+        line = int(np.argmax(lengths > MAX_LINE_BYTES)) + 1
+        raise KilomlError(f"line of {int(lengths[line - 1]):,} bytes, more than kiloml reads "
+                          f"in one line ({MAX_LINE_BYTES:,}); is this a CSV recording?",
+                          file=display, line=line)
+
+
 def _check_header(header: list[str], display: str, line: int) -> None:
+    if len(header) > MAX_COLUMNS:
+        raise KilomlError(f"the header has {len(header):,} columns, more than kiloml reads "
+                          f"({MAX_COLUMNS:,})", file=display, line=line)
     seen: set[str] = set()
     for i, name in enumerate(header):
         if not name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 from scipy import signal
 
 from kiloml.data.csv_ingest import RATE_TOLERANCE, read_csv_recording
+from kiloml.data.files import find_files, what_is
 from kiloml.data.npy_ingest import read_npy
 from kiloml.data.public import load_basic_motions, load_watch
 from kiloml.data.recording import MAX_RECORDING_VALUES, Recording
@@ -19,6 +21,8 @@ from kiloml.progress import track
 from kiloml.project import DataConfig, LoadedProject, locate
 
 DEFAULT_GLOBS = {"csv": "**/*.csv", "wav": "**/*.wav", "npy": "**/*.np[yz]"}
+DATA_SUFFIXES = {"csv": {".csv", ".tsv", ".txt"}, "wav": {".wav", ".wave"},
+                 "npy": {".npy", ".npz"}}
 
 
 def load_recordings(project: LoadedProject) -> list[Recording]:
@@ -43,18 +47,58 @@ def load_recordings(project: LoadedProject) -> list[Recording]:
 
 
 def list_files(project: LoadedProject, cfg: DataConfig) -> tuple[Path, list[Path]]:
+    """The data folder and its recording files (sorted), each a regular file. Anything
+    else the glob names (a FIFO, a device, a socket, a broken or looping link, a folder
+    named like a recording) is an error, never skipped in silence."""
     assert cfg.path is not None
     base = project.resolve(cfg.path)
-    if not base.exists():
+    if not os.path.lexists(base):
         raise KilomlError("data path not found", file=base, where="[data] path")
-    if base.is_file():
+    if not base.is_dir():
+        kind = what_is(base)
+        if kind is not None:
+            raise KilomlError(f"the data path is {kind}", file=base, where="[data] path")
         return base.parent, [base]
-    pattern = cfg.glob or DEFAULT_GLOBS[cfg.source]
-    files = sorted(p for p in base.glob(pattern) if p.is_file())
+    pattern = cfg.glob if cfg.glob is not None else DEFAULT_GLOBS[cfg.source]
+    parts = Path(pattern).parts
+    if not pattern or Path(pattern).is_absolute() or ".." in parts:
+        raise KilomlError(f"glob '{pattern}' must be a pattern inside the data folder (no "
+                          f"absolute path, no '..')", file=project.path,
+                          line=locate(project, ("data",), "glob"), where="[data] glob")
+    matches = find_files(base, pattern)
+    files = []
+    for p in matches:
+        kind = what_is(p)
+        if kind is None:
+            files.append(p)
+        elif kind.startswith("a folder"):
+            if p.suffix.lower() in DATA_SUFFIXES[cfg.source]:
+                raise KilomlError(f"a folder named like a recording matches '{pattern}'; "
+                                  f"rename it or narrow [data] glob", file=_display(p))
+        else:
+            raise KilomlError(f"matches '{pattern}' but is {kind}", file=_display(p))
     if not files:
-        raise KilomlError(f"no files match '{pattern}' in this folder", file=base,
+        empty = not any(base.iterdir())
+        raise KilomlError("the data folder is empty" if empty else
+                          f"no files match '{pattern}' in this folder", file=base,
                           where="[data] path")
+    if cfg.label_from_folder:
+        _check_class_folders(base, files, pattern)
     return base, files
+
+
+def _check_class_folders(base: Path, files: list[Path], pattern: str) -> None:
+    """With label_from_folder, each folder directly in the data folder is a class: one
+    holding no recording is a class with no data, said rather than dropped."""
+    if not any(f.parent.parent == base for f in files):
+        return  # the files are not laid out as <class>/<file>
+    used = {f.relative_to(base).parts[0] for f in files if f.parent != base}
+    for child in sorted(base.iterdir()):
+        if child.name.startswith(".") or child.name in used or not child.is_dir():
+            continue
+        raise KilomlError(f"the class folder '{child.name}' holds no file matching "
+                              f"'{pattern}': add its recordings or remove the folder",
+                              file=_display(child))
 
 
 def _from_name(pattern: str | None, relative: str, what: str, display: str) -> str | None:
