@@ -360,6 +360,8 @@ LIST = b"LIST" + struct.pack("<I", 5) + b"INFOx" + b"\x00"  # an odd-sized chunk
     (wav(fmt_size=10), "the 'fmt ' chunk has 10 bytes"),
     (wav(data_size=10**6), "chunk 'data' at byte 36 declares 1,000,000 bytes, only 20 follow"),
     (wav(riff_size=10**6), "the RIFF header says the file has 1,000,008 bytes, it has 64"),
+    (wav(riff_size=40), "chunk 'data' at byte 36 ends at byte 64, past the 48 bytes the RIFF "
+                        "header declares"),
     (wav(data=b"\x00" * 21), "data chunk of 21 bytes is not a whole number of 2-byte frames"),
     (wav(data=b""), "no samples (empty data chunk)"),
     (wav(chunks=[b"fmt"]), "no data chunk"),
@@ -368,8 +370,8 @@ LIST = b"LIST" + struct.pack("<I", 5) + b"INFOx" + b"\x00"  # an odd-sized chunk
     (wav(tag=0xFFFE, fmt_size=18), "an extensible 'fmt ' chunk needs 40 bytes"),
 ], ids=["short", "not-riff", "bits0", "bits40", "float16", "mu-law", "channels0",
         "channels5000", "rate0", "block-align", "8bit-container", "byte-rate", "fmt-short",
-        "data-beyond-file", "riff-beyond-file", "partial-frame", "empty-data", "no-data",
-        "no-fmt", "data-first", "extensible-short"])
+        "data-beyond-file", "riff-beyond-file", "riff-too-small", "partial-frame",
+        "empty-data", "no-data", "no-fmt", "data-first", "extensible-short"])
 def test_malformed_wav_headers(tmp_path: Path, content: bytes, fragment: str) -> None:
     refused(tmp_path, "wav", "a.wav", content, fragment)
 
@@ -486,10 +488,11 @@ GOOD_CSV = "t,a\n" + "".join(f"{i * 0.02:.2f},{i}\n" for i in range(10))
     (b"t," + b"1" * (2 << 20) + b"\n0,1\n", ":1: line of 2,097,154 bytes"),
     (("," .join(f"c{i}" for i in range(5000)) + "\n").encode(), "the header has 5,000 columns"),
     (("t,a\n0," + "1" * 200_000 + "\n").encode(), ":2: malformed CSV: field larger than"),
+    (b"\n,,\n ,\n", "the CSV file has no header: every line is blank"),
     (b"t,a\n0,\"1\n", ":2: malformed CSV: unexpected end of data"),
     (b't,a\n0,"1"2\n', ":2: malformed CSV: ',' expected after '\"'"),
 ], ids=["utf16-bom", "utf16-no-bom", "nul", "latin1", "long-line", "columns", "big-field",
-        "open-quote", "text-after-quote"])
+        "empty-cells", "open-quote", "text-after-quote"])
 def test_malformed_csv_text(tmp_path: Path, content: bytes, fragment: str) -> None:
     refused(tmp_path, "csv", "a.csv", content, fragment)
 

@@ -90,7 +90,9 @@ def read_table(path: Path, display: str) -> CsvTable:
             lines.append(line)
     except csv.Error as exc:
         raise KilomlError(f"malformed CSV: {exc}", file=display, line=reader.line_num) from None
-    assert header is not None
+    if header is None:  # every line is blank, a comment or empty cells (",,,")
+        raise KilomlError("the CSV file has no header: every line is blank, a comment or "
+                          "empty cells", file=display)
     if not rows:
         raise KilomlError("the CSV file has a header but no data rows", file=display)
     return CsvTable(header, rows, lines, delimiter, header_at)

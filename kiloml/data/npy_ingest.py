@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import struct
 import tokenize
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -31,7 +32,7 @@ MAX_ARRAY_BYTES = 8 * MAX_RECORDING_VALUES  # any one array, whatever its dtype
 MAX_MEMBERS = 64  # arrays in one NPZ archive
 # what numpy's header parser (ast / tokenize), zipfile and zlib raise on damaged input
 _READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, struct.error,
-                RuntimeError, NotImplementedError, SyntaxError, KeyError, TypeError,
+                RuntimeError, NotImplementedError, SyntaxError, LookupError, TypeError,
                 tokenize.TokenError, OverflowError, MemoryError, RecursionError,
                 UnicodeDecodeError)
 
@@ -134,11 +135,13 @@ def _read_array(stream: BinaryIO, available: int, display: str, what: str,
                 role: str) -> np.ndarray:
     """One .npy array from a stream holding ``available`` bytes, header checked first."""
     version = npformat.read_magic(stream)
-    if version == (1, 0):
-        shape, fortran, dtype = npformat.read_array_header_1_0(stream)
-    elif version == (2, 0):
-        shape, fortran, dtype = npformat.read_array_header_2_0(stream)
-    else:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (a Python 2 header: numpy warns, then parses it)
+        if version == (1, 0):
+            shape, fortran, dtype = npformat.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = npformat.read_array_header_2_0(stream)
+    if version not in ((1, 0), (2, 0)):
         raise KilomlError(f"{what}: NPY format version {version[0]}.{version[1]} is not "
                           f"supported (1.0 and 2.0 are)", file=display)
     header_bytes = stream.tell() if stream.seekable() else None

@@ -114,12 +114,15 @@ def check_wav_header(f: BinaryIO, file_size: int, display: str) -> WavFormat:
     if declared > file_size:
         raise fail(f"the RIFF header says the file has {declared:,} bytes, it has "
                    f"{file_size:,} (truncated?)")
+    # scipy walks the chunks the RIFF size covers: so does this check (a data chunk past
+    # a too-small RIFF size would be a chunk scipy never reads)
+    end = min(declared, file_size)
     fmt: WavFormat | None = None
     for _ in range(MAX_CHUNKS):
         at = f.tell()
-        chunk = f.read(8)
-        if len(chunk) < 8:
+        if at + 8 > end:
             break
+        chunk = f.read(8)
         name = chunk[:4]
         (size,) = struct.unpack(order + "I", chunk[4:8])
         if name == b"data" and data_size_64 is not None and size == 0xFFFFFFFF:
@@ -128,6 +131,9 @@ def check_wav_header(f: BinaryIO, file_size: int, display: str) -> WavFormat:
         if size > file_size - at - 8:
             raise fail(f"chunk '{shown}' at byte {at} declares {size:,} bytes, only "
                        f"{file_size - at - 8:,} follow (truncated?)")
+        if at + 8 + size > end:
+            raise fail(f"chunk '{shown}' at byte {at} ends at byte {at + 8 + size:,}, past "
+                       f"the {declared:,} bytes the RIFF header declares")
         if name == b"fmt ":
             fmt = _format_chunk(f.read(size), order, fail)
         elif name == b"data":
