@@ -23,23 +23,19 @@ REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(REPO / "tests")]
 
 from formats import FORMATS  # noqa: E402
-from mutate import Mutator  # noqa: E402
 from pool import Job, Result, WorkerPool, keep_reproducer  # noqa: E402
+from source import MutantSource  # noqa: E402
 
 REPRODUCERS = REPO / "build" / "fuzz-reproducers"
 MODEL_FORMATS = ("tflite", "onnx")
 
 
-def jobs(fmt: str, count: int, campaign: str) -> Iterator[Job]:
-    """``count`` mutants of the format's seeds, round robin, keyed for reproduction."""
-    seeds = FORMATS[fmt].seeds()
-    mutators = [Mutator(s.data, s.fields, FORMATS[fmt].text, FORMATS[fmt].semantic)
-                for s in seeds]
+def jobs(source: MutantSource, count: int, campaign: str) -> Iterator[Job]:
+    """``count`` mutants of the format's seeds, round robin, keyed for reproduction (the
+    workers generate the bytes from the key)."""
     for i in range(count):
-        k = i % len(seeds)
-        key = f"{campaign}:{fmt}:{seeds[k].name}:{i}"
-        data, what = mutators[k].mutant(key)
-        yield Job(fmt, key, seeds[k].name, what, data)
+        k, key = source.key(campaign, i)
+        yield Job(source.format, key, k, source.seeds[k].name)
 
 
 @dataclass
@@ -64,24 +60,26 @@ def run_format(fmt: str, count: int, *, workers: int, timeout_s: float, campaign
                reproducers: Path = REPRODUCERS, scratch: Path | None = None) -> FormatSummary:
     summary = FormatSummary(fmt)
     start = time.monotonic()
+    source = MutantSource(fmt)
     with tempfile.TemporaryDirectory(prefix=f"kiloml-fuzz-{fmt}-", dir=scratch) as tmp:
         pool = WorkerPool(workers, timeout_s, Path(tmp))
         try:
-            for result in pool.run(jobs(fmt, count, campaign)):
-                _record(summary, result, reproducers)
+            for result in pool.run(jobs(source, count, campaign)):
+                _record(summary, result, source, reproducers)
         finally:
             pool.close()
     summary.seconds = time.monotonic() - start
     return summary
 
 
-def _record(summary: FormatSummary, result: Result, reproducers: Path) -> None:
+def _record(summary: FormatSummary, result: Result, source: MutantSource,
+            reproducers: Path) -> None:
     summary.mutants += 1
     summary.outcomes[result.outcome] += 1
     summary.slowest_s = max(summary.slowest_s, result.seconds)
     if result.outcome == "other":
         summary.sites[result.site] += 1
-        path = keep_reproducer(result, reproducers)
+        path = keep_reproducer(result, source, reproducers)
         summary.reproducers.setdefault(result.site, str(path.relative_to(REPO))
                                        if path.is_relative_to(REPO) else str(path))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from formats import FORMATS
+from source import MutantSource
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -35,9 +36,10 @@ READY_TIMEOUT_S = 120.0
 class Job:
     format: str
     key: str  # the mutation key (reproduces the mutant)
+    seed_index: int
     seed: str
-    description: str
-    data: bytes
+    description: str = ""  # filled in from the worker's answer
+    payload: str | None = None  # the "selftest" format's behaviour (tests of the pool)
 
 
 @dataclass
@@ -127,6 +129,8 @@ class WorkerPool:
 
     # ---- running ----------------------------------------------------------------------------
     def _space(self, w: _Worker, fmt: str) -> tuple[Path, Path | None]:
+        if fmt not in FORMATS:
+            return w.root / fmt, None
         if fmt not in w.spaces:
             w.spaces[fmt] = FORMATS[fmt].workspace(w.root / fmt)
         return w.spaces[fmt]
@@ -135,11 +139,12 @@ class WorkerPool:
         if w.proc is None:
             self._start(w)
         target, project = self._space(w, job.format)
-        target.write_bytes(job.data)
         w.job, w.job_id = job, w.job_id + 1
         w.started = time.monotonic()
         w.deadline = w.started + self.timeout_s
-        line = json.dumps({"id": w.job_id, "format": job.format, "path": str(target),
+        line = json.dumps({"id": w.job_id, "format": job.format, "key": job.key,
+                           "seed_index": job.seed_index, "path": str(target),
+                           "payload": job.payload,
                            "project": str(project) if project else None})
         assert w.proc is not None and w.proc.stdin is not None
         try:
@@ -154,13 +159,17 @@ class WorkerPool:
         seconds = time.monotonic() - w.started
         w.job = None
         if reply is None:  # died or hung: replace the worker
-            code = w.proc.poll() if w.proc is not None else None
+            code = None
+            if w.proc is not None and why != "hang":
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = w.proc.wait(timeout=10)  # its pipe closed: it is exiting
             self._stop(w)
             self.restarts += 1
             if why == "hang":
                 return Result(job, "other", seconds, f"hang (no answer in {self.timeout_s:g} s)",
                               why)
             return Result(job, "other", seconds, f"worker died (exit code {code})", why)
+        job.description = reply.get("description", "")
         return Result(job, reply["outcome"], seconds, reply.get("site", ""),
                       reply.get("message", ""), reply.get("traceback", ""))
 
@@ -192,16 +201,17 @@ class WorkerPool:
                     yield self._finish(w, None, "hang")
 
 
-def keep_reproducer(result: Result, folder: Path) -> Path:
-    """Write the mutant and its traceback; returns the mutant's path."""
+def keep_reproducer(result: Result, source: MutantSource, folder: Path) -> Path:
+    """Write the mutant (generated again from its key) and its traceback; returns its path."""
     job = result.job
-    digest = hashlib.sha1(job.data).hexdigest()[:16]
+    data, description = source.make(job.seed_index, job.key)
+    digest = hashlib.sha1(data).hexdigest()[:16]
     out = folder / job.format
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{digest}{FORMATS[job.format].suffix}"
-    path.write_bytes(job.data)
+    path.write_bytes(data)
     (out / f"{digest}.txt").write_text(
-        f"format: {job.format}\nseed: {job.seed}\nkey: {job.key}\nmutation: {job.description}\n"
+        f"format: {job.format}\nseed: {job.seed}\nkey: {job.key}\nmutation: {description}\n"
         f"outcome: {result.outcome}\nsite: {result.site}\nmessage: {result.message}\n\n"
         f"{result.traceback}\n")
     return path

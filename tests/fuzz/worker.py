@@ -1,6 +1,7 @@
 """A fuzz worker: a child process that runs many mutants through kiloml's loaders.
 
-Protocol: one JSON job per line on stdin ({"format", "path", "project"}), one JSON
+Protocol: one JSON job per line on stdin ({"format", "key", "seed_index", "path",
+"project"}: the worker makes the mutant from its key and writes it to "path"), one JSON
 result per line on the file descriptor given as argv[1] (stdout and stderr go to
 /dev/null and a log: kiloml prints progress bars). Per job the worker runs what
 the commands run:
@@ -78,6 +79,24 @@ def run_project_job(toml: Path) -> None:
     prepare_data(load_project(toml), announce=False)
 
 
+def run_selftest(payload: str) -> None:
+    """What the pool must catch, on demand (tests/fuzz/test_pool.py)."""
+    from kiloml.errors import KilomlError
+
+    if payload == "error":
+        raise KilomlError("a clean error", file="x")
+    if payload == "raise":
+        raise ValueError("a finding")
+    if payload == "warn":
+        np.array([1e308]) * 10  # RuntimeWarning: overflow -> an exception here
+    if payload == "crash":
+        os.abort()
+    if payload == "hang":
+        import time
+
+        time.sleep(3600)
+
+
 def main() -> None:
     result_fd = int(sys.argv[1])
     results = os.fdopen(result_fd, "w", buffering=1)
@@ -87,18 +106,28 @@ def main() -> None:
     os.dup2(log.fileno(), 2)
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     warnings.simplefilter("error", RuntimeWarning)
+    from source import MutantSource
+
     from kiloml.errors import KilomlError
     from kiloml.nn import load, model_cli, onnx_import, reference  # noqa: F401  (import once)
     from kiloml.project import load_project  # noqa: F401
     from kiloml.run import prepare_data  # noqa: F401
 
     results.write(json.dumps({"ready": True}) + "\n")
-
+    sources: dict[str, MutantSource] = {}
     for line in sys.stdin:
         job = json.loads(line)
         reply: dict[str, object] = {"id": job["id"]}
+        if job["format"] != "selftest":
+            if job["format"] not in sources:
+                sources[job["format"]] = MutantSource(job["format"])
+            source = sources[job["format"]]
+            data, reply["description"] = source.make(job["seed_index"], job["key"])
+            Path(job["path"]).write_bytes(data)
         try:
-            if job["format"] in ("tflite", "onnx"):
+            if job["format"] == "selftest":
+                run_selftest(job["payload"])
+            elif job["format"] in ("tflite", "onnx"):
                 run_model_job(Path(job["path"]))
             else:
                 run_project_job(Path(job["project"]))
