@@ -557,13 +557,41 @@ def _gate(g: Graph, rng: np.random.Generator, x: int, n_out: int, kind: str) -> 
     return y
 
 
+def _split_gates(g: Graph, rng: np.random.Generator, both: int,
+                 in_float: bool) -> tuple[int, int]:
+    """SPLIT [1, 2h] into two [1, h] gates: in int8, or as TensorFlow's converter sometimes
+    leaves it, in float32 between a DEQUANTIZE and one QUANTIZE per part (each part then
+    gets its own scale)."""
+    q = g.tensors[both].quant
+    hidden = g.tensors[both].shape[1] // 2
+    axis = g.add_tensor(Tensor(f"gate_axis{len(g.ops)}", (), "int32",
+                               data=np.array(1, np.int32)))
+    if not in_float:
+        parts = [_act(g, f"gate{len(g.ops)}_{k}", (1, hidden), q) for k in range(2)]
+        g.add_op("SPLIT", [axis, both], parts, num_splits=2)
+        return parts[0], parts[1]
+    real = g.add_tensor(Tensor(f"gates_f{len(g.ops)}", (1, 2 * hidden), "float32"))
+    g.add_op("DEQUANTIZE", [both], [real])
+    halves = [g.add_tensor(Tensor(f"gate_f{len(g.ops)}_{k}", (1, hidden), "float32"))
+              for k in range(2)]
+    g.add_op("SPLIT", [axis, real], halves, num_splits=2)
+    parts = []
+    for k, half in enumerate(halves):
+        scale = q.s * float(np.exp(rng.uniform(-0.5, 0.5)))
+        parts.append(_act(g, f"gate{len(g.ops)}_{k}", (1, hidden),
+                          Quantization.per_tensor(scale, int(rng.integers(-20, 21)))))
+        g.add_op("QUANTIZE", [half], [parts[-1]])
+    return parts[0], parts[1]
+
+
 def random_sequence(seed: int) -> Case:
     """A small unrolled recurrent network as TensorFlow's converter lays one out, with
     tensors whose leading axis is time, not the batch: the input made time-major by a
     RESHAPE [1, T, C] -> [T, 1, C] or a TRANSPOSE, maybe reversed in time (STRIDED_SLICE
     with stride -1 on axis 0), cut into steps (UNPACK axis 0, or SPLIT on axis 0 and
-    RESHAPE), a recurrent cell per step (FULLY_CONNECTED gates, LOGISTIC / TANH, MUL, ADD,
-    SUB from a constant as a GRU's 1 - z), the steps stacked again (PACK axis 0 or
+    RESHAPE), a recurrent cell per step (FULLY_CONNECTED gates, apart or SPLIT from one
+    FULLY_CONNECTED, in int8 or in float32 between DEQUANTIZE and QUANTIZE, LOGISTIC /
+    TANH, MUL, ADD, SUB from a constant as a GRU's 1 - z), the steps stacked again (PACK axis 0 or
     CONCATENATION on axis 0) and reduced over time (MEAN / REDUCE_MAX on axis 0) or
     flattened."""
     rng = np.random.default_rng([seed, 7349])
@@ -606,9 +634,16 @@ def random_sequence(seed: int) -> Case:
     outs = []
     one = g.add_tensor(Tensor("one", (), "int8", Quantization.per_tensor(1.0 / 255, -128),
                               np.array(127, np.int8)))
+    fused_gates = str(rng.choice(["apart", "int8 split", "float split"]))
     for i, x_t in enumerate(xs):
-        z = _gate(g, rng, x_t, hidden, "LOGISTIC")
-        cand = _gate(g, rng, x_t, hidden, "NONE")
+        if fused_gates == "apart":
+            z = _gate(g, rng, x_t, hidden, "LOGISTIC")
+            cand = _gate(g, rng, x_t, hidden, "NONE")
+        else:  # one FULLY_CONNECTED for both gates, SPLIT in two as Keras' cells do
+            z_pre, cand = _split_gates(g, rng, _gate(g, rng, x_t, 2 * hidden, "NONE"),
+                                       fused_gates == "float split")
+            z = _act(g, f"z{i}", (1, hidden), Quantization.per_tensor(1.0 / 256, -128))
+            g.add_op("LOGISTIC", [z_pre], [z])
         if h is not None:
             rec = _gate(g, rng, h, hidden, "NONE")
             total = _act(g, f"sum{i}", (1, hidden), Quantization.per_tensor(

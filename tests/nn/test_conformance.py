@@ -152,7 +152,8 @@ def test_strided_slice_tflm_would_get_wrong_is_refused(tmp_path: Path, args, opt
 def test_sequence_networks_bit_exact_with_tflm() -> None:
     """Unrolled recurrent networks as the converter lays them out: time-major tensors
     ([T, 1, C]) from RESHAPE or TRANSPOSE, time reversed, UNPACK / SPLIT on axis 0, gates,
-    SUB, PACK / CONCATENATION on axis 0, MEAN / REDUCE_MAX over time."""
+    a gate SPLIT in float32 between DEQUANTIZE and QUANTIZE, SUB, PACK / CONCATENATION on
+    axis 0, MEAN / REDUCE_MAX over time."""
     rng = np.random.default_rng(5)
     kinds = set()
     for seed in range(60):
@@ -168,7 +169,7 @@ def test_sequence_networks_bit_exact_with_tflm() -> None:
             assert got.shape == want.shape, seed
             np.testing.assert_array_equal(got, want, err_msg=f"sequence seed {seed}")
     assert {"RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "UNPACK", "SPLIT", "PACK",
-            "CONCATENATION", "SUB", "MEAN", "REDUCE_MAX"} <= kinds
+            "CONCATENATION", "SUB", "MEAN", "REDUCE_MAX", "DEQUANTIZE", "QUANTIZE"} <= kinds
 
 
 @pytest.mark.parametrize("kind", sorted(GENERATORS))
