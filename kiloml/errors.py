@@ -35,7 +35,11 @@ class KilomlError(Exception):
             head += ": "
         if self.where:
             head += f"{self.where}: "
-        return " ".join(f"{head}{self.message}".split("\n"))
+        text = " ".join(f"{head}{self.message}".split("\n"))
+        # Names and values quoted from a user's file may hold control characters (a CR,
+        # a terminal escape): shown escaped, so the error stays one plain line.
+        return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                       for ch in text)
 
 
 class DataLeakError(KilomlError):

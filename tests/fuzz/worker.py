@@ -134,11 +134,14 @@ def main() -> None:
             reply["outcome"] = "loaded"
         except KilomlError as exc:
             message = str(exc)
-            reply["outcome"] = "error" if "\n" not in message else "other"
             reply["message"] = message[:400]
-            if reply["outcome"] == "other":
-                reply["site"] = "multi-line KilomlError"
-                reply["traceback"] = message
+            reply["outcome"] = "error"
+            if not message.isprintable():  # a line break, a CR or a terminal escape
+                reply["outcome"] = "other"
+                bad = next(ch for ch in message if not ch.isprintable())
+                reply["site"] = (f"KilomlError with control character {bad!r} at "
+                                 f"{fault_site(exc).split(' at ', 1)[-1]}")
+                reply["traceback"] = repr(message)
         except Exception as exc:  # everything else is a finding
             reply.update(outcome="other", site=fault_site(exc), message=str(exc)[:400],
                          traceback="".join(traceback.format_exception(exc))[-20000:])

@@ -972,3 +972,14 @@ def test_strings_with_invalid_utf8_are_replaced(tmp_path: Path) -> None:
 
     g = parse_tflite(patched(write_tflite(g_fc()), rename))
     assert g.tensors[g.inputs[0]].name == "x\ufffd\ufffd"
+
+
+def test_control_characters_from_the_file_are_escaped_in_errors(tmp_path: Path) -> None:
+    def hostile(model: schema.ModelT) -> None:
+        t = model.subgraphs[0].tensors[1]
+        t.name = b"w\x1b[2J\r\x00"
+        t.buffer = 99
+
+    message = load_error(patched(write_tflite(g_fc()), hostile), tmp_path)
+    assert message.isprintable(), repr(message)
+    assert "tensor 1 'w\\x1b[2J\\r\\x00'" in message
