@@ -58,6 +58,20 @@ class DataConfig(Section):
     resample: bool = False  # bring recordings at another rate to sample_rate_hz
     pad_to_ms: float | None = Field(default=None, gt=0)  # zero-pad shorter recordings
 
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("name at least one channel (or leave channels out: all of them)")
+        for name in value:
+            if not name.strip():
+                raise ValueError("a channel name is empty")
+            if value.count(name) > 1:
+                raise ValueError(f"channel '{name}' is listed twice")
+        return value
+
     @field_validator("label_pattern", "group_pattern")
     @classmethod
     def _regex_compiles(cls, value: str | None, info: Any) -> str | None:

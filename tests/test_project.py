@@ -73,6 +73,9 @@ def test_defaults(tmp_path: Path) -> None:
     ('[data]\nsource = "wav"\npath = "d"\nlabel_column = "y"\n', "WAV files have no label"),
     ('[data]\nsource = "watch"\npath = "d"\n', "does not apply to the built-in data set"),
     ('[data]\nsource = "csv"\nlabel_from_folder = true\n', "needs 'path'"),
+    ('[data]\nsource = "watch"\nchannels = ["ax", "ax"]\n', "channel 'ax' is listed twice"),
+    ('[data]\nsource = "watch"\nchannels = []\n', "name at least one channel"),
+    ('[data]\nsource = "watch"\nchannels = ["ax", " "]\n', "a channel name is empty"),
 ])
 def test_data_section_rules(tmp_path: Path, extra: str, fragment: str) -> None:
     text = BASE.replace('[data]\nsource = "watch"\n', extra)
