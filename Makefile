@@ -64,7 +64,7 @@ bench: setup
 # model family (bench/results/sanitizers.md).
 fuzz: setup
 	$(BIN)/python bench/sanitize.py --inputs 100000
-	$(BIN)/python tests/fuzz/campaign.py --models 10000 --recordings 2000
+	$(BIN)/python tests/fuzz/campaign.py --models 10000 --recordings 2000 --codegen
 
 lint: venv
 	$(BIN)/ruff check .

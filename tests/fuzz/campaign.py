@@ -57,12 +57,13 @@ class FormatSummary:
 
 
 def run_format(fmt: str, count: int, *, workers: int, timeout_s: float, campaign: str,
-               reproducers: Path = REPRODUCERS, scratch: Path | None = None) -> FormatSummary:
+               reproducers: Path = REPRODUCERS, scratch: Path | None = None,
+               codegen: bool = False) -> FormatSummary:
     summary = FormatSummary(fmt)
     start = time.monotonic()
     source = MutantSource(fmt)
     with tempfile.TemporaryDirectory(prefix=f"kiloml-fuzz-{fmt}-", dir=scratch) as tmp:
-        pool = WorkerPool(workers, timeout_s, Path(tmp))
+        pool = WorkerPool(workers, timeout_s, Path(tmp), codegen=codegen)
         try:
             for result in pool.run(jobs(source, count, campaign)):
                 _record(summary, result, source, reproducers)
@@ -104,6 +105,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per mutant")
     parser.add_argument("--campaign", default="make-fuzz")
+    parser.add_argument("--codegen", action="store_true",
+                        help="also generate the C library of each int8 model that loads")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fuzz")
     args = parser.parse_args()
     summaries = []
@@ -111,7 +114,7 @@ def main() -> int:
     for fmt in args.formats.split(","):
         count = args.models if fmt in MODEL_FORMATS else args.recordings
         s = run_format(fmt, count, workers=args.workers, timeout_s=args.timeout,
-                       campaign=args.campaign)
+                       campaign=args.campaign, codegen=args.codegen)
         summaries.append(s)
         print(f"{fmt}: {s.mutants} mutants, {s.outcomes['loaded']} loaded, "
               f"{s.outcomes['error']} clean errors, {s.outcomes['other']} other "

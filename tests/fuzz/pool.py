@@ -72,8 +72,10 @@ class _Worker:
 class WorkerPool:
     """``run(jobs)`` yields one Result per job, in completion order."""
 
-    def __init__(self, workers: int, timeout_s: float, scratch: Path) -> None:
+    def __init__(self, workers: int, timeout_s: float, scratch: Path,
+                 codegen: bool = False) -> None:
         self.timeout_s = timeout_s
+        self.codegen = codegen
         self.scratch = scratch
         self.workers = [_Worker(i, scratch / f"worker{i}") for i in range(workers)]
         self.selector = selectors.DefaultSelector()
@@ -144,7 +146,7 @@ class WorkerPool:
         w.deadline = w.started + self.timeout_s
         line = json.dumps({"id": w.job_id, "format": job.format, "key": job.key,
                            "seed_index": job.seed_index, "path": str(target),
-                           "payload": job.payload,
+                           "payload": job.payload, "codegen": self.codegen,
                            "project": str(project) if project else None})
         assert w.proc is not None and w.proc.stdin is not None
         try:

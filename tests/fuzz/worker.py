@@ -58,12 +58,25 @@ def example_input(graph) -> np.ndarray:
     return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(t.dtype)
 
 
-def run_model_job(path: Path) -> None:
+def run_model_job(path: Path, codegen: bool = False) -> None:
     from kiloml.nn.load import load_inputs, load_model
     from kiloml.nn.model_cli import describe_graph, input_layout, model_outputs
 
     graph = load_model(path)
     describe_graph(graph, path)
+    if codegen:  # `model compile` up to the C sources (no compiler run)
+        from kiloml.codegen.nn_calls import CodegenError
+        from kiloml.codegen.nn_library import write_nn_library
+        from kiloml.errors import KilomlError
+        from kiloml.nn.compile import check_int8
+
+        try:
+            check_int8(graph, path)
+            write_nn_library(graph, path.parent / "lib")
+        except CodegenError as exc:
+            raise KilomlError(str(exc), file=path) from None
+        except KilomlError:
+            pass  # a float model: `model compile` refuses it, `model run` still runs it
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         return  # `model run` refuses these with a KilomlError before running
     x_path = path.with_name("inputs.npy")
@@ -128,7 +141,7 @@ def main() -> None:
             if job["format"] == "selftest":
                 run_selftest(job["payload"])
             elif job["format"] in ("tflite", "onnx"):
-                run_model_job(Path(job["path"]))
+                run_model_job(Path(job["path"]), bool(job.get("codegen")))
             else:
                 run_project_job(Path(job["project"]))
             reply["outcome"] = "loaded"
