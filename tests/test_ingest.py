@@ -536,3 +536,32 @@ def test_project_file_too_large(tmp_path: Path) -> None:
         f.truncate(MAX_PROJECT_BYTES + 1)
     assert_user_error(run_cli("run", str(tmp_path)), "kiloml.toml", "the project file is "
                       f"{MAX_PROJECT_BYTES + 1:,} bytes, more than kiloml reads")
+
+
+def test_iso_timestamps_with_utc_offsets(tmp_path: Path) -> None:
+    """'Z' and '+01:00' offsets are applied (numpy only warns about them); a clock change
+    from +01:00 to +02:00 mid-file is one continuous UTC time line."""
+    d = tmp_path / "walk"
+    d.mkdir()
+    utc = np.datetime64("2024-03-31T00:59:59") + np.arange(50) * np.timedelta64(40, "ms")
+    cells = [f"{(s + np.timedelta64(1 if i < 25 else 2, 'h'))}"
+             f"{'+01:00' if i < 25 else '+0200'}" for i, s in enumerate(utc)]
+    (d / "x.csv").write_text("timestamp,a\n" + "".join(f"{c},{i}\n" for i, c in
+                                                        enumerate(cells)))
+    (d / "z.csv").write_text("timestamp,a\n" + "".join(f"{s}Z,{i}\n" for i, s in
+                                                        enumerate(utc)))
+    recs = load(tmp_path, 'source = "csv"\npath = "walk"\nsample_rate_hz = 25\n'
+                          'label_from_folder = true')
+    assert [r.n_samples for r in recs] == [50, 50]
+
+
+@pytest.mark.parametrize(("cell", "fragment"), [
+    ("2024-13-45T00:00", ":7: column 'timestamp': timestamp '2024-13-45T00:00' is not a "
+                         "valid date-time"),
+    ("12:00:01", ":7: column 'timestamp': timestamp '12:00:01' is not an ISO 8601 date-time"),
+])
+def test_bad_iso_timestamp_is_named(tmp_path: Path, cell: str, fragment: str) -> None:
+    stamps = np.datetime64("2024-03-01T12:00:00") + np.arange(20) * np.timedelta64(40, "ms")
+    cells = [str(s) if i != 5 else cell for i, s in enumerate(stamps)]
+    content = ("timestamp,a\n" + "".join(f"{c},{i}\n" for i, c in enumerate(cells))).encode()
+    refused(tmp_path, "csv", "a.csv", content, fragment)

@@ -39,6 +39,13 @@ TIMESTAMP_NAME = re.compile(
     re.IGNORECASE)
 
 
+# ISO 8601 date-times as loggers write them: a date, a time ("T" or a space), seconds
+# with a fraction, and a UTC offset ("Z", "+02:00", "-0500"), which is applied.
+ISO_DATETIME = re.compile(
+    r"^(?P<naive>\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?)?)"
+    r"(?P<zone>Z|[+-]\d\d(?::?\d\d)?)?$", re.IGNORECASE)
+
+
 @dataclass
 class CsvTable:
     header: list[str]
@@ -158,11 +165,33 @@ def timestamp_seconds(table: CsvTable, column: str, unit: str, display: str) -> 
         return t / 1000.0 if unit == "ms" else t
     except ValueError:
         pass
-    try:
-        stamps = np.array(cells, dtype="datetime64[ns]")
-    except ValueError:
+    if not ISO_DATETIME.match(cells[0]):
         return numeric_columns(table, [column], display)[:, 0]  # names the bad cell
-    return (stamps - stamps[0]).astype(np.int64) / 1e9
+    naive, offset_s = [], np.zeros(len(cells))
+    for i, cell in enumerate(cells):
+        m = ISO_DATETIME.match(cell)
+        if not m:
+            raise KilomlError(f"column '{column}': timestamp '{cell}' is not an ISO 8601 "
+                              f"date-time like the first one ('{cells[0]}')", file=display,
+                              line=table.lines[i])
+        naive.append(m.group("naive").replace(" ", "T").replace(",", "."))
+        zone = m.group("zone")
+        if zone and zone.upper() != "Z":  # UTC offset: local = UTC + offset
+            sign = -1.0 if zone[0] == "-" else 1.0
+            digits = zone[1:].replace(":", "")
+            offset_s[i] = sign * (int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60)
+    try:
+        stamps = np.array(naive, dtype="datetime64[us]")
+    except (ValueError, OverflowError):
+        for i, cell in enumerate(naive):  # the first cell numpy cannot read as a date
+            try:
+                np.datetime64(cell, "us")
+            except (ValueError, OverflowError):
+                raise KilomlError(f"column '{column}': timestamp '{cells[i]}' is not a valid "
+                                  f"date-time", file=display, line=table.lines[i]) from None
+        raise  # pragma: no cover - the array failed where every cell parses
+    micros = (stamps - stamps[0]).astype(np.int64).astype(np.float64)
+    return micros / 1e6 - (offset_s - offset_s[0])
 
 
 def derive_rate(table: CsvTable, cfg: DataConfig, column: str | None, unit: str,
