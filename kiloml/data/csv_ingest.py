@@ -28,7 +28,7 @@ from kiloml.project import DataConfig
 
 RATE_TOLERANCE = 0.05  # a derived rate more than 5% off the declared one is an error
 # Bounds on what one CSV recording may hold, checked before parsing it.
-MAX_CSV_BYTES = 1 << 30
+MAX_CSV_BYTES = 1 << 28  # 256 MiB of text: about 4 GB of Python rows while parsing
 MAX_LINE_BYTES = 1 << 20
 MAX_COLUMNS = 4096
 DELIMITERS = (",", ";", "\t")
