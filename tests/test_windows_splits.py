@@ -8,7 +8,7 @@ import pytest
 from kiloml.data.order import natural_sorted
 from kiloml.data.recording import Recording
 from kiloml.data.splits import assert_no_leak, make_split
-from kiloml.data.windows import make_windows, samples_from_ms
+from kiloml.data.windows import data_notes, make_windows, samples_from_ms
 from kiloml.errors import DataLeakError, KilomlError
 from kiloml.project import EvaluationConfig
 
@@ -138,3 +138,17 @@ def test_numeric_labels_sort_naturally_in_windows_and_splits() -> None:
     assert all(w.class_names[k] == recs[r].label for k, r in zip(w.y, w.recording, strict=True))
     split = make_split(w, EvaluationConfig(test_groups=["10"], cv_folds=2))
     assert split.test_groups == ["10"]
+
+
+def test_classes_without_windows_and_skipped_recordings_are_noted() -> None:
+    labels = ["a"] * 28 + ["x"] * 2  # 'x' never covers 80% of a 10-sample window
+    recs = [rec(30, labels=labels, group="g1", source="r1"),
+            rec(5, "b", "g2", source="short-b"), rec(30, "b", "g3", source="long-b")]
+    w = make_windows(recs, 100, 100, short_recordings="skip")
+    assert w.class_names == ["a", "b"] and w.classes_without_windows == ["x"]
+    assert w.skipped_recordings == ["short-b"] and w.skipped_per_class == {"b": (1, 2)}
+    notes = data_notes(w)
+    assert notes[0] == "skipped 1 recording shorter than a window (10 samples): 'b' 1 of 2"
+    assert "min_label_coverage for class(es) 'x'" in notes[1]
+    with pytest.raises(KilomlError, match=r"leaves class 'b' \(1 of 1\) without a recording"):
+        make_windows(recs[:2], 100, 100, short_recordings="skip")
