@@ -12,7 +12,6 @@ same ordered lists of stages, so a stage added once shows up everywhere.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -225,10 +224,15 @@ class Pipeline:
         return self.model.predict(self.model_input(x))
 
     def save(self, path: Path) -> None:
-        with open(path, "wb") as f:
-            pickle.dump(self, f)
+        """``path`` (pipeline.json) and pipeline.npz beside it: no pickle (kiloml.persist)."""
+        from kiloml.persist.pipeline_state import save_pipeline
+
+        save_pipeline(self, path)
 
     @staticmethod
     def load(path: Path) -> Pipeline:
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        """A saved pipeline, every field checked; never unpickles (a pipeline.pkl from an
+        older kiloml is refused with a message to run again)."""
+        from kiloml.persist.pipeline_state import load_pipeline
+
+        return load_pipeline(path)

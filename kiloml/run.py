@@ -194,7 +194,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
                                 [p for _, p in streamed])
     (out / "verify").mkdir(parents=True, exist_ok=True)
     reference.save(out / "verify" / REFERENCE_FILE)
-    pipeline.save(out / "pipeline.pkl")
+    pipeline.save(out / "pipeline.json")
 
     host_parity = verify_host(pipeline, library, reference, out / "verify" / "host")
     sizes = measure_library(library, out / "verify" / "host" / "sizes")
