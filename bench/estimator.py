@@ -59,7 +59,7 @@ def example_run(name: str, toml: Path) -> Path:
     out = CACHE / "build" / name
     stamp = CACHE / f"{name}.stamp"
     key = _digest(toml.read_bytes())
-    if (out / "pipeline.pkl").exists() and stamp.exists() and stamp.read_text() == key:
+    if (out / "pipeline.json").exists() and stamp.exists() and stamp.read_text() == key:
         return out
     from kiloml.progress import console
 
@@ -69,7 +69,7 @@ def example_run(name: str, toml: Path) -> Path:
     kiloml = Path(sys.executable).parent / "kiloml"
     result = subprocess.run([str(kiloml), "run", str(toml), "--no-emulator"], cwd=CACHE,
                             capture_output=True, text=True, timeout=3600)
-    if result.returncode != 0 or not (out / "pipeline.pkl").exists():
+    if result.returncode != 0 or not (out / "pipeline.json").exists():
         tail = [ln for ln in result.stderr.strip().splitlines() if ln.strip()][-1:]
         raise RuntimeError(f"kiloml run {toml.name} failed ({result.returncode}): "
                            f"{' '.join(tail)[:300]}")
@@ -111,8 +111,8 @@ def example_rows(name: str, toml: Path, targets: list[str], work: Path) -> tuple
     from kiloml.verify.reference import REFERENCE_FILE, Reference
 
     out = example_run(name, toml)
-    pipeline = Pipeline.load(out / "pipeline.pkl")
-    reference = Reference.load(out / "verify" / REFERENCE_FILE)
+    pipeline = Pipeline.load(out / "pipeline.json")
+    reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     n_features = len(pipeline.feature_names())
     key = _digest((out / "firmware" / "kiloml_model.c").read_bytes())
     rows, notes = [], []

@@ -20,7 +20,7 @@ from kiloml.verify.sizes import parse_size_a
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pipeline]:
     root = tmp_path_factory.mktemp("lib")
     assert run_cli("run", str(write_toy_project(root))).exit_code == 0
-    return root / "out", Pipeline.load(root / "out" / "pipeline.pkl")
+    return root / "out", Pipeline.load(root / "out" / "pipeline.json")
 
 
 def library(out: Path) -> FirmwareLibrary:

@@ -89,8 +89,8 @@ def test_soft_float_costs_more_instructions(project: Path) -> None:
 
 def test_instruction_counts_repeat_exactly(project: Path, tmp_path: Path) -> None:
     out = project.parent / "out"
-    pipeline = Pipeline.load(out / "pipeline.pkl")
-    reference = Reference.load(out / "verify" / REFERENCE_FILE)
+    pipeline = Pipeline.load(out / "pipeline.json")
+    reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     library = firmware_library(out / "firmware", len(pipeline.feature_names()))
     profile = load_profile("cortex-m4f")
     budget = Budget(profile.flash_bytes, profile.ram_bytes, 0.7)
@@ -159,8 +159,8 @@ def _patched_firmware(project: Path, tmp_path: Path, old: str, new: str) -> Path
 
 def _verify_patched(project: Path, fw: Path, tmp_path: Path) -> None:
     out = project.parent / "out"
-    pipeline = Pipeline.load(out / "pipeline.pkl")
-    reference = Reference.load(out / "verify" / REFERENCE_FILE)
+    pipeline = Pipeline.load(out / "pipeline.json")
+    reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     reference.windows = reference.windows[:3]
     profile = load_profile("cortex-m4f")
     verify_target(pipeline, firmware_library(fw, len(pipeline.feature_names())), reference,

@@ -34,7 +34,7 @@ def test_csv_project_end_to_end(csv_project: CsvProject) -> None:
     out = csv_project.out
     for name in ("firmware/kiloml_model.h", "firmware/kiloml_model.c", "firmware/kml_config.h",
                  "firmware/kml_statistics.c", "firmware/kml_trees.c", "metrics.json",
-                 "report.html", "pipeline.pkl"):
+                 "report.html", "pipeline.json", "pipeline.npz"):
         assert (out / name).is_file(), name
     m = metrics_of(out)
     ev = m["evaluation"]

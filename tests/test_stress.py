@@ -210,5 +210,5 @@ def test_unknown_perturbation(toy_run: Path) -> None:
 def test_project_not_run_yet(tmp_path: Path) -> None:
     toml = write_toy_project(tmp_path, seconds=2.0)
     assert_user_error(run_cli("stress", str(toml)), str(tmp_path / "out"),
-                      "pipeline.pkl is missing", "run `kiloml run")
+                      "pipeline.json is missing", "run `kiloml run")
     assert not (tmp_path / "out").exists()

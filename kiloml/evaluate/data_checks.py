@@ -46,7 +46,7 @@ Seven checks, each ``{"status": "ok" | "warn", "summary": one line, ...numbers}`
     coarse to tell). warn if any.
 
 Where the results go: with a finished run in the project's output folder (metrics.json
-and pipeline.pkl), ``metrics.json`` gets ``data_checks`` (the checks) and
+and pipeline.json), ``metrics.json`` gets ``data_checks`` (the checks) and
 ``data_checks_info`` (what was checked, with which model), and report.html a section;
 both are rewritten together and atomically at the end. Without a run the checks work on
 the data alone and are printed; ``--json FILE`` writes them to a file in either case.
@@ -75,6 +75,7 @@ from kiloml.data.splits import Split, make_split
 from kiloml.data.windows import WindowSet, make_windows
 from kiloml.errors import KilomlError
 from kiloml.models.trees import TreeModel
+from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.project import LoadedProject, NeuralModelConfig, StatisticsStageConfig, load_project
 from kiloml.results import METRICS_FILE, read_metrics, write_results
@@ -476,9 +477,11 @@ def run_checks(project: LoadedProject) -> tuple[dict, dict]:
 def check_data_project(project_path: str | Path, json_path: Path | None = None
                        ) -> CheckOutcome:
     project = load_project(project_path)
-    checks, info = run_checks(project)
     out = project.output_dir
-    finished = (out / METRICS_FILE).is_file() and (out / "pipeline.pkl").is_file()
+    refuse_old_run(out, project.path)  # a pipeline.pkl is never unpickled
+    finished = (out / METRICS_FILE).is_file() and (out / PIPELINE_FILE).is_file()
+    pipeline = Pipeline.load(out / PIPELINE_FILE) if finished else None  # checked first
+    checks, info = run_checks(project)
     metrics = read_metrics(out) if finished else None  # read late: others may update it
     if metrics is not None:
         run_groups = metrics.get("evaluation", {}).get("test_groups")
@@ -495,7 +498,8 @@ def check_data_project(project_path: str | Path, json_path: Path | None = None
     written = None
     if metrics is not None:
         metrics.update(payload)
-        write_results(out, metrics, Pipeline.load(out / "pipeline.pkl"))
+        assert pipeline is not None
+        write_results(out, metrics, pipeline)
         written = out
     return CheckOutcome(checks, info, written)
 

@@ -1,6 +1,6 @@
 """`kiloml stress`: the trained pipeline under sensor perturbations of increasing severity.
 
-Loads a finished run (pipeline.pkl, metrics.json), perturbs the held-out recordings
+Loads a finished run (pipeline.json, metrics.json), perturbs the held-out recordings
 (the run's test groups) at each severity, and measures the Python reference's accuracy
 (the model's arg-max, as the run's test accuracy; the C library makes the same decisions,
 which `kiloml run` verified). Perturbations act on the raw sensor samples, before the
@@ -46,6 +46,7 @@ from kiloml.evaluate.perturb import (
     get_perturbation,
     perturb_recording,
 )
+from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline
 from kiloml.progress import track
 from kiloml.project import LoadedProject, load_project
@@ -124,7 +125,8 @@ def plan(options: StressOptions, n_channels: int) -> dict[str, list[float]]:
 
 def _load_run(project: LoadedProject) -> tuple[Pipeline, dict]:
     out = project.output_dir
-    needed = [out / "pipeline.pkl", out / METRICS_FILE]
+    refuse_old_run(out, project.path)  # never unpickled
+    needed = [out / PIPELINE_FILE, out / METRICS_FILE]
     missing = [p for p in needed if not p.exists()]
     if missing:
         raise KilomlError(f"no complete `kiloml run` output here ({missing[0].name} is "
@@ -133,7 +135,7 @@ def _load_run(project: LoadedProject) -> tuple[Pipeline, dict]:
     if "test_groups" not in metrics.get("evaluation", {}):
         raise KilomlError("evaluation.test_groups is missing; run `kiloml run` again",
                           file=out / METRICS_FILE)
-    return Pipeline.load(out / "pipeline.pkl"), metrics
+    return Pipeline.load(out / PIPELINE_FILE), metrics
 
 
 # --- windows and accuracy -----------------------------------------------------------

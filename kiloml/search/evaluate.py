@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kiloml.errors import KilomlError
+from kiloml.persist.archive import read_npz
 from kiloml.project import LoadedProject, NeuralModelConfig, Project
 
 _DATA: dict[str, tuple] = {}  # per process: prepare_data results by what they depend on
@@ -203,6 +204,24 @@ def _evaluate(job: dict) -> dict:
             "n_features": int(features.shape[1]), "estimates_by_target": by_target, **extra}
 
 
+def read_feature_cache(path: Path, n_windows: int, widths: list[int]
+                       ) -> list[np.ndarray] | None:
+    """The cached outputs of the window stages (p0 .. p<n-1>, float32 [n_windows, width]
+    each), or None when the file is damaged or not what this search computes (it is
+    then computed again). Read without pickle, its sizes bounded."""
+    try:
+        arrays = read_npz(path)
+    except KilomlError:
+        return None
+    if sorted(arrays) != sorted(f"p{i}" for i in range(len(widths))):
+        return None
+    parts = [arrays[f"p{i}"] for i in range(len(widths))]
+    if any(p.dtype != np.float32 or p.shape != (n_windows, w)
+           for p, w in zip(parts, widths, strict=True)):
+        return None
+    return parts
+
+
 def _features(pipeline, windows, cache_dir: Path, project: LoadedProject) -> list[np.ndarray]:
     """The window stages' outputs for every window, cached on disk by what they depend on."""
     from kiloml.run import _window_features_in_batches
@@ -213,14 +232,11 @@ def _features(pipeline, windows, cache_dir: Path, project: LoadedProject) -> lis
                    cfg.window.model_dump(), cfg.augment.model_dump(), str(project.root),
                    "raw" if reads_window else [f.model_dump() for f in cfg.features]])
     path = cache_dir / f"features-{key}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                parts = [z[f"p{i}"] for i in range(len(z.files))]
-            if parts and len(parts[0]) == len(windows):
-                return parts
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache file: compute again
+    widths = [len(s.feature_names(list(pipeline.channels))) for s in pipeline.features
+              if s.reads == "window"]
+    parts = read_feature_cache(path, len(windows), widths) if path.exists() else None
+    if parts is not None:
+        return parts
     parts = _window_features_in_batches(pipeline, windows)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".features-", suffix=".npz", dir=cache_dir)

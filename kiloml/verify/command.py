@@ -1,13 +1,21 @@
-"""`kiloml verify`: check an existing run's library on an (emulated) MCU target."""
+"""`kiloml verify`: check an existing run's library on an (emulated) MCU target.
+
+The run folder may come from someone else, and its C is compiled and run (QEMU with
+semihosting can touch host files), so nothing of it is trusted: the pipeline is read
+from pipeline.json (checked, never unpickled), the library is generated again from it
+and built from that copy, and the folder's firmware/ must be that library byte for byte.
+"""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiloml.codegen.library import FirmwareLibrary
+from kiloml.codegen.library import FirmwareLibrary, write_library
 from kiloml.errors import KilomlError
+from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline
 from kiloml.project import TargetConfig, load_project
 from kiloml.results import METRICS_FILE, read_metrics, record_target, run_ok, write_results
@@ -30,11 +38,29 @@ def firmware_library(firmware: Path, n_features: int) -> FirmwareLibrary:
     return FirmwareLibrary(firmware, sources, sorted(firmware.glob("*.h")), n_features)
 
 
+def generated_library(pipeline: Pipeline, firmware: Path, directory: Path) -> FirmwareLibrary:
+    """The library ``pipeline`` generates, written into ``directory``; the run's
+    ``firmware`` folder must hold the same files with the same bytes."""
+    library = write_library(pipeline, directory)
+    for made in sorted(p for p in directory.iterdir() if p.is_file()):
+        theirs = firmware / made.name
+        try:
+            same = theirs.is_file() and theirs.read_bytes() == made.read_bytes()
+        except OSError:
+            same = False
+        if not same:
+            raise KilomlError(f"{'differs from' if theirs.exists() else 'is missing from'} "
+                              f"the library {PIPELINE_FILE} generates (edited, or written by "
+                              "another kiloml); run `kiloml run` again", file=theirs)
+    return library
+
+
 def verify_project(project_path: str | Path, target: str | None = None) -> VerifyOutcome:
     project = load_project(project_path)
     cfg = project.config
     out = project.output_dir
-    needed = [out / "pipeline.pkl", out / "verify" / REFERENCE_FILE, out / METRICS_FILE,
+    refuse_old_run(out, project.path)  # never unpickled
+    needed = [out / PIPELINE_FILE, out / "verify" / REFERENCE_FILE, out / METRICS_FILE,
               out / "firmware" / "kiloml_model.c"]
     missing = [p for p in needed if not p.exists()]
     if missing:
@@ -47,15 +73,16 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
         raise KilomlError(exc.message, where="--target") from None
     same = profile.name == cfg.target.name
     budget = Budget.for_target(profile, cfg.target if same else TargetConfig(name=profile.name))
-    pipeline = Pipeline.load(out / "pipeline.pkl")
-    reference = Reference.load(out / "verify" / REFERENCE_FILE)
-    library = firmware_library(out / "firmware", len(pipeline.feature_names()))
-    work = out / "verify" / profile.name
-    shutil.rmtree(work, ignore_errors=True)
-    estimate = estimate_resources(pipeline, profile, library.n_features)
-    result = verify_target(pipeline, library, reference, profile, budget, work,
-                           latency_budget_ms=cfg.target.latency_budget_ms if same else None,
-                           estimate=estimate)
+    pipeline = Pipeline.load(out / PIPELINE_FILE)
+    reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
+    with tempfile.TemporaryDirectory(prefix="kiloml-verify-") as tmp:
+        library = generated_library(pipeline, out / "firmware", Path(tmp) / "firmware")
+        work = out / "verify" / profile.name
+        shutil.rmtree(work, ignore_errors=True)
+        estimate = estimate_resources(pipeline, profile, library.n_features)
+        result = verify_target(pipeline, library, reference, profile, budget, work,
+                               latency_budget_ms=cfg.target.latency_budget_ms if same else None,
+                               estimate=estimate)
     metrics = read_metrics(out)
     metrics.setdefault("estimates", {})[profile.name] = estimate
     record_target(metrics, profile, result)

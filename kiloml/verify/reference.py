@@ -1,11 +1,14 @@
 """What the Python reference decided on the held-out data: the yardstick for every C run.
 
 Saved with the run (``verify/reference.npz``) so ``kiloml verify`` can check the
-same library on another target later without recomputing anything.
+same library on another target later without recomputing anything. Read back without
+pickle, every array's dtype and shape checked against the others and the pipeline (the
+harness writes them into the C program's input files).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +18,24 @@ import numpy as np
 from kiloml.data.recording import Recording
 from kiloml.data.windows import window_starts
 from kiloml.decision.layer import DecisionLayer
+from kiloml.errors import KilomlError
+from kiloml.persist.archive import read_npz
 from kiloml.pipeline import Pipeline
 from kiloml.verify.parity import expected_stream
 
 REFERENCE_FILE = "reference.npz"
+I64, F32, F64 = "int64", "float32", "float64"
+# field: (dtype, shape in symbols): N windows, T window samples, C channels, K classes,
+# F features, S stream samples, R recordings, M streamed windows
+LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
+    "windows": (F32, ("N", "T", "C")), "labels": (I64, ("N",)), "scores": (F64, ("N", "K")),
+    "features": (F32, ("N", "F")), "stream_samples": (F32, ("S", "C")),
+    "stream_lengths": (I64, ("R",)), "stream_recording": (I64, ("M",)),
+    "stream_last_sample": (I64, ("M",)), "stream_labels": (I64, ("M",)),
+    "stream_scores": (F64, ("M", "K")), "stream_device_scores": (F32, ("M", "K")),
+    "stream_decision": (I64, ("M",)), "stream_changed": (I64, ("M",)),
+    "stream_candidate": (I64, ("M",)), "stream_smoothed": (F32, ("M", "K")),
+}
 
 
 @dataclass
@@ -51,9 +68,42 @@ class Reference:
                                      if getattr(self, k) is not None})
 
     @classmethod
-    def load(cls, path: Path) -> Reference:
-        with np.load(path) as data:
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+    def load(cls, path: Path, pipeline: Pipeline | None = None) -> Reference:
+        """The saved reference, its arrays consistent with each other (and with
+        ``pipeline``'s window, channels, classes and features when given)."""
+        data = read_npz(Path(path))
+        required = [k for k, f in cls.__dataclass_fields__.items()
+                    if f.default is dataclasses.MISSING]
+        sizes: dict[str, int] = {}
+        if pipeline is not None:
+            sizes = {"T": pipeline.window_samples, "C": pipeline.n_channels,
+                     "K": pipeline.n_classes, "F": len(pipeline.feature_names())}
+        for key in data:
+            if key not in LAYOUT:
+                raise KilomlError("not an array of a kiloml reference", file=path, where=key)
+        for key, (dtype, dims) in LAYOUT.items():
+            if key not in data:
+                if key in required:
+                    raise KilomlError("missing", file=path, where=key)
+                continue
+            a = data[key]
+            if a.dtype != np.dtype(dtype) or a.ndim != len(dims):
+                raise KilomlError(f"{a.dtype} array of {a.ndim} dimensions, expected {dtype} "
+                                  f"[{', '.join(dims)}]", file=path, where=key)
+            for axis, (dim, n) in enumerate(zip(dims, a.shape, strict=True)):
+                if sizes.setdefault(dim, n) != n:
+                    raise KilomlError(f"shape {list(a.shape)}: axis {axis} ({dim}) is {n}, "
+                                      f"elsewhere {sizes[dim]}", file=path, where=key)
+        lengths = data["stream_lengths"]
+        if np.any(lengths < 0) or int(lengths.sum()) != len(data["stream_samples"]):
+            raise KilomlError(f"the recordings' lengths add up to {int(lengths.sum())}, not "
+                              f"the {len(data['stream_samples'])} samples",
+                              file=path, where="stream_lengths")
+        recording = data["stream_recording"]
+        if np.any((recording < 0) | (recording >= len(lengths))):
+            raise KilomlError("a streamed window names a recording that is not there",
+                              file=path, where="stream_recording")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     @classmethod
     def build(cls, pipeline: Pipeline, windows: np.ndarray, features: np.ndarray,
