@@ -290,8 +290,11 @@ def _quant_problem(t: Tensor) -> str | None:
 
 def _check_quantization(c: _Context) -> None:
     op, g = c.op, c.graph
+    bias = op.inputs[2] if op.kind in _WEIGHTED and c.has(2) else None
     for t in [*op.inputs, *op.outputs]:
-        if t < 0:
+        # TFLM reads the parameters of quantized tensors and int32 biases; those of other
+        # tensors (float, int32 shapes and axes) are ignored, and so are they here.
+        if t < 0 or (g.tensors[t].dtype not in _QUANTIZED_DTYPES and t != bias):
             continue
         problem = _quant_problem(g.tensors[t])
         if problem:
@@ -421,8 +424,9 @@ def _check_options(c: _Context) -> None:
         for mask in ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
                      "shrink_axis_mask"):
             v = o.get(mask, 0)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 1 << 31:
-                raise c.error(f"{mask} = {v!r}; it must be a bit mask (a non-negative int32)")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (
+                    -(1 << 31) <= v < 1 << 31):
+                raise c.error(f"{mask} = {v!r}; it must be an int32 bit mask")
     if kind in ("FULLY_CONNECTED",) and not isinstance(o.get("keep_num_dims", False), bool):
         raise c.error(f"keep_num_dims = {o['keep_num_dims']!r} is not a boolean")
     if kind in ("MEAN", "REDUCE_MAX") and not isinstance(o.get("keep_dims", False), bool):

@@ -264,3 +264,15 @@ def test_validation_does_not_change_the_graph() -> None:
     assert [t.shape for t in g.tensors] == [t.shape for t in before.tensors]
     assert all(np.array_equal(a.data, b.data) for a, b in zip(g.tensors, before.tensors,
                                                                strict=True) if a.is_constant)
+
+
+def test_parameters_tflm_ignores_are_not_checked() -> None:
+    """Quantization on float tensors and int32 shape tensors is ignored by TFLM: a converter
+    leaving one there does not make a model invalid."""
+    g = g_float()
+    tensor(g, "w").quant = Q(float("nan"), 0)
+    validate_graph(g)
+    g = g_pad()
+    pad = next(op for op in g.ops if op.kind == "PAD")
+    g.tensors[pad.inputs[1]].quant = Q(0.0, 7)
+    validate_graph(g)
