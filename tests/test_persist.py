@@ -18,11 +18,16 @@ import pytest
 from conftest import assert_user_error, run_cli, write_toy_project
 
 from kiloml.codegen.library import write_library
+from kiloml.codegen.nn_c import emit_network
 from kiloml.decision.layer import DecisionLayer, DecisionParams
 from kiloml.dsp.raw import RawWindow
 from kiloml.errors import KilomlError
 from kiloml.models.neural import NeuralModel
 from kiloml.models.trees import TreeModel
+from kiloml.nn.graph import Graph, Tensor
+from kiloml.nn.load import load_model
+from kiloml.nn.quantize import quantize_graph
+from kiloml.nn.tflite_io import write_tflite
 from kiloml.persist.archive import read_npz
 from kiloml.pipeline import Pipeline
 from kiloml.project import NeuralModelConfig, OptimizeConfig, TreeModelConfig, load_project
@@ -529,6 +534,28 @@ def test_network_names_cannot_close_a_c_comment(tmp_path: Path) -> None:
         with pytest.raises(KilomlError, match="control character or '\\*/'") as info:
             Pipeline.load(tmp_path / "pipeline.json")
         assert where in info.value.where
+
+
+def test_an_imported_tensor_name_stays_inside_its_c_comment(tmp_path: Path) -> None:
+    """A name from a model file ends up in a comment of the generated C: it must not close
+    the comment and put its own code into the library that kiloml compiles and runs."""
+    rng = np.random.default_rng(0)
+    g = Graph([], [], [], [], name="m")
+    x = g.add_tensor(Tensor("x", (1, 4), "float32"))
+    w = g.add_tensor(Tensor("w */ int planted = 1; /*", (3, 4), "float32",
+                            data=rng.normal(size=(3, 4))))
+    b = g.add_tensor(Tensor("b", (3,), "float32", data=np.zeros(3)))
+    y = g.add_tensor(Tensor("y", (1, 3), "float32"))
+    g.add_op("FULLY_CONNECTED", [x, w, b], [y])
+    g.inputs, g.outputs = [x], [y]
+    (tmp_path / "m.tflite").write_bytes(write_tflite(g))
+    graph = quantize_graph(load_model(tmp_path / "m.tflite"),
+                           [rng.normal(size=(16, 4)).astype(np.float32)])
+    source = emit_network(graph, prefix="kml_m_").source
+    assert "planted" in source
+    for line in source.splitlines():
+        if "planted" in line:
+            assert line.startswith("/*") and line.endswith("*/") and line.count("*/") == 1
 
 
 @pytest.mark.parametrize(("edit", "where", "message"), [

@@ -60,7 +60,9 @@ class _Emitter:
         if key not in self.tables:
             name = f"{self.prefix}c{len(self.tables)}"
             fmt = c_float if ctype == "float" else _int
-            self.lines.append(f"/* {hint} */\n" + c_array(ctype, name, data.reshape(-1),
+            # hint: a tensor name from the model file, which must not end the comment
+            safe = hint.replace("*/", "* /").replace("/*", "/ *")
+            self.lines.append(f"/* {safe} */\n" + c_array(ctype, name, data.reshape(-1),
                                                             fmt=fmt, per_line=16))
             self.tables[key] = name
             self.constant_bytes += data.nbytes
