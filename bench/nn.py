@@ -51,7 +51,7 @@ import sys
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
 model, arena, inputs, outputs, report = sys.argv[1:6]
-x = np.load(inputs)
+x = np.load(inputs, allow_pickle=False)
 try:
     it = runtime.Interpreter.from_bytes(open(model, "rb").read(), arena_size=int(arena))
     out = []
@@ -80,7 +80,7 @@ def tflm_run(model: Path, arena: int, x_file: Path, work: Path, report: bool = F
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0 or not out.exists():
         return None, result.stderr
-    return np.load(out), result.stderr
+    return np.load(out, allow_pickle=False), result.stderr
 
 
 def tflm_smallest_arena(model: Path, x_file: Path, want: np.ndarray, work: Path) -> int:

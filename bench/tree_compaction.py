@@ -96,7 +96,7 @@ def main() -> int:
             print(f"{name}: kiloml run", flush=True)
             kiloml("run", str(toml))
             m = json.loads((out / "metrics.json").read_text())
-            labels = np.load(out / "verify" / "reference.npz")["labels"]
+            labels = np.load(out / "verify" / "reference.npz", allow_pickle=False)["labels"]
             if base_labels is None:
                 base_labels = labels
             row = {"variant": name, "c_style": style, "thresholds": thresholds,

@@ -97,7 +97,8 @@ def test_instruction_counts_repeat_exactly(project: Path, tmp_path: Path) -> Non
     counts = []
     for i in range(2):
         result = verify_target(pipeline, library, reference, profile, budget, tmp_path / str(i))
-        counts.append(np.load(tmp_path / str(i) / "instructions_per_window.npy"))
+        counts.append(np.load(tmp_path / str(i) / "instructions_per_window.npy",
+                              allow_pickle=False))
         assert result.ok
     assert len(counts[0]) == len(reference.windows)
     np.testing.assert_array_equal(counts[0], counts[1])
