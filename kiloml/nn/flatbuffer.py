@@ -78,6 +78,14 @@ class Table:
                                   f"past the end of the file ({size} bytes)")
         self.vtable, self.vt_len, self.obj_len = vtable, vt_len, obj_len
         fb.charge(vt_len // 2, path)
+        # Every field, read or not, starts after the table's vtable offset and inside the
+        # table (what the C++ Verifier checks field by field; readers that trust the file,
+        # TFLM among them, would read any of them).
+        for slot in range(4, vt_len, 2):
+            offset = _U16.unpack_from(fb.data, vtable + slot)[0]
+            if offset and not 4 <= offset < obj_len:
+                raise FlatbufferError(f"{path}: field {slot // 2 - 2} is at offset {offset}, "
+                                      f"outside its table of {obj_len} bytes")
 
     def _error(self, field: str, message: str) -> FlatbufferError:
         return FlatbufferError(f"{self.path}: field '{field}': {message}")

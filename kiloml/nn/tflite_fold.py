@@ -106,6 +106,8 @@ def _evaluate(graph: Graph, op: Op) -> np.ndarray:
             raise ValueError("needs input, begin, end and strides")
         return _strided_slice(*values, opts)
     if kind == "PACK":
+        if int(opts.get("values_count", len(values))) != len(values):  # TFLM trusts it
+            raise ValueError(f"values_count {opts['values_count']} for {len(values)} inputs")
         return np.stack(values, axis=int(opts.get("axis", 0)))
     if kind == "CONCATENATION":
         return np.concatenate([np.atleast_1d(v) for v in values], axis=int(opts.get("axis", 0)))
@@ -152,9 +154,13 @@ def _fill(dims: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 def _store(out: Tensor, value: np.ndarray) -> None:
     value = np.asarray(value).astype(out.dtype)
-    # The file's shape may be the dynamic one the converter guessed; the value wins.
-    out.shape = out.shape if value.size == out.size and out.shape else tuple(value.shape)
-    out.data = value.reshape(out.shape)
+    # A tensor without a shape (a converter's unknown rank) takes the value's; a declared
+    # shape must be what TFLM computes (it refuses the model otherwise).
+    if out.shape and tuple(value.shape) != tuple(out.shape):
+        raise ValueError(f"the result has shape {list(value.shape)}, the file declares "
+                         f"{list(out.shape)}")
+    out.shape = tuple(value.shape)
+    out.data = value
 
 
 def _settle_reshape(graph: Graph, op: Op) -> None:

@@ -135,6 +135,10 @@ _ARITY: dict[str, tuple[int, int | None, int, int | None]] = {
 # vtable slots (field id * 2 + 4) of the schema tables the reader walks.
 _MODEL_VERSION, _MODEL_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = (
     4, 6, 8, 10, 12)
+_MODEL_METADATA_BUFFER, _MODEL_METADATA, _MODEL_SIGNATURES = 14, 16, 18
+_METADATA_NAME, _METADATA_BUFFER = 4, 6
+_SIGNATURE_INPUTS, _SIGNATURE_OUTPUTS, _SIGNATURE_KEY, _SIGNATURE_SUBGRAPH = 4, 6, 8, 12
+_TENSOR_MAP_NAME, _TENSOR_MAP_INDEX = 4, 6
 _CODE_DEPRECATED, _CODE_CUSTOM, _CODE_BUILTIN = 4, 6, 10
 _SUB_TENSORS, _SUB_INPUTS, _SUB_OUTPUTS, _SUB_OPERATORS, _SUB_NAME = 4, 6, 8, 10, 12
 _TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_BUFFER, _TENSOR_NAME, _TENSOR_QUANT = 4, 6, 8, 10, 12
@@ -142,7 +146,11 @@ _TENSOR_SPARSITY, _TENSOR_SIGNATURE = 16, 18
 _QUANT_SCALE, _QUANT_ZERO_POINT, _QUANT_DIMENSION = 8, 10, 16
 _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 4, 6, 8
 _OP_CODE_INDEX, _OP_INPUTS, _OP_OUTPUTS, _OP_OPTIONS_TYPE, _OP_OPTIONS = 4, 6, 8, 10, 12
+_OP_CUSTOM_OPTIONS, _OP_MUTATING_INPUTS, _OP_INTERMEDIATES = 14, 18, 20
+_TENSOR_VARIANTS = 22
 _FC_WEIGHTS_FORMAT = 6
+# quantized_bias_type: FullyConnectedOptions field 4, Conv2DOptions field 6 (TensorType)
+_BIAS_TYPE_SLOT = {"FULLY_CONNECTED": 12, "CONV_2D": 16}
 
 
 # ---------------------------------------------------------------------------
@@ -240,8 +248,40 @@ class _Reader:
         graph = Graph(tensors, ops, inputs, outputs,
                       name=sub.string(_SUB_NAME, "name") or fallback_name,
                       description=model.string(_MODEL_DESCRIPTION, "description"))
+        self._check_unread(model, n)
         _check_order(graph, self.file)
         return graph, custom
+
+    def _check_unread(self, model: Table, n_tensors: int) -> None:
+        """The parts kiloml does not use but TFLM reads (metadata such as offline memory
+        plans, signatures): in bounds, and their indices valid."""
+        n_buffers = len(self.buffers)
+        for i, b in enumerate(model.numbers(_MODEL_METADATA_BUFFER, "int32", "metadata_buffer")):
+            if not 0 <= int(b) < n_buffers:
+                raise _error("model", f"metadata_buffer {i} is buffer {int(b)}, the model has "
+                             f"{n_buffers}")
+        metadata = model.tables(_MODEL_METADATA, "metadata", "metadata {i}")
+        for i in range(len(metadata)):
+            m = metadata[i]
+            m.string(_METADATA_NAME, "name")
+            b = int(m.scalar(_METADATA_BUFFER, "I", 0, "buffer"))
+            if not 0 <= b < n_buffers:
+                raise _error(f"metadata {i}", f"buffer {b}, the model has {n_buffers}")
+        signatures = model.tables(_MODEL_SIGNATURES, "signature_defs", "signature {i}")
+        for i in range(len(signatures)):
+            sig = signatures[i]
+            sig.string(_SIGNATURE_KEY, "signature_key")
+            if sig.scalar(_SIGNATURE_SUBGRAPH, "I", 0, "subgraph_index") != 0:
+                raise _error(f"signature {i}", "subgraph_index is not 0 (the model has one "
+                             "subgraph)")
+            for slot, what in ((_SIGNATURE_INPUTS, "inputs"), (_SIGNATURE_OUTPUTS, "outputs")):
+                maps = sig.tables(slot, what, f"signature {i} {what[:-1]} {{i}}")
+                for k in range(len(maps)):
+                    maps[k].string(_TENSOR_MAP_NAME, "name")
+                    t = int(maps[k].scalar(_TENSOR_MAP_INDEX, "I", 0, "tensor_index"))
+                    if not 0 <= t < n_tensors:
+                        raise _error(f"signature {i} {what[:-1]} {k}", f"tensor {t}, the "
+                                     f"subgraph has {n_tensors} tensors")
 
     @staticmethod
     def _indices(table: Table, slot: int, field: str, path: str) -> list[int]:
@@ -270,6 +310,8 @@ class _Reader:
                               file=self.file, where=where)
         if t.has(_TENSOR_SPARSITY):
             raise KilomlError("sparse tensors are not supported", file=self.file, where=where)
+        if t.length(_TENSOR_VARIANTS, 4, "variant_tensors"):
+            raise KilomlError("variant tensors are not supported", file=self.file, where=where)
         dtype = _DTYPE_OF[code]
         shape = [int(d) for d in t.numbers(_TENSOR_SHAPE, "int32", "shape")]
         signature = [int(d) for d in t.numbers(_TENSOR_SIGNATURE, "int32", "shape_signature")]
@@ -378,8 +420,12 @@ class _Reader:
         kind, custom_code = self.kinds[ci]
         inputs = self._indices(o, _OP_INPUTS, "inputs", path)
         outputs = self._indices(o, _OP_OUTPUTS, "outputs", path)
+        intermediates = self._indices(o, _OP_INTERMEDIATES, "intermediates", path)
+        o.raw(_OP_CUSTOM_OPTIONS, "custom_options")
+        o.raw(_OP_MUTATING_INPUTS, "mutating_variable_inputs")
         n = len(tensors)
-        for what, indices, low in (("input", inputs, -1), ("output", outputs, 0)):
+        for what, indices, low in (("input", inputs, -1), ("output", outputs, 0),
+                                   ("intermediate", intermediates, 0)):
             for k, t in enumerate(indices):
                 if not low <= t < n:
                     raise _error(f"{path} ({kind})", f"{what} {k} is tensor {t}, the subgraph "
@@ -388,12 +434,14 @@ class _Reader:
             custom[index] = custom_code or "?"
         out = f"'{tensors[outputs[0]].name}'" if outputs else "none"
         where = f"operator {index} {kind} (output {out})"
-        options = self._options(o, kind, where)
+        bias = tensors[inputs[2]].dtype if len(inputs) > 2 and inputs[2] >= 0 else None
+        options = self._options(o, kind, where, bias)
         if kind == "PADV2":  # PAD with constant_values: one IR op, the 3rd input kept
             kind = "PAD"
         return Op(kind, inputs, outputs, options, name=f"{kind.lower()}_{index}")
 
-    def _options(self, o: Table, kind: str, where: str) -> dict[str, object]:
+    def _options(self, o: Table, kind: str, where: str,
+                 bias_dtype: str | None = None) -> dict[str, object]:
         spec = _OPTIONS.get(kind)
         if spec is None:
             return {}
@@ -412,6 +460,13 @@ class _Reader:
                                                       "weights_format") != 0:
             raise KilomlError("shuffled fully-connected weights are not supported",
                               file=self.file, where=where)
+        if kind in _BIAS_TYPE_SLOT:
+            bias_type = int(table.scalar(_BIAS_TYPE_SLOT[kind], "b", 0, "quantized_bias_type"))
+            # FLOAT32 (0) means "not set"; else TFLM wants the bias tensor's own type
+            if bias_type != _TFL.FLOAT32 and bias_type != _TYPE_OF.get(bias_dtype or "", -1):
+                name = _TYPE_NAMES.get(bias_type, bias_type)
+                raise KilomlError(f"quantized_bias_type {name} does not match the bias "
+                                  f"({bias_dtype or 'none'})", file=self.file, where=where)
         opts: dict[str, object] = {}
         for key, attr, conv, slot, fmt in fields:
             if conv == "dims":
@@ -441,7 +496,10 @@ def _from_field(value: object, conv: str, key: str, file: str | Path, where: str
     if conv == "float":
         return float(value)
     if conv == "dtype":
-        return _DTYPE_OF.get(int(value), str(value))
+        if int(value) not in _DTYPE_OF:
+            raise KilomlError(f"{key} is type code {value}, not a supported tensor type "
+                              f"({', '.join(_DTYPE_OF.values())})", file=file, where=where)
+        return _DTYPE_OF[int(value)]
     return int(value)
 
 

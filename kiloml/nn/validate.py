@@ -371,6 +371,13 @@ def _check_options(c: _Context) -> None:
         if kind == "UNPACK" and len(op.outputs) != x.shape[axis]:
             raise c.error(f"unpacks axis {axis} of size {x.shape[axis]} into "
                           f"{len(op.outputs)} outputs")
+        if kind == "UNPACK" and int(o.get("num", 0)) != len(op.outputs):  # type: ignore[call-overload]
+            raise c.error(f"num = {o.get('num')} for {len(op.outputs)} outputs (TFLM writes "
+                          "num outputs)")
+        if kind == "CONCATENATION" and o.get("fused_activation", "NONE") != "NONE" and \
+                x.dtype == "int8":
+            raise c.error(f"fused activation {o['fused_activation']} on an int8 "
+                          "CONCATENATION (TFLM supports none)")
         if kind == "CONCATENATION":
             for k in range(len(op.inputs)):
                 if len(c.tensor(k).shape) != rank:
@@ -378,6 +385,9 @@ def _check_options(c: _Context) -> None:
                                   f"has {rank}")
     elif kind == "PACK":
         _axis_in_rank(c, o.get("axis", 0), rank + 1, "axis")
+        if int(o.get("values_count", 0)) != len(op.inputs):  # type: ignore[call-overload]
+            raise c.error(f"values_count = {o.get('values_count')} for {len(op.inputs)} "
+                          "inputs (TFLM reads values_count inputs)")
         for k in range(len(op.inputs)):
             if c.tensor(k).shape != x.shape:
                 raise c.error(f"input {k} has shape {list(c.tensor(k).shape)}, input 0 has "
@@ -405,6 +415,15 @@ def _check_options(c: _Context) -> None:
             raise c.error(f"paddings {pads.reshape(-1, 2).tolist()} are negative")
         if np.any(pads > MAX_TENSOR_ELEMENTS):
             raise c.error(f"paddings {pads.reshape(-1, 2).tolist()} are too large")
+    elif kind == "EXPAND_DIMS" and c.has(1):
+        axis = np.ravel(c.tensor(1).data)
+        if axis.size != 1:
+            raise c.error(f"the axis tensor has {axis.size} elements; one is needed")
+        a = _axis_in_rank(c, int(axis[0]), rank + 1, "axis")
+        y = c.graph.tensors[op.outputs[0]].shape
+        if y != (*x.shape[:a], 1, *x.shape[a:]):
+            raise c.error(f"inserting an axis at {a} into {list(x.shape)} gives "
+                          f"{[*x.shape[:a], 1, *x.shape[a:]]}, the output is {list(y)}")
     elif kind == "TRANSPOSE":
         perm = np.atleast_1d(c.tensor(1).data).tolist()
         if sorted(perm) != list(range(rank)):

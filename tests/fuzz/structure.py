@@ -107,7 +107,7 @@ def flatbuffer_fields(data: bytes) -> list[Field]:
                                          "float" if kind == "[f" else "int", f"{name} element"))
 
     table(u32(0), "Model")
-    return out
+    return list(dict.fromkeys(out))  # shared vtables are walked once per table: once here
 
 
 # ---- protobuf (.onnx) ------------------------------------------------------------------

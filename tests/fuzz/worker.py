@@ -82,7 +82,41 @@ def run_model_job(path: Path, codegen: bool = False) -> None:
     x_path = path.with_name("inputs.npy")
     np.save(x_path, example_input(graph))
     x = load_inputs(x_path, graph, input_layout(graph, path))
-    model_outputs(graph, path, x)
+    y = model_outputs(graph, path, x)
+    if os.environ.get("KILOML_FUZZ_TFLM") and path.suffix == ".tflite":
+        compare_with_tflm(path, x, y)
+
+
+def compare_with_tflm(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """Diagnostic mode (KILOML_FUZZ_TFLM=1): a model kiloml accepts must run in TFLM with
+    the same outputs (int8 bit-exact); a refusal or a difference is a finding."""
+    import tempfile
+
+    from tflite_micro.python.tflite_micro import runtime
+
+    with tempfile.TemporaryFile() as err:
+        saved = os.dup(2)
+        os.dup2(err.fileno(), 2)
+        try:
+            it = runtime.Interpreter.from_bytes(path.read_bytes(), arena_size=8 << 20)
+            it.set_input(x, 0)
+            it.invoke()
+            got = it.get_output(0)
+        except Exception as exc:
+            err.seek(0)
+            lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln]
+            raise AssertionError(f"TFLM refuses a model kiloml accepts: "
+                                 f"{lines[0] if lines else exc}") from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    if got.shape != y.shape:
+        raise AssertionError(f"TFLM output shape {got.shape}, kiloml {y.shape}")
+    same = np.array_equal(got, y) if y.dtype != np.float32 else np.allclose(
+        got, y, rtol=1e-4, atol=1e-5, equal_nan=True)
+    if not same:
+        raise AssertionError(f"TFLM and kiloml differ (max abs diff "
+                             f"{np.abs(got.astype(float) - y.astype(float)).max():g})")
 
 
 def run_project_job(toml: Path) -> None:

@@ -884,7 +884,7 @@ def test_field_outside_its_table(tmp_path: Path) -> None:
     _, vt = _root(data)
     data[vt + 2:vt + 4] = (6).to_bytes(2, "little")  # the table claims 6 bytes
     message = load_error(bytes(data), tmp_path)
-    assert "model: field '" in message and "outside its table of 6 bytes" in message
+    assert "model: field " in message and "outside its table of 6 bytes" in message
 
 
 def test_offset_outside_the_file(tmp_path: Path) -> None:
@@ -983,3 +983,71 @@ def test_control_characters_from_the_file_are_escaped_in_errors(tmp_path: Path) 
     message = load_error(patched(write_tflite(g_fc()), hostile), tmp_path)
     assert message.isprintable(), repr(message)
     assert "tensor 1 'w\\x1b[2J\\r\\x00'" in message
+
+
+def test_every_field_lies_inside_its_table(tmp_path: Path) -> None:
+    """A field kiloml does not read (Model.metadata) pointing into the vtable offset is
+    refused too: TFLM would read it."""
+    data = bytearray(write_tflite(g_fc()))
+    _, vt = _root(data)
+    data[vt + 4:vt + 6] = (1).to_bytes(2, "little")  # Model.version at table offset 1
+    message = load_error(bytes(data), tmp_path)
+    assert "model: field 0 is at offset 1, outside its table" in message
+
+
+def _with_signature(model: schema.ModelT, tensor: int, subgraph: int = 0) -> None:
+    sig = schema.SignatureDefT()
+    tm = schema.TensorMapT()
+    tm.name, tm.tensorIndex = "x", tensor
+    sig.inputs, sig.outputs, sig.signatureKey, sig.subgraphIndex = [tm], [], "serve", subgraph
+    model.signatureDefs = [sig]
+
+
+def _with_metadata(model: schema.ModelT, buffer: int) -> None:
+    m = schema.MetadataT()
+    m.name, m.buffer = "OfflineMemoryAllocation", buffer
+    model.metadata = [m]
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda m: _with_signature(m, 77), "signature 0 input 0: tensor 77, the subgraph has"),
+    (lambda m: _with_signature(m, 0, 3), "signature 0: subgraph_index is not 0"),
+    (lambda m: _with_metadata(m, 50), "metadata 0: buffer 50, the model has"),
+    (lambda m: setattr(m, "metadataBuffer", np.array([9], np.int32)),
+     "metadata_buffer 0 is buffer 9"),
+    (lambda m: setattr(m.subgraphs[0].operators[0], "intermediates", np.array([42], np.int32)),
+     "intermediate 0 is tensor 42"),
+    (lambda m: setattr(m.subgraphs[0].operators[0].builtinOptions, "quantizedBiasType",
+                       schema.TensorType.INT64),
+     "quantized_bias_type INT64 does not match the bias (int32)"),
+])
+def test_parts_tflm_reads_are_checked(change: Callable[[schema.ModelT], None], fragment: str,
+                                      tmp_path: Path) -> None:
+    message = load_error(patched(write_tflite(g_fc()), change), tmp_path)
+    assert fragment in message, message
+
+
+def test_folded_shape_code_must_match_the_declared_shapes(tmp_path: Path) -> None:
+    def wrong_shape(model: schema.ModelT) -> None:
+        t = next(t for t in model.subgraphs[0].tensors if t.name == b"batch")
+        t.shape = t.shapeSignature = np.array([2], np.int32)
+
+    message = load_error(patched(write_tflite(g_tf_flatten()), wrong_shape), tmp_path)
+    assert "STRIDED_SLICE" in message and "the result has shape [], the file declares [2]" \
+        in message
+
+    def wrong_count(model: schema.ModelT) -> None:
+        op = next(o for o in model.subgraphs[0].operators
+                  if o.builtinOptionsType == schema.BuiltinOptions.PackOptions)
+        op.builtinOptions.valuesCount = 7
+
+    assert "values_count 7 for 2 inputs" in load_error(
+        patched(write_tflite(g_tf_flatten()), wrong_count), tmp_path)
+
+    def wrong_type(model: schema.ModelT) -> None:
+        op = next(o for o in model.subgraphs[0].operators
+                  if o.builtinOptionsType == schema.BuiltinOptions.ShapeOptions)
+        op.builtinOptions.outType = 99
+
+    assert "out_type is type code 99" in load_error(
+        patched(write_tflite(g_tf_flatten()), wrong_type), tmp_path)

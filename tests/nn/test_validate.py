@@ -20,6 +20,7 @@ from tests.nn.test_tflite_io import (
     Q,
     act,
     g_conv,
+    g_elementwise,
     g_fc,
     g_float,
     g_pad,
@@ -276,3 +277,25 @@ def test_parameters_tflm_ignores_are_not_checked() -> None:
     pad = next(op for op in g.ops if op.kind == "PAD")
     g.tensors[pad.inputs[1]].quant = Q(0.0, 7)
     validate_graph(g)
+
+
+def test_counts_tflm_trusts() -> None:
+    g = g_split_concat()
+    unpack = next(op for op in g.ops if op.kind == "UNPACK")
+    unpack.options["num"] = 5
+    refused(g, "UNPACK", "num = 5 for 2 outputs")
+
+
+def test_expand_dims_axis_must_give_the_output_shape() -> None:
+    g = g_elementwise()
+    op = next(op for op in g.ops if op.kind == "EXPAND_DIMS")
+    g.tensors[op.inputs[1]].data = np.array(9, np.int32)
+    refused(g, "EXPAND_DIMS", "axis 9 is outside")
+    g.tensors[op.inputs[1]].data = np.array(0, np.int32)
+    refused(g, "EXPAND_DIMS", "inserting an axis at 0")
+
+
+def test_int8_concatenation_has_no_fused_activation() -> None:
+    g = g_split_concat()
+    next(op for op in g.ops if op.kind == "CONCATENATION").options["fused_activation"] = "RELU"
+    refused(g, "CONCATENATION", "TFLM supports none")
