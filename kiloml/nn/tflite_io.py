@@ -99,7 +99,7 @@ _OPTIONS: dict[str, tuple[str, list[_Field]]] = {
     "SOFTMAX": ("SoftmaxOptions", [("beta", "beta", "float", 4, "f")]),
     "QUANTIZE": ("QuantizeOptions", []),
     "DEQUANTIZE": ("DequantizeOptions", []),
-    "SPLIT": ("SplitOptions", [("num_splits", "numSplits", "pos", 4, "i")]),
+    "SPLIT": ("SplitOptions", [("num_splits", "numSplits", "int", 4, "i")]),  # TFLM: #outputs
     "UNPACK": ("UnpackOptions", [("num", "num", "pos", 4, "i"), ("axis", "axis", "int", 6, "i")]),
     "SLICE": ("SliceOptions", []),
     "TRANSPOSE": ("TransposeOptions", []),
@@ -118,6 +118,9 @@ _OPTIONS: dict[str, tuple[str, list[_Field]]] = {
     "CAST": ("CastOptions", [("in_type", "inDataType", "dtype", 4, "b"),
                              ("out_type", "outDataType", "dtype", 6, "b")]),
 }
+# Vector fields of option tables kiloml does not use (FullyConnectedOptions.quant_spec,
+# ReshapeOptions.new_shape): only checked to lie inside the file.
+_UNREAD_OPTION_VECTORS = {"FULLY_CONNECTED": (14,), "RESHAPE": (4,)}
 # Fields whose flatbuffer default is not 0 / False.
 _FIELD_DEFAULTS = {"dilationWFactor": 1, "dilationHFactor": 1}
 
@@ -132,6 +135,12 @@ _ARITY: dict[str, tuple[int, int | None, int, int | None]] = {
     "STRIDED_SLICE": (4, 4, 1, 1), "SLICE": (3, 3, 1, 1), "TRANSPOSE": (2, 2, 1, 1),
 }
 
+# Operand counts of the ops folded at import (checked before folding: TFLM runs them).
+_FOLD_ARITY: dict[str, tuple[int, int | None, int, int | None]] = {
+    "SHAPE": (1, 1, 1, 1), "STRIDED_SLICE": (4, 4, 1, 1), "PACK": (1, None, 1, 1),
+    "GATHER": (2, 2, 1, 1), "CAST": (1, 1, 1, 1), "FILL": (2, 2, 1, 1), "SQUEEZE": (1, 1, 1, 1),
+}
+
 # vtable slots (field id * 2 + 4) of the schema tables the reader walks.
 _MODEL_VERSION, _MODEL_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = (
     4, 6, 8, 10, 12)
@@ -143,10 +152,12 @@ _CODE_DEPRECATED, _CODE_CUSTOM, _CODE_BUILTIN = 4, 6, 10
 _SUB_TENSORS, _SUB_INPUTS, _SUB_OUTPUTS, _SUB_OPERATORS, _SUB_NAME = 4, 6, 8, 10, 12
 _TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_BUFFER, _TENSOR_NAME, _TENSOR_QUANT = 4, 6, 8, 10, 12
 _TENSOR_SPARSITY, _TENSOR_SIGNATURE = 16, 18
-_QUANT_SCALE, _QUANT_ZERO_POINT, _QUANT_DIMENSION = 8, 10, 16
+_QUANT_MIN, _QUANT_MAX, _QUANT_SCALE, _QUANT_ZERO_POINT = 4, 6, 8, 10
+_QUANT_DETAILS_TYPE, _QUANT_DIMENSION = 12, 16
 _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 4, 6, 8
 _OP_CODE_INDEX, _OP_INPUTS, _OP_OUTPUTS, _OP_OPTIONS_TYPE, _OP_OPTIONS = 4, 6, 8, 10, 12
 _OP_CUSTOM_OPTIONS, _OP_MUTATING_INPUTS, _OP_INTERMEDIATES = 14, 18, 20
+_OP_LARGE_CUSTOM_OFFSET, _OP_LARGE_CUSTOM_SIZE, _OP_OPTIONS_2_TYPE = 22, 24, 26
 _TENSOR_VARIANTS = 22
 _FC_WEIGHTS_FORMAT = 6
 # quantized_bias_type: FullyConnectedOptions field 4, Conv2DOptions field 6 (TensorType)
@@ -256,6 +267,8 @@ class _Reader:
         """The parts kiloml does not use but TFLM reads (metadata such as offline memory
         plans, signatures): in bounds, and their indices valid."""
         n_buffers = len(self.buffers)
+        for i in range(n_buffers):  # the ones no tensor uses too: TFLM walks them all
+            self._buffer_bytes(i)
         for i, b in enumerate(model.numbers(_MODEL_METADATA_BUFFER, "int32", "metadata_buffer")):
             if not 0 <= int(b) < n_buffers:
                 raise _error("model", f"metadata_buffer {i} is buffer {int(b)}, the model has "
@@ -363,8 +376,13 @@ class _Reader:
         scale = q.numbers(_QUANT_SCALE, "float32", "scale")
         if not scale.size:
             return None  # min/max only (or nothing): not quantized
-        zps = q.numbers(_QUANT_ZERO_POINT, "int64", "zero_point")
-        zp = zps if zps.size else np.zeros(scale.size, np.int64)
+        q.numbers(_QUANT_MIN, "float32", "min")  # unused, but inside the file
+        q.numbers(_QUANT_MAX, "float32", "max")
+        if q.scalar(_QUANT_DETAILS_TYPE, "B", 0, "details_type") != 0:
+            raise KilomlError("custom quantization details are not supported", file=self.file,
+                              where=where)
+        # TFLM reads one zero point per scale: a missing or short vector is read past its end
+        zp = q.numbers(_QUANT_ZERO_POINT, "int64", "zero_point")
         axis = int(q.scalar(_QUANT_DIMENSION, "i", 0, "quantized_dimension"))
         if zp.size != scale.size:
             raise KilomlError(f"invalid quantization: {scale.size} scales and {zp.size} zero "
@@ -388,6 +406,19 @@ class _Reader:
                               file=self.file, where=where)
         if index == 0:
             return None
+        raw = self._buffer_bytes(index)
+        if not raw:
+            return None
+        itemsize = np.dtype(dtype).itemsize
+        if len(raw) != size * itemsize:
+            raise KilomlError(f"constant data has {len(raw)} bytes, shape {shape} of {dtype} "
+                              f"needs {size * itemsize}", file=self.file, where=where)
+        little = np.dtype(dtype).newbyteorder("<")
+        return np.frombuffer(raw, dtype=little).astype(dtype).reshape(shape)
+
+    def _buffer_bytes(self, index: int) -> bytes:
+        """The bytes of buffer ``index`` (its data vector, or the large-model layout's
+        offset and size from the start of the file), read once."""
         raw = self.buffer_cache.get(index)
         if raw is None:
             buf = self.buffers[index]
@@ -402,14 +433,7 @@ class _Reader:
             else:
                 raw = buf.raw(_BUFFER_DATA, "data")
             self.buffer_cache[index] = raw
-        if not raw:
-            return None
-        itemsize = np.dtype(dtype).itemsize
-        if len(raw) != size * itemsize:
-            raise KilomlError(f"constant data has {len(raw)} bytes, shape {shape} of {dtype} "
-                              f"needs {size * itemsize}", file=self.file, where=where)
-        little = np.dtype(dtype).newbyteorder("<")
-        return np.frombuffer(raw, dtype=little).astype(dtype).reshape(shape)
+        return raw
 
     def _operator(self, o: Table, index: int, tensors: list[Tensor],
                   custom: dict[int, str]) -> Op:
@@ -423,6 +447,13 @@ class _Reader:
         intermediates = self._indices(o, _OP_INTERMEDIATES, "intermediates", path)
         o.raw(_OP_CUSTOM_OPTIONS, "custom_options")
         o.raw(_OP_MUTATING_INPUTS, "mutating_variable_inputs")
+        if o.scalar(_OP_OPTIONS_2_TYPE, "B", 0, "builtin_options_2_type") != 0:
+            raise _error(f"{path} ({kind})", "builtin_options_2 are not supported")
+        large = (int(o.scalar(_OP_LARGE_CUSTOM_OFFSET, "Q", 0, "large_custom_options_offset")),
+                 int(o.scalar(_OP_LARGE_CUSTOM_SIZE, "Q", 0, "large_custom_options_size")))
+        if large[0] and large[0] + large[1] > self.fb.size:
+            raise _error(f"{path} ({kind})", f"large custom options ({large[1]} bytes at byte "
+                         f"{large[0]}) lie outside the file")
         n = len(tensors)
         for what, indices, low in (("input", inputs, -1), ("output", outputs, 0),
                                    ("intermediate", intermediates, 0)):
@@ -434,6 +465,13 @@ class _Reader:
             custom[index] = custom_code or "?"
         out = f"'{tensors[outputs[0]].name}'" if outputs else "none"
         where = f"operator {index} {kind} (output {out})"
+        arity = _ARITY.get("PAD" if kind == "PADV2" else kind) or _FOLD_ARITY.get(kind)
+        if arity is not None:
+            lo_in, hi_in, lo_out, hi_out = arity
+            if not (lo_in <= len(inputs) <= (hi_in or len(inputs))
+                    and lo_out <= len(outputs) <= (hi_out or len(outputs))):
+                raise KilomlError(f"{len(inputs)} inputs and {len(outputs)} outputs: not a "
+                                  f"valid {kind}", file=self.file, where=where)
         bias = tensors[inputs[2]].dtype if len(inputs) > 2 and inputs[2] >= 0 else None
         options = self._options(o, kind, where, bias)
         if kind == "PADV2":  # PAD with constant_values: one IR op, the 3rd input kept
@@ -448,14 +486,16 @@ class _Reader:
         table_name, fields = spec
         kind_code = int(o.scalar(_OP_OPTIONS_TYPE, "B", 0, "builtin_options_type"))
         if kind_code == schema.BuiltinOptions.NONE:
-            return {}  # TFLite's defaults; the IR's defaults fill in
+            # TFLM then uses zeroed parameters (a stride of 0, a softmax beta of 0): the
+            # fields' flatbuffer defaults, checked like written ones.
+            return self._option_values(None, kind, fields, f"{where} (no {table_name})")
         if kind_code != getattr(schema.BuiltinOptions, table_name):
             got = _OPTION_NAMES.get(kind_code, kind_code)
             raise KilomlError(f"carries builtin options of type {got}, expected {table_name}",
                               file=self.file, where=where)
         table = o.table(_OP_OPTIONS, "builtin_options", f"subgraph 0 {where} {table_name}")
         if table is None:
-            return {}
+            return self._option_values(None, kind, fields, f"{where} (no {table_name})")
         if kind == "FULLY_CONNECTED" and table.scalar(_FC_WEIGHTS_FORMAT, "b", 0,
                                                       "weights_format") != 0:
             raise KilomlError("shuffled fully-connected weights are not supported",
@@ -467,12 +507,21 @@ class _Reader:
                 name = _TYPE_NAMES.get(bias_type, bias_type)
                 raise KilomlError(f"quantized_bias_type {name} does not match the bias "
                                   f"({bias_dtype or 'none'})", file=self.file, where=where)
+        for slot in _UNREAD_OPTION_VECTORS.get(kind, ()):  # TFLM reads them; kiloml does not
+            table.numbers(slot, "int32" if kind == "RESHAPE" else "uint8", "vector field")
+        return self._option_values(table, kind, fields, where)
+
+    def _option_values(self, table: Table | None, kind: str, fields: list[_Field],
+                       where: str) -> dict[str, object]:
+        """The IR options from an options table (None: every field at its default)."""
         opts: dict[str, object] = {}
         for key, attr, conv, slot, fmt in fields:
             if conv == "dims":
-                opts[key] = tuple(int(v) for v in table.numbers(slot, "int32", attr))
+                values = table.numbers(slot, "int32", attr) if table is not None else ()
+                opts[key] = tuple(int(v) for v in values)
             else:
-                value = table.scalar(slot, fmt, _FIELD_DEFAULTS.get(attr, 0), attr)
+                default = _FIELD_DEFAULTS.get(attr, 0)
+                value = table.scalar(slot, fmt, default, attr) if table is not None else default
                 opts[key] = _from_field(value, conv, key, self.file, where)
         return opts
 

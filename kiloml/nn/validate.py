@@ -495,6 +495,11 @@ def _check_weight_shapes(c: _Context, x: Tensor) -> None:
         if kind == "DEPTHWISE_CONV_2D" and channels % x.shape[3]:
             raise c.error(f"filter channels {channels} are not a multiple of the input's "
                           f"{x.shape[3]}")
+        dm = c.op.options.get("depth_multiplier", 1)
+        if kind == "DEPTHWISE_CONV_2D" and dm != channels // x.shape[3]:
+            raise c.error(f"depth_multiplier = {dm}, but {channels} filter channels over "
+                          f"{x.shape[3]} input channels make {channels // x.shape[3]} (TFLM "
+                          "loops over depth_multiplier)")
     if 0 in w.shape:
         raise c.error(f"weights '{w.name}' have an empty dimension: {list(w.shape)}")
     if c.has(2):

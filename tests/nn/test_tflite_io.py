@@ -1051,3 +1051,57 @@ def test_folded_shape_code_must_match_the_declared_shapes(tmp_path: Path) -> Non
 
     assert "out_type is type code 99" in load_error(
         patched(write_tflite(g_tf_flatten()), wrong_type), tmp_path)
+
+
+def _drop_options(kind_code: int) -> Callable[[schema.ModelT], None]:
+    def change(model: schema.ModelT) -> None:
+        op = next(o for o in model.subgraphs[0].operators if o.builtinOptionsType == kind_code)
+        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.NONE, None
+
+    return change
+
+
+def _unused_buffer(model: schema.ModelT) -> None:
+    b = schema.BufferT()
+    b.offset, b.size = 1 << 40, 16  # no tensor uses it: TFLM still walks it
+    model.buffers.append(b)
+
+
+def _min_vector(model: schema.ModelT) -> None:
+    model.subgraphs[0].tensors[0].quantization.min = np.zeros(3, np.float32)
+
+
+@pytest.mark.parametrize("make, change, fragment", [
+    (g_conv, _drop_options(schema.BuiltinOptions.Conv2DOptions),
+     "(no Conv2DOptions): stride_w = 0, must be at least 1"),
+    (g_conv, lambda m: setattr(m.subgraphs[0].tensors[1].quantization, "zeroPoint",
+                               np.zeros(0, np.int64)),
+     "scales and 0 zero points"),
+    (g_fc, _unused_buffer, "lie outside the file"),
+    (g_depthwise, lambda m: setattr(m.subgraphs[0].operators[0].builtinOptions,
+                                    "depthMultiplier", 3),
+     "depth_multiplier = 3"),
+    (g_tf_flatten, lambda m: setattr(m.subgraphs[0].operators[0], "inputs",
+                                     np.array([0, 0], np.int32)),
+     "2 inputs and 1 outputs: not a valid SHAPE"),
+])
+def test_tflm_semantics_of_absent_and_unused_fields(make: Callable[[], Graph], change,
+                                                    fragment: str, tmp_path: Path) -> None:
+    from kiloml.nn.load import load_model
+
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(patched(write_tflite(make()), change))
+    with pytest.raises(KilomlError) as info:
+        load_model(path)
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_softmax_without_options_has_beta_zero(tmp_path: Path) -> None:
+    """TFLM reads an absent SoftmaxOptions as beta = 0 (and aborts on it)."""
+    from kiloml.nn.load import load_model
+
+    path = tmp_path / "softmax.tflite"
+    path.write_bytes(patched(write_tflite(g_pool_softmax()),
+                             _drop_options(schema.BuiltinOptions.SoftmaxOptions)))
+    with pytest.raises(KilomlError, match=r"softmax beta = 0\.0"):
+        load_model(path)
