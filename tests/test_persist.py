@@ -608,6 +608,8 @@ def test_a_malformed_quantization_names_the_field(tmp_path: Path) -> None:
 # --- mutation fuzzing: load fine and work, or one KilomlError ---------------------------
 
 
+# KILOML_PERSIST_FUZZ_SCALE=20 runs 20x the mutants (make test runs 1x: about 8 s)
+SCALE = int(os.environ.get("KILOML_PERSIST_FUZZ_SCALE", "1"))
 BOUNDARY_VALUES = [None, True, False, 0, -1, 1, 2**31, 2**63, -(2**63), 1e308, -1e-300,
                    0.5, "", "x", "nan", [], {}, [0], [None], {"$array": "nope"},
                    {"$float": "nan"}, {"$tuple": []}, {"$np": ["int64", 2**40]},
@@ -666,7 +668,7 @@ def test_mutated_documents_load_and_work_or_fail_in_one_line(saved: Path, prepar
     rng = np.random.default_rng(13)
     outcomes = {"loaded": 0, "refused": 0}
     shutil.copyfile(saved.with_suffix(".npz"), tmp_path / "pipeline.npz")
-    for i in range(200):
+    for i in range(200 * SCALE):
         doc = copy.deepcopy(original)
         what = _mutate(doc, rng)
         (tmp_path / "pipeline.json").write_text(json.dumps(doc))
@@ -681,6 +683,7 @@ def test_mutated_documents_load_and_work_or_fail_in_one_line(saved: Path, prepar
         except Exception as exc:  # any failure here is the finding
             pytest.fail(f"mutant {i} ({what}) loaded but fails: {type(exc).__name__}: {exc}")
         outcomes["loaded"] += 1
+    print(f"mutants: {outcomes}")
     assert outcomes["refused"] > 100 and outcomes["loaded"] > 10, outcomes
 
 
@@ -693,7 +696,7 @@ def test_mutated_archives_load_and_work_or_fail_in_one_line(saved: Path, prepare
     shutil.copyfile(saved, tmp_path / "pipeline.json")
     rng = np.random.default_rng(17)
     outcomes = {"loaded": 0, "refused": 0}
-    for i in range(300):
+    for i in range(300 * SCALE):
         mutant = bytearray(plain if i % 2 else compressed)
         if i % 5 == 0:
             mutant = mutant[:rng.integers(len(mutant))]
@@ -709,6 +712,7 @@ def test_mutated_archives_load_and_work_or_fail_in_one_line(saved: Path, prepare
             continue
         _use(q, x, tmp_path / f"lib{i}")
         outcomes["loaded"] += 1
+    print(f"mutants: {outcomes}")
     assert outcomes["refused"] > 100 and outcomes["loaded"] > 10, outcomes
 
 
@@ -743,7 +747,7 @@ def test_mutated_arrays_load_and_work_or_fail_in_one_line(saved: Path, prepared,
     shutil.copyfile(source, tmp_path / "pipeline.json")
     rng = np.random.default_rng(23)
     outcomes = {"loaded": 0, "refused": 0}
-    for i in range(300):
+    for i in range(300 * SCALE):
         arrays = dict(original)
         what = _mutate_array(arrays, rng)
         np.savez(tmp_path / "pipeline.npz", **arrays)
@@ -759,6 +763,7 @@ def test_mutated_arrays_load_and_work_or_fail_in_one_line(saved: Path, prepared,
         except Exception as exc:  # any failure here is the finding
             pytest.fail(f"mutant {i} ({what}) loaded but fails: {type(exc).__name__}: {exc}")
         outcomes["loaded"] += 1
+    print(f"mutants: {outcomes}")
     assert outcomes["refused"] > 50 and outcomes["loaded"] > 50, outcomes
 
 

@@ -255,11 +255,17 @@ def _load_preprocess(f: Fields, p: Pipeline) -> list[SampleStage]:
                 stages.append(Decimate(cfg.factor, rate, f"{where} factor"))
         except KilomlError as exc:
             raise s.doc.error(_stage_where(s, exc), exc.message) from None
+        except (ValueError, OverflowError, ZeroDivisionError) as exc:  # absurd numbers
+            raise s.doc.error(s.where, _unbuildable(exc)) from None
         rate /= stages[-1].decimation
     if not math.isclose(rate, p.sample_rate_hz, rel_tol=1e-9):
         raise f.error("sample_rate_hz", f"{p.sample_rate_hz:g} Hz, but the input rate and "
                                         f"the preprocessing give {rate:g} Hz")
     return stages
+
+
+def _unbuildable(exc: Exception) -> str:
+    return f"the stage cannot be built from these settings ({type(exc).__name__}: {exc})"[:300]
 
 
 def _stage_where(s: Fields, exc: KilomlError) -> str:
@@ -315,6 +321,8 @@ def _load_features(f: Fields, p: Pipeline) -> list[FeatureStage]:
             if exc.file is not None:
                 raise
             raise s.doc.error(_stage_where(s, exc), exc.message) from None
+        except (ValueError, OverflowError, ZeroDivisionError) as exc:  # absurd numbers
+            raise s.doc.error(s.where, _unbuildable(exc)) from None
         if i == 0 and stage.reads != "window":
             raise s.error("stage", "the first feature stage must read the window")
         if stage.reads == "window":

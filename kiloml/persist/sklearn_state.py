@@ -221,16 +221,32 @@ def _like(got: object, want: object, doc: Document, where: str, params: dict | N
         if key in params:
             if member and key == "random_state":
                 _count(have, doc, at, 0, (1 << 32) - 1)
-            elif not (type(have) is type(params[key]) and have == params[key]):
+            elif not _same(have, params[key]):
                 raise doc.error(at, f"{describe(have)}, but the [model] settings make "
                                     f"{params[key]!r}"[:200])
         elif isinstance(value, BaseEstimator):
             _like(have, value, doc, at)
-        elif type(have) is not type(value) or (isinstance(value, tuple) and have != value) \
-                or (isinstance(value, np.ndarray) and (have.dtype != value.dtype
-                                                       or have.ndim != value.ndim)):
+        elif type(have) is not type(value) or (isinstance(value, tuple) and not _same(
+                have, value)) or (isinstance(value, np.ndarray) and (
+                have.dtype != value.dtype or have.ndim != value.ndim)):
             raise doc.error(at, f"{describe(have)} where a fitted {type(want).__name__} "
                                 f"has a {type(value).__name__}")
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal values of the same types, element by element (arrays inside never compared
+    with ``==``, which would be ambiguous)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)  # type: ignore[attr-defined,index]
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and np.array_equal(a, b)  # type: ignore[union-attr]
+    if isinstance(a, BaseEstimator):
+        return a is b
+    return bool(a == b)
 
 
 def load_tree(f: Fields) -> Tree:
