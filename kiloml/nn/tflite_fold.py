@@ -100,6 +100,8 @@ def _evaluate(graph: Graph, op: Op) -> np.ndarray:
     out = t[op.outputs[0]]
     kind, opts = op.kind, op.options
     if kind == "SHAPE":
+        if out.dtype not in ("int32", "int64"):
+            raise ValueError(f"output type {out.dtype}; SHAPE writes int32 (or int64)")
         return np.array(t[op.inputs[0]].shape, dtype=np.int64)
     if kind == "STRIDED_SLICE":
         if len(values) != 4:
@@ -129,6 +131,23 @@ def _evaluate(graph: Graph, op: Op) -> np.ndarray:
     # RESHAPE / SQUEEZE / EXPAND_DIMS of a constant: the output tensor has the shape.
     if values[0].size != out.size:
         raise ValueError(f"{values[0].size} elements cannot become shape {list(out.shape)}")
+    if kind == "EXPAND_DIMS":  # TFLM inserts the axis it is given: it must give that shape
+        axis, shape = np.ravel(values[1]), list(values[0].shape)
+        if axis.size != 1 or not -len(shape) - 1 <= int(axis[0]) <= len(shape):
+            raise ValueError(f"axis {axis.tolist()} for an input of rank {len(shape)}")
+        a = int(axis[0]) % (len(shape) + 1)
+        if [*shape[:a], 1, *shape[a:]] != list(out.shape):
+            raise ValueError(f"axis {a} of {shape} gives {[*shape[:a], 1, *shape[a:]]}, not "
+                             f"{list(out.shape)}")
+    if kind == "SQUEEZE":
+        shape, dims = list(values[0].shape), [int(d) for d in opts.get("squeeze_dims", ())]
+        rank = len(shape)
+        if any(not -rank <= d < rank for d in dims):
+            raise ValueError(f"squeeze_dims {dims} outside the rank {rank}")
+        gone = {d % rank for d in dims} if dims else {i for i, d in enumerate(shape) if d == 1}
+        if [d for i, d in enumerate(shape) if i not in gone] != list(out.shape):
+            raise ValueError(f"squeezing {sorted(gone)} of {shape} does not give "
+                             f"{list(out.shape)}")
     return values[0].reshape(out.shape)
 
 

@@ -374,15 +374,15 @@ class _Reader:
 
     def _quantization(self, q: Table, shape: list[int], where: str) -> Quantization | None:
         scale = q.numbers(_QUANT_SCALE, "float32", "scale")
-        if not scale.size:
-            return None  # min/max only (or nothing): not quantized
         q.numbers(_QUANT_MIN, "float32", "min")  # unused, but inside the file
         q.numbers(_QUANT_MAX, "float32", "max")
+        zp = q.numbers(_QUANT_ZERO_POINT, "int64", "zero_point")
+        if not scale.size:
+            return None  # min/max only (or nothing): not quantized
         if q.scalar(_QUANT_DETAILS_TYPE, "B", 0, "details_type") != 0:
             raise KilomlError("custom quantization details are not supported", file=self.file,
                               where=where)
         # TFLM reads one zero point per scale: a missing or short vector is read past its end
-        zp = q.numbers(_QUANT_ZERO_POINT, "int64", "zero_point")
         axis = int(q.scalar(_QUANT_DIMENSION, "i", 0, "quantized_dimension"))
         if zp.size != scale.size:
             raise KilomlError(f"invalid quantization: {scale.size} scales and {zp.size} zero "
@@ -503,7 +503,8 @@ class _Reader:
         if kind in _BIAS_TYPE_SLOT:
             bias_type = int(table.scalar(_BIAS_TYPE_SLOT[kind], "b", 0, "quantized_bias_type"))
             # FLOAT32 (0) means "not set"; else TFLM wants the bias tensor's own type
-            if bias_type != _TFL.FLOAT32 and bias_type != _TYPE_OF.get(bias_dtype or "", -1):
+            expected = _TYPE_OF.get(bias_dtype) if bias_dtype is not None else None
+            if bias_type != _TFL.FLOAT32 and bias_type != expected:
                 name = _TYPE_NAMES.get(bias_type, bias_type)
                 raise KilomlError(f"quantized_bias_type {name} does not match the bias "
                                   f"({bias_dtype or 'none'})", file=self.file, where=where)

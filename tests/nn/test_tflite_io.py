@@ -1084,6 +1084,13 @@ def _min_vector(model: schema.ModelT) -> None:
     (g_tf_flatten, lambda m: setattr(m.subgraphs[0].operators[0], "inputs",
                                      np.array([0, 0], np.int32)),
      "2 inputs and 1 outputs: not a valid SHAPE"),
+    (g_tf_flatten, lambda m: setattr(next(t for t in m.subgraphs[0].tensors
+                                          if t.name == b"shape"), "type",
+                                     schema.TensorType.INT8),
+     "SHAPE writes int32"),
+    (g_fc_no_bias, lambda m: setattr(m.subgraphs[0].operators[0].builtinOptions,
+                                     "quantizedBiasType", -1),
+     "quantized_bias_type -1 does not match the bias (none)"),
 ])
 def test_tflm_semantics_of_absent_and_unused_fields(make: Callable[[], Graph], change,
                                                     fragment: str, tmp_path: Path) -> None:
