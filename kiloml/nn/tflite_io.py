@@ -307,7 +307,8 @@ class _Reader:
         builtin = int(oc.scalar(_CODE_BUILTIN, "i", 0, "builtin_code"))
         code = max(builtin, deprecated)
         kind = _OP_NAMES.get(code, f"BUILTIN_{code}")
-        return kind, (oc.string(_CODE_CUSTOM, "custom_code") if kind == "CUSTOM" else "")
+        custom_code = oc.string(_CODE_CUSTOM, "custom_code")  # checked even when unused
+        return kind, (custom_code if kind == "CUSTOM" else "")
 
     def _tensor(self, t: Table, index: int) -> Tensor:
         name = t.string(_TENSOR_NAME, "name") or f"tensor_{index}"
