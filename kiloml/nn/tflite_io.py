@@ -349,13 +349,13 @@ class _Reader:
         if len(shape) > MAX_RANK:
             raise KilomlError(f"shape {shape} has rank {len(shape)}; kiloml supports at most "
                               f"{MAX_RANK}", file=self.file, where=where)
-        # A dynamic batch is recorded as 1 in `shape` (-1 only in shape_signature); an
-        # exporter that writes -1 into `shape` itself still means batch 1.
-        if shape and shape[0] == -1:
-            shape[0] = 1
+        # A dynamic batch is recorded as 1 in `shape` and -1 in shape_signature; a -1 in
+        # `shape` itself is a dynamic tensor, which TFLM refuses to allocate.
         if any(d < 0 for d in shape):
+            hint = (" (a dynamic batch is written as 1 in shape and -1 in shape_signature)"
+                    if shape[0] == -1 and all(d >= 0 for d in shape[1:]) else "")
             raise KilomlError(f"dynamic or invalid shape {shape}; kiloml needs static shapes "
-                              "(only the batch dimension may be dynamic)",
+                              f"(only the batch dimension may be dynamic){hint}",
                               file=self.file, where=where)
         if signature:
             if len(signature) != len(shape):

@@ -506,16 +506,23 @@ def test_shape_code_is_folded(make: Callable[[], Graph]) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_batch_minus_one_in_shape_is_batch_one() -> None:
+def test_dynamic_batch_in_the_signature_is_batch_one(tmp_path: Path) -> None:
     def dynamic(model: schema.ModelT) -> None:
         for t in model.subgraphs[0].tensors:
             if len(t.shape) and t.shape[0] == 1:
                 t.shapeSignature = np.array([-1, *t.shape[1:]], np.int32)
-        model.subgraphs[0].tensors[0].shape[0] = -1
 
-    g = parse_tflite(patched(write_tflite(g_tf_flatten()), dynamic))
+    data = patched(write_tflite(g_tf_flatten()), dynamic)
+    g = parse_tflite(data)
     assert g.tensors[g.inputs[0]].shape == (1, 2, 2, 3)
     assert [op.kind for op in g.ops] == ["RESHAPE", "FULLY_CONNECTED"]
+
+    def in_shape(model: schema.ModelT) -> None:  # a dynamic tensor: TFLM refuses it
+        model.subgraphs[0].tensors[0].shape[0] = -1
+
+    message = load_error(patched(data, in_shape), tmp_path)
+    assert "dynamic or invalid shape [-1, 2, 2, 3]" in message
+    assert "written as 1 in shape and -1 in shape_signature" in message
 
 
 def test_reshape_folding_mismatch_is_reported(tmp_path: Path) -> None:
