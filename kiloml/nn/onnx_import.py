@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,10 +210,20 @@ def _load(path: Path) -> Any:
         raise KilomlError("not a valid .onnx file: the file holds no graph", file=path)
     check_model_limits(model, path)
     try:
-        onnx.checker.check_model(model)
+        # full_check adds strict type and shape inference: the parts kiloml does not import
+        # (a classifier's label path) must be valid too
+        onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # checker ValidationError (its C++ may raise others)
+        node = _NODE_ERROR.search(str(exc))
+        if node:  # "(op_type:Conv, node name: c1): [ShapeInferenceError] ..." -> node + reason
+            raise KilomlError(f"{node['reason'].strip()} (onnx checker)", file=path,
+                              where=f"node '{node['name']}' ({node['op']})") from None
         raise KilomlError(f"not a valid .onnx file: {_reason(exc)}", file=path) from None
     return model
+
+
+_NODE_ERROR = re.compile(r"\(op_type:(?P<op>[^,]*), node name: (?P<name>[^)]*)\): "
+                         r"(?:\[\w+\] )?(?P<reason>[^\n]*)")
 
 
 def _reason(exc: Exception) -> str:
