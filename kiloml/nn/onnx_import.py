@@ -638,7 +638,11 @@ class _Importer:
                                   "supported", file=self.path)
             shape = []
             for i, d in enumerate(tt.shape.dim):
-                if d.HasField("dim_value") and d.dim_value > 0:
+                if d.HasField("dim_value") and d.dim_value <= 0:
+                    raise KilomlError(f"input {inp.name!r} has dimension {d.dim_value} at axis "
+                                      f"{i}; sizes must be at least 1 (or symbolic for the "
+                                      "batch)", file=self.path)
+                if d.HasField("dim_value"):
                     if i == 0 and d.dim_value != 1:
                         raise KilomlError(
                             f"input {inp.name!r} has a fixed batch size of {d.dim_value}; "
@@ -845,6 +849,8 @@ class _Importer:
         same = [_same_pads(s, k, st, d) for s, k, st, d in zip(size, kernel, strides, dil,
                                                                   strict=True)]
         auto = a.string("auto_pad", "NOTSET", ("NOTSET", "SAME_UPPER", "VALID", "SAME_LOWER"))
+        if auto != "NOTSET" and "pads" in a:  # the ONNX spec: one or the other
+            raise self.attr_error("auto_pad", auto, "auto_pad and pads cannot be used together")
         if auto == "VALID":
             return "VALID", [0] * n, [0] * n
         if auto == "SAME_UPPER":

@@ -85,6 +85,36 @@ def run_model_job(path: Path, codegen: bool = False) -> None:
     y = model_outputs(graph, path, x)
     if os.environ.get("KILOML_FUZZ_TFLM") and path.suffix == ".tflite":
         compare_with_tflm(path, x, y)
+    if os.environ.get("KILOML_FUZZ_ORT") and path.suffix == ".onnx":
+        compare_with_onnxruntime(path, graph)
+
+
+def compare_with_onnxruntime(path: Path, graph) -> None:
+    """Diagnostic mode (KILOML_FUZZ_ORT=1): an .onnx kiloml imports must run in onnxruntime
+    with the same outputs (float tolerance)."""
+    import onnxruntime as ort
+
+    from kiloml.nn.model_cli import model_outputs
+    from kiloml.nn.onnx_import import onnx_input_layout
+
+    layout = onnx_input_layout(graph)[0]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, *layout.onnx_shape[1:])).astype(np.float32)
+    y = model_outputs(graph, path, layout.to_ir(x))
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        out = sess.run(None, {name: x})
+    except Exception as exc:
+        raise AssertionError(f"onnxruntime refuses a model kiloml accepts: "
+                             f"{str(exc).splitlines()[0][:200]}") from None
+    want = next((np.asarray(o) for o in out if np.asarray(o).shape == y.shape), None)
+    if want is None:
+        raise AssertionError(f"no onnxruntime output has kiloml's shape {y.shape}: "
+                             f"{[np.asarray(o).shape for o in out]}")
+    if not np.allclose(want, y, rtol=1e-3, atol=1e-4, equal_nan=True):
+        raise AssertionError(f"onnxruntime and kiloml differ (max abs diff "
+                             f"{np.nanmax(np.abs(want - y)):g})")
 
 
 def compare_with_tflm(path: Path, x: np.ndarray, y: np.ndarray) -> None:

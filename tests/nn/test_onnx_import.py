@@ -939,3 +939,15 @@ def test_error_too_many_nodes(tmp_path: Path) -> None:
     nodes = [helper.make_node("Identity", [f"v{i}"], [f"v{i + 1}"]) for i in range(10_001)]
     path = _save(tmp_path, nodes, [_vi("v0", ["N", 4])], [_vi("v10001", ["N", 4])])
     assert "10,001 nodes" in _message(path)
+
+
+def test_error_auto_pad_and_pads_together(tmp_path: Path) -> None:
+    text = _message(_conv_model(tmp_path, auto_pad="VALID", pads=[0, 0]))
+    assert "node 'conv_1' (Conv)" in text and "auto_pad and pads" in text
+
+
+@pytest.mark.parametrize("batch", [0, -3])
+def test_error_input_dimension_below_one(tmp_path: Path, batch: int) -> None:
+    path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [batch, 4])],
+                 [_vi("y", [batch, 4])])
+    assert f"has dimension {batch} at axis 0" in _message(path)
