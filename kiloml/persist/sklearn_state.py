@@ -41,6 +41,7 @@ _ATTRIBUTE = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")  # no dunders
 MAX_FEATURES = 1 << 24
 MAX_CLASSES = 1 << 16
 MAX_SAMPLES = float(1 << 53)  # whole numbers stay exact in float64
+FLT_MAX = float(np.finfo(np.float32).max)
 
 
 # --- saving --------------------------------------------------------------------------
@@ -282,8 +283,10 @@ def load_tree(f: Fields) -> Tree:
     if np.any(bad):
         raise f.error("nodes", f"node {int(np.flatnonzero(bad)[0])} tests feature "
                                f"{int(feature[np.flatnonzero(bad)[0]])} of {n_features}")
-    if np.any(np.isnan(nodes["threshold"][inner])):
-        raise f.error("nodes", "a threshold is NaN")
+    threshold = nodes["threshold"][inner]
+    # a split lies between two float32 feature values (or at inf, for missing values)
+    if np.any(np.isnan(threshold) | (np.isfinite(threshold) & (np.abs(threshold) > FLT_MAX))):
+        raise f.error("nodes", "a threshold is NaN or beyond float32")
     weights, counts = nodes["weighted_n_node_samples"], nodes["n_node_samples"]
     if np.any(~np.isfinite(weights) | (weights <= 0) | (weights > MAX_SAMPLES)) or \
             np.any((counts < 1) | (counts > MAX_SAMPLES)):
