@@ -141,9 +141,13 @@ def check_output_file(path: Path, protected: Sequence[Protected], *, name: str) 
     nor lie inside a protected folder's files it reads."""
     target = _resolved(path)
     for p in protected:
-        if target == _resolved(p.path):
+        folder = _resolved(p.path)
+        if target == folder:
             raise KilomlError(f"'{path}' is {p.what}; write the output to another file",
                               where=name)
+        if p.folder and not p.inside_ok and target.is_relative_to(folder):
+            raise KilomlError(f"'{path}' lies inside {p.what} ({p.path}): it would replace "
+                              f"or add to the input; write the output elsewhere", where=name)
     if target.is_dir():
         raise KilomlError(f"'{path}' is a folder; give a file name", where=name)
 

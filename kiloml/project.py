@@ -34,6 +34,10 @@ STATISTICS = (
 )
 
 
+# scikit-learn's random_state and numpy's seeds: 0 .. 2**32 - 1
+SEED_MAX = 2**32 - 1
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -258,7 +262,7 @@ class AugmentConfig(Section):
     noise_snr_db: list[float] = Field(default_factory=lambda: [15.0, 40.0])
     time_shift_ms: float = Field(default=0.0, ge=0)
     gain_db: list[float] = Field(default_factory=lambda: [-6.0, 6.0])
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
 
     @field_validator("noise_snr_db", "gain_db")
     @classmethod
@@ -276,7 +280,7 @@ class TreeModelConfig(Section):
     # sklearn's meaning: an int is a count of features, a float a fraction of them
     max_features: Literal["sqrt", "log2", "all"] | int | float = "sqrt"
     class_weight: Literal["balanced"] | None = None
-    random_state: int = 0
+    random_state: int = Field(default=0, ge=0, le=SEED_MAX)
     # C form: "table" walks node arrays (smallest flash), "inline" emits the trees as
     # nested if/else code (fewest instructions). Both give identical decisions.
     c_style: Literal["table", "inline"] = "table"
@@ -328,7 +332,7 @@ class NeuralModelConfig(Section):
     calibration: Literal["minmax", "percentile", "mse"] = "minmax"
     percentile: float = Field(default=99.99, gt=50, le=100)
     calibration_windows: int = Field(default=1000, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
 
     @field_validator("hidden", "filters")
     @classmethod
@@ -360,7 +364,7 @@ class EvaluationConfig(Section):
     test_groups: list[str] | None = None
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     cv_folds: int = Field(default=5, ge=0, le=50)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
 
     @field_validator("test_groups", mode="before")
     @classmethod
@@ -441,7 +445,7 @@ class SearchConfig(Section):
     # within a few percent, instructions within 20%; see bench/results/estimator.md).
     margin: float = Field(default=0.05, ge=0, lt=1)
     max_candidates: int = Field(default=200, ge=1, le=100_000)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     dir: str | None = None  # default: <output dir>-search next to the run's output
 
 

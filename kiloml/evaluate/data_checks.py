@@ -75,6 +75,7 @@ from kiloml.data.splits import Split, make_split
 from kiloml.data.windows import WindowSet, make_windows
 from kiloml.errors import KilomlError
 from kiloml.models.trees import TreeModel
+from kiloml.outputs import check_output_file, project_inputs
 from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.project import LoadedProject, NeuralModelConfig, StatisticsStageConfig, load_project
@@ -478,6 +479,11 @@ def check_data_project(project_path: str | Path, json_path: Path | None = None
                        ) -> CheckOutcome:
     project = load_project(project_path)
     out = project.output_dir
+    if json_path is not None:  # before the work: a path that cannot be written fails now
+        check_output_file(json_path, project_inputs(project), name="--json")
+        if not json_path.absolute().parent.is_dir():
+            raise KilomlError("the folder for the JSON file does not exist", file=json_path,
+                              where="--json")
     refuse_old_run(out, project.path)  # a pipeline.pkl is never unpickled
     finished = (out / METRICS_FILE).is_file() and (out / PIPELINE_FILE).is_file()
     pipeline = Pipeline.load(out / PIPELINE_FILE) if finished else None  # checked first

@@ -49,11 +49,12 @@ from kiloml.evaluate.perturb import (
 from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline
 from kiloml.progress import track
-from kiloml.project import LoadedProject, load_project
+from kiloml.project import SEED_MAX, LoadedProject, load_project
 from kiloml.results import METRICS_FILE, read_metrics, write_results
 
 DROP_POINTS = 5.0
 AUGMENT_COPIES = 3  # perturbed copies per training recording (perturbations take turns)
+MAX_COPIES = 100  # --copies: each copy is one more training set in memory
 
 
 @dataclass
@@ -101,6 +102,17 @@ def parse_severities(text: str | None) -> list[float] | None:
     return out
 
 
+def check_options(options: StressOptions) -> None:
+    """The numeric options, before the run folder is read."""
+    if not 0 <= options.copies <= MAX_COPIES:
+        raise KilomlError(f"{options.copies} copies: give 0 to {MAX_COPIES}", where="--copies")
+    if not 0 <= options.seed <= SEED_MAX:
+        raise KilomlError(f"{options.seed}: a seed is 0 to {SEED_MAX}", where="--seed")
+    if not 0 < options.drop_points < 100:
+        raise KilomlError(f"{options.drop_points:g} points: must be between 0 and 100",
+                          where="--drop-points")
+
+
 def plan(options: StressOptions, n_channels: int) -> dict[str, list[float]]:
     """Perturbation -> severities (checked, mild to severe). User errors before any work."""
     names = options.perturbations or list(PERTURBATIONS)
@@ -109,11 +121,7 @@ def plan(options: StressOptions, n_channels: int) -> dict[str, list[float]]:
         raise KilomlError("give --severities together with exactly one perturbation in "
                           "--perturbations (severities have different units)",
                           where="--severities")
-    if options.copies < 0:
-        raise KilomlError(f"{options.copies} copies: must be 0 or more", where="--copies")
-    if not 0 < options.drop_points < 100:
-        raise KilomlError(f"{options.drop_points:g} points: must be between 0 and 100",
-                          where="--drop-points")
+    check_options(options)
     out: dict[str, list[float]] = {}
     for p in chosen:
         given = options.severities if options.severities is not None \
@@ -273,6 +281,7 @@ def _retrain(project: LoadedProject, pipeline: Pipeline, train: list[Recording],
 def stress_project(project_path: str | Path, options: StressOptions | None = None
                    ) -> StressOutcome:
     options = options or StressOptions()
+    check_options(options)
     project = load_project(project_path)
     pipeline, metrics = _load_run(project)
     schedule = plan(options, pipeline.n_channels)
