@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from kiloml.atomic import write_text_atomically
+from kiloml.errors import KilomlError
+from kiloml.persist.archive import describe, read_json
 from kiloml.pipeline import Pipeline
 from kiloml.targets.profiles import TargetProfile
 
@@ -39,4 +41,11 @@ def write_results(out: Path, metrics: dict, pipeline: Pipeline) -> None:
 
 
 def read_metrics(out: Path) -> dict:
-    return json.loads((out / METRICS_FILE).read_text())
+    """A run's metrics.json (the folder may come from elsewhere: bounded, one line when it
+    is not a JSON object)."""
+    path = out / METRICS_FILE
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise KilomlError(f"expected a JSON object, got {describe(data)}; run `kiloml run` "
+                          "again", file=path)
+    return data

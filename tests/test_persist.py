@@ -269,6 +269,14 @@ def test_malformed_pipeline_is_one_line_in_every_command(run_copy: Path) -> None
                       "pipeline.model.estimator.state.estimators_", "missing")
 
 
+def test_a_damaged_metrics_file_is_one_line(run_copy: Path) -> None:
+    metrics = run_copy.parent / "out" / "metrics.json"
+    for text, message in (("{", "not valid JSON"), ("[]", "expected a JSON object")):
+        metrics.write_text(text)
+        for command in ("verify", "stress", "check-data"):
+            assert_user_error(run_cli(command, str(run_copy)), str(metrics), message)
+
+
 def test_verify_builds_only_the_library_the_pipeline_generates(run_copy: Path) -> None:
     source = run_copy.parent / "out" / "firmware" / "kiloml_model.c"
     source.write_text(source.read_text() + "\nint planted_by_someone_else;\n")
