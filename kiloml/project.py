@@ -38,8 +38,16 @@ STATISTICS = (
 SEED_MAX = 2**32 - 1
 
 
+# Upper bounds where a number turns into sample counts, buffers or arithmetic: past them
+# nothing can work, and unbounded values overflowed float and int arithmetic downstream.
+MAX_RATE_HZ = 100e6  # 100 MHz of samples
+MAX_DURATION_MS = 24 * 3600e3  # a day
+MAX_POWER_UW = 1e9  # a kilowatt
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # strict: no silent coercion; allow_inf_nan: TOML's inf and nan are not settings
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -49,7 +57,7 @@ class DataConfig(Section):
     path: str | None = None
     glob: str | None = None
     channels: list[str] | None = None
-    sample_rate_hz: float | None = Field(default=None, gt=0)
+    sample_rate_hz: float | None = Field(default=None, gt=0, le=MAX_RATE_HZ)
     timestamp_column: str | None = None
     timestamp_unit: Literal["s", "ms"] = "s"
     label_column: str | None = None
@@ -60,7 +68,8 @@ class DataConfig(Section):
     min_label_coverage: float = Field(default=0.8, gt=0.5, le=1.0)
     short_recordings: Literal["error", "skip"] = "error"
     resample: bool = False  # bring recordings at another rate to sample_rate_hz
-    pad_to_ms: float | None = Field(default=None, gt=0)  # zero-pad shorter recordings
+    # zero-pad shorter recordings
+    pad_to_ms: float | None = Field(default=None, gt=0, le=MAX_DURATION_MS)
 
     @field_validator("channels")
     @classmethod
@@ -129,8 +138,8 @@ class DataConfig(Section):
 
 
 class WindowConfig(Section):
-    window_ms: float = Field(gt=0)
-    stride_ms: float = Field(gt=0)
+    window_ms: float = Field(gt=0, le=MAX_DURATION_MS)
+    stride_ms: float = Field(gt=0, le=MAX_DURATION_MS)
 
 
 class StatisticsStageConfig(Section):
@@ -162,8 +171,8 @@ class SpectralStageConfig(Section):
         default_factory=lambda: list(SPECTRAL_FEATURES))
     n_bands: int = Field(default=8, ge=1, le=256)
     band_spacing: Literal["linear", "log"] = "linear"
-    f_min_hz: float = Field(default=0.0, ge=0)
-    f_max_hz: float | None = Field(default=None, gt=0)
+    f_min_hz: float = Field(default=0.0, ge=0, le=MAX_RATE_HZ)
+    f_max_hz: float | None = Field(default=None, gt=0, le=MAX_RATE_HZ)
     n_peaks: int = Field(default=3, ge=1, le=32)
     log: bool = True
     channels: list[str] | None = None
@@ -180,14 +189,14 @@ class MfccStageConfig(Section):
     """Log mel filterbank energies ("mfe") or cepstral coefficients ("mfcc") per frame."""
 
     stage: Literal["mfcc", "mfe"]
-    frame_ms: float = Field(default=25.0, gt=0)
-    frame_stride_ms: float = Field(default=10.0, gt=0)
+    frame_ms: float = Field(default=25.0, gt=0, le=MAX_DURATION_MS)
+    frame_stride_ms: float = Field(default=10.0, gt=0, le=MAX_DURATION_MS)
     fft_length: int = 256
     window_function: Literal[WINDOW_FUNCTIONS] = "hamming"  # type: ignore[valid-type]
     n_filters: int = Field(default=32, ge=1, le=256)
     n_coefficients: int = Field(default=13, ge=1, le=256)
-    f_min_hz: float = Field(default=0.0, ge=0)
-    f_max_hz: float | None = Field(default=None, gt=0)
+    f_min_hz: float = Field(default=0.0, ge=0, le=MAX_RATE_HZ)
+    f_max_hz: float | None = Field(default=None, gt=0, le=MAX_RATE_HZ)
     channels: list[str] | None = None
 
     @model_validator(mode="after")
@@ -260,15 +269,18 @@ class AugmentConfig(Section):
 
     copies: int = Field(default=0, ge=0, le=1000)
     noise_snr_db: list[float] = Field(default_factory=lambda: [15.0, 40.0])
-    time_shift_ms: float = Field(default=0.0, ge=0)
+    time_shift_ms: float = Field(default=0.0, ge=0, le=MAX_DURATION_MS)
     gain_db: list[float] = Field(default_factory=lambda: [-6.0, 6.0])
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
 
     @field_validator("noise_snr_db", "gain_db")
     @classmethod
-    def _range(cls, value: list[float]) -> list[float]:
+    def _range(cls, value: list[float], info: Any) -> list[float]:
         if len(value) != 2 or value[0] > value[1]:
             raise ValueError("give a range [low, high]")
+        limit = 200.0 if info.field_name == "noise_snr_db" else 120.0
+        if any(abs(v) > limit for v in value):
+            raise ValueError(f"decibels within +-{limit:g}")
         return value
 
 
@@ -325,7 +337,7 @@ class NeuralModelConfig(Section):
     patience: int = Field(default=10, ge=1)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0, lt=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
+    weight_decay: float = Field(default=1e-4, ge=0, le=1)
     class_weight: Literal["balanced"] | None = None
     # Training groups held out for early stopping (grouped, like the test split).
     validation_groups: int = Field(default=2, ge=0)
@@ -386,15 +398,15 @@ class EvaluationConfig(Section):
 
 class TargetConfig(Section):
     name: str = "cortex-m4f"
-    ram_budget_bytes: int | None = Field(default=None, gt=0)
-    flash_budget_bytes: int | None = Field(default=None, gt=0)
-    latency_budget_ms: float | None = Field(default=None, gt=0)
+    ram_budget_bytes: int | None = Field(default=None, gt=0, le=2**32)
+    flash_budget_bytes: int | None = Field(default=None, gt=0, le=2**32)
+    latency_budget_ms: float | None = Field(default=None, gt=0, le=MAX_DURATION_MS)
     warn_fraction: float = Field(default=0.7, gt=0, le=1)
     # power: the average-power budget of the processor's share, the battery, and how
     # often the device classifies (default: every window stride)
-    power_budget_uw: float = Field(default=100.0, gt=0)
-    battery_mah: float = Field(default=225.0, gt=0)  # a CR2032 coin cell
-    inference_rate_hz: float | None = Field(default=None, gt=0)
+    power_budget_uw: float = Field(default=100.0, gt=0, le=MAX_POWER_UW)
+    battery_mah: float = Field(default=225.0, gt=0, le=1e9)  # a CR2032 coin cell
+    inference_rate_hz: float | None = Field(default=None, gt=0, le=MAX_RATE_HZ)
 
 
 class DecisionConfig(Section):
@@ -405,7 +417,7 @@ class DecisionConfig(Section):
     # scores of the training groups for a target.
     thresholds: Literal["none", "calibrated"] = "none"
     target: Literal["precision", "recall", "false_alarms_per_hour"] = "precision"
-    target_value: float = Field(default=0.9, gt=0)
+    target_value: float = Field(default=0.9, gt=0, le=1e9)
     # "uncertain" when the top (smoothed) score or its margin over the second is lower.
     min_score: float = Field(default=0.0, ge=0, le=1)
     min_margin: float = Field(default=0.0, ge=0, le=1)

@@ -55,3 +55,20 @@ def test_seeds_outside_what_numpy_and_sklearn_take(csv_project: CsvProject, sect
     csv_project.toml.write_text(text)
     line = text.splitlines().index(f"{key} = {value}") + 1
     assert_user_error(run_cli("run", str(csv_project.toml)), f"kiloml.toml:{line}:", key)
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("window_ms = 1000", "window_ms = inf", "finite number"),
+    ("window_ms = 1000", "window_ms = nan", "finite number"),
+    ("stride_ms = 500", "stride_ms = 1e308", "less than or equal to 86400000"),
+    ("sample_rate_hz = 50", "sample_rate_hz = 1e300", "less than or equal to"),
+    ('stage = "statistics"', 'stage = "mfcc"\nframe_ms = 1e308', "frame_ms"),
+    ('name = "cortex-m4f"', 'name = "cortex-m4f"\npower_budget_uw = -inf', "power_budget_uw"),
+    ("cv_folds = 3", "cv_folds = 3\n[augment]\ncopies = 1\ngain_db = [-1e300, 0]",
+     "decibels within +-120"),
+])
+def test_numbers_that_overflow_downstream(csv_project: CsvProject, old: str, new: str,
+                                          fragment: str) -> None:
+    csv_project.set_toml(old, new)
+    assert_user_error(run_cli("run", str(csv_project.toml)), fragment)
+    assert not csv_project.out.exists()

@@ -239,7 +239,7 @@ TREE = 'kind = "decision_tree"\nmax_depth = 8'
     ([(STATS, 'stage = "spectral"\nfft_length = 16\nn_peaks = 5')], "n_peaks = 5",
      "[features.0] n_peaks", "at most 4 peaks"),
     ([('short_recordings = "error"', 'short_recordings = "error"\npad_to_ms = 1e12')],
-     "pad_to_ms = 1e12", "[data] pad_to_ms", "more than kiloml holds for one recording"),
+     "pad_to_ms = 1e12", "[data] pad_to_ms", "less than or equal to 86400000"),
     ([("[window]", "[augment]\ncopies = 1\ntime_shift_ms = 3000\n\n[window]")],
      "time_shift_ms = 3000", "[augment] time_shift_ms", "longest training recording (3000 ms)"),
     ([('test_groups = ["10"]', "test_fraction = 0.99")], "cv_folds = 2",
