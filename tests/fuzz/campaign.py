@@ -122,10 +122,14 @@ def main() -> int:
         for site, n in s.sites.most_common():
             print(f"    {n:5d}  {site}  e.g. {s.reproducers[site]}", flush=True)
     total = time.monotonic() - start
+    codegen_note = (" Int8 models that load also go through the C generator (`model compile` "
+                    "up to the C sources)." if args.codegen else "")
     text = (f"# Mutation fuzzing of kiloml's loaders (`make fuzz`)\n\n"
             f"Campaign '{args.campaign}', {args.workers} worker processes, "
             f"{args.timeout:g} s per mutant; total wall time {total:.0f} s.\n"
-            "Outcomes allowed: the file loads (and, for models, `model info` and one "
+            "Seeds: tests/nn/fixtures models; small generated CSV/WAV/NPY/NPZ recordings "
+            f"and project files (tests/fuzz/formats.py).{codegen_note}"
+            "\nOutcomes allowed: the file loads (and, for models, `model info` and one "
             "`model run` input succeed) or a one-line KilomlError. 'other' is anything "
             "else (exception, numpy RuntimeWarning, crash, hang); each is kept under "
             "build/fuzz-reproducers/<format>/.\n\n" + table(summaries) + "\n")
