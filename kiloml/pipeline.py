@@ -105,8 +105,7 @@ class Pipeline:
 
     @property
     def decision_params(self) -> DecisionParams:
-        # getattr: pipelines pickled before the decision layer existed
-        return getattr(self, "decision", None) or DecisionParams.passthrough(self.n_classes)
+        return self.decision or DecisionParams.passthrough(self.n_classes)
 
     def device_scores(self, features: np.ndarray) -> np.ndarray:
         """float32 [N, K]: the scores the C library computes for these features, exactly."""
@@ -182,8 +181,10 @@ class Pipeline:
         return out
 
     def window_features(self, x: np.ndarray) -> list[np.ndarray]:
-        """The output of each window stage for windows x [N, T, C]."""
-        return [stage.transform(x) for stage in self.features if stage.reads == "window"]
+        """The output of each window stage for windows x [N, T, C]. IEEE float32 as in C:
+        an overflow gives inf silently (callers check features are finite and say where)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return [stage.transform(x) for stage in self.features if stage.reads == "window"]
 
     def assemble(self, parts: list[np.ndarray], fit_rows: np.ndarray | None = None,
                  y: np.ndarray | None = None) -> np.ndarray:
@@ -197,7 +198,8 @@ class Pipeline:
             else:
                 if fit_rows is not None:
                     stage.fit(out[fit_rows], None if y is None else y[fit_rows])
-                out = stage.transform(out)
+                with np.errstate(over="ignore", invalid="ignore"):  # IEEE, as the C
+                    out = stage.transform(out)
         return out.astype(F32, copy=False)
 
     def compute_features(self, x: np.ndarray) -> np.ndarray:
