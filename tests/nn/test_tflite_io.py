@@ -1119,3 +1119,48 @@ def test_softmax_without_options_has_beta_zero(tmp_path: Path) -> None:
                              _drop_options(schema.BuiltinOptions.SoftmaxOptions)))
     with pytest.raises(KilomlError, match=r"softmax beta = 0\.0"):
         load_model(path)
+
+
+def _vector_length_at(data: bytearray, tab: object, slot: int) -> int:
+    """The byte position of the length of the vector in field ``slot`` of a generated table."""
+    return tab.Vector(tab.Offset(slot)) - 4  # type: ignore[attr-defined]
+
+
+def test_vectors_kiloml_ignores_are_still_bounded(tmp_path: Path) -> None:
+    """Quantization min/max, zero points of a table without scales, an operator code's
+    custom_code: unused by kiloml, read by TFLM's Python runtime or TFLM itself."""
+    data = bytearray(patched(write_tflite(g_fc()), _min_vector))
+    model = schema.Model.GetRootAs(data, 0)
+    q = model.Subgraphs(0).Tensors(0).Quantization()
+    pos = _vector_length_at(data, q._tab, 4)  # QuantizationParameters.min
+    data[pos:pos + 4] = (0x3FFFFFFF).to_bytes(4, "little")
+    assert "field 'min': a vector of 1073741823 entries" in load_error(bytes(data), tmp_path)
+
+    def custom_code(m: schema.ModelT) -> None:
+        m.operatorCodes[0].customCode = "x" * 8
+
+    data = bytearray(patched(write_tflite(g_fc()), custom_code))
+    code = schema.Model.GetRootAs(data, 0).OperatorCodes(0)
+    pos = _vector_length_at(data, code._tab, 6)  # OperatorCode.custom_code
+    data[pos:pos + 4] = (len(data)).to_bytes(4, "little")
+    assert "operator code 0: field 'custom_code'" in load_error(bytes(data), tmp_path)
+
+    def zero_points_only(m: schema.ModelT) -> None:
+        t = m.subgraphs[0].tensors[2]  # the int32 bias: give it zero points, no scales
+        t.quantization.scale = np.zeros(0, np.float32)
+        t.quantization.zeroPoint = np.zeros(4, np.int64)
+
+    data = bytearray(patched(write_tflite(g_fc()), zero_points_only))
+    q = schema.Model.GetRootAs(data, 0).Subgraphs(0).Tensors(2).Quantization()
+    pos = _vector_length_at(data, q._tab, 10)  # QuantizationParameters.zero_point
+    data[pos:pos + 4] = (0x0FFFFFFF).to_bytes(4, "little")
+    assert "field 'zero_point'" in load_error(bytes(data), tmp_path)
+
+
+def test_folded_squeeze_must_give_its_declared_shape(tmp_path: Path) -> None:
+    g = g_fc()
+    c = const(g, "c", [[1, 2, 3]], "int32")
+    out = g.add_tensor(Tensor("squeezed", (3,), "int32"))
+    g.ops.insert(0, Op("SQUEEZE", [c], [out], {"squeeze_dims": (1,)}, name="squeeze"))
+    message = load_error(write_tflite(g), tmp_path)
+    assert "operator 0 SQUEEZE" in message and "squeezing [1] of [1, 3]" in message
