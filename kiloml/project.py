@@ -692,11 +692,12 @@ def _check_unknown_keys(raw: Any, model: type[BaseModel], where: tuple[str, ...]
             table = FEATURE_STAGES if key == "features" else PREPROCESS_STAGES
             for i, item in enumerate(value if isinstance(value, list) else []):
                 stage = item.get("stage") if isinstance(item, dict) else None
-                if stage in table:
+                if isinstance(stage, str) and stage in table:
                     _check_unknown_keys(item, table[stage], (*where, f"{key}.{i}"), text, path)
             continue
         if key == "model" and model is Project and isinstance(value, dict):
             kind = value.get("kind")
+            kind = kind if isinstance(kind, str) else None
             sub_model = (NeuralModelConfig if kind in NEURAL_KINDS else
                          TreeModelConfig if kind in TREE_KINDS else None)
             if sub_model is not None:

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import assert_user_error, run_cli
+from conftest import CsvProject, assert_user_error, run_cli
 
 from kiloml.errors import KilomlError
 from kiloml.project import load_project
@@ -278,3 +278,15 @@ def test_ints_stay_numbers_and_group_names(tmp_path: Path) -> None:
     assert c.preprocess[0].cutoff_hz == [1.0, 5.0]
     text = text.replace("max_features = 3", "max_features = 0.5")
     assert load_project(write(tmp_path, text)).config.model.max_features == 0.5
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ('stage = "statistics"', "stage = []", "[features.0]"),
+    ('kind = "random_forest"', "kind = [1]", "[model] kind"),
+    ('stage = "statistics"', "stage = {a = 1}", "[features.0]"),
+])
+def test_a_stage_or_kind_that_is_not_text(csv_project: CsvProject, old: str, new: str,
+                                          fragment: str) -> None:
+    # found by the mutation fuzzer: a list where a stage name belongs was a TypeError
+    csv_project.set_toml(old, new)
+    assert_user_error(run_cli("run", str(csv_project.toml)), "kiloml.toml", fragment)
