@@ -490,7 +490,11 @@ def _touches_batch_axis(graph: Graph, op: Op) -> bool:
     """True when an op reads or writes along axis 0, so batching samples would be wrong."""
     t = graph.tensors
     ranks = [len(t[i].shape) for i in op.inputs if i >= 0 and not t[i].is_constant]
-    rank = ranks[0] if ranks else 1
+    if not ranks:
+        # on constants alone (a folded zero state, or a hostile file): its value has one
+        # sample whatever the batch, so samples run one at a time
+        return True
+    rank = ranks[0]
     if any(t[i].shape[:1] != (1,) for i in op.outputs) or any(
             t[i].shape[:1] != (1,) for i in op.inputs if i >= 0 and not t[i].is_constant):
         return True

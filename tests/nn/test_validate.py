@@ -299,3 +299,29 @@ def test_int8_concatenation_has_no_fused_activation() -> None:
     g = g_split_concat()
     next(op for op in g.ops if op.kind == "CONCATENATION").options["fused_activation"] = "RELU"
     refused(g, "CONCATENATION", "TFLM supports none")
+
+
+def test_an_operator_on_constants_alone_runs_in_batches() -> None:
+    """A FULLY_CONNECTED whose input is a constant (a folded zero state, or a hostile
+    file) beside one on the input: a batch equals its samples run one at a time (the
+    constant op has one sample whatever the batch; this was a RuntimeError)."""
+    from kiloml.nn.reference import Interpreter
+    from tests.nn.test_tflite_io import const, int8_weights
+
+    g = g_fc()
+    zero = const(g, "h0", np.zeros((1, 8), np.int8), "int8", Q(0.1, 5))
+    w2 = const(g, "w2", int8_weights((4, 8)), "int8", Q(0.01, 0))
+    h = g.tensors.index(tensor(g, "y"))
+    hy = len(g.tensors)
+    g.tensors.append(Tensor("hy", (1, 4), "int8", Q(0.1, 5)))
+    g.add_op("FULLY_CONNECTED", [zero, w2, -1], [hy])
+    out = len(g.tensors)
+    g.tensors.append(Tensor("sum", (1, 4), "int8", Q(0.2, 0)))
+    g.add_op("ADD", [h, hy], [out])
+    g.outputs = [out]
+    validate_graph(g)
+    it = Interpreter(g)
+    batch = np.random.default_rng(3).integers(-128, 128, size=(6, 8)).astype(np.int8)
+    together = it.run([batch])[0]
+    alone = np.concatenate([it.run([batch[i:i + 1]])[0] for i in range(6)])
+    assert np.array_equal(together, alone) and together.shape == (6, 4)
