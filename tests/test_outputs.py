@@ -141,3 +141,24 @@ def test_model_compile_refuses_folders_it_did_not_make(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.stderr
         assert marker_kind(out) == "model-compile"
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_model_run_and_verify_never_write_over_their_inputs(tmp_path: Path) -> None:
+    import numpy as np
+
+    model = tmp_path / "mlp_int8.tflite"
+    shutil.copy(FIXTURES / "mlp_int8.tflite", model)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 24), np.int8))
+    before = model.read_bytes(), x.read_bytes()
+    for command in (["run"], ["verify", "--target", "host"]):
+        for output, fragment in ((model, "is the model file"), (x, "is the inputs file"),
+                                 (tmp_path, "is a folder"),
+                                 (tmp_path / "no" / "y.npy", "output folder does not exist")):
+            assert_user_error(run_cli("model", command[0], str(model), "--inputs", str(x),
+                                      *command[1:], "--output", str(output)), fragment)
+    assert (model.read_bytes(), x.read_bytes()) == before
+    result = run_cli("model", "run", str(model), "--inputs", str(x), "--output",
+                     str(tmp_path / "y.npy"))
+    assert result.exit_code == 0, result.stderr
+    assert np.load(tmp_path / "y.npy", allow_pickle=False).shape == (2, 7)

@@ -280,8 +280,9 @@ def measure(graph: Graph, library: FirmwareLibrary, net: NetworkC,
 def verify_model(model: Path, inputs: Path, target: str, output: Path, *,
                  portable: bool = False) -> dict:
     from kiloml.nn.load import load_inputs
-    from kiloml.nn.model_cli import _write_npy_atomically
+    from kiloml.nn.model_cli import check_output_npy, write_npy
 
+    check_output_npy(output, model, inputs)
     graph = load_model(model)
     check_int8(graph, model)
     x = load_inputs(inputs, graph)
@@ -302,7 +303,7 @@ def verify_model(model: Path, inputs: Path, target: str, output: Path, *,
             run = run_target(library, graph, profile, x, work / profile.name,
                              portable=portable, per_layer=False)
             got, instructions = run.outputs, run.instructions
-    _write_npy_atomically(output, got)
+    write_npy(output, got)
     equal = int(sum(np.array_equal(a, b) for a, b in zip(got, want, strict=True)))
     result = {"n": len(x), "bit_exact": equal, "target": target,
               "max_abs_diff": int(np.abs(got.astype(np.int64) - want.astype(np.int64)).max(

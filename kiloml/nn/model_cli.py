@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 
+from kiloml.atomic import write_atomically
 from kiloml.errors import KilomlError
 from kiloml.nn.graph import Graph
+from kiloml.outputs import Protected, check_output_file
 
 if TYPE_CHECKING:
     from kiloml.nn.onnx_import import OnnxLayout
@@ -21,27 +21,29 @@ model_app = typer.Typer(help="Bring your own model: inspect and run .tflite / .o
                         no_args_is_help=True)
 
 
-def _write_npy_atomically(path: Path, array: np.ndarray) -> None:
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise KilomlError("output folder does not exist", file=path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def check_output_npy(output: Path, model: Path, inputs: Path) -> None:
+    """The .npy a model command writes: never the model or the inputs, in a folder that
+    exists (checked before any work)."""
+    check_output_file(output, [Protected("the model file", Path(model), folder=False),
+                               Protected("the inputs file", Path(inputs), folder=False)],
+                      name="--output")
+    if not Path(output).absolute().parent.is_dir():
+        raise KilomlError("output folder does not exist", file=Path(output).absolute().parent)
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """An .npy written whole or not at all (never pickled)."""
+    write_atomically(Path(path), lambda f: np.save(f, array, allow_pickle=False))
 
 
 def run_model(model: Path, inputs: Path, output: Path) -> np.ndarray:
     from kiloml.nn.load import load_inputs, load_model
 
+    check_output_npy(output, model, inputs)
     graph = load_model(model)
     x = load_inputs(inputs, graph, input_layout(graph, model))
     y = model_outputs(graph, model, x)
-    _write_npy_atomically(output, y)
+    write_npy(output, y)
     return y
 
 
@@ -130,7 +132,7 @@ def run_command(
     output: Annotated[Path, typer.Option("--output", help="Y.npy to write")],
 ) -> None:
     """Run kiloml's reference interpreter (bit-exact with TFLM for int8) on X.npy."""
-    from kiloml.cli import user_errors
+    from kiloml.cli_errors import user_errors
 
     y = user_errors(run_model)(model, inputs, output)
     print(f"wrote {output}: {list(y.shape)} {y.dtype}")
@@ -142,7 +144,7 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Operators, shapes, quantization, MACs and weight bytes."""
-    from kiloml.cli import user_errors
+    from kiloml.cli_errors import user_errors
 
     d = user_errors(describe_model)(model)
     if as_json:
@@ -176,7 +178,7 @@ def compile_command(
 ) -> None:
     """Generate the network's C library (no interpreter, static arena), build and run it,
     and write resources.json (flash, RAM, arena, stack, instructions, per layer)."""
-    from kiloml.cli import user_errors
+    from kiloml.cli_errors import user_errors
     from kiloml.nn.compile import compile_model
 
     r = user_errors(compile_model)(model, target, out, portable=portable)
@@ -207,7 +209,7 @@ def verify_command(
 ) -> None:
     """Run the generated C on the emulated target (or the host) and compare every output
     with kiloml's reference interpreter."""
-    from kiloml.cli import user_errors
+    from kiloml.cli_errors import user_errors
     from kiloml.nn.compile import verify_model
 
     r = user_errors(verify_model)(model, inputs, target, output, portable=portable)
