@@ -162,3 +162,15 @@ def test_model_run_and_verify_never_write_over_their_inputs(tmp_path: Path) -> N
                      str(tmp_path / "y.npy"))
     assert result.exit_code == 0, result.stderr
     assert np.load(tmp_path / "y.npy", allow_pickle=False).shape == (2, 7)
+
+
+def test_commands_that_update_a_run_folder_need_kiloml_s_marker(
+        csv_project: CsvProject) -> None:
+    assert run_cli("run", str(csv_project.toml), "--no-emulator").exit_code == 0
+    (csv_project.out / MARKER_FILE).unlink()
+    before = _snapshot(csv_project.out)
+    for args in (["verify"], ["stress", "--perturbations", "gain", "--no-augment"],
+                 ["check-data"]):
+        assert_user_error(run_cli(args[0], str(csv_project.toml), *args[1:]),
+                          "not a run folder made by kiloml", MARKER_FILE)
+    assert _snapshot(csv_project.out) == before

@@ -75,7 +75,7 @@ from kiloml.data.splits import Split, make_split
 from kiloml.data.windows import WindowSet, make_windows
 from kiloml.errors import KilomlError
 from kiloml.models.trees import TreeModel
-from kiloml.outputs import check_output_file, project_inputs
+from kiloml.outputs import check_output_file, project_inputs, require_kiloml_folder
 from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.project import LoadedProject, NeuralModelConfig, StatisticsStageConfig, load_project
@@ -486,6 +486,8 @@ def check_data_project(project_path: str | Path, json_path: Path | None = None
                               where="--json")
     refuse_old_run(out, project.path)  # a pipeline.pkl is never unpickled
     finished = (out / METRICS_FILE).is_file() and (out / PIPELINE_FILE).is_file()
+    if finished:  # a run's folder is updated: only one kiloml made
+        require_kiloml_folder(out, "run", what="the run's output folder")
     pipeline = Pipeline.load(out / PIPELINE_FILE) if finished else None  # checked first
     checks, info = run_checks(project)
     metrics = read_metrics(out) if finished else None  # read late: others may update it

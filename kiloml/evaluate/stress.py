@@ -46,6 +46,7 @@ from kiloml.evaluate.perturb import (
     get_perturbation,
     perturb_recording,
 )
+from kiloml.outputs import require_kiloml_folder
 from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline
 from kiloml.progress import track
@@ -139,6 +140,7 @@ def _load_run(project: LoadedProject) -> tuple[Pipeline, dict]:
     if missing:
         raise KilomlError(f"no complete `kiloml run` output here ({missing[0].name} is "
                           f"missing); run `kiloml run {project.path}` first", file=out)
+    require_kiloml_folder(out, "run", what="the run's output folder")
     metrics = read_metrics(out)
     if "test_groups" not in metrics.get("evaluation", {}):
         raise KilomlError("evaluation.test_groups is missing; run `kiloml run` again",

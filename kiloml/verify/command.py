@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kiloml.codegen.library import FirmwareLibrary, write_library
 from kiloml.errors import KilomlError
+from kiloml.outputs import require_kiloml_folder
 from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline
 from kiloml.project import TargetConfig, load_project
@@ -66,6 +67,7 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
     if missing:
         raise KilomlError(f"no complete `kiloml run` output here ({missing[0].name} is "
                           f"missing); run `kiloml run {project.path}` first", file=out)
+    require_kiloml_folder(out, "run", what="the run's output folder")
     try:
         own_file = target is not None and target.endswith(".toml")  # relative to the cwd
         profile = project.target_profile(str(Path(target).resolve()) if own_file else target)
