@@ -204,3 +204,28 @@ def test_a_command_line_that_does_not_parse_is_one_line(args: list[str],
         assert lines[0].startswith("kiloml: error: "), lines[0]
         for fragment in fragments:
             assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_ctrl_c_during_verify_keeps_the_earlier_verify(tmp_path: Path) -> None:
+    toml = write_toy_project(tmp_path)
+    assert _kiloml("run", str(toml)).returncode == 0
+    verify = tmp_path / "out" / "verify"
+    before = (verify / "cortex-m4f" / "instructions_per_window.npy").read_bytes()
+    metrics = (tmp_path / "out" / "metrics.json").read_bytes()
+    proc = subprocess.Popen([*KILOML, "verify", str(toml)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if [p for p in verify.iterdir() if p.name.startswith(".cortex-m4f.partial-")]:
+            break
+        time.sleep(0.02)
+    else:
+        proc.kill()
+        pytest.fail("the verify never made its staging folder")
+    time.sleep(0.5)  # into the build
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert (verify / "cortex-m4f" / "instructions_per_window.npy").read_bytes() == before
+    assert (tmp_path / "out" / "metrics.json").read_bytes() == metrics
+    assert sorted(p.name for p in verify.iterdir()) == ["cortex-m4f", "host", "reference.npz"]

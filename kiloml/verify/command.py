@@ -8,6 +8,7 @@ and built from that copy, and the folder's firmware/ must be that library byte f
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -79,14 +80,25 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
     reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     with tempfile.TemporaryDirectory(prefix="kiloml-verify-") as tmp:
         library = generated_library(pipeline, out / "firmware", Path(tmp) / "firmware")
+        # built and measured in a staging folder beside verify/<target>, moved over it only
+        # when the verify has finished: an error or Ctrl-C leaves the earlier one whole
         work = out / "verify" / profile.name
-        shutil.rmtree(work, ignore_errors=True)
-        estimate = estimate_resources(pipeline, profile, library.n_features)
-        result = verify_target(pipeline, library, reference, profile, budget, work,
-                               latency_budget_ms=cfg.target.latency_budget_ms if same else None,
-                               estimate=estimate)
-    metrics = read_metrics(out)
-    metrics.setdefault("estimates", {})[profile.name] = estimate
-    record_target(metrics, profile, result)
+        staging = Path(tempfile.mkdtemp(prefix=f".{profile.name}.partial-", dir=work.parent))
+        try:
+            estimate = estimate_resources(pipeline, profile, library.n_features)
+            result = verify_target(pipeline, library, reference, profile, budget, staging,
+                                   latency_budget_ms=cfg.target.latency_budget_ms if same
+                                   else None, estimate=estimate)
+            metrics = read_metrics(out)
+            metrics.setdefault("estimates", {})[profile.name] = estimate
+            record_target(metrics, profile, result)
+            old = work.with_name(f".{profile.name}.old-{os.getpid()}")
+            if work.exists():
+                work.rename(old)
+            staging.rename(work)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     write_results(out, metrics, pipeline)
     return VerifyOutcome(out, profile.name, result, result.ok and run_ok(metrics))
