@@ -575,7 +575,7 @@ def locate_in(path: Path, section: tuple[str, ...], key: str | None) -> int | No
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    return _find_key_line(text, section, key)
+    return find_key_line(text, section, key)
 
 
 def line_of_setting(project: LoadedProject, where: str | None) -> int | None:
@@ -607,7 +607,7 @@ def load_project(path: str | Path) -> LoadedProject:
     try:
         config = Project.model_validate(raw)
     except ValidationError as exc:
-        raise _validation_error(exc, text, p) from None
+        raise validation_error(exc, text, p) from None
     _check_optimize_applies(config, text, p)
     loaded = LoadedProject(config=config, path=p.resolve(), root=p.resolve().parent)
     try:
@@ -615,7 +615,7 @@ def load_project(path: str | Path) -> LoadedProject:
     except KilomlError as exc:
         if exc.file is not None:  # a profile file of the user's: its own path and field
             raise
-        raise KilomlError(exc.message, file=p, line=_find_key_line(text, ("target",), "name"),
+        raise KilomlError(exc.message, file=p, line=find_key_line(text, ("target",), "name"),
                           where="[target] name") from None
     return loaded
 
@@ -628,7 +628,7 @@ def _check_optimize_applies(config: Project, text: str, path: Path) -> None:
                             ("qat", opt.qat != "off")) if on]
     if not used:
         return
-    line = _find_key_line(text, ("optimize",), used[0])
+    line = find_key_line(text, ("optimize",), used[0])
     if isinstance(model, TreeModelConfig) or model.kind == "imported":
         what = "a tree model" if isinstance(model, TreeModelConfig) else "an imported model"
         raise KilomlError(f"[optimize] {used[0]} retrains a network template (mlp, cnn1d, "
@@ -641,7 +641,7 @@ def _check_optimize_applies(config: Project, text: str, path: Path) -> None:
             raise KilomlError(f"[optimize] distill_from: a {teacher.kind} teacher cannot read "
                               f"what the {model.kind} student reads ({model.reads}); use a "
                               f"{model.kind} teacher or a random_forest",
-                              file=path, line=_find_key_line(text, ("optimize",), "distill_from"))
+                              file=path, line=find_key_line(text, ("optimize",), "distill_from"))
 
 
 def _escape_hint(message: str) -> str:
@@ -659,16 +659,16 @@ def _toml_error_line(message: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _section_models(annotation: Any, value: Any) -> type[BaseModel] | None:
+def section_model(annotation: Any, value: Any) -> type[BaseModel] | None:
     """The model class that validates ``value`` for a field with ``annotation``."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _section_models(typing.get_args(annotation)[0], value)
+        return section_model(typing.get_args(annotation)[0], value)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         for arg in typing.get_args(annotation):
-            found = _section_models(arg, value)
+            found = section_model(arg, value)
             if found is not None:
                 return found
     return None
@@ -686,7 +686,7 @@ def _check_unknown_keys(raw: Any, model: type[BaseModel], where: tuple[str, ...]
                 f" (known keys: {', '.join(fields)})"
             section = f"[{'.'.join(where)}] " if where else ""
             raise KilomlError(f"{section}unknown key '{key}'{hint}", file=path,
-                              line=_find_key_line(text, where, key))
+                              line=find_key_line(text, where, key))
         annotation = fields[key].annotation
         if key in ("features", "preprocess") and model is Project:
             table = FEATURE_STAGES if key == "features" else PREPROCESS_STAGES
@@ -703,12 +703,12 @@ def _check_unknown_keys(raw: Any, model: type[BaseModel], where: tuple[str, ...]
             if sub_model is not None:
                 _check_unknown_keys(value, sub_model, (*where, key), text, path)
             continue
-        sub = _section_models(annotation, value)
+        sub = section_model(annotation, value)
         if sub is not None:
             _check_unknown_keys(value, sub, (*where, key), text, path)
 
 
-def _find_key_line(text: str, where: tuple[str, ...], key: str | int | None) -> int | None:
+def find_key_line(text: str, where: tuple[str, ...], key: str | int | None) -> int | None:
     """Best-effort line number of ``key`` inside the table ``where``."""
     lines = text.splitlines()
     start = 0
@@ -778,7 +778,7 @@ def _error_path(err: Any) -> tuple[list[str], int | None]:
     return names, item
 
 
-def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlError:
+def validation_error(exc: ValidationError, text: str, path: Path) -> KilomlError:
     errors = exc.errors()
     err = errors[0]
     cleaned, item = _error_path(err)
@@ -787,7 +787,7 @@ def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlErro
         value = err.get("input", {}).get("kind") if isinstance(err.get("input"), dict) else None
         got = f"'{value}'" if value is not None else "nothing"
         return KilomlError(f"[model] kind: got {got}; choose one of {kinds}", file=path,
-                           line=_find_key_line(text, ("model",), "kind"))
+                           line=find_key_line(text, ("model",), "kind"))
     # A union (max_features: a name, a count or a fraction) fails once per alternative.
     messages: list[str] = []
     for e in errors:
@@ -800,20 +800,20 @@ def _validation_error(exc: ValidationError, text: str, path: Path) -> KilomlErro
     if err["type"] == "missing":
         section = ".".join(cleaned[:-1])
         where = f"[{section}] " if section else ""
-        line = _find_key_line(text, tuple(cleaned[:-1]), None) if section else None
+        line = find_key_line(text, tuple(cleaned[:-1]), None) if section else None
         return KilomlError(f"{where}missing required key '{cleaned[-1]}'", file=path, line=line)
     if cleaned and re.fullmatch(r"(features|preprocess)\.\d+", cleaned[-1]):
         # a rule across the keys of one stage
-        line = _find_key_line(text, (cleaned[-1],), None)
+        line = find_key_line(text, (cleaned[-1],), None)
         return KilomlError(f"[{cleaned[-1]}] {msg}", file=path, line=line)
     if len(cleaned) == 1 and cleaned[0] in Project.model_fields and \
             Project.model_fields[cleaned[0]].annotation is not str and err["type"].startswith(
                 ("model_", "value_error")):
         # error on the whole section (a cross-field rule)
-        line = _find_key_line(text, (cleaned[0],), None)
+        line = find_key_line(text, (cleaned[0],), None)
         return KilomlError(f"[{cleaned[0]}] {msg}", file=path, line=line)
     section, key = tuple(cleaned[:-1]), cleaned[-1] if cleaned else None
-    line = _find_key_line(text, section, key)
+    line = find_key_line(text, section, key)
     value = err.get("input")
     shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
     where = f"[{'.'.join(section)}] " if section else ""

@@ -155,11 +155,11 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
                                                                   windows, split)
     else:
         pipeline.model = TreeModel(cfg.model, len(windows.class_names))
-        parts = _window_features_in_batches(pipeline, windows)
+        parts = window_features_in_batches(pipeline, windows)
         features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
         _check_finite(features, pipeline.feature_names(), windows, recordings)
 
-        cv = _cross_validate(pipeline, parts, windows, split)
+        cv = cross_validate_forest(pipeline, parts, windows, split)
         features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)  # refit on all
 
         pipeline.model.fit(features[split.train], windows.y[split.train])
@@ -303,7 +303,7 @@ def _windows(cfg, recordings: list[Recording]) -> WindowSet:
                         short_recordings=cfg.data.short_recordings)
 
 
-def _window_features_in_batches(pipeline: Pipeline, windows: WindowSet,
+def window_features_in_batches(pipeline: Pipeline, windows: WindowSet,
                                 batch: int = 2048) -> list[np.ndarray]:
     chunks: list[list[np.ndarray]] = []
     starts = range(0, len(windows), batch)
@@ -323,7 +323,7 @@ def _check_finite(features: np.ndarray, names: list[str], windows: WindowSet,
                           file=rec.source)
 
 
-def _cross_validate(pipeline: Pipeline, parts: list[np.ndarray], windows: WindowSet,
+def cross_validate_forest(pipeline: Pipeline, parts: list[np.ndarray], windows: WindowSet,
                     split: Split) -> dict:
     if not split.folds:
         return {"folds": 0, "note": split.cv_note or "no cross-validation"}

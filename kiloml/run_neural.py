@@ -49,9 +49,9 @@ def sample_shape(project: LoadedProject, pipeline: Pipeline, n_features: int) ->
 
 
 def _inputs(pipeline: Pipeline, windows: WindowSet, split: Split) -> np.ndarray:
-    from kiloml.run import _window_features_in_batches
+    from kiloml.run import window_features_in_batches
 
-    parts = _window_features_in_batches(pipeline, windows)
+    parts = window_features_in_batches(pipeline, windows)
     return pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
 
 
@@ -76,7 +76,7 @@ def fit_neural(project: LoadedProject, out: Path, pipeline: Pipeline, windows: W
     model = NeuralModel(cfg, len(windows.class_names), shape, model_path, optimize)
     pipeline.model = model
 
-    cv = _cross_validate(cfg, x, windows, split, shape, optimize)
+    cv = cross_validate_network(cfg, x, windows, split, shape, optimize)
     model.fit(x[split.train], windows.y[split.train], windows.group[split.train])
     if cfg.kind == "imported":
         cv["_oof_scores"] = _imported_scores(model, x, split)
@@ -170,7 +170,7 @@ def _imported_scores(model: NeuralModel, x: np.ndarray, split: Split) -> np.ndar
     return out
 
 
-def _cross_validate(cfg: NeuralModelConfig, x: np.ndarray, windows: WindowSet, split: Split,
+def cross_validate_network(cfg: NeuralModelConfig, x: np.ndarray, windows: WindowSet, split: Split,
                     shape: tuple[int, ...], optimize=None) -> dict:
     if cfg.kind == "imported":
         return {"folds": 0, "note": IMPORTED_CV_NOTE}

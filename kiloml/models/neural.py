@@ -76,7 +76,7 @@ class NeuralModel:
             optimizer = Optimizer(self, self.optimize, x, y, groups, fit_idx, val_idx, params,
                                   progress)
             train_loss = optimizer.training_loss()  # distillation, or None
-        callback, close = _progress_callback(c.epochs) if progress else (None, lambda: None)
+        callback, close = progress_callback(c.epochs) if progress else (None, lambda: None)
         try:
             module, self.history = train_classifier(
                 c.kind, params, x[fit_idx], y[fit_idx],
@@ -317,7 +317,7 @@ def validation_split(groups: np.ndarray, n_groups: int, seed: int) -> tuple[np.n
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def _progress_callback(max_epochs: int, description: str = "training"):
+def progress_callback(max_epochs: int, description: str = "training"):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from kiloml.progress import console

@@ -16,7 +16,7 @@ import numpy as np
 
 from kiloml.codegen.library import RUNTIME_DIR
 from kiloml.codegen.nn_library import write_nn_library
-from kiloml.nn.compile import HOST, NN_DIR, STRICT_CFLAGS, _parse_all, _payload
+from kiloml.nn.compile import HOST, NN_DIR, STRICT_CFLAGS, input_payload, parse_outputs
 from kiloml.nn.graph import Graph
 from kiloml.targets.profiles import load_profile
 
@@ -75,12 +75,12 @@ class ParityRunner:
             self._host_cc([f"-I{library.directory}", str(library.directory / "kiloml_nn.c"),
                            str(NN_DIR / "nn_main.c"), *map(str, self.runtime_objects), "-lm",
                            "-o", str(exe)])
-            (case / "kml_in.bin").write_bytes(_payload(inputs))
+            (case / "kml_in.bin").write_bytes(input_payload(inputs))
             result = subprocess.run([str(exe.absolute())], cwd=case, capture_output=True,
                                     timeout=600)
             if result.returncode != 0:
                 raise RuntimeError(f"host harness failed with status {result.returncode}")
-            return _parse_all((case / "kml_out.bin").read_bytes(), n, graph)[0]
+            return parse_outputs((case / "kml_out.bin").read_bytes(), n, graph)[0]
         from kiloml.verify.mcu import build, qemu
 
         objects = build.compile_objects(self.toolchain, [library.directory / "kiloml_nn.c"],
@@ -90,6 +90,6 @@ class ParityRunner:
                                   self.profile, self.profile.qemu_machine, self.optimize, case,
                                   harness_source=NN_DIR / "nn_main.c")
         run = qemu.run_harness(self.toolchain, elf, self.profile.qemu_machine,
-                               _payload(inputs), self.plugin, case / "run",
+                               input_payload(inputs), self.plugin, case / "run",
                                timeout_s=120 + 0.5 * n)
-        return _parse_all(run.output, n, graph)[0]
+        return parse_outputs(run.output, n, graph)[0]

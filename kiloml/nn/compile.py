@@ -84,7 +84,7 @@ def _as_list(x: Inputs) -> list[np.ndarray]:
     return [x] if isinstance(x, np.ndarray) else list(x)
 
 
-def _payload(x: Inputs) -> bytes:
+def input_payload(x: Inputs) -> bytes:
     """int32 n, then per inference the bytes of each model input in order."""
     xs = [np.ascontiguousarray(a) for a in _as_list(x)]
     n = len(xs[0])
@@ -92,7 +92,7 @@ def _payload(x: Inputs) -> bytes:
     return np.int32(n).tobytes() + rows.tobytes()
 
 
-def _parse_all(raw: bytes, n: int, graph: Graph) -> tuple[list[np.ndarray], np.ndarray]:
+def parse_outputs(raw: bytes, n: int, graph: Graph) -> tuple[list[np.ndarray], np.ndarray]:
     """Every output [n, ...shape[1:]] and the stack bytes per inference."""
     sizes = [np.dtype(y.dtype).itemsize * y.size for y in graph.output_tensors]
     item = sum(sizes) + 4
@@ -111,13 +111,13 @@ def _parse_all(raw: bytes, n: int, graph: Graph) -> tuple[list[np.ndarray], np.n
 
 def run_host_all(exe: Path, x: Inputs, graph: Graph, work: Path) -> list[np.ndarray]:
     """Every output of the host build on the inputs (one array per model input)."""
-    (work / "kml_in.bin").write_bytes(_payload(x))
+    (work / "kml_in.bin").write_bytes(input_payload(x))
     # absolute: the harness runs in `work`, and a relative path names another file there
     result = subprocess.run([str(Path(exe).absolute())], cwd=work, capture_output=True,
                             timeout=600)
     if result.returncode != 0:
         raise ToolchainError(f"the host harness failed with status {result.returncode}")
-    return _parse_all((work / "kml_out.bin").read_bytes(), len(_as_list(x)[0]), graph)[0]
+    return parse_outputs((work / "kml_out.bin").read_bytes(), len(_as_list(x)[0]), graph)[0]
 
 
 def run_host(exe: Path, x: Inputs, graph: Graph, work: Path) -> np.ndarray:
@@ -156,9 +156,9 @@ def run_target(library: FirmwareLibrary, graph: Graph, profile: TargetProfile, x
                               harness_source=NN_DIR / "nn_main.c")
     plugin = qemu.build_plugin(toolchain, work / "plugin")
     n = len(_as_list(x)[0])
-    run = qemu.run_harness(toolchain, elf, machine, _payload(x), plugin, work / "run",
+    run = qemu.run_harness(toolchain, elf, machine, input_payload(x), plugin, work / "run",
                            timeout_s=120 + 0.5 * n)
-    outputs, stacks = _parse_all(run.output, n, graph)
+    outputs, stacks = parse_outputs(run.output, n, graph)
     layers = None
     if per_layer:
         marked = build.compile_objects(toolchain, [library.directory / "kiloml_nn.c"],
@@ -169,7 +169,7 @@ def run_target(library: FirmwareLibrary, graph: Graph, profile: TargetProfile, x
                                     optimize, work / "marked_elf",
                                     harness_source=NN_DIR / "nn_main.c")
         run_m = qemu.run_harness(toolchain, elf_m, machine,
-                                 _payload([a[:4] for a in _as_list(x)]), plugin,
+                                 input_payload([a[:4] for a in _as_list(x)]), plugin,
                                  work / "run_marked", timeout_s=120)
         marks = np.array([m for m in run_m.marks if m], dtype=np.float64)
         if marks.size:

@@ -20,7 +20,7 @@ from kiloml.nn.op_params import out_size
 Case = tuple[Graph, list[np.ndarray]]
 
 
-def _act_quant(rng: np.random.Generator) -> Quantization:
+def act_quant(rng: np.random.Generator) -> Quantization:
     scale = float(np.exp(rng.uniform(np.log(0.004), np.log(0.2))))
     return Quantization.per_tensor(scale, int(rng.integers(-100, 101)))
 
@@ -29,17 +29,17 @@ def _int8(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.integers(-128, 128, size=shape).astype(np.int8)
 
 
-def _graph(name: str) -> Graph:
+def new_graph(name: str) -> Graph:
     return Graph(tensors=[], ops=[], inputs=[], outputs=[], name=name, description="kiloml conf")
 
 
-def _act(g: Graph, name: str, shape: tuple[int, ...], q: Quantization) -> int:
+def act_tensor(g: Graph, name: str, shape: tuple[int, ...], q: Quantization) -> int:
     return g.add_tensor(Tensor(name, shape, "int8", q))
 
 
 def _weighted(kind: str, rng: np.random.Generator) -> Case:
-    g = _graph(kind.lower())
-    qx = _act_quant(rng)
+    g = new_graph(kind.lower())
+    qx = act_quant(rng)
     activation = str(rng.choice(FUSED_ACTIVATIONS))
     if kind == "FULLY_CONNECTED":
         rows, n_in = int(rng.integers(1, 4)), int(rng.integers(1, 65))
@@ -81,7 +81,7 @@ def _weighted(kind: str, rng: np.random.Generator) -> Case:
     typical = math.sqrt(depth) * 40.0 * 60.0 * qx.s * float(np.mean(w_scale))
     qy = Quantization.per_tensor(typical / 60.0 * float(np.exp(rng.uniform(-1.0, 1.0))),
                                  int(rng.integers(-60, 61)))
-    x = _act(g, "x", x_shape, qx)
+    x = act_tensor(g, "x", x_shape, qx)
     wi = g.add_tensor(Tensor("w", w_shape, "int8", wq, weights))
     inputs = [x, wi]
     # TFLM (tflite-micro 0.dev20261023) segfaults at load on a DEPTHWISE_CONV_2D without
@@ -95,23 +95,23 @@ def _weighted(kind: str, rng: np.random.Generator) -> Case:
             Quantization(bias_scale, np.zeros(bias_scale.shape, np.int64), 0), bias)))
     else:
         inputs.append(-1)
-    y = _act(g, "y", y_shape, qy)
+    y = act_tensor(g, "y", y_shape, qy)
     g.add_op(kind, inputs, [y], **options)
     g.inputs, g.outputs = [x], [y]
     return g, [_int8(rng, x_shape)]
 
 
 def _pool(kind: str, rng: np.random.Generator) -> Case:
-    g = _graph(kind.lower())
+    g = new_graph(kind.lower())
     h, w, c = int(rng.integers(1, 10)), int(rng.integers(1, 14)), int(rng.integers(1, 9))
     fh, fw = int(rng.integers(1, 4)), int(rng.integers(1, 5))
     sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
     padding = str(rng.choice(["SAME", "VALID"]))
     if padding == "VALID":
         fh, fw = min(fh, h), min(fw, w)
-    q = _act_quant(rng)
-    x = _act(g, "x", (1, h, w, c), q)
-    y = _act(g, "y", (1, out_size(padding, h, fh, sh), out_size(padding, w, fw, sw), c), q)
+    q = act_quant(rng)
+    x = act_tensor(g, "x", (1, h, w, c), q)
+    y = act_tensor(g, "y", (1, out_size(padding, h, fh, sh), out_size(padding, w, fw, sw), c), q)
     g.add_op(kind, [x], [y], padding=padding, stride_h=sh, stride_w=sw, filter_h=fh,
              filter_w=fw, fused_activation=str(rng.choice(FUSED_ACTIVATIONS)))
     g.inputs, g.outputs = [x], [y]
@@ -119,7 +119,7 @@ def _pool(kind: str, rng: np.random.Generator) -> Case:
 
 
 def _reduce(kind: str, rng: np.random.Generator) -> Case:
-    g = _graph(kind.lower())
+    g = new_graph(kind.lower())
     rank = int(rng.integers(2, 5))
     shape = tuple(int(d) for d in rng.integers(1, 7, size=rank))
     shape = (1, *shape[1:])
@@ -127,13 +127,13 @@ def _reduce(kind: str, rng: np.random.Generator) -> Case:
     n_axes = int(rng.integers(1, len(candidates) + 1))
     axes = sorted(int(a) for a in rng.choice(candidates, size=n_axes, replace=False))
     keep = bool(rng.random() < 0.5)
-    qx = _act_quant(rng)
-    qy = qx if kind == "REDUCE_MAX" or rng.random() < 0.3 else _act_quant(rng)
+    qx = act_quant(rng)
+    qy = qx if kind == "REDUCE_MAX" or rng.random() < 0.3 else act_quant(rng)
     out_shape = tuple((1 if i in axes else d) for i, d in enumerate(shape)) if keep else tuple(
         d for i, d in enumerate(shape) if i not in axes)
-    x = _act(g, "x", shape, qx)
+    x = act_tensor(g, "x", shape, qx)
     a = g.add_tensor(Tensor("axes", (len(axes),), "int32", data=np.array(axes, np.int32)))
-    y = _act(g, "y", out_shape, qy)
+    y = act_tensor(g, "y", out_shape, qy)
     g.add_op(kind, [x, a], [y], keep_dims=keep)
     g.inputs, g.outputs = [x], [y]
     return g, [_int8(rng, shape)]
@@ -145,21 +145,21 @@ def _random_shape(rng: np.random.Generator, rank: int | None = None) -> tuple[in
 
 
 def _binary(kind: str, rng: np.random.Generator) -> Case:
-    g = _graph(kind.lower())
+    g = new_graph(kind.lower())
     shape = _random_shape(rng)
     other = shape
     if rng.random() < 0.4:  # broadcast a per-channel operand
         other = tuple(1 if i < len(shape) - 1 else d for i, d in enumerate(shape))
-    qa, qb = _act_quant(rng), _act_quant(rng)
+    qa, qb = act_quant(rng), act_quant(rng)
     if kind in ("ADD", "SUB"):
         qy = Quantization.per_tensor((qa.s + qb.s) * float(np.exp(rng.uniform(-0.5, 0.8))),
                                      int(rng.integers(-60, 61)))
     else:
         qy = Quantization.per_tensor(qa.s * qb.s * 128 * 40 * float(np.exp(rng.uniform(-1, 1)))
                                      / 60, int(rng.integers(-60, 61)))
-    a = _act(g, "a", shape, qa)
-    b = _act(g, "b", other, qb)
-    y = _act(g, "y", shape, qy)
+    a = act_tensor(g, "a", shape, qa)
+    b = act_tensor(g, "b", other, qb)
+    y = act_tensor(g, "y", shape, qy)
     g.add_op(kind, [a, b], [y], fused_activation=str(rng.choice(FUSED_ACTIVATIONS)))
     g.inputs, g.outputs = [a, b], [y]
     return g, [_int8(rng, shape), _int8(rng, other)]
@@ -170,14 +170,14 @@ def _sub(rng: np.random.Generator) -> Case:
     as an unrolled GRU computes 1 - z (a rank-0 int8 constant)."""
     if rng.random() < 0.6:
         return _binary("SUB", rng)
-    g = _graph("sub")
+    g = new_graph("sub")
     shape = _random_shape(rng)
-    qc, qx = _act_quant(rng), _act_quant(rng)
+    qc, qx = act_quant(rng), act_quant(rng)
     qy = Quantization.per_tensor((qc.s + qx.s) * float(np.exp(rng.uniform(-0.5, 0.8))),
                                  int(rng.integers(-60, 61)))
     c = g.add_tensor(Tensor("c", (), "int8", qc, np.array(rng.integers(-128, 128), np.int8)))
-    x = _act(g, "x", shape, qx)
-    y = _act(g, "y", shape, qy)
+    x = act_tensor(g, "x", shape, qx)
+    y = act_tensor(g, "y", shape, qy)
     inputs = [c, x] if rng.random() < 0.7 else [x, c]
     g.add_op("SUB", inputs, [y], fused_activation=str(rng.choice(FUSED_ACTIVATIONS)))
     g.inputs, g.outputs = [x], [y]
@@ -187,13 +187,13 @@ def _sub(rng: np.random.Generator) -> Case:
 def _pack(rng: np.random.Generator) -> Case:
     """PACK of 1-5 equal-shaped activations (one quantization) on a new axis; axis 0 is
     how an unrolled RNN stacks its time steps."""
-    g = _graph("pack")
+    g = new_graph("pack")
     shape = _random_shape(rng, int(rng.integers(1, 4)))
     n = int(rng.integers(1, 6))
     axis = int(rng.integers(0, len(shape) + 1))
-    q = _act_quant(rng)
-    xs = [_act(g, f"x{i}", shape, q) for i in range(n)]
-    y = _act(g, "y", (*shape[:axis], n, *shape[axis:]), q)
+    q = act_quant(rng)
+    xs = [act_tensor(g, f"x{i}", shape, q) for i in range(n)]
+    y = act_tensor(g, "y", (*shape[:axis], n, *shape[axis:]), q)
     stored = axis - len(shape) - 1 if rng.random() < 0.3 else axis  # negative axes too
     g.add_op("PACK", xs, [y], values_count=n, axis=stored)
     g.inputs, g.outputs = xs, [y]
@@ -201,67 +201,67 @@ def _pack(rng: np.random.Generator) -> Case:
 
 
 def _concatenation(rng: np.random.Generator) -> Case:
-    g = _graph("concatenation")
+    g = new_graph("concatenation")
     shape = _random_shape(rng)
     axis = int(rng.integers(1, len(shape)))
     n = int(rng.integers(2, 4))
-    q = _act_quant(rng)
+    q = act_quant(rng)
     shapes = [tuple(int(rng.integers(1, 5)) if i == axis else d for i, d in enumerate(shape))
               for _ in range(n)]
-    xs = [_act(g, f"x{i}", s, q) for i, s in enumerate(shapes)]
+    xs = [act_tensor(g, f"x{i}", s, q) for i, s in enumerate(shapes)]
     out = tuple(sum(s[axis] for s in shapes) if i == axis else d for i, d in enumerate(shape))
-    y = _act(g, "y", out, q)
+    y = act_tensor(g, "y", out, q)
     g.add_op("CONCATENATION", xs, [y], axis=axis if rng.random() < 0.7 else axis - len(shape))
     g.inputs, g.outputs = xs, [y]
     return g, [_int8(rng, s) for s in shapes]
 
 
 def _pad(rng: np.random.Generator) -> Case:
-    g = _graph("pad")
+    g = new_graph("pad")
     shape = _random_shape(rng)
     pads = np.array([[0, 0]] + [[int(rng.integers(0, 3)), int(rng.integers(0, 3))]
                                 for _ in shape[1:]], np.int32)
-    q = _act_quant(rng)
-    x = _act(g, "x", shape, q)
+    q = act_quant(rng)
+    x = act_tensor(g, "x", shape, q)
     p = g.add_tensor(Tensor("paddings", pads.shape, "int32", data=pads))
-    y = _act(g, "y", tuple(int(d + a + b) for d, (a, b) in zip(shape, pads, strict=True)), q)
+    y = act_tensor(g, "y", tuple(int(d + a + b) for d, (a, b) in zip(shape, pads, strict=True)), q)
     g.add_op("PAD", [x, p], [y])
     g.inputs, g.outputs = [x], [y]
     return g, [_int8(rng, shape)]
 
 
 def _reshape_like(kind: str, rng: np.random.Generator) -> Case:
-    g = _graph(kind.lower())
-    q = _act_quant(rng)
+    g = new_graph(kind.lower())
+    q = act_quant(rng)
     shape = _random_shape(rng, int(rng.integers(2, 4)))
     if kind == "RESHAPE":
         size = int(np.prod(shape))
         out: tuple[int, ...] = (1, size)
-        x = _act(g, "x", shape, q)
+        x = act_tensor(g, "x", shape, q)
         s = g.add_tensor(Tensor("shape", (2,), "int32", data=np.array(out, np.int32)))
-        y = _act(g, "y", out, q)
+        y = act_tensor(g, "y", out, q)
         g.add_op("RESHAPE", [x, s], [y])
     elif kind == "SQUEEZE":
         shape = (1, *shape[1:], 1)
         out = shape[:-1]
-        x = _act(g, "x", shape, q)
-        y = _act(g, "y", out, q)
+        x = act_tensor(g, "x", shape, q)
+        y = act_tensor(g, "y", out, q)
         g.add_op("SQUEEZE", [x], [y], squeeze_dims=(len(shape) - 1,))
     else:
         axis = int(rng.integers(1, len(shape) + 1))
         out = (*shape[:axis], 1, *shape[axis:])
-        x = _act(g, "x", shape, q)
+        x = act_tensor(g, "x", shape, q)
         a = g.add_tensor(Tensor("axis", (1,), "int32", data=np.array([axis], np.int32)))
-        y = _act(g, "y", out, q)
+        y = act_tensor(g, "y", out, q)
         g.add_op("EXPAND_DIMS", [x, a], [y])
     g.inputs, g.outputs = [x], [y]
     return g, [_int8(rng, shape)]
 
 
 def _unary(kind: str, rng: np.random.Generator) -> Case:
-    g = _graph(kind.lower())
+    g = new_graph(kind.lower())
     shape = _random_shape(rng, int(rng.integers(2, 4)))
-    qx = _act_quant(rng)
+    qx = act_quant(rng)
     if kind in ("SOFTMAX", "LOGISTIC"):
         qy = Quantization.per_tensor(1.0 / 256, -128)
         qx = Quantization.per_tensor(float(np.exp(rng.uniform(np.log(0.01), np.log(0.3)))),
@@ -273,9 +273,9 @@ def _unary(kind: str, rng: np.random.Generator) -> Case:
     elif kind == "RELU6":
         qy = qx
     else:
-        qy = _act_quant(rng)
-    x = _act(g, "x", shape, qx)
-    y = _act(g, "y", shape, qy)
+        qy = act_quant(rng)
+    x = act_tensor(g, "x", shape, qx)
+    y = act_tensor(g, "y", shape, qy)
     options = {"beta": 1.0} if kind == "SOFTMAX" else {}
     g.add_op(kind, [x], [y], **options)
     g.inputs, g.outputs = [x], [y]
@@ -283,25 +283,25 @@ def _unary(kind: str, rng: np.random.Generator) -> Case:
 
 
 def _quantize(rng: np.random.Generator) -> Case:
-    g = _graph("quantize")
+    g = new_graph("quantize")
     shape = _random_shape(rng, 2)
-    qy = _act_quant(rng)
+    qy = act_quant(rng)
     if rng.random() < 0.5:
         x = g.add_tensor(Tensor("x", shape, "float32"))
         value = rng.normal(scale=qy.s * 80, size=shape).astype(np.float32)
     else:
-        x = _act(g, "x", shape, _act_quant(rng))
+        x = act_tensor(g, "x", shape, act_quant(rng))
         value = _int8(rng, shape)
-    y = _act(g, "y", shape, qy)
+    y = act_tensor(g, "y", shape, qy)
     g.add_op("QUANTIZE", [x], [y])
     g.inputs, g.outputs = [x], [y]
     return g, [value]
 
 
 def _dequantize(rng: np.random.Generator) -> Case:
-    g = _graph("dequantize")
+    g = new_graph("dequantize")
     shape = _random_shape(rng, 2)
-    x = _act(g, "x", shape, _act_quant(rng))
+    x = act_tensor(g, "x", shape, act_quant(rng))
     y = g.add_tensor(Tensor("y", shape, "float32"))
     g.add_op("DEQUANTIZE", [x], [y])
     g.inputs, g.outputs = [x], [y]
@@ -309,39 +309,39 @@ def _dequantize(rng: np.random.Generator) -> Case:
 
 
 def _split(rng: np.random.Generator) -> Case:
-    g = _graph("split")
+    g = new_graph("split")
     n = int(rng.integers(1, 4))
     shape = list(_random_shape(rng))
     axis = int(rng.integers(1, len(shape)))
     shape[axis] *= n
-    q = _act_quant(rng)
+    q = act_quant(rng)
     a = g.add_tensor(Tensor("axis", (), "int32", data=np.array(axis, np.int32)))
-    x = _act(g, "x", tuple(shape), q)
+    x = act_tensor(g, "x", tuple(shape), q)
     part = tuple(d // n if i == axis else d for i, d in enumerate(shape))
-    ys = [_act(g, f"y{i}", part, q) for i in range(n)]
+    ys = [act_tensor(g, f"y{i}", part, q) for i in range(n)]
     g.add_op("SPLIT", [a, x], ys, num_splits=n)
     g.inputs, g.outputs = [x], ys
     return g, [_int8(rng, tuple(shape))]
 
 
 def _unpack(rng: np.random.Generator) -> Case:
-    g = _graph("unpack")
+    g = new_graph("unpack")
     shape = _random_shape(rng)
     axis = int(rng.integers(1, len(shape)))
-    q = _act_quant(rng)
-    x = _act(g, "x", shape, q)
+    q = act_quant(rng)
+    x = act_tensor(g, "x", shape, q)
     part = tuple(d for i, d in enumerate(shape) if i != axis)
-    ys = [_act(g, f"y{i}", part, q) for i in range(shape[axis])]
+    ys = [act_tensor(g, f"y{i}", part, q) for i in range(shape[axis])]
     g.add_op("UNPACK", [x], ys, num=shape[axis], axis=axis)
     g.inputs, g.outputs = [x], ys
     return g, [_int8(rng, shape)]
 
 
 def _slicing(kind: str, rng: np.random.Generator) -> Case:
-    g = _graph(kind.lower())
+    g = new_graph(kind.lower())
     shape = _random_shape(rng, int(rng.integers(2, 5)))
-    q = _act_quant(rng)
-    x = _act(g, "x", shape, q)
+    q = act_quant(rng)
+    x = act_tensor(g, "x", shape, q)
     probe = np.zeros(shape)
     options: dict[str, object] = {}
     if kind == "TRANSPOSE":
@@ -394,7 +394,7 @@ def _slicing(kind: str, rng: np.random.Generator) -> Case:
              "STRIDED_SLICE": ["begin", "end", "strides"]}[kind]
     consts = [g.add_tensor(Tensor(n, v.shape, "int32", data=v))
               for n, v in zip(names, params, strict=True)]
-    y = _act(g, "y", tuple(out), q)
+    y = act_tensor(g, "y", tuple(out), q)
     g.add_op(kind, [x, *consts], [y], **options)
     g.inputs, g.outputs = [x], [y]
     return g, [_int8(rng, shape)]
@@ -444,10 +444,10 @@ def random_chain(seed: int) -> Case:
     strides, dilations and padding: the cases where the C memory planner lays outputs
     over dying inputs, so parity of the generated C covers the overlap."""
     rng = np.random.default_rng([seed, 7919])
-    g = _graph(f"chain{seed}")
+    g = new_graph(f"chain{seed}")
     h, w, c = int(rng.integers(2, 12)), int(rng.integers(2, 24)), int(rng.integers(1, 12))
-    q = _act_quant(rng)
-    x = _act(g, "x", (1, h, w, c), q)
+    q = act_quant(rng)
+    x = act_tensor(g, "x", (1, h, w, c), q)
     g.inputs = [x]
     x0 = x
     kinds = ["CONV_2D"] + [str(k) for k in rng.choice(CHAIN_OPS, int(rng.integers(2, 5)))]
@@ -463,7 +463,7 @@ def random_chain(seed: int) -> Case:
         common = {"padding": padding, "stride_h": sh, "stride_w": sw,
                   "fused_activation": activation}
         if kind.endswith("POOL_2D"):
-            y = _act(g, f"y{n}", (1, oh, ow, c), q)
+            y = act_tensor(g, f"y{n}", (1, oh, ow, c), q)
             g.add_op(kind, [x], [y], filter_h=kh, filter_w=kw, **common)
         else:
             depthwise = kind == "DEPTHWISE_CONV_2D"
@@ -481,7 +481,7 @@ def random_chain(seed: int) -> Case:
             depth = kh * kw * (1 if depthwise else c)
             typical = math.sqrt(depth) * 40.0 * 60.0 * q.s * float(np.mean(scale))
             q = Quantization.per_tensor(typical / 60.0, int(rng.integers(-60, 61)))
-            y = _act(g, f"y{n}", (1, oh, ow, cout), q)
+            y = act_tensor(g, f"y{n}", (1, oh, ow, cout), q)
             extra = {"depth_multiplier": cout // c} if depthwise else {}
             g.add_op(kind, [x, wi, bi], [y], dilation_h=dh, dilation_w=dw, **common, **extra)
             c = cout
@@ -521,12 +521,12 @@ def random_strided_slice(seed: int) -> Case:
         # non-empty, and not every axis shrunk (kiloml's activations have a rank >= 1)
         if all(a.count for a in axes) and slice_out_shape(axes):
             break
-    g = _graph("strided_slice_masks")
-    q = _act_quant(rng)
-    x = _act(g, "x", shape, q)
+    g = new_graph("strided_slice_masks")
+    q = act_quant(rng)
+    x = act_tensor(g, "x", shape, q)
     consts = [g.add_tensor(Tensor(name, (rank,), "int32", data=np.array(v, np.int32)))
               for name, v in (("begin", begin), ("end", end), ("strides", strides))]
-    y = _act(g, "y", slice_out_shape(axes), q)
+    y = act_tensor(g, "y", slice_out_shape(axes), q)
     g.add_op("STRIDED_SLICE", [x, *consts], [y], **masks)
     g.inputs, g.outputs = [x], [y]
     return g, [_int8(rng, shape)]
@@ -545,14 +545,14 @@ def _gate(g: Graph, rng: np.random.Generator, x: int, n_out: int, kind: str) -> 
     b = g.add_tensor(Tensor(f"b{len(g.ops)}", (n_out,), "int32", bias_q,
                             rng.integers(-2000, 2001, n_out).astype(np.int32)))
     typical = math.sqrt(n_in) * 40.0 * 60.0 * xt.quant.s * w_scale
-    acc = _act(g, f"fc{len(g.ops)}", (1, n_out),
+    acc = act_tensor(g, f"fc{len(g.ops)}", (1, n_out),
                Quantization.per_tensor(typical / 60.0, int(rng.integers(-30, 31))))
     g.add_op("FULLY_CONNECTED", [x, w, b], [acc])
     if kind == "NONE":
         return acc
     q = (Quantization.per_tensor(1.0 / 256, -128) if kind == "LOGISTIC"
          else Quantization.per_tensor(1.0 / 128, 0))
-    y = _act(g, f"{kind.lower()}{len(g.ops)}", (1, n_out), q)
+    y = act_tensor(g, f"{kind.lower()}{len(g.ops)}", (1, n_out), q)
     g.add_op(kind, [acc], [y])
     return y
 
@@ -567,7 +567,7 @@ def _split_gates(g: Graph, rng: np.random.Generator, both: int,
     axis = g.add_tensor(Tensor(f"gate_axis{len(g.ops)}", (), "int32",
                                data=np.array(1, np.int32)))
     if not in_float:
-        parts = [_act(g, f"gate{len(g.ops)}_{k}", (1, hidden), q) for k in range(2)]
+        parts = [act_tensor(g, f"gate{len(g.ops)}_{k}", (1, hidden), q) for k in range(2)]
         g.add_op("SPLIT", [axis, both], parts, num_splits=2)
         return parts[0], parts[1]
     real = g.add_tensor(Tensor(f"gates_f{len(g.ops)}", (1, 2 * hidden), "float32"))
@@ -578,7 +578,7 @@ def _split_gates(g: Graph, rng: np.random.Generator, both: int,
     parts = []
     for k, half in enumerate(halves):
         scale = q.s * float(np.exp(rng.uniform(-0.5, 0.5)))
-        parts.append(_act(g, f"gate{len(g.ops)}_{k}", (1, hidden),
+        parts.append(act_tensor(g, f"gate{len(g.ops)}_{k}", (1, hidden),
                           Quantization.per_tensor(scale, int(rng.integers(-20, 21)))))
         g.add_op("QUANTIZE", [half], [parts[-1]])
     return parts[0], parts[1]
@@ -595,13 +595,13 @@ def random_sequence(seed: int) -> Case:
     CONCATENATION on axis 0) and reduced over time (MEAN / REDUCE_MAX on axis 0) or
     flattened."""
     rng = np.random.default_rng([seed, 7349])
-    g = _graph(f"sequence{seed}")
+    g = new_graph(f"sequence{seed}")
     steps, channels, hidden = int(rng.integers(2, 7)), int(rng.integers(1, 6)), \
         int(rng.integers(1, 7))
-    qx = _act_quant(rng)
-    x = _act(g, "x", (1, steps, channels), qx)
+    qx = act_quant(rng)
+    x = act_tensor(g, "x", (1, steps, channels), qx)
     g.inputs = [x]
-    tm = _act(g, "time_major", (steps, 1, channels), qx)
+    tm = act_tensor(g, "time_major", (steps, 1, channels), qx)
     if rng.random() < 0.5:
         shape = g.add_tensor(Tensor("tm_shape", (3,), "int32",
                                     data=np.array([steps, 1, channels], np.int32)))
@@ -610,22 +610,22 @@ def random_sequence(seed: int) -> Case:
         perm = g.add_tensor(Tensor("perm", (3,), "int32", data=np.array([1, 0, 2], np.int32)))
         g.add_op("TRANSPOSE", [x, perm], [tm])
     if rng.random() < 0.4:  # go_backwards
-        rev = _act(g, "reversed", (steps, 1, channels), qx)
+        rev = act_tensor(g, "reversed", (steps, 1, channels), qx)
         consts = [g.add_tensor(Tensor(n, (3,), "int32", data=np.array(v, np.int32)))
                   for n, v in (("rb", [-1, 0, 0]), ("re", [-steps - 1, 1, channels]),
                                ("rs", [-1, 1, 1]))]
         g.add_op("STRIDED_SLICE", [tm, *consts], [rev], begin_mask=6, end_mask=6)
         tm = rev
     if rng.random() < 0.6:
-        xs = [_act(g, f"x_t{i}", (1, channels), qx) for i in range(steps)]
+        xs = [act_tensor(g, f"x_t{i}", (1, channels), qx) for i in range(steps)]
         g.add_op("UNPACK", [tm], xs, num=steps, axis=0)
     else:
-        parts = [_act(g, f"part{i}", (1, 1, channels), qx) for i in range(steps)]
+        parts = [act_tensor(g, f"part{i}", (1, 1, channels), qx) for i in range(steps)]
         axis = g.add_tensor(Tensor("split_axis", (), "int32", data=np.array(0, np.int32)))
         g.add_op("SPLIT", [axis, tm], parts, num_splits=steps)
         xs = []
         for i, part in enumerate(parts):
-            xs.append(_act(g, f"x_t{i}", (1, channels), qx))
+            xs.append(act_tensor(g, f"x_t{i}", (1, channels), qx))
             shape = g.add_tensor(Tensor(f"s{i}", (2,), "int32",
                                         data=np.array([1, channels], np.int32)))
             g.add_op("RESHAPE", [part, shape], [xs[-1]])
@@ -642,48 +642,48 @@ def random_sequence(seed: int) -> Case:
         else:  # one FULLY_CONNECTED for both gates, SPLIT in two as Keras' cells do
             z_pre, cand = _split_gates(g, rng, _gate(g, rng, x_t, 2 * hidden, "NONE"),
                                        fused_gates == "float split")
-            z = _act(g, f"z{i}", (1, hidden), Quantization.per_tensor(1.0 / 256, -128))
+            z = act_tensor(g, f"z{i}", (1, hidden), Quantization.per_tensor(1.0 / 256, -128))
             g.add_op("LOGISTIC", [z_pre], [z])
         if h is not None:
             rec = _gate(g, rng, h, hidden, "NONE")
-            total = _act(g, f"sum{i}", (1, hidden), Quantization.per_tensor(
+            total = act_tensor(g, f"sum{i}", (1, hidden), Quantization.per_tensor(
                 g.tensors[cand].quant.s + g.tensors[rec].quant.s, int(rng.integers(-20, 21))))
             g.add_op("ADD", [cand, rec], [total])
             cand = total
-        c = _act(g, f"cand{i}", (1, hidden), qh)
+        c = act_tensor(g, f"cand{i}", (1, hidden), qh)
         g.add_op("TANH", [cand], [c])
-        keep = _act(g, f"keep{i}", (1, hidden), _act_quant(rng))
+        keep = act_tensor(g, f"keep{i}", (1, hidden), act_quant(rng))
         g.add_op("SUB", [one, z], [keep])  # 1 - z
-        new = _act(g, f"new{i}", (1, hidden), Quantization.per_tensor(
+        new = act_tensor(g, f"new{i}", (1, hidden), Quantization.per_tensor(
             1.0 / 128, int(rng.integers(-10, 11))))
         g.add_op("MUL", [keep, c], [new])
         if h is not None:
-            old = _act(g, f"old{i}", (1, hidden), Quantization.per_tensor(1.0 / 128, 0))
+            old = act_tensor(g, f"old{i}", (1, hidden), Quantization.per_tensor(1.0 / 128, 0))
             g.add_op("MUL", [z, h], [old])
-            both = _act(g, f"h{i}", (1, hidden), Quantization.per_tensor(1.0 / 96, 0))
+            both = act_tensor(g, f"h{i}", (1, hidden), Quantization.per_tensor(1.0 / 96, 0))
             g.add_op("ADD", [new, old], [both])
             new = both
         # every step's state in one quantization, so PACK / CONCATENATION can copy them
-        h = _act(g, f"state{i}", (1, hidden), qh)
+        h = act_tensor(g, f"state{i}", (1, hidden), qh)
         g.add_op("QUANTIZE", [new], [h])
         outs.append(h)
     if rng.random() < 0.5:
-        seq = _act(g, "sequence", (steps, 1, hidden), qh)
+        seq = act_tensor(g, "sequence", (steps, 1, hidden), qh)
         g.add_op("PACK", outs, [seq], values_count=steps, axis=0)
     else:
-        seq = _act(g, "sequence", (steps, hidden), qh)
+        seq = act_tensor(g, "sequence", (steps, hidden), qh)
         g.add_op("CONCATENATION", outs, [seq], axis=0)
     rank = len(g.tensors[seq].shape)
     tail = str(rng.choice(["MEAN", "REDUCE_MAX", "RESHAPE"]))
     if tail == "RESHAPE":
-        y = _act(g, "y", (1, steps * hidden), qh)
+        y = act_tensor(g, "y", (1, steps * hidden), qh)
         shape = g.add_tensor(Tensor("flat", (2,), "int32",
                                     data=np.array([1, steps * hidden], np.int32)))
         g.add_op("RESHAPE", [seq, shape], [y])
     else:
         keep_dims = bool(rng.random() < 0.5)
         out_shape = (1, *g.tensors[seq].shape[1:]) if keep_dims else g.tensors[seq].shape[1:]
-        y = _act(g, "y", out_shape, qh if tail == "REDUCE_MAX" else _act_quant(rng))
+        y = act_tensor(g, "y", out_shape, qh if tail == "REDUCE_MAX" else act_quant(rng))
         axes = g.add_tensor(Tensor("time_axis", (1,), "int32",
                                    data=np.array([0 if rng.random() < 0.7 else -rank], np.int32)))
         g.add_op(tail, [seq, axes], [y], keep_dims=keep_dims)

@@ -32,7 +32,7 @@ CalibrationMethod = Literal["minmax", "percentile", "mse"]
 
 _FUSABLE = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL",
             "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"}
-_SHARED_QUANT = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
+SHARED_QUANT = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
                  "PAD", "REDUCE_MAX", "CONCATENATION", "SPLIT", "UNPACK", "RELU6",
                  "STRIDED_SLICE", "SLICE", "TRANSPOSE"}
 _FIXED_OUTPUT = {"SOFTMAX": (1.0 / 256, -128), "LOGISTIC": (1.0 / 256, -128),
@@ -71,7 +71,8 @@ def choose_quantization(rmin: float, rmax: float) -> Quantization:
     return Quantization.per_tensor(float(scale), zero_point)
 
 
-def _range(values: np.ndarray, method: CalibrationMethod, percentile: float) -> tuple[float, float]:
+def value_range(values: np.ndarray, method: CalibrationMethod, percentile: float
+                ) -> tuple[float, float]:
     v = values.astype(np.float64).ravel()
     if v.size == 0:
         return 0.0, 0.0
@@ -139,7 +140,7 @@ def quantize_graph(
     uf = _UnionFind()
     fixed: dict[int, Quantization] = {}
     for op in g.ops:
-        if op.kind in _SHARED_QUANT:
+        if op.kind in SHARED_QUANT:
             data_inputs = [i for i in op.inputs if i >= 0 and not g.tensors[i].is_constant]
             for t in data_inputs + op.outputs:
                 uf.union(t, op.outputs[0])
@@ -157,7 +158,7 @@ def quantize_graph(
         if pinned:
             q = pinned[0]
         else:
-            ranges = [_range(trace[m], method, percentile) for m in members if m in trace]
+            ranges = [value_range(trace[m], method, percentile) for m in members if m in trace]
             q = choose_quantization(min(r[0] for r in ranges), max(r[1] for r in ranges))
         for m in members:
             quant[m] = q

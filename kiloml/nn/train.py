@@ -86,7 +86,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list
     return chunks
 
 
-def _evaluate(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def evaluate_module(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor,
               batch_size: int) -> tuple[float, float]:
     """(mean loss, accuracy) in eval mode."""
     model.eval()
@@ -200,7 +200,7 @@ def fit_module(
                 total += loss.item() * len(idx)
             epoch_loss = total / len(x_tr)
             if has_val:
-                val_loss, val_acc = _evaluate(model, loss_fn, x_va, y_va, batch_size)
+                val_loss, val_acc = evaluate_module(model, loss_fn, x_va, y_va, batch_size)
             else:
                 val_loss, val_acc = epoch_loss, float("nan")
             history.train_loss.append(epoch_loss)

@@ -32,7 +32,7 @@ from torch import nn
 
 from kiloml.nn.graph import Graph
 from kiloml.nn.op_params import padding_before
-from kiloml.nn.quantize import _SHARED_QUANT, _range, choose_quantization, prepare_float_graph
+from kiloml.nn.quantize import SHARED_QUANT, choose_quantization, prepare_float_graph, value_range
 
 SUPPORTED = ("RESHAPE", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN",
              "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "SOFTMAX", "RELU", "RELU6")
@@ -98,7 +98,7 @@ class GraphModule(nn.Module):
                             torch.as_tensor(g.tensors[i].data.astype(np.float32)))
         # tensors that own their quantization: the input and outputs of non-shared ops
         self.quantized = [g.inputs[0]] + [op.outputs[0] for op in g.ops[:-1]
-                                          if op.kind not in _SHARED_QUANT]
+                                          if op.kind not in SHARED_QUANT]
         self.ranges: dict[int, tuple[float, int]] = {}
         self.fake_quant = True
         self.masks: dict[str, torch.Tensor] = {}
@@ -201,7 +201,7 @@ class GraphModule(nn.Module):
             self(x_calib, trace)
         self.fake_quant = old
         for index in self.quantized:
-            lo, hi = _range(trace[index].numpy(), method, percentile)  # type: ignore[arg-type]
+            lo, hi = value_range(trace[index].numpy(), method, percentile)  # type: ignore[arg-type]
             q = choose_quantization(lo, hi)
             self.ranges[index] = (float(q.s), int(q.zp))
 

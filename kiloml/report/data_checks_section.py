@@ -8,7 +8,7 @@ import html
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kiloml.report.html import _png, _status, _table
+from kiloml.report.html import html_table, png_img, status_cell
 
 TITLES = {"class_balance": "class balance", "groups": "windows per group",
           "duplicates": "duplicates across the split", "group_bias": "group bias",
@@ -29,7 +29,7 @@ def balance_figure(check: dict) -> str:
     ax.set_xlabel("windows")
     ax.set_title(f"Windows per class (imbalance {check['imbalance_ratio']:.2f})")
     ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
+    return png_img(fig)
 
 
 def bias_figure(check: dict) -> str:
@@ -50,7 +50,7 @@ def bias_figure(check: dict) -> str:
     ax.set_xlabel("accuracy")
     ax.set_title("Accuracy per group (cross-validation; held out: final model)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
-    return _png(fig)
+    return png_img(fig)
 
 
 def _details(checks: dict) -> list[str]:
@@ -58,7 +58,7 @@ def _details(checks: dict) -> list[str]:
     dup = checks["duplicates"]
     if dup["examples"]:
         parts.append("<h3>Held-out windows matching a training window</h3>")
-        parts.append(_table([(html.escape(e["test_recording"]), f"{e['test_offset_s']:g} s",
+        parts.append(html_table([(html.escape(e["test_recording"]), f"{e['test_offset_s']:g} s",
                               html.escape(e["train_recording"]), f"{e['train_offset_s']:g} s",
                               f"{e['distance']:.3g}") for e in dup["examples"]],
                             header=("held-out recording", "offset", "training recording",
@@ -66,7 +66,7 @@ def _details(checks: dict) -> list[str]:
     sus = checks["suspect_labels"]
     if sus["suspects"]:
         parts.append("<h3>Recordings with suspect labels</h3>")
-        parts.append(_table([(html.escape(s["recording"]), html.escape(s["group"]),
+        parts.append(html_table([(html.escape(s["recording"]), html.escape(s["group"]),
                               html.escape(s["label"]), f"{s['label_probability']:.2f}",
                               html.escape(s["looks_like"]), f"{s['other_probability']:.2f}",
                               s["windows"]) for s in sus["suspects"]],
@@ -75,15 +75,15 @@ def _details(checks: dict) -> list[str]:
     ch = checks["channels"]
     if ch["issues"]:
         parts.append("<h3>Constant or clipped channels</h3>")
-        parts.append(_table([(html.escape(i["recording"]), html.escape(i["channel"]),
+        parts.append(html_table([(html.escape(i["recording"]), html.escape(i["channel"]),
                               i["issue"], f"{i['value']:g}",
                               f"{i['fraction_at_min_or_max']:.1%} at its {i['at']}"
                               if i["issue"] == "clipped" else "") for i in ch["issues"]],
                             header=("recording", "channel", "issue", "value", "detail")))
     shift = checks["feature_shift"]
     parts.append("<h3>Most shifted features (training against held-out windows)</h3>")
-    parts.append(_table([(html.escape(t["feature"]), f"{t['ks']:.3f}",
-                          _status("warn" if t["ks"] > shift["threshold"] else "ok"))
+    parts.append(html_table([(html.escape(t["feature"]), f"{t['ks']:.3f}",
+                          status_cell("warn" if t["ks"] > shift["threshold"] else "ok"))
                          for t in shift["top"]], header=("feature", "KS statistic", "")))
     return parts
 
@@ -104,7 +104,7 @@ def data_checks_section(metrics: dict) -> str:
              f"metrics.json under <code>data_checks</code>.</p>"]
     if "note" in info:
         parts.append(f"<p class='warn'>{html.escape(info['note'])}</p>")
-    parts.append(_table([(html.escape(TITLES.get(k, k)), _status(c["status"]),
+    parts.append(html_table([(html.escape(TITLES.get(k, k)), status_cell(c["status"]),
                           html.escape(c["summary"])) for k, c in checks.items()],
                         header=("check", "status", "finding")))
     figs = []

@@ -8,7 +8,7 @@ import html
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kiloml.report.html import _png, _status, _table
+from kiloml.report.html import html_table, png_img, status_cell
 
 
 def timeline_figure(timeline: dict, class_names: list[str]) -> str:
@@ -27,7 +27,7 @@ def timeline_figure(timeline: dict, class_names: list[str]) -> str:
     ax.set_xlabel("time (min), held-out recordings end to end")
     ax.set_title("Decisions on the held-out stream (gaps: uncertain)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=3)
-    return _png(fig)
+    return png_img(fig)
 
 
 def decision_section(metrics: dict) -> list[str]:
@@ -48,12 +48,12 @@ def decision_section(metrics: dict) -> list[str]:
         ("hysteresis", f"{p['on_windows']} windows to switch on, {p['off_windows']} to "
                        f"switch off"),
     ]
-    parts.append(_table(setting))
+    parts.append(html_table(setting))
     if p.get("calibration"):
         rows = [(html.escape(c), f"{v['threshold']:.4f}", f"{v['precision']:.3f}",
                  f"{v['recall']:.3f}", f"{v['false_alarms_per_hour']:.1f}")
                 for c, v in p["calibration"]["per_class"].items()]
-        parts.append(_table(rows, header=("class", "threshold", "precision (validation)",
+        parts.append(html_table(rows, header=("class", "threshold", "precision (validation)",
                                           "recall", "false alarms / h")))
     if "raw" in d:
         s = d["stream"]
@@ -70,7 +70,7 @@ def decision_section(metrics: dict) -> list[str]:
                          f"{e['missed_events']} / {e['events']}", lat,
                          f"{e['switches_per_hour']:.0f}", f"{e['uncertain_fraction']:.1%}",
                          f"{e['window_accuracy']:.3f}"))
-        parts.append(_table(rows, header=("", "false alarms / h", "missed events",
+        parts.append(html_table(rows, header=("", "false alarms / h", "missed events",
                                           "latency s (mean / max)", "switches / h",
                                           "uncertain", "window accuracy")))
         if "timeline" in d:
@@ -82,10 +82,10 @@ def decision_section(metrics: dict) -> list[str]:
             rows.append((html.escape(where), f"{layer['decisions_equal']} / {layer['n']}",
                          "yes" if layer["device_scores_bit_exact"] else "no",
                          "yes" if layer["smoothed_bit_exact"] else "no",
-                         layer["switches"], _status(layer["all_equal"])))
+                         layer["switches"], status_cell(layer["all_equal"])))
     if rows:
         parts.append("<h3>kml_decide_latest against the Python twin</h3>")
-        parts.append(_table(rows, header=("where", "decisions and switches equal",
+        parts.append(html_table(rows, header=("where", "decisions and switches equal",
                                           "scores bit-exact", "smoothed bit-exact",
                                           "switches", "status")))
     return parts
@@ -107,7 +107,7 @@ def rule_section(metrics: dict) -> list[str]:
              f"{res['flash_bytes']:,}" if "flash_bytes" in res else "-",
              f"{res['instructions_per_inference']:,}"
              if res.get("instructions_per_inference") else "-")]
-    parts.append(_table(rows, header=("", "accuracy", "balanced accuracy", "flash B",
+    parts.append(html_table(rows, header=("", "accuracy", "balanced accuracy", "flash B",
                                       "instructions / inference")))
     parts.append(f"<p class='muted'>{html.escape(r['note'])}; chosen by grouped "
                  f"cross-validation among depths "

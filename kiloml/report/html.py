@@ -26,7 +26,7 @@ text-align:right}th{background:#f5f5f5}td:first-child,th:first-child{text-align:
 """
 
 
-def _png(fig) -> str:
+def png_img(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -49,7 +49,7 @@ def confusion_figure(cm: list[list[int]], names: list[str]) -> str:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix (held-out test windows)")
-    return _png(fig)
+    return png_img(fig)
 
 
 def bar_figure(labels: list[str], values: list[float], title: str, xlabel: str,
@@ -65,7 +65,7 @@ def bar_figure(labels: list[str], values: list[float], title: str, xlabel: str,
         ax.axvline(reference, color="#cf222e", ls="--", lw=1)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    return _png(fig)
+    return png_img(fig)
 
 
 def budget_figure(resources: dict) -> str:
@@ -87,7 +87,7 @@ def budget_figure(resources: dict) -> str:
     ax.set_xlim(0, max(110, max(used) * 1.15))
     ax.set_xlabel("% of budget")
     ax.set_title("Library size against the target budget")
-    return _png(fig)
+    return png_img(fig)
 
 
 def latency_figure(resources: dict) -> str:
@@ -112,10 +112,10 @@ def latency_figure(resources: dict) -> str:
     ax.set_xscale("log")
     ax.set_xlabel("ms per inference at the target clock (log scale; | = mean)")
     ax.set_title("Inference latency (worst held-out window)")
-    return _png(fig)
+    return png_img(fig)
 
 
-def _status(ok: bool | str) -> str:
+def status_cell(ok: bool | str) -> str:
     if ok is True or ok == "ok":
         return '<span class="ok">ok</span>'
     if ok == "warn":
@@ -123,7 +123,7 @@ def _status(ok: bool | str) -> str:
     return '<span class="fail">FAIL</span>'
 
 
-def _table(rows: list[tuple], header: tuple | None = None) -> str:
+def html_table(rows: list[tuple], header: tuple | None = None) -> str:
     out = ["<table>"]
     if header:
         out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
@@ -144,7 +144,7 @@ def training_figure(training: dict) -> str:
     ax.set_ylabel("cross-entropy")
     ax.set_title("Training (early stopping on held-out training groups)")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_img(fig)
 
 
 def neural_section(metrics: dict) -> list[str]:
@@ -168,9 +168,9 @@ def neural_section(metrics: dict) -> list[str]:
         rows.append(("int8 test accuracy (deployed)", f"{n['int8_accuracy']:.4f}"))
     t = n["tflm_parity"]
     rows.append(("TFLM interpreter", f"{t['bit_exact']} / {t['n']} held-out windows bit-exact "
-                 f"{_status(t['all_bit_exact'])}" if t.get("checked")
+                 f"{status_cell(t['all_bit_exact'])}" if t.get("checked")
                  else html.escape(t.get("note", "not checked"))))
-    parts.append(_table(rows))
+    parts.append(html_table(rows))
     figs = []
     if "training" in n:
         figs.append(training_figure(n["training"]))
@@ -192,7 +192,7 @@ def neural_section(metrics: dict) -> list[str]:
 
     header = ("#", "operator", "kernel", "output shape", "MACs", "weight bytes",
               *(("instructions", "instructions / MAC") if measured else ()))
-    parts.append(_table([(i, html.escape(r["op"]), html.escape(r.get("kernel", "")),
+    parts.append(html_table([(i, html.escape(r["op"]), html.escape(r.get("kernel", "")),
                           html.escape(str(r["output_shape"])), f"{r['macs']:,}",
                           f"{r['weight_bytes']:,}", *instr(r))
                          for i, r in enumerate(n["layers"])], header=header))
@@ -225,7 +225,7 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
              f"{len(names)} classes</p>"]
 
     parts.append("<h2>Held-out test</h2>")
-    parts.append(_table([
+    parts.append(html_table([
         ("accuracy", f"{ev['accuracy']:.4f}"),
         ("balanced accuracy", f"{ev['balanced_accuracy']:.4f}"),
         ("macro F1", f"{ev['macro_f1']:.4f}"),
@@ -282,9 +282,9 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
             + f", max |score diff| {p['max_abs_score_diff']:.1e}",
             f"streaming {st['decisions_equal']} / {st['n_windows']} on {st['n_recordings']} "
             f"recordings" + ("" if st["windows_equal"] else ", windows differ"),
-            _status(p["all_decisions_equal"] and st["all_decisions_equal"])))
+            status_cell(p["all_decisions_equal"] and st["all_decisions_equal"])))
     if rows:
-        parts.append(_table(rows, header=("where", "kml_classify", "detail", "kml_push_sample",
+        parts.append(html_table(rows, header=("where", "kml_classify", "detail", "kml_push_sample",
                                           "status")))
     stage_rows = []
     for where, p in metrics["parity"].items():
@@ -294,7 +294,7 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
                                "yes" if st["bit_exact"] else "no"))
     if stage_rows:
         parts.append("<h3>Features by stage</h3>")
-        parts.append(_table(stage_rows, header=("where", "stage", "features", "max abs error",
+        parts.append(html_table(stage_rows, header=("where", "stage", "features", "max abs error",
                                                 "max rel error", "bit-exact")))
 
     if metrics["resources"]:
@@ -316,9 +316,9 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
                      fig("instructions_per_inference", "{:,}"),
                      fig("latency_us", "{:,.1f} &micro;s"),
                      fig("energy_uj", "{:.3f} &micro;J"),
-                     html.escape(r["measured_on"]), _status(r["status"])))
+                     html.escape(r["measured_on"]), status_cell(r["status"])))
     if rows:
-        parts.append(_table(rows, header=("target", "flash / budget", "RAM / budget",
+        parts.append(html_table(rows, header=("target", "flash / budget", "RAM / budget",
                                           "instructions per inference (max)", "latency",
                                           "energy", "measured on", "status")))
     for target, r in metrics["resources"].items():
@@ -338,7 +338,7 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
                  "&ndash;" if st["instructions"] is None else f"{st['instructions']:,.0f}")
                 for st in res["stages"]]
         parts.append(f"<h3>{html.escape(target)}: by stage</h3>")
-        parts.append(_table(rows, header=("stage", "flash", "static RAM",
+        parts.append(html_table(rows, header=("stage", "flash", "static RAM",
                                           "instructions per window")))
         parts.append(f"<p class='muted'>Measured in QEMU: flash and RAM from the symbols of "
                      f"the linked firmware (helpers from libgcc/newlib are not attributed), "
@@ -361,7 +361,7 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
     parts.extend(search_section(metrics))
     parts.append("<h2>Model and features</h2>")
     model = metrics["model"]
-    parts.append(_table([(html.escape(k), html.escape(str(v))) for k, v in model.items()]))
+    parts.append(html_table([(html.escape(k), html.escape(str(v))) for k, v in model.items()]))
     est = getattr(pipeline.model, "estimator", None)
     if hasattr(est, "feature_importances_"):
         feature_names = pipeline.feature_names()

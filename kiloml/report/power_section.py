@@ -8,7 +8,7 @@ import html
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kiloml.report.html import _png, _status, _table
+from kiloml.report.html import html_table, png_img, status_cell
 
 
 def power_figure(pw: dict, target: str) -> str:
@@ -28,7 +28,7 @@ def power_figure(pw: dict, target: str) -> str:
     ax.set_ylabel("uW")
     ax.set_title(f"{target}: processor power")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_img(fig)
 
 
 def power_section(metrics: dict) -> list[str]:
@@ -40,9 +40,9 @@ def power_section(metrics: dict) -> list[str]:
              f"{p['average_power_uw']:,.1f}", f"{p['inference_rate_hz']:g}",
              f"{p['battery_life_days']:,.1f} ({p['battery_mah']:g} mAh)",
              f"{p['max_inference_rate_hz_within_budget']:g}",
-             _status(p["within_power_budget"] or "warn"))
+             status_cell(p["within_power_budget"] or "warn"))
             for t, p in power.items()]
-    parts.append(_table(rows, header=("target", "uJ / inference", "average uW",
+    parts.append(html_table(rows, header=("target", "uJ / inference", "average uW",
                                       "inferences / s", "battery days",
                                       "max rate in budget", "budget")))
     for target, p in power.items():

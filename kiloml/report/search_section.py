@@ -7,7 +7,7 @@ import html
 
 import matplotlib.pyplot as plt
 
-from kiloml.report.html import STYLE, _png, _status, _table
+from kiloml.report.html import STYLE, html_table, png_img, status_cell
 
 AXES = (("flash_bytes", "flash (KB)", 1 / 1024), ("ram", "RAM + stack (KB)", 1 / 1024),
         ("latency_us", "latency (ms)", 1 / 1000), ("energy_uj", "energy / inference (uJ)", 1))
@@ -49,7 +49,7 @@ def pareto_figure(summary: dict) -> str:
     axes[-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{summary['project']}: candidates on {summary['target']} (estimates)",
                  fontsize=10)
-    return _png(fig)
+    return png_img(fig)
 
 
 def tradeoff_table(summary: dict) -> str:
@@ -63,7 +63,7 @@ def tradeoff_table(summary: dict) -> str:
                      f"{e['flash_bytes']:,}", f"{e['ram_bytes'] + e['stack_bytes']:,}",
                      f"{e['instructions_per_inference']:,}", f"{e['latency_us'] / 1000:.3f}",
                      f"{e['energy_uj']:.2f}"))
-    return _table(rows, header=("", "candidate", summary["score"], "std over folds",
+    return html_table(rows, header=("", "candidate", summary["score"], "std over folds",
                                 "flash B", "RAM+stack B", "instructions", "latency ms",
                                 "uJ / inference"))
 
@@ -84,8 +84,8 @@ def budget_use_table(summary: dict) -> str:
         rows.append((html.escape(name), f"{p.clock_hz / 1e6:g} MHz",
                      f"{e['flash_bytes']:,} ({flash:.0%})",
                      f"{e['ram_bytes'] + e['stack_bytes']:,} ({ram:.0%})",
-                     f"{e['latency_us'] / 1000:.3f}", f"{e['energy_uj']:.2f}", _status(fits)))
-    return _table(rows, header=("target", "clock", "flash B (of the part)",
+                     f"{e['latency_us'] / 1000:.3f}", f"{e['energy_uj']:.2f}", status_cell(fits)))
+    return html_table(rows, header=("target", "clock", "flash B (of the part)",
                                 "RAM+stack B (of the part)", "latency ms", "uJ / inference",
                                 "fits"))
 

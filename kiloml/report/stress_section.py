@@ -9,7 +9,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kiloml.report.html import _png, _table
+from kiloml.report.html import html_table, png_img
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -50,7 +50,7 @@ def stress_figure(stress: dict, augmented: dict, drop_points: float) -> str:
     fig.suptitle(f"Accuracy against severity (dotted: {drop_points:g} points below the "
                  f"unperturbed accuracy; dashed: breaking point)", fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 0.96))
-    return _png(fig)
+    return png_img(fig)
 
 
 def stress_section(metrics: dict) -> str:
@@ -92,7 +92,7 @@ def stress_section(metrics: dict) -> str:
             "&ndash;" if worst is None else f"{worst:.3f}",
             "&ndash;" if a is None or a["accuracy"][-1] is None
             else f"{a['accuracy'][-1]:.3f}"))
-    parts.append(_table(rows, header=("perturbation", "what", "severities",
+    parts.append(html_table(rows, header=("perturbation", "what", "severities",
                                       "breaking point", "with augmentation",
                                       "accuracy at the worst", "with augmentation")))
     swaps = [(n, stress[n]["channels"]) for n in ("axis_swap", "sign_flip")

@@ -158,7 +158,7 @@ def evaluate(job: dict) -> dict:
 def _evaluate(job: dict) -> dict:
     from kiloml.models.trees import TreeModel
     from kiloml.run import OOF_KEY
-    from kiloml.run import _cross_validate as tree_cv
+    from kiloml.run import cross_validate_forest as tree_cv
     from kiloml.targets.estimate import estimate_resources
     from kiloml.targets.profiles import load_profile, profile_names
 
@@ -168,7 +168,7 @@ def _evaluate(job: dict) -> dict:
     parts = _features(pipeline, windows, Path(job["cache_dir"]), project)
     if isinstance(cfg.model, NeuralModelConfig):
         from kiloml.models.neural import NeuralModel
-        from kiloml.run_neural import _cross_validate as neural_cv
+        from kiloml.run_neural import cross_validate_network as neural_cv
         from kiloml.run_neural import sample_shape
 
         features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
@@ -224,7 +224,7 @@ def read_feature_cache(path: Path, n_windows: int, widths: list[int]
 
 def _features(pipeline, windows, cache_dir: Path, project: LoadedProject) -> list[np.ndarray]:
     """The window stages' outputs for every window, cached on disk by what they depend on."""
-    from kiloml.run import _window_features_in_batches
+    from kiloml.run import window_features_in_batches
 
     cfg = project.config
     reads_window = isinstance(cfg.model, NeuralModelConfig) and cfg.model.reads == "window"
@@ -237,7 +237,7 @@ def _features(pipeline, windows, cache_dir: Path, project: LoadedProject) -> lis
     parts = read_feature_cache(path, len(windows), widths) if path.exists() else None
     if parts is not None:
         return parts
-    parts = _window_features_in_batches(pipeline, windows)
+    parts = window_features_in_batches(pipeline, windows)
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".features-", suffix=".npz", dir=cache_dir)
     os.close(fd)

@@ -23,7 +23,7 @@ from kiloml.atomic import write_text_atomically
 from kiloml.errors import KilomlError
 from kiloml.outputs import Protected, check_output_folder, mark, marker_kind, project_inputs
 from kiloml.progress import console, quiet, track
-from kiloml.project import LoadedProject, _find_key_line, load_project
+from kiloml.project import LoadedProject, find_key_line, load_project
 from kiloml.search import evaluate as ev
 from kiloml.search.executors import make_executor
 from kiloml.search.pareto import OBJECTIVES, pareto_front, pick
@@ -65,7 +65,7 @@ def search_project(project_path: str | Path, *, executor: str = "local",
     if folds < 2:
         raise KilomlError("a search cross-validates: set [search] folds (2 or more) or "
                           "[evaluation] cv_folds", file=base.path,
-                          line=_find_key_line(space.text, ("search",), "folds"))
+                          line=find_key_line(space.text, ("search",), "folds"))
     candidates, total = space.candidates(scfg.max_candidates, scfg.seed)
     for c in candidates:
         c.raw.setdefault("evaluation", {})["cv_folds"] = folds
@@ -80,7 +80,7 @@ def search_project(project_path: str | Path, *, executor: str = "local",
     if out:
         name, line = "--out", None
     elif scfg.dir:
-        name, line = "[search] dir", _find_key_line(space.text, ("search",), "dir")
+        name, line = "[search] dir", find_key_line(space.text, ("search",), "dir")
     else:
         name, line = "search folder (<output dir>-search)", None
     check_output_folder(directory, "search", [*project_inputs(base), Protected(
@@ -142,7 +142,7 @@ def _search(base: LoadedProject, space: SearchSpace, candidates: list[Candidate]
             f"no candidate fits the budget on {profile.name} ({budget.describe()}); the "
             f"smallest, '{smallest.label}', needs "
             f"{_needs(before[smallest.key]['estimate_before_training'])}",
-            file=base.path, line=_find_key_line(space.text, ("target",), None))
+            file=base.path, line=find_key_line(space.text, ("target",), None))
     console.print(f"  {len(estimated) - len(feasible)} rejected before training (over "
                   f"budget by the estimate), "
                   + (f"{len(unbuildable)} that cannot be built, " if unbuildable else "")

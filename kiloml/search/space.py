@@ -42,9 +42,9 @@ from kiloml.project import (
     NeuralModelConfig,
     Project,
     TreeModelConfig,
-    _find_key_line,
-    _section_models,
-    _validation_error,
+    find_key_line,
+    section_model,
+    validation_error,
 )
 
 SPACE = ("search", "space")
@@ -116,7 +116,7 @@ class SearchSpace:
 
     def _line(self, key: str | None) -> int | None:
         """The line of a dimension: a quoted dotted key, a bare dotted key or a sub-table."""
-        start = _find_key_line(self.text, SPACE, None)
+        start = find_key_line(self.text, SPACE, None)
         if key is None or start is None:
             return start
         lines = self.text.splitlines()
@@ -151,7 +151,7 @@ class SearchSpace:
         if len(parts) != 2:
             raise self._error(f"'{key}': write a dimension as '<section>.<key>', e.g. "
                               f"'window.window_ms'", key)
-        section = _section_models(Project.model_fields[parts[0]].annotation, None)
+        section = section_model(Project.model_fields[parts[0]].annotation, None)
         if section is None:
             raise self._error(f"'{parts[0]}' cannot be varied key by key", key)
         if parts[1] not in section.model_fields:
@@ -204,7 +204,7 @@ class SearchSpace:
                             lambda m: self._error(m, "model"))
                 optimize = table.get("optimize")
                 if optimize is not None:
-                    section = _section_models(Project.model_fields["optimize"].annotation, None) \
+                    section = section_model(Project.model_fields["optimize"].annotation, None) \
                         if "optimize" in Project.model_fields else None
                     variants = optimize if isinstance(optimize, list) else [optimize]
                     if section is None or not all(isinstance(v, dict) for v in variants):
@@ -263,7 +263,7 @@ class SearchSpace:
             try:
                 Project.model_validate(raw)
             except ValidationError as exc:
-                err = _validation_error(exc, self.text, self.base.path)
+                err = validation_error(exc, self.text, self.base.path)
                 raise self._error(f"candidate '{candidate.label}' is not a valid project: "
                                   f"{err.message}", next(iter(choices), None)) from None
             out.append(candidate)

@@ -291,17 +291,17 @@ def layout_chain(seed: int):
     """A small int8 chain: TRANSPOSE (NCHW -> NHWC) -> CONV_2D (1 x k) -> one of
     LOGISTIC / TANH (tables) / RELU6 (clamp) / QUANTIZE (requantize) -> TRANSPOSE back,
     with random sizes."""
-    from kiloml.nn.conformance import _act, _act_quant, _graph
+    from kiloml.nn.conformance import act_quant, act_tensor, new_graph
     from kiloml.nn.graph import Quantization, Tensor
     from kiloml.nn.op_params import out_size
 
     rng = np.random.default_rng([seed, 4099])
-    g = _graph(f"layout{seed}")
+    g = new_graph(f"layout{seed}")
     c, w = int(rng.integers(2, 9)), int(rng.integers(24, 129))
-    q = _act_quant(rng)
-    x = _act(g, "x", (1, c, 1, w), q)
+    q = act_quant(rng)
+    x = act_tensor(g, "x", (1, c, 1, w), q)
     perm = g.add_tensor(Tensor("perm", (4,), "int32", data=np.array([0, 2, 3, 1], np.int32)))
-    xt = _act(g, "xt", (1, 1, w, c), q)
+    xt = act_tensor(g, "xt", (1, 1, w, c), q)
     g.add_op("TRANSPOSE", [x, perm], [xt])
     k, stride, cout = int(rng.integers(1, 6)), int(rng.integers(1, 3)), int(rng.integers(4, 17))
     ow = out_size("VALID", w, k, stride, 1)
@@ -315,18 +315,18 @@ def layout_chain(seed: int):
                              rng.integers(-3000, 3001, cout).astype(np.int32)))
     typical = math.sqrt(k * c) * 40.0 * 60.0 * q.s * float(np.mean(scale))
     qc = Quantization.per_tensor(typical / 60.0, int(rng.integers(-60, 61)))
-    y = _act(g, "conv", (1, 1, ow, cout), qc)
+    y = act_tensor(g, "conv", (1, 1, ow, cout), qc)
     g.add_op("CONV_2D", [xt, wi, bi], [y], padding="VALID", stride_h=1, stride_w=stride,
              dilation_h=1, dilation_w=1, fused_activation="NONE")
     kind = ["LOGISTIC", "TANH", "RELU6", "QUANTIZE"][seed % 4]
     qa = {"LOGISTIC": Quantization.per_tensor(1.0 / 256, -128),
           "TANH": Quantization.per_tensor(1.0 / 128, 0), "RELU6": qc,
-          "QUANTIZE": _act_quant(rng)}[kind]
-    a = _act(g, "act", (1, 1, ow, cout), qa)
+          "QUANTIZE": act_quant(rng)}[kind]
+    a = act_tensor(g, "act", (1, 1, ow, cout), qa)
     g.add_op(kind, [y], [a])
     back = g.add_tensor(Tensor("perm_back", (4,), "int32",
                                data=np.array([0, 3, 1, 2], np.int32)))
-    out = _act(g, "y", (1, cout, 1, ow), qa)
+    out = act_tensor(g, "y", (1, cout, 1, ow), qa)
     g.add_op("TRANSPOSE", [a, back], [out])
     g.inputs, g.outputs = [x], [out]
     return g
@@ -548,9 +548,9 @@ def fit(results: list[dict], target: str) -> dict:
     # the network glue in a pipeline (standardize + quantize the input, arg-max, scores)
     glue_rows, glue_y = [], []
     for pipeline, model_count in nn_model_cases:
-        from kiloml.targets.estimate import _network_terms
+        from kiloml.targets.estimate import network_terms
 
-        invoke, _, _, _ = _network_terms(pipeline.model.graph, coefs, [])
+        invoke, _, _, _ = network_terms(pipeline.model.graph, coefs, [])
         n_in = len(pipeline.feature_names())
         glue_rows.append({"input": n_in, "class": pipeline.n_classes, "call": 1})
         glue_y.append(model_count - invoke)

@@ -361,7 +361,7 @@ def runtime_code_bytes(entries: set[str], flash_cal: dict, *, integer_votes: boo
 # --- the estimate ---------------------------------------------------------------------
 
 
-def _network_terms(graph, coefs: dict, missing: list[str]) -> tuple[float, list[str], int, int]:
+def network_terms(graph, coefs: dict, missing: list[str]) -> tuple[float, list[str], int, int]:
     """Instructions of one invoke, kernels used, calls and arguments in the invoke."""
     instructions = 0.0
     kernels: list[str] = []
@@ -435,7 +435,7 @@ def estimate_pipeline_detail(pipeline: Pipeline, profile: TargetProfile,
                                     "class": pipeline.n_classes, "channel": ch}
     if hasattr(model, "graph") and getattr(model, "graph", None) is not None:
         graph = model.graph
-        invoke, kernels, n_calls, n_args = _network_terms(graph, coefs, missing)
+        invoke, kernels, n_calls, n_args = network_terms(graph, coefs, missing)
         n_in = int(gen["n_features"])
         glue = _apply(coefs, "nn.model", {"input": n_in, "class": pipeline.n_classes,
                                           "call": 1}, missing)
@@ -505,7 +505,7 @@ def estimate_graph_detail(graph, profile: TargetProfile, cal: dict | None = None
         source = (lib.directory / "kiloml_nn.c").read_text()
         header = (lib.directory / "kiloml_nn.h").read_text()
     objects = c_object_sizes(source, _defines(header))
-    invoke, kernels, n_calls, n_args = _network_terms(graph, coefs, missing)
+    invoke, kernels, n_calls, n_args = network_terms(graph, coefs, missing)
     instructions = invoke + float(coefs.get("nn.graph", {}).get("call", 0.0))
     flash_cal = cal["flash"]
     entries = called_functions(source)

@@ -70,7 +70,7 @@ def measure_pipeline(pipeline: Pipeline, profile: TargetProfile, windows: np.nda
     functions and calls."""
     from kiloml.verify.mcu import build, qemu
     from kiloml.verify.mcu.toolchain import find_toolchain
-    from kiloml.verify.target import _run_windows
+    from kiloml.verify.target import run_target_windows
 
     tc = find_toolchain()
     library = write_library(pipeline, work / "firmware")
@@ -82,7 +82,7 @@ def measure_pipeline(pipeline: Pipeline, profile: TargetProfile, windows: np.nda
     elf = build.build_harness(tc, library, objects, profile, machine, OPTIMIZE, work)
     plugin = qemu.build_plugin(tc, work / "plugin")
     ref = _Windows(np.ascontiguousarray(windows, dtype=np.float32))
-    _, counts, stack, _ = _run_windows(tc, elf, machine, plugin, ref, pipeline,
+    _, counts, stack, _ = run_target_windows(tc, elf, machine, plugin, ref, pipeline,
                                        library.n_features, work / "run")
     out = {"flash_bytes": probe.flash_bytes, "ram_bytes": probe.ram_bytes,
            "stack_bytes": int(stack.max()), "instructions_per_inference": int(counts.max()),
@@ -93,7 +93,7 @@ def measure_pipeline(pipeline: Pipeline, profile: TargetProfile, windows: np.nda
                                        OPTIMIZE, work / "marked", extra=["-DKML_STAGE_MARKS"])
         elf_m = build.build_harness(tc, library, marked, profile, machine, OPTIMIZE,
                                     work / "marked")
-        _, tot, _, marks = _run_windows(tc, elf_m, machine, plugin, ref, pipeline,
+        _, tot, _, marks = run_target_windows(tc, elf_m, machine, plugin, ref, pipeline,
                                         library.n_features, work / "marked" / "run")
         m = np.array([r for r in marks if len(r) == len(pipeline.features) + 1], np.float64)
         if len(m) == len(tot):

@@ -84,7 +84,7 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
     elf = build.build_harness(toolchain, library, objects, profile, machine, optimize, work)
     plugin = qemu.build_plugin(toolchain, work / "plugin")
 
-    outputs, counts, stacks, _ = _run_windows(toolchain, elf, machine, plugin, reference,
+    outputs, counts, stacks, _ = run_target_windows(toolchain, elf, machine, plugin, reference,
                                               pipeline, library.n_features, work / "run")
     parity = window_parity(reference.labels, reference.scores, reference.features, outputs,
                            pipeline.feature_slices())
@@ -149,7 +149,7 @@ def _resources(common: dict, profile: TargetProfile, budget: Budget, instruction
     }
 
 
-def _run_windows(toolchain, elf: Path, machine: str, plugin: Path, reference: Reference,
+def run_target_windows(toolchain, elf: Path, machine: str, plugin: Path, reference: Reference,
                  pipeline: Pipeline, n_features: int, work: Path, limit: int | None = None
                  ) -> tuple[WindowOutputs, np.ndarray, np.ndarray, list[list[int]]]:
     k = pipeline.n_classes
@@ -201,7 +201,7 @@ def _stage_breakdown(toolchain, library: FirmwareLibrary, objects: list[Path],
                                    optimize, work / "marked", extra=["-DKML_STAGE_MARKS"])
     elf = build.build_harness(toolchain, library, marked, profile, machine, optimize,
                               work / "marked")
-    _, counts, _, marks = _run_windows(toolchain, elf, machine, plugin, reference, pipeline,
+    _, counts, _, marks = run_target_windows(toolchain, elf, machine, plugin, reference, pipeline,
                                        library.n_features, work / "marked" / "run",
                                        limit=PROFILED_WINDOWS)
     return breakdown(toolchain, library.directory, work / "probe" / "probe.elf", objects, marks,

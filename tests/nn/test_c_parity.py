@@ -125,15 +125,15 @@ def test_large_logistic_and_tanh_use_the_table(kind: str, target: str, portable:
     """From LUT_MIN_ELEMENTS elements the activation is a 256-entry table made by the
     reference interpreter: every int8 input value, for 12 random quantizations."""
     from kiloml.codegen.nn_calls import LUT_MIN_ELEMENTS
-    from kiloml.nn.conformance import _act, _graph
+    from kiloml.nn.conformance import act_tensor, new_graph
 
     runner = _runner(runners, tmp_path_factory, target, portable)
     every = np.tile(np.arange(-128, 128, dtype=np.int8), 2).reshape(1, 2, 256)
     for seed in range(12):
         small, _ = random_case(kind, seed)
         qx, qy = small.input_tensors[0].quant, small.output_tensors[0].quant
-        g = _graph(kind.lower())
-        x, y = _act(g, "x", every.shape, qx), _act(g, "y", every.shape, qy)
+        g = new_graph(kind.lower())
+        x, y = act_tensor(g, "x", every.shape, qx), act_tensor(g, "y", every.shape, qy)
         g.add_op(kind, [x], [y])
         g.inputs, g.outputs = [x], [y]
         assert emit_network(g).calls[0].kernel == "kml_lut_s8" and every.size >= LUT_MIN_ELEMENTS

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiloml.nn.conformance import _act, _graph
+from kiloml.nn.conformance import act_tensor, new_graph
 from kiloml.nn.graph import Quantization, Tensor
 from kiloml.nn.load import load_model
 from kiloml.nn.reference import Interpreter
@@ -25,9 +25,9 @@ def _conv_model(path: Path, h: int, w: int, cin: int, cout: int, *, depthwise: b
                 multiplier: int = 1) -> Path:
     """A one-layer conv (or depthwise) int8 model written by kiloml's .tflite writer."""
     rng = np.random.default_rng(3)
-    g = _graph("conv")
+    g = new_graph("conv")
     qx = Quantization.per_tensor(0.05, 3)
-    x = _act(g, "x", (1, h, w, cin), qx)
+    x = act_tensor(g, "x", (1, h, w, cin), qx)
     cout = cin * multiplier if depthwise else cout
     w_shape = (1, 3, 3, cout) if depthwise else (cout, 3, 3, cin)
     scales = np.full(cout, 0.01, np.float32)
@@ -37,7 +37,7 @@ def _conv_model(path: Path, h: int, w: int, cin: int, cout: int, *, depthwise: b
     bq = Quantization((scales * 0.05).astype(np.float32), np.zeros(cout, np.int64), 0)
     bi = g.add_tensor(Tensor("b", (cout,), "int32", bq, rng.integers(-500, 500, cout)
                              .astype(np.int32)))
-    y = _act(g, "y", (1, h, w, cout), Quantization.per_tensor(0.1, -5))
+    y = act_tensor(g, "y", (1, h, w, cout), Quantization.per_tensor(0.1, -5))
     options = {"padding": "SAME", "stride_h": 1, "stride_w": 1, "dilation_h": 1,
                "dilation_w": 1, "fused_activation": "RELU"}
     if depthwise:
@@ -146,8 +146,8 @@ def test_arena_larger_than_ram_names_the_largest_layers(tmp_path: Path) -> None:
 
 
 def test_model_with_no_operators(tmp_path: Path) -> None:
-    g = _graph("empty")
-    x = _act(g, "x", (1, 4), Quantization.per_tensor(0.1, 0))
+    g = new_graph("empty")
+    x = act_tensor(g, "x", (1, 4), Quantization.per_tensor(0.1, 0))
     g.inputs, g.outputs = [x], [x]
     path = tmp_path / "empty.tflite"
     path.write_bytes(write_tflite(g))

@@ -19,8 +19,8 @@ from kiloml.nn.reference import Interpreter
 from kiloml.nn.torch_export import to_graph
 from kiloml.nn.torch_models import build_model, fit_standardization, graph_inputs, pad_amounts
 from kiloml.nn.train import (
-    _evaluate,
     evaluate_int8,
+    evaluate_module,
     graph_predict,
     predict_proba,
     train_classifier,
@@ -186,7 +186,7 @@ def test_cnn1d_trains_on_watch_and_quantizes(watch) -> None:
     assert [s[0] for s in seen] == list(range(1, history.epochs_run + 1))
     assert seen[0][1] == 8
     # The best epoch's weights were restored.
-    loss, _ = _evaluate(model, nn.CrossEntropyLoss(), torch.from_numpy(xva),
+    loss, _ = evaluate_module(model, nn.CrossEntropyLoss(), torch.from_numpy(xva),
                         torch.from_numpy(yva), 64)
     assert loss == pytest.approx(history.best_val_loss, rel=1e-5)
 
