@@ -252,35 +252,32 @@ def reduce_max(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[
 
 # ---- element-wise -----------------------------------------------------------
 
-def add(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
+def _add_or_sub(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray], sign: int
+                ) -> list[np.ndarray]:
+    """ADD (sign 1) and SUB (sign -1): TFLM's AddElementwise / SubElementwise (int8, both
+    inputs rescaled to a common scale after a left shift) or float32 arithmetic."""
     a, b = xs
     y = graph.tensors[op.outputs[0]]
     if y.dtype == "float32":
-        out = a.astype(np.float32) + b.astype(np.float32)
+        out = a.astype(np.float32) + b.astype(np.float32) if sign > 0 else \
+            a.astype(np.float32) - b.astype(np.float32)
         return [_float_activation(out, str(op.options["fused_activation"])).astype(np.float32)]
     ls = int(p.extra["left_shift"])
     (m1, s1), (m2, s2) = p.extra["input1_multiplier"], p.extra["input2_multiplier"]
     v1 = fp.wrap32((a.astype(np.int64) + p.input_offset) * (1 << ls))
     v2 = fp.wrap32((b.astype(np.int64) + int(p.extra["input2_offset"])) * (1 << ls))
     raw = fp.wrap32(fp.multiply_by_quantized_multiplier(v1, m1, s1)
-                    + fp.multiply_by_quantized_multiplier(v2, m2, s2))
+                    + sign * fp.multiply_by_quantized_multiplier(v2, m2, s2))
     return [_requantize(raw, p)]
+
+
+def add(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
+    return _add_or_sub(graph, op, p, xs, 1)
 
 
 def sub(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
     """TFLM reference_ops::SubElementwise / BroadcastQuantSubSlow (int8)."""
-    a, b = xs
-    y = graph.tensors[op.outputs[0]]
-    if y.dtype == "float32":
-        out = a.astype(np.float32) - b.astype(np.float32)
-        return [_float_activation(out, str(op.options["fused_activation"])).astype(np.float32)]
-    ls = int(p.extra["left_shift"])
-    (m1, s1), (m2, s2) = p.extra["input1_multiplier"], p.extra["input2_multiplier"]
-    v1 = fp.wrap32((a.astype(np.int64) + p.input_offset) * (1 << ls))
-    v2 = fp.wrap32((b.astype(np.int64) + int(p.extra["input2_offset"])) * (1 << ls))
-    raw = fp.wrap32(fp.multiply_by_quantized_multiplier(v1, m1, s1)
-                    - fp.multiply_by_quantized_multiplier(v2, m2, s2))
-    return [_requantize(raw, p)]
+    return _add_or_sub(graph, op, p, xs, -1)
 
 
 def mul(graph: Graph, op: Op, p: OpParams, xs: list[np.ndarray]) -> list[np.ndarray]:
