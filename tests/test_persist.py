@@ -468,7 +468,7 @@ def test_an_object_array_is_refused_unread(saved: Path, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     path = edited(saved, tmp_path, edit_arrays=lambda a: a.update(
         {"decision.thresholds": np.array([WritesMarker(marker)], dtype=object)}))
-    with pytest.raises(KilomlError, match="object array, which only pickle can read") as info:
+    with pytest.raises(KilomlError, match=r"holds Python objects \(dtype object\)") as info:
         Pipeline.load(path)
     assert info.value.file == str(path.with_suffix(".npz"))
     assert info.value.where == "decision.thresholds.npy"
@@ -488,7 +488,7 @@ def _npy_member(header_shape: tuple[int, ...], payload: bytes) -> bytes:
     ({"a.npy": _npy_member((10**12,), b"\0" * 16)}, "declares shape [1000000000000]"),
     ({"a.npy": _npy_member((2,), b"\0" * 4)}, "holds 4"),
     ({"a.txt": b"x"}, "not an .npy member"),
-    ({"a.npy": b"\x93NUMPY\x09\x00"}, "npy format version (9, 0)"),
+    ({"a.npy": b"\x93NUMPY\x09\x00"}, "NPY format version 9.0 is not supported"),
 ])
 def test_a_damaged_archive_is_one_line(tmp_path: Path, content, message: str) -> None:
     path = tmp_path / "x.npz"
@@ -790,7 +790,7 @@ def test_reference_is_checked_against_itself_and_the_pipeline(toy_run: Path,
         "stream_lengths": (good["stream_lengths"] + 1, "add up to"),
         "stream_recording": (good["stream_recording"] + 100, "names a recording"),
         "features": (good["features"][:, :-1], "axis 1 (F)"),
-        "windows": (np.array([WritesMarker(tmp_path / "m")], dtype=object), "object array"),
+        "windows": (np.array([WritesMarker(tmp_path / "m")], dtype=object), "holds Python objects"),
     }
     for key, (value, message) in cases.items():
         np.savez(tmp_path / "r.npz", **{**good, key: value})

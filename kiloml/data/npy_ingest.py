@@ -15,18 +15,17 @@ from __future__ import annotations
 import os
 import struct
 import tokenize
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from numpy.lib import format as npformat
 
 from kiloml.data.files import open_regular
 from kiloml.data.recording import MAX_RECORDING_VALUES
 from kiloml.errors import KilomlError
+from kiloml.npyfile import NpyError, read_data, read_header
 
 MAX_ARRAY_BYTES = 8 * MAX_RECORDING_VALUES  # any one array, whatever its dtype
 MAX_MEMBERS = 64  # arrays in one NPZ archive
@@ -134,20 +133,12 @@ _KINDS = {"samples": "fiub", "labels": "USiub", "rate": "fiub"}
 def _read_array(stream: BinaryIO, available: int, display: str, what: str,
                 role: str) -> np.ndarray:
     """One .npy array from a stream holding ``available`` bytes, header checked first."""
-    version = npformat.read_magic(stream)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # (a Python 2 header: numpy warns, then parses it)
-        if version == (1, 0):
-            shape, fortran, dtype = npformat.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = npformat.read_array_header_2_0(stream)
-    if version not in ((1, 0), (2, 0)):
-        raise KilomlError(f"{what}: NPY format version {version[0]}.{version[1]} is not "
-                          f"supported (1.0 and 2.0 are)", file=display)
+    try:
+        header = read_header(stream)
+    except NpyError as exc:
+        raise KilomlError(f"{what}: {exc}", file=display) from None
     header_bytes = stream.tell() if stream.seekable() else None
-    if dtype.hasobject:
-        raise KilomlError(f"{what} holds Python objects (dtype {dtype}), which only pickle "
-                          f"can load; kiloml never unpickles: save numbers", file=display)
+    shape, dtype = header.shape, header.dtype
     if dtype.names is not None or dtype.subdtype is not None:
         raise KilomlError(f"{what} has a structured dtype {dtype}; a plain numeric array is "
                           f"needed", file=display)
@@ -156,14 +147,8 @@ def _read_array(stream: BinaryIO, available: int, display: str, what: str,
         raise KilomlError(f"{what} has dtype {dtype}; {needed} is needed", file=display)
     if len(shape) > 2 or (role != "rate" and len(shape) == 0):
         raise KilomlError(f"{what} has shape {shape}; [T] or [T, C] is needed", file=display)
-    if any(int(n) < 0 for n in shape):
-        raise KilomlError(f"{what}: the header declares a negative dimension {shape}",
-                          file=display)
-    count = 1
-    for n in shape:
-        count *= int(n)
-    need = count * dtype.itemsize
-    if need > MAX_ARRAY_BYTES or count > MAX_RECORDING_VALUES:
+    need = header.data_bytes
+    if need > MAX_ARRAY_BYTES or header.count > MAX_RECORDING_VALUES:
         raise KilomlError(f"{what}: the header declares shape {shape} ({need:,} bytes), more "
                           f"than kiloml holds for one recording", file=display)
     have = available - header_bytes if header_bytes is not None else available
@@ -171,9 +156,7 @@ def _read_array(stream: BinaryIO, available: int, display: str, what: str,
         raise KilomlError(f"{what}: the header declares shape {shape} of {dtype} ({need:,} "
                           f"bytes), the file holds {max(have, 0):,} after the header "
                           f"(truncated?)", file=display)
-    data = stream.read(need)
-    if len(data) != need:
-        raise KilomlError(f"{what}: {len(data):,} of the {need:,} bytes its header declares "
-                          f"(truncated?)", file=display)
-    array = np.frombuffer(data, dtype=dtype, count=count)
-    return (array.reshape(shape[::-1]).T if fortran else array.reshape(shape)).copy()
+    try:
+        return read_data(stream, header, have, exact=False)
+    except NpyError as exc:
+        raise KilomlError(f"{what}: {exc}", file=display) from None

@@ -10,7 +10,6 @@ KilomlError naming the file, and the field where known.
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import zipfile
@@ -21,6 +20,7 @@ import numpy as np
 
 from kiloml.atomic import write_atomically, write_text_atomically
 from kiloml.errors import KilomlError
+from kiloml.npyfile import NpyError, read_data, read_header
 
 MAX_JSON_BYTES = 256 << 20
 MAX_ARRAY_BYTES = 4 << 30  # all members of one archive, uncompressed
@@ -192,27 +192,9 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_member(f, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
-    fmt = np.lib.format
-    version = fmt.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = fmt.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = fmt.read_array_header_2_0(f)
-    else:
-        raise KilomlError(f"npy format version {version} is not read here", file=path,
-                          where=info.filename)
-    if dtype.hasobject:
-        raise KilomlError("holds an object array, which only pickle can read: refused",
-                          file=path, where=info.filename)
-    count = math.prod(shape)
-    nbytes = count * dtype.itemsize
-    header = f.tell()
-    if header + nbytes != info.file_size:
-        raise KilomlError(f"declares shape {list(shape)} of {dtype} ({nbytes} bytes) but "
-                          f"holds {info.file_size - header}", file=path, where=info.filename)
-    data = bytearray(f.read(nbytes))
-    if len(data) != nbytes:
-        raise KilomlError("truncated array data", file=path, where=info.filename)
-    array = np.frombuffer(data, dtype=dtype, count=count).reshape(
-        shape, order="F" if fortran else "C")
-    return array if array.flags.c_contiguous else array.copy(order="C")
+    """One member; structured dtypes are allowed (scikit-learn's tree nodes), objects not."""
+    try:
+        header = read_header(f)
+        return read_data(f, header, info.file_size - f.tell(), exact=True)
+    except NpyError as exc:
+        raise KilomlError(str(exc), file=path, where=info.filename) from None

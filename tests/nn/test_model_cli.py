@@ -175,7 +175,7 @@ def test_pickled_and_object_inputs_are_refused_without_unpickling(tmp_path: Path
 @pytest.mark.parametrize("header, fragments", [
     ("{'descr': '<i1', 'fortran_order': False, 'shape': (2147483647, 24), }",
      ["declares shape [2147483647, 24]", "the file holds"]),
-    ("{'descr': '<i1', 'fortran_order': False, 'shape': (-1, 24), }", ["invalid shape"]),
+    ("{'descr': '<i1', 'fortran_order': False, 'shape': (-1, 24), }", ["negative dimension"]),
     ("{'descr': '<U8', 'fortran_order': False, 'shape': (1, 24), }", ["dtype <U8"]),
     ("{'descr': [('a', '<i1')], 'fortran_order': False, 'shape': (1, 24), }", ["dtype"]),
     ("{'descr': '<i1', 'fortran_order': False, 'shape': (1, 24", ["not a valid .npy file"]),
