@@ -7,12 +7,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kiloml-installed
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# Headless Chromium and its WebDriver: tests/test_report_browser.py renders report.html.
+BROWSER_PACKAGES := chromium chromium-driver
 # Real recordings of spoken digits for examples/spoken-digits (six voices).
 SOUND_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
 	asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav \
 	asterisk-prompt-it-menardi-wav
 # Packages are installed only when one of these commands is missing.
-APT_PROBES   := arm-none-eabi-gcc qemu-system-arm
+APT_PROBES   := arm-none-eabi-gcc qemu-system-arm chromium chromedriver
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup system venv demo test bench fuzz lint clean
@@ -27,9 +29,9 @@ system:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "kiloml: installing system packages (missing:$$missing)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) $(SOUND_PACKAGES) gcc libc6-dev make >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) $(BROWSER_PACKAGES) $(SOUND_PACKAGES) gcc libc6-dev make >/dev/null; \
 	  else \
-	    echo "kiloml: missing$$missing; as root run: apt-get install --no-install-recommends $(APT_PACKAGES) $(SOUND_PACKAGES)"; \
+	    echo "kiloml: missing$$missing; as root run: apt-get install --no-install-recommends $(APT_PACKAGES) $(BROWSER_PACKAGES) $(SOUND_PACKAGES)"; \
 	  fi; \
 	fi
 
