@@ -25,6 +25,21 @@ app = typer.Typer(
 TEMPLATE = Path(__file__).parent / "templates" / "kiloml.toml"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from kiloml import __version__
+
+        print(f"kiloml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print kiloml's version and exit.")] = False) -> None:
+    """The options before a command (the app's help text is Typer(help=...)'s)."""
+
+
 def _add_model_commands() -> None:
     from kiloml.nn.model_cli import model_app
 
