@@ -18,21 +18,16 @@ import numpy as np
 
 from kiloml import __version__
 from kiloml.codegen.library import write_library
-from kiloml.data.augment import augment
 from kiloml.data.order import natural_sorted
 from kiloml.data.recording import Recording
-from kiloml.data.sources import load_recordings
-from kiloml.data.splits import Split, make_split
-from kiloml.data.windows import WindowSet, data_notes, make_windows
 from kiloml.decision.project import check_recordings_long_enough, decision_params, stream_events
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
-from kiloml.feasibility import check_data_settings
-from kiloml.models.trees import TreeModel
+from kiloml.families import family_for
 from kiloml.outputs import check_output_folder, make_staging, project_inputs, replace_folder
-from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
-from kiloml.progress import track
-from kiloml.project import LoadedProject, NeuralModelConfig, line_of_setting, load_project, locate
+from kiloml.pipeline import Pipeline
+from kiloml.prepare import check_finite, prepare_data
+from kiloml.project import LoadedProject, load_project, locate
 from kiloml.results import record_target, run_ok, write_results
 from kiloml.targets.budget import Budget, check_budget
 from kiloml.targets.estimate import estimate_resources
@@ -93,79 +88,26 @@ def _prepare_output(out_dir: Path) -> Path:
 # --- the job -------------------------------------------------------------------
 
 
-OOF_KEY = "_oof_scores"  # cross-validation's out-of-fold scores, for calibration
-
-
-def prepare_data(project: LoadedProject, *, announce: bool = True
-                 ) -> tuple[list[Recording], list[Recording], Pipeline, WindowSet, Split]:
-    """Recordings (raw and preprocessed, augmented copies included), the pipeline with its
-    window geometry and feature stages (not fitted, no model yet), windows and split."""
-    cfg = project.config
-    raw_recordings = load_recordings(project)
-    pipeline = Pipeline(
-        name=cfg.name, channels=list(raw_recordings[0].channels),
-        sample_rate_hz=raw_recordings[0].sample_rate_hz, window_samples=0, stride_samples=0,
-        class_names=[], features=[], model=None,  # type: ignore[arg-type]  # set by the caller
-        preprocess=make_preprocess_stages(project, raw_recordings[0].sample_rate_hz),
-        input_sample_rate_hz=raw_recordings[0].sample_rate_hz)
-    recordings = pipeline.preprocess_recordings(raw_recordings)
-    try:
-        windows = _windows(cfg, recordings)
-        split = make_split(windows, cfg.evaluation)
-        if cfg.augment.copies:
-            # Copies of the training groups' recordings only; then cut windows again.
-            train_recs = [r for r in raw_recordings if r.group not in set(split.test_groups)]
-            copies = pipeline.preprocess_recordings(augment(train_recs, cfg.augment))
-            recordings = recordings + copies
-            windows = _windows(cfg, recordings)
-            split = make_split(windows, cfg.evaluation, test_groups=split.test_groups)
-    except KilomlError as exc:
-        if exc.file is None:
-            exc.file, exc.line = str(project.path), line_of_setting(project, exc.where)
-        raise
-    n_aug = int(windows.augmented.sum()) if windows.augmented is not None else 0
-    if announce:
-        print(f"{cfg.name}: {len(raw_recordings)} recordings, {len(windows) - n_aug} windows "
-              f"of {windows.window_samples} samples x {len(windows.channels)} channels"
-              f"{f' (+{n_aug} augmented)' if n_aug else ''}, {len(windows.class_names)} "
-              f"classes; test groups: {', '.join(split.test_groups)}")
-        for note in [*data_notes(windows), *([split.cv_note] if split.cv_note else [])]:
-            print(f"note           {note}")
-    pipeline.sample_rate_hz = windows.sample_rate_hz
-    pipeline.window_samples = windows.window_samples
-    pipeline.stride_samples = windows.stride_samples
-    pipeline.class_names = windows.class_names
-    pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
-                                            windows.window_samples, windows.channels)
-    check_data_settings(project, recordings, windows, split, pipeline)
-    return raw_recordings, recordings, pipeline, windows, split
-
-
 def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
     cfg = project.config
     profile = project.target_profile()
     started = time.time()
     raw_recordings, recordings, pipeline, windows, split = prepare_data(project)
     n_aug = int(windows.augmented.sum()) if windows.augmented is not None else 0
-    neural: dict | None = None
-    if isinstance(cfg.model, NeuralModelConfig):
-        from kiloml.run_neural import fit_neural
-
-        features, test_pred, test_scores, cv, neural = fit_neural(project, out, pipeline,
-                                                                  windows, split)
-    else:
-        pipeline.model = TreeModel(cfg.model, len(windows.class_names))
-        parts = window_features_in_batches(pipeline, windows)
-        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
-        _check_finite(features, pipeline.feature_names(), windows, recordings)
-
-        cv = cross_validate_forest(pipeline, parts, windows, split)
-        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)  # refit on all
-
-        pipeline.model.fit(features[split.train], windows.y[split.train])
-        test_scores = pipeline.model.predict_proba(features[split.test])
-        test_pred = pipeline.model.predict(features[split.test])
-    oof_scores = cv.pop(OOF_KEY, None)
+    # the model family's contract (kiloml.families.base), in its order
+    family = family_for(project)
+    inputs = family.model_inputs(pipeline, windows, split)
+    check_finite(inputs.features, pipeline.feature_names(), windows, recordings)
+    cv = family.cross_validate(pipeline, inputs, windows, split)
+    x = family.assemble(pipeline, inputs, split.train, windows.y)  # vector stages on all
+    pipeline.model = family.new_model(pipeline, inputs.sample_shape)
+    family.fit(pipeline.model, x[split.train], windows.y[split.train],
+               windows.group[split.train])
+    oof_scores = family.out_of_fold_scores(cv, pipeline.model, x, split)
+    test_pred = pipeline.model.predict(x[split.test])
+    test_scores = pipeline.model.predict_proba(x[split.test])
+    own_metrics = family.finish(out, pipeline.model, x, windows, split)
+    features = x.reshape(len(x), -1)
     test_groups = set(split.test_groups)
     streamed = [(raw, rec) for raw, rec in zip(raw_recordings, recordings, strict=False)
                 if rec.group in test_groups and rec.n_samples >= pipeline.window_samples]
@@ -223,7 +165,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         "features": {"n": library.n_features, "names": pipeline.feature_names(),
                      "stages": [s.kind for s in pipeline.features]},
         "model": pipeline.model.describe(),
-        **({"neural": neural} if neural is not None else {}),
+        **own_metrics,
         "evaluation": evaluation,
         "decision": _decision_metrics(pipeline, [p for _, p in streamed]),
         "parity": {"host": host_parity},
@@ -250,11 +192,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         metrics["targets"][profile.name] = profile.model_dump()
     metrics["power"] = {profile.name: _power(pipeline, profile, cfg.target,
                                              metrics["resources"][profile.name], estimate)}
-    if neural is not None:
-        from kiloml.run_neural import profile_layers
-
-        neural.update(profile_layers(pipeline.model, features[split.test][:4], profile,
-                                     out / "verify" / "layers", emulate))
+    family.after_target(metrics, pipeline.model, x, split, profile, out, emulate)
     from kiloml.evaluate.rule_baseline import rule_baseline
 
     metrics["rule_baseline"] = rule_baseline(
@@ -295,59 +233,3 @@ def _decision_metrics(pipeline: Pipeline, held_out: list[Recording]) -> dict:
                            **{k: timeline[k].astype(int).tolist()
                               for k in ("truth", "raw", "decision")}}
     return out
-
-
-def _windows(cfg, recordings: list[Recording]) -> WindowSet:
-    return make_windows(recordings, cfg.window.window_ms, cfg.window.stride_ms,
-                        min_label_coverage=cfg.data.min_label_coverage,
-                        short_recordings=cfg.data.short_recordings)
-
-
-def window_features_in_batches(pipeline: Pipeline, windows: WindowSet,
-                                batch: int = 2048) -> list[np.ndarray]:
-    chunks: list[list[np.ndarray]] = []
-    starts = range(0, len(windows), batch)
-    for s in track(starts, "computing features", total=len(starts)):
-        chunks.append(pipeline.window_features(windows.x[s:s + batch]))
-    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
-
-
-def _check_finite(features: np.ndarray, names: list[str], windows: WindowSet,
-                  recordings: list[Recording]) -> None:
-    bad = np.argwhere(~np.isfinite(features))
-    if len(bad):
-        w, f = bad[0]
-        rec = recordings[int(windows.recording[w])]
-        raise KilomlError(f"feature '{names[f]}' overflows float32 in the window starting at "
-                          f"sample {int(windows.start[w])}; scale the samples down",
-                          file=rec.source)
-
-
-def cross_validate_forest(pipeline: Pipeline, parts: list[np.ndarray], windows: WindowSet,
-                    split: Split) -> dict:
-    if not split.folds:
-        return {"folds": 0, "note": split.cv_note or "no cross-validation"}
-    accuracies, balanced = [], []
-    oof = np.full((len(windows), pipeline.n_classes), np.nan)
-    for fit_idx, val_idx in track(split.folds, "cross-validating"):
-        # vector stages (scaling) are fitted on the fold's training rows only
-        features = pipeline.assemble(parts, fit_rows=fit_idx, y=windows.y)
-        model = TreeModel(pipeline.model.config, pipeline.n_classes)
-        model.fit(features[fit_idx], windows.y[fit_idx])
-        pred = model.predict(features[val_idx])
-        oof[val_idx] = model.predict_proba(features[val_idx])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = classification_metrics(windows.y[val_idx], pred, windows.group[val_idx],
-                                       windows.class_names)
-        accuracies.append(m["accuracy"])
-        balanced.append(m["balanced_accuracy"])
-    return {
-        "folds": len(split.folds),
-        "accuracy_per_fold": accuracies,
-        "accuracy_mean": float(np.mean(accuracies)),
-        "accuracy_std": float(np.std(accuracies)),
-        "balanced_accuracy_mean": float(np.mean(balanced)),
-        **({"note": split.cv_note} if split.cv_note else {}),
-        OOF_KEY: oof,  # out-of-fold scores [N, K] (NaN outside the folds); popped by _run
-    }

@@ -30,8 +30,8 @@ from kiloml.nn.quantize import quantize_graph
 from kiloml.nn.tflite_io import write_tflite
 from kiloml.persist.archive import read_npz
 from kiloml.pipeline import Pipeline
+from kiloml.prepare import prepare_data
 from kiloml.project import NeuralModelConfig, OptimizeConfig, TreeModelConfig, load_project
-from kiloml.run import prepare_data
 from kiloml.search.evaluate import read_feature_cache
 from kiloml.verify.reference import REFERENCE_FILE, Reference
 

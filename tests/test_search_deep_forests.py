@@ -98,8 +98,8 @@ model = [
 def test_before_training_estimates_for_every_forest_setting(tmp_path: Path) -> None:
     """Every forest kind, depth, leaf and threshold form and class weighting, estimated
     from probe trees and from the analytic bound, on ten classes with pure leaves."""
+    from kiloml.prepare import prepare_data
     from kiloml.project import TreeModelConfig, load_project
-    from kiloml.run import prepare_data
     from kiloml.targets.estimate import estimate_before_training
 
     toml = _ten_class_project(tmp_path, "")

@@ -64,7 +64,6 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import ks_2samp
 from sklearn.base import BaseEstimator, clone
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.neighbors import NearestNeighbors
 
@@ -74,11 +73,11 @@ from kiloml.data.sources import load_recordings
 from kiloml.data.splits import Split, make_split
 from kiloml.data.windows import WindowSet, make_windows
 from kiloml.errors import KilomlError
-from kiloml.models.trees import TreeModel
+from kiloml.families import family_for
 from kiloml.outputs import check_output_file, project_inputs, require_kiloml_folder
 from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
-from kiloml.project import LoadedProject, NeuralModelConfig, StatisticsStageConfig, load_project
+from kiloml.project import LoadedProject, StatisticsStageConfig, load_project
 from kiloml.results import METRICS_FILE, read_metrics, write_results
 
 # Thresholds (documented in the module docstring and the README).
@@ -149,7 +148,7 @@ def load_check_data(project: LoadedProject) -> CheckData:
     # shift check use per-channel statistics instead.
     configs = project.config.features
     note = "the project's feature stages"
-    if isinstance(cfg.model, NeuralModelConfig) and cfg.model.reads == "window":
+    if family_for(project).reads_window:
         configs = [StatisticsStageConfig(stage="statistics")]
         note = "per-channel statistics (the network reads the raw window)"
     pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
@@ -294,15 +293,6 @@ def duplicates(windows: WindowSet, split: Split, sources: list[str], seed: int =
             "recording_pairs": [{"test_recording": sources[a], "train_recording": sources[b]}
                                 for a, b in pairs[:MAX_LISTED]],
             "examples": [example(*t) for t in (real_exact + real_near)[:MAX_LISTED]]}
-
-
-def _estimator(project: LoadedProject, n_classes: int, seed: int
-               ) -> tuple[BaseEstimator, str]:
-    cfg = project.config.model
-    if isinstance(cfg, NeuralModelConfig):
-        return (RandomForestClassifier(n_estimators=50, random_state=seed, n_jobs=1),
-                "random_forest (50 trees), a fast stand-in for the project's neural network")
-    return clone(TreeModel(cfg, n_classes).estimator), f"the project's model ({cfg.kind})"
 
 
 def predictions(data: CheckData, estimator: BaseEstimator, folds: int, seed: int
@@ -450,7 +440,7 @@ def run_checks(project: LoadedProject) -> tuple[dict, dict]:
     w, split = data.windows, data.split
     sources = [r.source for r in data.recordings]
     seed = project.config.evaluation.seed
-    estimator, model_note = _estimator(project, len(w.class_names), seed)
+    estimator, model_note = family_for(project).check_data_estimator(len(w.class_names), seed)
     proba, how = predictions(data, estimator, project.config.evaluation.cv_folds, seed)
     checks = {
         "class_balance": class_balance(w.y, w.class_names, split),

@@ -46,6 +46,7 @@ from kiloml.evaluate.perturb import (
     get_perturbation,
     perturb_recording,
 )
+from kiloml.families import family_for
 from kiloml.outputs import require_kiloml_folder
 from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
 from kiloml.pipeline import Pipeline
@@ -232,13 +233,16 @@ def _augmented_copies(train: list[Recording], schedule: dict[str, list[float]],
 
 def _retrain(project: LoadedProject, pipeline: Pipeline, train: list[Recording],
              batch_recordings: int = 64) -> tuple[Pipeline, int]:
-    """The project's model (same settings, same seed) trained on ``train``; the pipeline's
-    vector stages (scaling) refitted on it. Returns (pipeline, training windows)."""
-    from kiloml.models.neural import NeuralModel
-    from kiloml.models.trees import TreeModel
-
+    """The project's model (same settings, same seed) trained on ``train`` by its family,
+    as `kiloml run` trains it; the pipeline's vector stages (scaling) refitted on it.
+    Returns (pipeline, training windows)."""
+    family = family_for(project)
+    if not family.retrainable:
+        raise KilomlError("training-time augmentation retrains the model, and an imported "
+                          "network cannot be retrained here; use --no-augment",
+                          file=project.path, where="[model] kind")
     new = copy.deepcopy(pipeline)
-    xs, parts_chunks, ys, groups = [], [], [], []
+    parts_chunks, ys, groups = [], [], []
     starts = range(0, len(train), batch_recordings)
     # windows are cut and featurised a batch of recordings at a time: the augmented set
     # is several times the data set and its raw windows need not all be in memory at once
@@ -246,35 +250,15 @@ def _retrain(project: LoadedProject, pipeline: Pipeline, train: list[Recording],
         x, y, g = _windows(project, new, train[s:s + batch_recordings])
         ys.append(y)
         groups.append(g)
-        if new.model_reads_window:
-            xs.append(x)
-        else:
-            parts_chunks.append(new.window_features(x))
+        parts_chunks.append(new.window_features(x))
     y = np.concatenate(ys)
-    if isinstance(new.model, TreeModel):
-        parts = [np.concatenate([c[k] for c in parts_chunks]) for k in
-                 range(len(parts_chunks[0]))]
-        features = new.assemble(parts, fit_rows=np.arange(len(y)), y=y)
-        new.model = TreeModel(pipeline.model.config, pipeline.n_classes)
-        print(f"retraining the {pipeline.model.config.kind} on {len(y)} windows")
-        new.model.fit(features, y)
-        return new, len(y)
-    if isinstance(new.model, NeuralModel) and new.model.config.kind != "imported":
-        if new.model_reads_window:
-            inputs = np.concatenate(xs)
-        else:
-            parts = [np.concatenate([c[k] for c in parts_chunks]) for k in
-                     range(len(parts_chunks[0]))]
-            inputs = new.assemble(parts, fit_rows=np.arange(len(y)), y=y)
-        old = new.model
-        shape = old.sample_shape
-        new.model = NeuralModel(old.config, old.n_classes, shape, None)
-        # groups pick the early-stopping validation set, as in the run
-        new.model.fit(inputs.reshape(len(inputs), *shape), y, np.concatenate(groups))
-        return new, len(y)
-    raise KilomlError("training-time augmentation retrains the model, and an imported "
-                      "network cannot be retrained here; use --no-augment",
-                      file=project.path, where="[model] kind")
+    parts = [np.concatenate([c[k] for c in parts_chunks]) for k in range(len(parts_chunks[0]))]
+    flat = new.assemble(parts, fit_rows=np.arange(len(y)), y=y)
+    shape = family.sample_shape(new, flat.shape[1])
+    new.model = family.new_model(new, shape)
+    print(f"retraining the {pipeline.model.config.kind} on {len(y)} windows")
+    family.fit(new.model, flat.reshape(len(flat), *shape), y, np.concatenate(groups))
+    return new, len(y)
 
 
 # --- the command --------------------------------------------------------------------

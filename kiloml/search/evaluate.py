@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from kiloml.errors import KilomlError
+from kiloml.families import OOF_KEY, family_for
 from kiloml.persist.archive import read_npz
-from kiloml.project import LoadedProject, NeuralModelConfig, Project
+from kiloml.project import LoadedProject, Project
 
 _DATA: dict[str, tuple] = {}  # per process: prepare_data results by what they depend on
 
@@ -67,9 +68,8 @@ def candidate_project(job: dict) -> LoadedProject:
 def prepared(project: LoadedProject):
     """(raw recordings, recordings, pipeline, windows, split) for the candidate, with the
     model's input stages in place (a raw-window network reads the window itself)."""
-    from kiloml.dsp.raw import RawWindow
     from kiloml.pipeline import make_feature_stages
-    from kiloml.run import prepare_data
+    from kiloml.prepare import prepare_data
 
     cfg = project.config
     key = _digest([cfg.data.model_dump(), [p.model_dump() for p in cfg.preprocess],
@@ -80,54 +80,34 @@ def prepared(project: LoadedProject):
         _DATA[key] = prepare_data(project, announce=False)
     raw, recs, pipeline, windows, split = _DATA[key]
     pipeline = copy.copy(pipeline)  # the cached one keeps its own stages
-    if isinstance(cfg.model, NeuralModelConfig) and cfg.model.reads == "window":
-        pipeline.features = [RawWindow(pipeline.window_samples, pipeline.n_channels)]
-    else:
-        pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
-                                                windows.window_samples, windows.channels)
+    pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
+                                            windows.window_samples, windows.channels)
+    family_for(project).prepare_pipeline(pipeline)
     return raw, recs, pipeline, windows, split
 
 
 def estimate_before(job: dict) -> dict:
     """The candidate's cost before training, and whether it fits the budget."""
-    from kiloml.targets.estimate import estimate_before_training
 
     started = time.time()
     project = candidate_project(job)
     _, _, pipeline, windows, split = prepared(project)
     n_features = feature_count(pipeline, windows)
     profile = project.target_profile()
-    model_cfg = _as_pruned(project, pipeline, n_features, len(windows.class_names))
+    family = family_for(project)
     probe = None
-    if not isinstance(model_cfg, NeuralModelConfig):
+    if family.needs_probe():
         # a forest's size depends on the data: grow its first trees on the training windows
         parts = _features(pipeline, windows, Path(job["cache_dir"]), project)
         features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
         probe = (features[split.train], windows.y[split.train])
-    estimate = estimate_before_training(pipeline, model_cfg, profile, n_features,
-                                        len(split.train), probe=probe)
+    estimate = family.estimate_before_training(pipeline, profile, n_features,
+                                               len(split.train), probe)
     budget = SearchBudget(**job["budget"])
     return {"estimate_before_training": estimate, "n_features": n_features,
             "over_budget": budget.reasons(estimate),
             "window_samples": pipeline.window_samples,
             "seconds_estimate": round(time.time() - started, 3)}
-
-
-def _as_pruned(project: LoadedProject, pipeline, n_features: int, n_classes: int):
-    """The model config as structured pruning will leave it (its sizes are known before
-    training), so the estimate before training is the pruned network's."""
-    cfg = project.config.model
-    opt = getattr(project.config, "optimize", None)
-    if not isinstance(cfg, NeuralModelConfig) or opt is None or opt.prune != "structured" or \
-            cfg.kind not in ("mlp", "cnn1d", "dscnn"):
-        return cfg
-    from kiloml.models.neural import template_params
-    from kiloml.optimize.prune import structured_plan
-    from kiloml.run_neural import sample_shape
-
-    shape = sample_shape(project, pipeline, n_features)
-    kept = structured_plan(cfg.kind, template_params(cfg), shape, n_classes, opt.sparsity)
-    return cfg.model_copy(update={"hidden" if cfg.kind == "mlp" else "filters": kept})
 
 
 def feature_count(pipeline, windows) -> int:
@@ -156,41 +136,26 @@ def evaluate(job: dict) -> dict:
 
 
 def _evaluate(job: dict) -> dict:
-    from kiloml.models.trees import TreeModel
-    from kiloml.run import OOF_KEY
-    from kiloml.run import cross_validate_forest as tree_cv
     from kiloml.targets.estimate import estimate_resources
     from kiloml.targets.profiles import load_profile, profile_names
 
     project = candidate_project(job)
-    cfg = project.config
     _, _, pipeline, windows, split = prepared(project)
     parts = _features(pipeline, windows, Path(job["cache_dir"]), project)
-    if isinstance(cfg.model, NeuralModelConfig):
-        from kiloml.models.neural import NeuralModel
-        from kiloml.run_neural import cross_validate_network as neural_cv
-        from kiloml.run_neural import sample_shape
-
-        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
-        shape = sample_shape(project, pipeline, features.shape[1])
-        x = features.reshape(len(features), *shape)
-        cv = neural_cv(cfg.model, x, windows, split, shape, cfg.optimize)
-        model = NeuralModel(cfg.model, len(windows.class_names), shape, None, cfg.optimize)
-        model.fit(x[split.train], windows.y[split.train], windows.group[split.train],
-                  progress=False)
-        pipeline.model = model
-        extra = {"params": int(sum(r["weight_bytes"] for r in model.layers())),
-                 "macs": int(sum(r["macs"] for r in model.layers()))}
-    else:
-        pipeline.model = TreeModel(cfg.model, len(windows.class_names))
-        cv = tree_cv(pipeline, parts, windows, split)
-        features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
-        pipeline.model.fit(features[split.train], windows.y[split.train])
-        extra = {"tree": pipeline.model.describe()}
+    # the model family's contract, in the order `kiloml run` walks it
+    family = family_for(project)
+    inputs = family.model_inputs(pipeline, windows, split, parts=parts)
+    cv = family.cross_validate(pipeline, inputs, windows, split)
     cv.pop(OOF_KEY, None)
     if not cv.get("folds"):
         raise KilomlError("too few training groups for cross-validation: a search needs at "
                           "least 2 folds", file=project.path)
+    x = family.assemble(pipeline, inputs, split.train, windows.y)
+    pipeline.model = family.new_model(pipeline, inputs.sample_shape)
+    family.fit(pipeline.model, x[split.train], windows.y[split.train],
+               windows.group[split.train], progress=False)
+    extra = family.search_columns(pipeline.model)
+    features = inputs.features
     profile = project.target_profile()
     estimate = estimate_resources(pipeline, profile, features.shape[1])
     by_target = {name: estimate_resources(pipeline, load_profile(name), features.shape[1])
@@ -224,10 +189,10 @@ def read_feature_cache(path: Path, n_windows: int, widths: list[int]
 
 def _features(pipeline, windows, cache_dir: Path, project: LoadedProject) -> list[np.ndarray]:
     """The window stages' outputs for every window, cached on disk by what they depend on."""
-    from kiloml.run import window_features_in_batches
+    from kiloml.prepare import window_features_in_batches
 
     cfg = project.config
-    reads_window = isinstance(cfg.model, NeuralModelConfig) and cfg.model.reads == "window"
+    reads_window = family_for(project).reads_window
     key = _digest([cfg.data.model_dump(), [p.model_dump() for p in cfg.preprocess],
                    cfg.window.model_dump(), cfg.augment.model_dump(), str(project.root),
                    "raw" if reads_window else [f.model_dump() for f in cfg.features]])

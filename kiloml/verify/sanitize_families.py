@@ -251,11 +251,9 @@ def project_toml(family: Family, data: Path) -> str:
 def build_pipeline(family: Family, work: Path) -> Pipeline:
     """The family's pipeline, fitted as `kiloml run` fits it (no evaluation)."""
     from kiloml.decision.project import decision_params
-    from kiloml.models.neural import NeuralModel
-    from kiloml.models.trees import TreeModel
-    from kiloml.project import NeuralModelConfig, load_project
-    from kiloml.run import prepare_data
-    from kiloml.run_neural import sample_shape
+    from kiloml.families import family_for
+    from kiloml.prepare import prepare_data
+    from kiloml.project import load_project
 
     data = write_dataset(work, family)
     folder = work / family.name
@@ -265,44 +263,21 @@ def build_pipeline(family: Family, work: Path) -> Pipeline:
     project = load_project(toml)
     cfg = project.config
     _, _, pipeline, windows, split = prepare_data(project, announce=False)
-    y = windows.y
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn / torch chatter on tiny data
-        if isinstance(cfg.model, NeuralModelConfig):
-            from kiloml.dsp.raw import RawWindow
-
-            if cfg.model.reads == "window":
-                pipeline.features = [RawWindow(pipeline.window_samples, pipeline.n_channels)]
-            parts = pipeline.window_features(windows.x)
-            features = pipeline.assemble(parts, fit_rows=split.train, y=y)
-            shape = sample_shape(project, pipeline, features.shape[1])
-            x = features.reshape(len(features), *shape)
-            model = NeuralModel(cfg.model, pipeline.n_classes, shape, None, cfg.optimize)
-            pipeline.model = model
-            model.fit(x[split.train], y[split.train], windows.group[split.train],
-                      progress=False)
-            oof = None
-        else:
-            pipeline.model = TreeModel(cfg.model, pipeline.n_classes)
-            parts = pipeline.window_features(windows.x)
-            oof = _out_of_fold(pipeline, parts, windows, split)
-            features = pipeline.assemble(parts, fit_rows=split.train, y=y)
-            pipeline.model.fit(features[split.train], y[split.train])
+        # the model family's contract as `kiloml run` walks it; cross-validation only
+        # where calibrated thresholds read its out-of-fold scores
+        model_family = family_for(project)
+        inputs = model_family.model_inputs(pipeline, windows, split)
+        cv = model_family.cross_validate(pipeline, inputs, windows, split) \
+            if cfg.decision.thresholds == "calibrated" else {}
+        x = model_family.assemble(pipeline, inputs, split.train, windows.y)
+        pipeline.model = model_family.new_model(pipeline, inputs.sample_shape)
+        model_family.fit(pipeline.model, x[split.train], windows.y[split.train],
+                         windows.group[split.train], progress=False)
+        oof = model_family.out_of_fold_scores(cv, pipeline.model, x, split)
     pipeline.decision = decision_params(cfg.decision, windows, split, oof, project.path)
     return pipeline
-
-
-def _out_of_fold(pipeline: Pipeline, parts: list[np.ndarray], windows, split) -> np.ndarray:
-    """Out-of-fold scores on the training groups' folds (what threshold calibration reads)."""
-    from kiloml.models.trees import TreeModel
-
-    oof = np.full((len(windows), pipeline.n_classes), np.nan)
-    for fit_idx, val_idx in split.folds:
-        features = pipeline.assemble(parts, fit_rows=fit_idx, y=windows.y)
-        model = TreeModel(pipeline.model.config, pipeline.n_classes)
-        model.fit(features[fit_idx], windows.y[fit_idx])
-        oof[val_idx] = model.predict_proba(features[val_idx])
-    return oof
 
 
 def float_io_graph() -> Graph:

@@ -150,8 +150,8 @@ def compare_with_tflm(path: Path, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def run_project_job(toml: Path) -> None:
+    from kiloml.prepare import prepare_data
     from kiloml.project import load_project
-    from kiloml.run import prepare_data
 
     prepare_data(load_project(toml), announce=False)
 
@@ -187,8 +187,8 @@ def main() -> None:
 
     from kiloml.errors import KilomlError
     from kiloml.nn import load, model_cli, onnx_import, reference  # noqa: F401  (import once)
+    from kiloml.prepare import prepare_data  # noqa: F401
     from kiloml.project import load_project  # noqa: F401
-    from kiloml.run import prepare_data  # noqa: F401
 
     results.write(json.dumps({"ready": True}) + "\n")
     sources: dict[str, MutantSource] = {}

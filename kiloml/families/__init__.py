@@ -1,0 +1,23 @@
+"""Model families: one contract (kiloml.families.base.ModelFamily) that every job walks
+in the same order, whatever the model kind."""
+
+from __future__ import annotations
+
+from kiloml.families.base import OOF_KEY, ModelFamily, ModelInputs
+from kiloml.project import LoadedProject, NeuralModelConfig, TreeModelConfig
+
+__all__ = ["OOF_KEY", "ModelFamily", "ModelInputs", "family_for"]
+
+
+def family_for(project: LoadedProject) -> ModelFamily:
+    """The family of the project's [model]."""
+    cfg = project.config.model
+    if isinstance(cfg, TreeModelConfig):
+        from kiloml.families.forest import ForestFamily
+
+        return ForestFamily(project)
+    if isinstance(cfg, NeuralModelConfig):
+        from kiloml.families.network import NetworkFamily
+
+        return NetworkFamily(project)
+    raise TypeError(f"no model family for {type(cfg).__name__}")
