@@ -104,14 +104,14 @@ def cached(key: str, func) -> dict:
 
 
 def example_rows(name: str, toml: Path, targets: list[str], work: Path) -> tuple[list, list]:
-    from kiloml.pipeline import Pipeline
+    from kiloml.persist.pipeline_state import load_pipeline
     from kiloml.targets.estimate import estimate_resources
     from kiloml.targets.measure import measure_pipeline
     from kiloml.targets.profiles import load_profile
     from kiloml.verify.reference import REFERENCE_FILE, Reference
 
     out = example_run(name, toml)
-    pipeline = Pipeline.load(out / "pipeline.json")
+    pipeline = load_pipeline(out / "pipeline.json")
     reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     n_features = len(pipeline.feature_names())
     key = _digest((out / "firmware" / "kiloml_model.c").read_bytes())

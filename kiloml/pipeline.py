@@ -13,7 +13,6 @@ same ordered lists of stages, so a stage added once shows up everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +29,7 @@ from kiloml.models.trees import TreeModel
 
 if TYPE_CHECKING:
     from kiloml.models.neural import NeuralModel
-from kiloml.project import LoadedProject, locate
+from kiloml.project import LoadedProject, RecordingRule, locate
 from kiloml.stage import FeatureStage, SampleStage
 
 F32 = np.float32
@@ -102,6 +101,9 @@ class Pipeline:
     preprocess: list[SampleStage] = field(default_factory=list)
     input_sample_rate_hz: float | None = None  # of the samples the firmware is fed
     decision: DecisionParams | None = None  # the decision layer (None: pass-through)
+    # [window] mode = "recording": how kml_classify_recording fits a recording to the
+    # window (None: windows cut from a stream)
+    recording: RecordingRule | None = None
 
     @property
     def decision_params(self) -> DecisionParams:
@@ -224,17 +226,3 @@ class Pipeline:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.model.predict(self.model_input(x))
-
-    def save(self, path: Path) -> None:
-        """``path`` (pipeline.json) and pipeline.npz beside it: no pickle (kiloml.persist)."""
-        from kiloml.persist.pipeline_state import save_pipeline
-
-        save_pipeline(self, path)
-
-    @staticmethod
-    def load(path: Path) -> Pipeline:
-        """A saved pipeline, every field checked; never unpickles (a pipeline.pkl from an
-        older kiloml is refused with a message to run again)."""
-        from kiloml.persist.pipeline_state import load_pipeline
-
-        return load_pipeline(path)

@@ -23,8 +23,10 @@ from kiloml.data.recording import Recording
 from kiloml.decision.project import check_recordings_long_enough, decision_params, stream_events
 from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics
+from kiloml.evaluate.per_recording import per_recording_vote
 from kiloml.families import family_for
 from kiloml.outputs import check_output_folder, make_staging, project_inputs, replace_folder
+from kiloml.persist.pipeline_state import save_pipeline
 from kiloml.pipeline import Pipeline
 from kiloml.prepare import check_finite, prepare_data
 from kiloml.project import LoadedProject, load_project, locate
@@ -129,14 +131,19 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         train_groups=natural_sorted(windows.group[split.train].tolist()),
         cross_validation=cv, windows_dropped_low_label_coverage=windows.dropped_low_coverage,
         recordings_skipped_short=windows.skipped_recordings)
+    if cfg.evaluation.per_recording == "vote":
+        evaluation["per_recording"] = per_recording_vote(
+            windows.y[split.test], test_pred, windows.recording[split.test],
+            windows.group[split.test], [r.source for r in recordings], windows.class_names)
 
     library = write_library(pipeline, out / "firmware")
     reference = Reference.build(pipeline, windows.x[split.test], features[split.test],
                                 test_pred, test_scores, [r for r, _ in streamed],
-                                [p for _, p in streamed])
+                                [p for _, p in streamed],
+                                whole=[r for r in raw_recordings if r.group in test_groups])
     (out / "verify").mkdir(parents=True, exist_ok=True)
     reference.save(out / "verify" / REFERENCE_FILE)
-    pipeline.save(out / "pipeline.json")
+    save_pipeline(pipeline, out / "pipeline.json")
 
     host_parity = verify_host(pipeline, library, reference, out / "verify" / "host")
     sizes = measure_library(library, out / "verify" / "host" / "sizes")
@@ -161,6 +168,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
             "windows_per_class": np.bincount(windows.y,
                                              minlength=len(windows.class_names)).tolist(),
             "groups": natural_sorted(windows.group.tolist()),
+            **({} if windows.fit is None else {"recording_fit": windows.fit}),
         },
         "features": {"n": library.n_features, "names": pipeline.feature_names(),
                      "stages": [s.kind for s in pipeline.features]},

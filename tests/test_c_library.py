@@ -11,6 +11,7 @@ import pytest
 from conftest import run_cli, write_toy_project
 
 from kiloml.codegen.library import STRICT_CFLAGS, FirmwareLibrary
+from kiloml.persist.pipeline_state import load_pipeline
 from kiloml.pipeline import Pipeline
 from kiloml.verify import host
 from kiloml.verify.sizes import parse_size_a
@@ -20,7 +21,7 @@ from kiloml.verify.sizes import parse_size_a
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pipeline]:
     root = tmp_path_factory.mktemp("lib")
     assert run_cli("run", str(write_toy_project(root))).exit_code == 0
-    return root / "out", Pipeline.load(root / "out" / "pipeline.json")
+    return root / "out", load_pipeline(root / "out" / "pipeline.json")
 
 
 def library(out: Path) -> FirmwareLibrary:

@@ -14,7 +14,7 @@ import pytest
 from conftest import assert_user_error, run_cli, write_toy_project
 
 from kiloml.errors import KilomlError
-from kiloml.pipeline import Pipeline
+from kiloml.persist.pipeline_state import load_pipeline
 from kiloml.targets.budget import Budget
 from kiloml.targets.profiles import load_profile
 from kiloml.verify.command import firmware_library
@@ -89,7 +89,7 @@ def test_soft_float_costs_more_instructions(project: Path) -> None:
 
 def test_instruction_counts_repeat_exactly(project: Path, tmp_path: Path) -> None:
     out = project.parent / "out"
-    pipeline = Pipeline.load(out / "pipeline.json")
+    pipeline = load_pipeline(out / "pipeline.json")
     reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     library = firmware_library(out / "firmware", len(pipeline.feature_names()))
     profile = load_profile("cortex-m4f")
@@ -160,7 +160,7 @@ def _patched_firmware(project: Path, tmp_path: Path, old: str, new: str) -> Path
 
 def _verify_patched(project: Path, fw: Path, tmp_path: Path) -> None:
     out = project.parent / "out"
-    pipeline = Pipeline.load(out / "pipeline.json")
+    pipeline = load_pipeline(out / "pipeline.json")
     reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     reference.windows = reference.windows[:3]
     profile = load_profile("cortex-m4f")

@@ -29,6 +29,7 @@ from kiloml.nn.load import load_model
 from kiloml.nn.quantize import quantize_graph
 from kiloml.nn.tflite_io import write_tflite
 from kiloml.persist.archive import read_npz
+from kiloml.persist.pipeline_state import load_pipeline, save_pipeline
 from kiloml.pipeline import Pipeline
 from kiloml.prepare import prepare_data
 from kiloml.project import NeuralModelConfig, OptimizeConfig, TreeModelConfig, load_project
@@ -100,8 +101,8 @@ def round_trip(p: Pipeline, x: np.ndarray, work: Path) -> Pipeline:
     """Save (after emitting the library, as `kiloml run` does), load, and check that the
     loaded pipeline computes the same features, scores, decisions and C, bit for bit."""
     before = library_files(write_library(p, work / "before").directory)
-    p.save(work / "pipeline.json")
-    q = Pipeline.load(work / "pipeline.json")
+    save_pipeline(p, work / "pipeline.json")
+    q = load_pipeline(work / "pipeline.json")
     assert library_files(write_library(q, work / "after").directory) == before
     features = p.model_input(x)
     assert bits(q.model_input(x)) == bits(features)
@@ -117,7 +118,7 @@ def round_trip(p: Pipeline, x: np.ndarray, work: Path) -> Pipeline:
     for field in ("smoothed", "candidate", "decision", "changed"):
         assert bits(getattr(ours, field)) == bits(getattr(theirs, field)), field
     # and saved again, the loaded pipeline writes the same document and arrays
-    q.save(work / "again.json")
+    save_pipeline(q, work / "again.json")
     assert (work / "again.json").read_text() == (work / "pipeline.json").read_text()
     a, b = read_npz(work / "pipeline.npz"), read_npz(work / "again.npz")
     assert sorted(a) == sorted(b) and all(bits(a[k]) == bits(b[k]) for k in a)
@@ -248,9 +249,9 @@ def test_an_old_run_folder_is_never_unpickled(run_copy: Path, tmp_path: Path) ->
         assert_user_error(run_cli(command, str(run_copy)), "pipeline.pkl", "older kiloml",
                           f"run `kiloml run {run_copy}` again")
     with pytest.raises(KilomlError, match="no longer reads"):
-        Pipeline.load(out / "pipeline.pkl")
+        load_pipeline(out / "pipeline.pkl")
     with pytest.raises(KilomlError, match="older kiloml"):
-        Pipeline.load(out / "pipeline.json")
+        load_pipeline(out / "pipeline.json")
     assert not marker.exists()
 
 
@@ -297,7 +298,7 @@ def saved(prepared, tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("saved")
     p = tree_pipeline(prepared, "random_forest", "table", "int16", "uint8")
     write_library(p, work / "firmware")
-    p.save(work / "pipeline.json")
+    save_pipeline(p, work / "pipeline.json")
     return work / "pipeline.json"
 
 
@@ -420,7 +421,7 @@ def test_a_malformed_document_names_the_file_and_field(saved: Path, tmp_path: Pa
     edit, where, message = JSON_FAULTS[fault]
     path = edited(saved, tmp_path, edit_json=edit)
     with pytest.raises(KilomlError) as info:
-        Pipeline.load(path)
+        load_pipeline(path)
     line = str(info.value)
     assert "\n" not in line and line.startswith(f"{path}: "), line
     assert where in (info.value.where or ""), line
@@ -459,7 +460,7 @@ def test_a_malformed_array_names_the_field(saved: Path, tmp_path: Path, fault: s
     edit, where, message = ARRAY_FAULTS[fault]
     path = edited(saved, tmp_path, edit_arrays=edit)
     with pytest.raises(KilomlError) as info:
-        Pipeline.load(path)
+        load_pipeline(path)
     assert where in (info.value.where or ""), str(info.value)
     assert message in str(info.value) and "\n" not in str(info.value)
 
@@ -469,7 +470,7 @@ def test_an_object_array_is_refused_unread(saved: Path, tmp_path: Path) -> None:
     path = edited(saved, tmp_path, edit_arrays=lambda a: a.update(
         {"decision.thresholds": np.array([WritesMarker(marker)], dtype=object)}))
     with pytest.raises(KilomlError, match=r"holds Python objects \(dtype object\)") as info:
-        Pipeline.load(path)
+        load_pipeline(path)
     assert info.value.file == str(path.with_suffix(".npz"))
     assert info.value.where == "decision.thresholds.npy"
     assert not marker.exists()
@@ -515,7 +516,7 @@ def test_a_document_that_is_not_json_is_one_line(saved: Path, tmp_path: Path, te
     shutil.copyfile(saved.with_suffix(".npz"), path.with_suffix(".npz"))
     path.write_bytes(text.encode("latin-1"))
     with pytest.raises(KilomlError, match=message) as info:
-        Pipeline.load(path)
+        load_pipeline(path)
     assert info.value.file == str(path)
 
 
@@ -523,16 +524,16 @@ def test_a_fifo_is_not_waited_for(saved: Path, tmp_path: Path) -> None:
     path = tmp_path / "pipeline.json"
     os.mkfifo(path)
     with pytest.raises(KilomlError, match="not a regular file"):
-        Pipeline.load(path)
+        load_pipeline(path)
     shutil.copyfile(saved, path.with_name("p.json"))
     os.mkfifo(path.with_name("p.npz"))
     with pytest.raises(KilomlError, match="not a regular file"):
-        Pipeline.load(path.with_name("p.json"))
+        load_pipeline(path.with_name("p.json"))
 
 
 def test_network_names_cannot_close_a_c_comment(tmp_path: Path) -> None:
     p, _ = imported_pipeline("cnn1d_int8.tflite")
-    p.save(tmp_path / "pipeline.json")
+    save_pipeline(p, tmp_path / "pipeline.json")
     doc = json.loads((tmp_path / "pipeline.json").read_text())
     for key, where in (("tensors", "graph.tensors[3].name"), ("ops", "graph.ops[0].name")):
         bad = copy.deepcopy(doc)
@@ -540,7 +541,7 @@ def test_network_names_cannot_close_a_c_comment(tmp_path: Path) -> None:
             "w */ system(\"rm -rf ~\"); /*"
         (tmp_path / "pipeline.json").write_text(json.dumps(bad))
         with pytest.raises(KilomlError, match="control character or '\\*/'") as info:
-            Pipeline.load(tmp_path / "pipeline.json")
+            load_pipeline(tmp_path / "pipeline.json")
         assert where in info.value.where
 
 
@@ -588,19 +589,19 @@ def test_an_imported_tensor_name_stays_inside_its_c_comment(tmp_path: Path) -> N
 def test_a_malformed_network_names_the_field(tmp_path: Path, edit, where: str,
                                              message: str) -> None:
     p, _ = imported_pipeline("cnn1d_int8.tflite")
-    p.save(tmp_path / "pipeline.json")
+    save_pipeline(p, tmp_path / "pipeline.json")
     doc = json.loads((tmp_path / "pipeline.json").read_text())
     edit(doc["pipeline"]["model"]["graph"])
     (tmp_path / "pipeline.json").write_text(json.dumps(doc))
     with pytest.raises(KilomlError) as info:
-        Pipeline.load(tmp_path / "pipeline.json")
+        load_pipeline(tmp_path / "pipeline.json")
     assert where in (info.value.where or ""), str(info.value)
     assert message in str(info.value), str(info.value)
 
 
 def test_a_malformed_quantization_names_the_field(tmp_path: Path) -> None:
     p, _ = imported_pipeline("cnn1d_int8.tflite")
-    p.save(tmp_path / "pipeline.json")
+    save_pipeline(p, tmp_path / "pipeline.json")
     arrays = read_npz(tmp_path / "pipeline.npz")
     scale = next(k for k in arrays if k.endswith(".scale"))
     for bad, message in ((-1.0, "has scale -1; scales must be finite"),
@@ -609,7 +610,7 @@ def test_a_malformed_quantization_names_the_field(tmp_path: Path) -> None:
         changed[scale] = np.full_like(arrays[scale], bad)
         np.savez(tmp_path / "pipeline.npz", **changed)
         with pytest.raises(KilomlError, match=message) as info:
-            Pipeline.load(tmp_path / "pipeline.json")
+            load_pipeline(tmp_path / "pipeline.json")
         assert info.value.where.startswith("pipeline.model.graph: operator ")
 
 
@@ -681,7 +682,7 @@ def test_mutated_documents_load_and_work_or_fail_in_one_line(saved: Path, prepar
         what = _mutate(doc, rng)
         (tmp_path / "pipeline.json").write_text(json.dumps(doc))
         try:
-            q = Pipeline.load(tmp_path / "pipeline.json")
+            q = load_pipeline(tmp_path / "pipeline.json")
         except KilomlError as exc:
             assert "\n" not in str(exc) and exc.file is not None, (what, str(exc))
             outcomes["refused"] += 1
@@ -713,7 +714,7 @@ def test_mutated_archives_load_and_work_or_fail_in_one_line(saved: Path, prepare
                 mutant[rng.integers(len(mutant))] ^= 1 << rng.integers(8)
         (tmp_path / "pipeline.npz").write_bytes(bytes(mutant))
         try:
-            q = Pipeline.load(tmp_path / "pipeline.json")
+            q = load_pipeline(tmp_path / "pipeline.json")
         except KilomlError as exc:
             assert "\n" not in str(exc), str(exc)
             outcomes["refused"] += 1
@@ -750,7 +751,7 @@ def test_mutated_arrays_load_and_work_or_fail_in_one_line(saved: Path, prepared,
         x, source = x[:4], tmp_path / "source" / "pipeline.json"
         source.parent.mkdir()
         write_library(p, source.parent / "firmware")
-        p.save(source)
+        save_pipeline(p, source)
     original = read_npz(source.with_suffix(".npz"))
     shutil.copyfile(source, tmp_path / "pipeline.json")
     rng = np.random.default_rng(23)
@@ -760,7 +761,7 @@ def test_mutated_arrays_load_and_work_or_fail_in_one_line(saved: Path, prepared,
         what = _mutate_array(arrays, rng)
         np.savez(tmp_path / "pipeline.npz", **arrays)
         try:
-            q = Pipeline.load(tmp_path / "pipeline.json")
+            q = load_pipeline(tmp_path / "pipeline.json")
         except KilomlError as exc:
             assert "\n" not in str(exc) and exc.where, (what, str(exc))
             outcomes["refused"] += 1
@@ -781,7 +782,7 @@ def test_mutated_arrays_load_and_work_or_fail_in_one_line(saved: Path, prepared,
 def test_reference_is_checked_against_itself_and_the_pipeline(toy_run: Path,
                                                               tmp_path: Path) -> None:
     out = toy_run.parent / "out"
-    pipeline = Pipeline.load(out / "pipeline.json")
+    pipeline = load_pipeline(out / "pipeline.json")
     good = read_npz(out / "verify" / REFERENCE_FILE)
     Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     cases = {

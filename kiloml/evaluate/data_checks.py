@@ -75,7 +75,7 @@ from kiloml.data.windows import WindowSet, make_windows
 from kiloml.errors import KilomlError
 from kiloml.families import family_for
 from kiloml.outputs import check_output_file, project_inputs, require_kiloml_folder
-from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
+from kiloml.persist.pipeline_state import PIPELINE_FILE, load_pipeline, refuse_old_run
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
 from kiloml.project import LoadedProject, StatisticsStageConfig, load_project
 from kiloml.results import METRICS_FILE, read_metrics, write_results
@@ -478,7 +478,7 @@ def check_data_project(project_path: str | Path, json_path: Path | None = None
     finished = (out / METRICS_FILE).is_file() and (out / PIPELINE_FILE).is_file()
     if finished:  # a run's folder is updated: only one kiloml made
         require_kiloml_folder(out, "run", what="the run's output folder")
-    pipeline = Pipeline.load(out / PIPELINE_FILE) if finished else None  # checked first
+    pipeline = load_pipeline(out / PIPELINE_FILE) if finished else None  # checked first
     checks, info = run_checks(project)
     metrics = read_metrics(out) if finished else None  # read late: others may update it
     if metrics is not None:

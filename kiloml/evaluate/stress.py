@@ -36,7 +36,7 @@ import numpy as np
 from kiloml.data.augment import augment as project_augment
 from kiloml.data.recording import Recording
 from kiloml.data.sources import load_recordings
-from kiloml.data.windows import make_windows
+from kiloml.data.windows import make_recording_windows, make_windows
 from kiloml.errors import KilomlError
 from kiloml.evaluate.perturb import (
     PERTURBATIONS,
@@ -48,7 +48,7 @@ from kiloml.evaluate.perturb import (
 )
 from kiloml.families import family_for
 from kiloml.outputs import require_kiloml_folder
-from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
+from kiloml.persist.pipeline_state import PIPELINE_FILE, load_pipeline, refuse_old_run
 from kiloml.pipeline import Pipeline
 from kiloml.progress import track
 from kiloml.project import SEED_MAX, LoadedProject, load_project
@@ -146,7 +146,7 @@ def _load_run(project: LoadedProject) -> tuple[Pipeline, dict]:
     if "test_groups" not in metrics.get("evaluation", {}):
         raise KilomlError("evaluation.test_groups is missing; run `kiloml run` again",
                           file=out / METRICS_FILE)
-    return Pipeline.load(out / PIPELINE_FILE), metrics
+    return load_pipeline(out / PIPELINE_FILE), metrics
 
 
 # --- windows and accuracy -----------------------------------------------------------
@@ -158,6 +158,12 @@ def _windows(project: LoadedProject, pipeline: Pipeline, recordings: list[Record
     pipeline's preprocessing; recordings too short after a perturbation are skipped."""
     cfg = project.config
     recs = pipeline.preprocess_recordings(recordings)
+    if pipeline.recording is not None and cfg.window.length_ms is not None:
+        # one window per recording; those the crop rule refuses are left out, as the C does
+        w = make_recording_windows(recs, cfg.window.length_ms, pipeline.recording,
+                                   refused="skip")
+        index = {name: k for k, name in enumerate(pipeline.class_names)}
+        return w.x, np.array([index[w.class_names[k]] for k in w.y], np.int64), w.group
     if not any(r.n_samples >= pipeline.window_samples for r in recs):
         return (np.zeros((0, pipeline.window_samples, pipeline.n_channels), np.float32),
                 np.zeros(0, np.int64), np.zeros(0, str))

@@ -17,7 +17,7 @@ from pathlib import Path
 from kiloml.codegen.library import FirmwareLibrary, write_library
 from kiloml.errors import KilomlError
 from kiloml.outputs import require_kiloml_folder
-from kiloml.persist.pipeline_state import PIPELINE_FILE, refuse_old_run
+from kiloml.persist.pipeline_state import PIPELINE_FILE, load_pipeline, refuse_old_run
 from kiloml.pipeline import Pipeline
 from kiloml.project import TargetConfig, load_project
 from kiloml.results import METRICS_FILE, read_metrics, record_target, run_ok, write_results
@@ -76,7 +76,7 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
         raise KilomlError(exc.message, where="--target") from None
     same = profile.name == cfg.target.name
     budget = Budget.for_target(profile, cfg.target if same else TargetConfig(name=profile.name))
-    pipeline = Pipeline.load(out / PIPELINE_FILE)
+    pipeline = load_pipeline(out / PIPELINE_FILE)
     reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     with tempfile.TemporaryDirectory(prefix="kiloml-verify-") as tmp:
         library = generated_library(pipeline, out / "firmware", Path(tmp) / "firmware")
