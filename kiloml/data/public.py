@@ -5,17 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from kiloml.data.recording import Recording
-from kiloml.errors import KilomlError
+from kiloml.optional import needs, require
 
 
 def load_watch() -> list[Recording]:
     """seglearn's smartwatch IMU data: 140 recordings, 6 axes at 50 Hz, 7 shoulder
     exercises, 10 subjects (Burns et al., 2018)."""
-    try:
+    with needs("seglearn", "the 'watch' data set", where="[data] source"):
         from seglearn.datasets import load_watch as _load
-    except ImportError:
-        raise KilomlError("the 'watch' data set needs the Python package seglearn: "
-                          "pip install seglearn", where="[data] source") from None
     data = _load()
     names = [str(n) for n in data["y_labels"]]
     channels = [str(c) for c in data["X_labels"]]
@@ -49,9 +46,9 @@ def load_basic_motions() -> list[Recording]:
     except ImportError:
         try:
             from sktime.datasets import load_basic_motions as _load_sk
-        except ImportError:
-            raise KilomlError("the 'basic-motions' data set needs the Python package aeon "
-                              "(or sktime): pip install aeon", where="[data] source") from None
+        except ImportError:  # neither: the one line that names kiloml's extra
+            require("aeon", "the 'basic-motions' data set", where="[data] source")
+            raise
         for split in ("train", "test"):
             arrays.append(_load_sk(split=split, return_type="numpy3D"))
     recordings = []

@@ -24,6 +24,7 @@ from typing import Any
 
 from kiloml.errors import KilomlError
 from kiloml.nn.validate import MAX_TENSOR_ELEMENTS
+from kiloml.optional import needs
 
 __all__ = ["MAX_NODES", "SUPPORTED_OPSETS", "Attributes", "check_model_limits"]
 
@@ -105,7 +106,8 @@ class Attributes:
     """A node's attributes with checked, typed getters."""
 
     def __init__(self, node: Any, error: Callable[[str], KilomlError]) -> None:
-        import onnx
+        with needs("onnx", "reading .onnx models"):
+            import onnx
 
         self.node = node
         self.error = error

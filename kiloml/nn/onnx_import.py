@@ -43,6 +43,7 @@ from kiloml.errors import KilomlError
 from kiloml.nn.graph import Graph, Op, Tensor
 from kiloml.nn.onnx_checks import Attributes, check_model_limits
 from kiloml.nn.validate import MAX_TENSOR_ELEMENTS
+from kiloml.optional import needs
 
 Axes = tuple[int | None, ...]
 Value = Any  # _Act | np.ndarray | None (ONNX values: activations or folded constants)
@@ -78,8 +79,11 @@ class OnnxLayout:
         return self.axes == tuple(range(len(self.onnx_shape))) and self.feature_order is None
 
     def to_ir(self, x: np.ndarray) -> np.ndarray:
-        """An array in the ONNX layout ``[N, ...]`` -> the IR layout (float32)."""
-        x = np.asarray(x, dtype=np.float32)
+        """An array in the ONNX layout ``[N, ...]`` -> the IR layout (float32; integer
+        arrays, such as element indices, keep their dtype)."""
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.integer):
+            x = x.astype(np.float32)
         if x.ndim != len(self.onnx_shape):
             raise ValueError(f"{self.name}: expected rank {len(self.onnx_shape)}, got {x.shape}")
         y = _to_ir_array(x, self.axes)
@@ -190,11 +194,8 @@ class _LayoutError(KilomlError):
 # ---- loading and validation -------------------------------------------------------
 
 def _load(path: Path) -> Any:
-    try:
+    with needs("onnx", "reading .onnx models", file=path):
         import onnx
-    except ImportError:  # pragma: no cover - onnx is in the dev environment
-        raise KilomlError("reading .onnx files needs the onnx package (pip install onnx)",
-                          file=path) from None
     if not path.is_file():
         raise KilomlError("model file not found", file=path)
     size = path.stat().st_size
@@ -232,7 +233,8 @@ def _reason(exc: Exception) -> str:
 
 
 def _attrs(node: Any) -> dict[str, Any]:
-    import onnx
+    with needs("onnx", "reading .onnx models"):
+        import onnx
 
     out = {}
     for a in node.attribute:
@@ -301,8 +303,9 @@ def _check_fold_size(op: str, ins: list[Value]) -> None:
 
 def _fold(node: Any, ins: list[Value], opset: int) -> list[np.ndarray]:
     """Evaluate a node whose inputs are all constants."""
-    import onnx
-    from onnx import numpy_helper
+    with needs("onnx", "reading .onnx models"):
+        import onnx
+        from onnx import numpy_helper
 
     op, a = node.op_type, _attrs(node)
     x = ins[0] if ins else None
@@ -350,7 +353,8 @@ def _fold(node: Any, ins: list[Value], opset: int) -> list[np.ndarray]:
     if op in ("Add", "Sub", "Mul") and len(ins) == 2:
         fn = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op]
         return [fn(x, ins[1]).astype(np.result_type(x, ins[1]))]
-    from onnx.reference import ReferenceEvaluator
+    with needs("onnx", "reading .onnx models"):
+        from onnx.reference import ReferenceEvaluator
 
     evaluator = ReferenceEvaluator(node, opsets={node.domain or "": opset})
     feeds = {name: v for name, v in zip(node.input, ins, strict=False) if name}
@@ -608,7 +612,8 @@ class _Importer:
         return [n for i, n in enumerate(self.model.graph.node) if i in need]
 
     def _load_initializers(self, initializers: dict[str, Any], needed: list[Any]) -> None:
-        from onnx import numpy_helper
+        with needs("onnx", "reading .onnx models"):
+            from onnx import numpy_helper
 
         used = {name for node in needed for name in node.input}
         for name, t in initializers.items():
@@ -625,7 +630,8 @@ class _Importer:
             self.values[name] = value
 
     def _add_inputs(self, initializers: dict[str, Any]) -> None:
-        import onnx
+        with needs("onnx", "reading .onnx models"):
+            import onnx
 
         for inp in self.model.graph.input:
             if inp.name in initializers:

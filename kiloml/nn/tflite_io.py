@@ -22,15 +22,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from kiloml.errors import KilomlError
 from kiloml.nn.flatbuffer import Flatbuffer, FlatbufferError, Table
 from kiloml.nn.graph import OPTION_DEFAULTS, SUPPORTED_OPS, Graph, Op, Quantization, Tensor
 from kiloml.nn.tflite_fold import FOLDABLE, FoldError, fold_constants
 from kiloml.nn.validate import MAX_RANK, MAX_TENSOR_ELEMENTS
+from kiloml.optional import needs
+
+with needs("tflite_micro", "reading and writing .tflite models"):
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 __all__ = ["parse_tflite", "read_tflite", "write_tflite"]
 

@@ -24,12 +24,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from kiloml.nn.graph import Graph, Tensor
 from kiloml.nn.op_params import out_size, padding_before
 from kiloml.nn.torch_models import CNN1D, DSCNN, MLP, ConvBN, Standardize, TemplateModel
+from kiloml.optional import needs
+
+with needs("torch", "a neural-network model"):
+    import torch
+    from torch import nn
 
 
 class _Builder:

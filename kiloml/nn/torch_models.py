@@ -41,9 +41,13 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+from kiloml.optional import needs
+
+with needs("torch", "a neural-network model"):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
 
 Padding = Literal["same", "valid", "symmetric"]
 PADDINGS: tuple[str, ...] = ("same", "valid", "symmetric")

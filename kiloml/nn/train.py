@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import nn
 
 from kiloml.nn.graph import Graph
 from kiloml.nn.quantize import quantize_graph, quantize_input
 from kiloml.nn.reference import Interpreter
 from kiloml.nn.torch_models import TemplateModel, build_model, fit_standardization
+from kiloml.optional import needs
+
+with needs("torch", "training a network"):
+    import torch
+    from torch import nn
 
 ProgressCallback = Callable[[int, int, float, float], None]
 # (logits, labels, indices of the batch in the training set) -> loss

@@ -15,14 +15,17 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from kiloml.nn.analysis import op_macs
 from kiloml.nn.graph import Graph
 from kiloml.nn.quantize import quantize_input
 from kiloml.nn.reference import Interpreter
 from kiloml.nn.train import TrainLoss, class_weights, fit_module
+from kiloml.optional import needs
 from kiloml.project import OptimizeConfig
+
+with needs("torch", "optimizing a network"):
+    import torch
 
 _WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 

@@ -30,10 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from kiloml.optional import needs
 from kiloml.project import NeuralModelConfig, TeacherConfig
+
+with needs("torch", "distilling a network"):
+    import torch
+    import torch.nn.functional as F
 
 TREE_TEACHERS = ("random_forest", "extra_trees")
 

@@ -24,10 +24,13 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from kiloml.nn.torch_models import CNN1D, DSCNN, MLP, ConvBN, TemplateModel, build_model
+from kiloml.optional import needs
+
+with needs("torch", "pruning a network"):
+    import torch
+    from torch import nn
 
 # ---- structured -------------------------------------------------------------------------
 

@@ -26,13 +26,16 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from kiloml.nn.graph import Graph
 from kiloml.nn.op_params import padding_before
 from kiloml.nn.quantize import SHARED_QUANT, choose_quantization, prepare_float_graph, value_range
+from kiloml.optional import needs
+
+with needs("torch", "quantization-aware training"):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
 
 SUPPORTED = ("RESHAPE", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN",
              "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "SOFTMAX", "RELU", "RELU6")

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from kiloml.errors import KilomlError
+from kiloml.optional import needs
 
 RAY_CONNECT_TIMEOUT_S = 3.0
 
@@ -99,12 +100,9 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str) -> None:
-        check_reachable(address)
-        try:
+        with needs("ray", "--executor ray"):  # before any probe of the address
             import ray
-        except ImportError:
-            raise KilomlError("--executor ray needs the ray package: pip install "
-                              "'ray>=2.40'") from None
+        check_reachable(address)
         self.address = address
         self._ray = ray
         if not address.startswith("ray://") and address not in ("auto", "local"):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kiloml.optional import needs
 from kiloml.pipeline import Pipeline
 from kiloml.targets.profiles import TargetProfile
 
@@ -541,7 +542,8 @@ def untrained_network(config, n_classes: int, sample_shape: tuple[int, ...], see
     """The NeuralModel a template config makes, with random weights quantized on random
     calibration data: the same int8 graph structure (weights, arena, MACs) as after
     training, in a fraction of a second."""
-    import torch
+    with needs("torch", "estimating a network before training"):
+        import torch
 
     from kiloml.models.neural import NeuralModel, template_params
     from kiloml.nn.torch_export import to_graph
