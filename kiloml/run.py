@@ -20,9 +20,14 @@ from kiloml import __version__
 from kiloml.codegen.library import write_library
 from kiloml.data.order import natural_sorted
 from kiloml.data.recording import Recording
-from kiloml.decision.project import check_recordings_long_enough, decision_params, stream_events
+from kiloml.decision.project import (
+    check_recordings_long_enough,
+    decision_params,
+    stream_events,
+    threshold_warnings,
+)
 from kiloml.errors import KilomlError
-from kiloml.evaluate.metrics import classification_metrics
+from kiloml.evaluate.metrics import classification_metrics, misclassified_windows
 from kiloml.evaluate.per_recording import per_recording_vote
 from kiloml.families import family_for
 from kiloml.outputs import check_output_folder, make_staging, project_inputs, replace_folder
@@ -130,7 +135,11 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         test_groups=split.test_groups,
         train_groups=natural_sorted(windows.group[split.train].tolist()),
         cross_validation=cv, windows_dropped_low_label_coverage=windows.dropped_low_coverage,
-        recordings_skipped_short=windows.skipped_recordings)
+        recordings_skipped_short=windows.skipped_recordings,
+        misclassified=misclassified_windows(
+            windows.y[split.test], test_pred, test_scores, windows.recording[split.test],
+            windows.start[split.test], [r.source for r in recordings], windows.sample_rate_hz,
+            windows.class_names))
     if cfg.evaluation.per_recording == "vote":
         evaluation["per_recording"] = per_recording_vote(
             windows.y[split.test], test_pred, windows.recording[split.test],
@@ -175,7 +184,10 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         "model": pipeline.model.describe(),
         **own_metrics,
         "evaluation": evaluation,
-        "decision": _decision_metrics(pipeline, [p for _, p in streamed]),
+        "decision": {**_decision_metrics(pipeline, [p for _, p in streamed]),
+                     "warnings": threshold_warnings(pipeline.decision_params, test_scores,
+                                                    windows.y[split.test],
+                                                    windows.class_names)},
         "parity": {"host": host_parity},
         "resources": {},
         "host_library": {"flash_bytes": sizes.flash_bytes, "ram_bytes": sizes.ram_bytes,

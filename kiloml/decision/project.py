@@ -11,7 +11,7 @@ import numpy as np
 from kiloml.data.recording import Recording
 from kiloml.data.splits import Split
 from kiloml.data.windows import WindowSet, window_starts
-from kiloml.decision.calibrate import calibrate_thresholds
+from kiloml.decision.calibrate import calibrate_thresholds, rarely_reported, thresholded_recall
 from kiloml.decision.events import event_metrics
 from kiloml.decision.layer import DecisionLayer, DecisionParams
 from kiloml.errors import KilomlError
@@ -52,6 +52,20 @@ def decision_params(cfg: DecisionConfig, windows: WindowSet, split: Split,
             raise
     return DecisionParams(k, thresholds, cfg.min_score, cfg.min_margin, cfg.smoothing,
                           cfg.smoothing_windows, cfg.on_windows, cfg.off_windows, calibration)
+
+
+def threshold_warnings(params: DecisionParams, held_out_scores: np.ndarray,
+                       held_out_y: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Warnings for classes that the calibrated thresholds make almost never reported, on
+    the out-of-fold scores they were fitted on or on the held-out test windows (none
+    without calibrated thresholds). The run puts them in metrics.json under
+    decision.warnings; the report's summary shows them."""
+    if not params.calibration:
+        return []
+    recall, argmax_recall = thresholded_recall(np.asarray(held_out_scores, dtype=np.float32),
+                                               np.asarray(held_out_y, dtype=np.int64),
+                                               params.thresholds)
+    return rarely_reported(params.calibration, class_names, recall, argmax_recall)
 
 
 def check_recordings_long_enough(cfg: DecisionConfig, recordings: list[Recording],
