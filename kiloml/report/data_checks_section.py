@@ -7,8 +7,12 @@ import html
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
-from kiloml.report.html import html_table, png_img, status_cell
+from kiloml.report.elements import Section, html_table, name_list, png_img, short_label, status_cell
+from kiloml.report.figures import bar_height, top_bottom
+
+GROUPS_SHOWN = 30  # accuracy per group: the 15 best and the 15 worst beyond this
 
 TITLES = {"class_balance": "class balance", "groups": "windows per group",
           "duplicates": "duplicates across the split", "group_bias": "group bias",
@@ -16,41 +20,46 @@ TITLES = {"class_balance": "class balance", "groups": "windows per group",
           "channels": "constant or clipped channels"}
 
 
-def balance_figure(check: dict) -> str:
+def balance_figure(check: dict) -> Figure:
     names = list(check["train_windows_per_class"])
     train = np.array(list(check["train_windows_per_class"].values()))
     test = np.array(list(check["test_windows_per_class"].values()))
-    fig, ax = plt.subplots(figsize=(5.6, 0.35 * len(names) + 1.4))
+    fig, ax = plt.subplots(figsize=(5.6, bar_height(len(names))))
     y = np.arange(len(names))
     ax.barh(y, train, color="#4c72b0", label="training groups")
     ax.barh(y, test, left=train, color="#dd8452", label="held-out groups")
-    ax.set_yticks(y, names)
+    ax.set_yticks(y, [short_label(n) for n in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("windows")
     ax.set_title(f"Windows per class (imbalance {check['imbalance_ratio']:.2f})")
     ax.legend(fontsize=8, loc="lower right")
-    return png_img(fig)
+    return fig
 
 
-def bias_figure(check: dict) -> str:
+def bias_figure(check: dict) -> Figure:
     acc = check["accuracy_per_group"]
-    groups = list(acc)
+    groups, values, rest = top_bottom(list(acc), list(acc.values()), GROUPS_SHOWN)
     held = set(check.get("held_out_groups", []))
     low = set(check["low_groups"])
-    fig, ax = plt.subplots(figsize=(5.6, 0.35 * len(groups) + 1.4))
+    fig, ax = plt.subplots(figsize=(5.6, bar_height(len(groups))))
     y = np.arange(len(groups))
     colors = ["#cf222e" if g in low else "#dd8452" if g in held else "#4c72b0" for g in groups]
-    ax.barh(y, [acc[g] for g in groups], color=colors)
-    ax.set_yticks(y, [f"{g} (held out)" if g in held else g for g in groups])
+    ax.barh(y, [np.nan if v is None else v for v in values], color=colors)
+    ax.set_yticks(y, [short_label(f"{g} (held out)" if g in held else g)
+                      for g in groups], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(check["median_accuracy"], color="0.4", lw=1, label="median")
     ax.axvline(check["median_accuracy"] - check["margin"], color="#cf222e", ls="--", lw=1,
                label=f"median - {check['margin']:g}")
     ax.set_xlim(0, 1.02)
     ax.set_xlabel("accuracy")
-    ax.set_title("Accuracy per group (cross-validation; held out: final model)")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
-    return png_img(fig)
+    ax.set_title("Accuracy per group (cross-validation; held out: final model)"
+                 + (f"\nthe {GROUPS_SHOWN // 2} highest and lowest of {len(acc):,} groups"
+                    if rest else ""), fontsize=10)
+    # below the axis label, the same distance whatever the figure's height
+    ax.legend(fontsize=8, loc="upper center", ncol=2,
+              bbox_to_anchor=(0.5, -0.55 / (bar_height(len(groups)) - 1.0)))
+    return fig
 
 
 def _details(checks: dict) -> list[str]:
@@ -88,20 +97,23 @@ def _details(checks: dict) -> list[str]:
     return parts
 
 
-def data_checks_section(metrics: dict) -> str:
-    """HTML for ``metrics["data_checks"]`` ("" when `kiloml check-data` has not run)."""
+def data_checks_section(metrics: dict) -> Section | None:
+    """``metrics["data_checks"]`` (None when `kiloml check-data` has not run)."""
     checks = metrics.get("data_checks")
     if not checks:
-        return ""
+        return None
     info = metrics.get("data_checks_info", {})
-    parts = ["<h2>Data checks</h2>",
-             f"<p class='muted'>From <code>kiloml check-data</code> on {info.get('n_windows', '?')}"
-             f" windows of {info.get('n_recordings', '?')} recordings, split as the run splits "
-             f"them (held-out groups {html.escape(', '.join(info.get('test_groups', [])))}). "
+    section = Section("data-checks", "Data checks")
+    parts = section.body
+    parts.append(
+             f"<p class='muted'>From <code>kiloml check-data</code> on "
+             f"{info.get('n_windows', '?')} windows of {info.get('n_recordings', '?')} "
+             f"recordings, split as the run splits "
+             f"them (held-out groups {name_list(info.get('test_groups', []))}). "
              f"Predictions: {html.escape(info.get('model', ''))}, "
              f"{html.escape(info.get('predictions', ''))}. Augmentation "
              f"{html.escape(info.get('augmentation', 'not applied'))}. Thresholds are in "
-             f"metrics.json under <code>data_checks</code>.</p>"]
+             f"metrics.json under <code>data_checks</code>.</p>")
     if "note" in info:
         parts.append(f"<p class='warn'>{html.escape(info['note'])}</p>")
     parts.append(html_table([(html.escape(TITLES.get(k, k)), status_cell(c["status"]),
@@ -109,10 +121,10 @@ def data_checks_section(metrics: dict) -> str:
                         header=("check", "status", "finding")))
     figs = []
     if "train_windows_per_class" in checks.get("class_balance", {}):
-        figs.append(balance_figure(checks["class_balance"]))
+        figs.append(png_img(balance_figure(checks["class_balance"]), "windows per class"))
     if checks.get("group_bias", {}).get("median_accuracy") is not None:
-        figs.append(bias_figure(checks["group_bias"]))
+        figs.append(png_img(bias_figure(checks["group_bias"]), "accuracy per group"))
     if figs:
         parts.append("<div class='figs'>" + "".join(figs) + "</div>")
     parts.extend(_details(checks))
-    return "\n".join(parts)
+    return section

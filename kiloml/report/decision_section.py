@@ -7,13 +7,15 @@ import html
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
-from kiloml.report.html import html_table, png_img, status_cell
+from kiloml.report.elements import Section, html_table, png_img, short_label, status_cell
 
 
-def timeline_figure(timeline: dict, class_names: list[str]) -> str:
+def timeline_figure(timeline: dict, class_names: list[str]) -> Figure:
     t = np.asarray(timeline["time_s"]) / 60.0
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(10, max(3.2, 0.22 * k + 1.6)))
     offsets = {"truth": 0.0, "raw": 0.15, "decision": -0.15}
     styles = {"truth": ("k", 2.5), "raw": ("#c0504d", 0.8), "decision": ("#1f77b4", 1.5)}
     for key in ("truth", "raw", "decision"):
@@ -23,20 +25,24 @@ def timeline_figure(timeline: dict, class_names: list[str]) -> str:
         ax.step(t, y, where="post", color=color, lw=width,
                 label={"truth": "true class", "raw": "model arg-max",
                        "decision": "decision layer"}[key])
-    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_yticks(range(k), [short_label(c, 24) for c in class_names],
+                  fontsize=8 if k <= 24 else max(4.0, 8 * 24 / k))
     ax.set_xlabel("time (min), held-out recordings end to end")
-    ax.set_title("Decisions on the held-out stream (gaps: uncertain)")
+    ax.set_title("Decisions on the held-out stream (gaps: uncertain)", fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=3)
-    return png_img(fig)
+    return fig
 
 
-def decision_section(metrics: dict) -> list[str]:
+def decision_section(metrics: dict) -> Section | None:
     d = metrics.get("decision")
     if not d:
-        return []
+        return None
     p = d["params"]
     names = metrics["data"]["class_names"]
-    parts = ["<h2>Decision layer</h2>"]
+    section = Section("decision", "Decision layer")
+    parts = section.body
+    for w in d.get("warnings", []):
+        parts.append(f"<p class='warn'>Warning: {html.escape(w['message'])}</p>")
     setting = [
         ("thresholds", html.escape(
             "calibrated for " + p["calibration"]["target"].replace("_", " ")
@@ -50,11 +56,15 @@ def decision_section(metrics: dict) -> list[str]:
     ]
     parts.append(html_table(setting))
     if p.get("calibration"):
-        rows = [(html.escape(c), f"{v['threshold']:.4f}", f"{v['precision']:.3f}",
-                 f"{v['recall']:.3f}", f"{v['false_alarms_per_hour']:.1f}")
+        low = {w["class"] for w in d.get("warnings", [])}
+        rows = [(f"<span class='warn'>{html.escape(c)}</span>" if c in low else html.escape(c),
+                 f"{v['threshold']:.4f}", f"{v['precision']:.3f}", f"{v['recall']:.3f}",
+                 "&ndash;" if "argmax_recall" not in v else f"{v['argmax_recall']:.3f}",
+                 f"{v['false_alarms_per_hour']:.1f}")
                 for c, v in p["calibration"]["per_class"].items()]
         parts.append(html_table(rows, header=("class", "threshold", "precision (validation)",
-                                          "recall", "false alarms / h")))
+                                              "recall", "recall of the arg-max alone",
+                                              "false alarms / h")))
     if "raw" in d:
         s = d["stream"]
         parts.append(f"<p class='muted'>{s['recordings']} held-out recordings end to end "
@@ -74,7 +84,7 @@ def decision_section(metrics: dict) -> list[str]:
                                           "latency s (mean / max)", "switches / h",
                                           "uncertain", "window accuracy")))
         if "timeline" in d:
-            parts.append(timeline_figure(d["timeline"], names))
+            parts.append(png_img(timeline_figure(d["timeline"], names), "decision timeline"))
     rows = []
     for where, par in metrics.get("parity", {}).items():
         layer = par.get("streaming", {}).get("decision_layer")
@@ -88,17 +98,18 @@ def decision_section(metrics: dict) -> list[str]:
         parts.append(html_table(rows, header=("where", "decisions and switches equal",
                                           "scores bit-exact", "smoothed bit-exact",
                                           "switches", "status")))
-    return parts
+    return section
 
 
-def rule_section(metrics: dict) -> list[str]:
+def rule_section(metrics: dict) -> Section | None:
     r = metrics.get("rule_baseline")
     if not r:
-        return []
+        return None
     res = next(iter(metrics.get("resources", {}).values()), {})
     ev = metrics["evaluation"]
-    parts = ["<h2>Is ML needed? The best simple rule</h2>",
-             f"<p><b>Verdict:</b> {html.escape(r['verdict'])}.</p>"]
+    section = Section("rule", "Is ML needed? The best simple rule")
+    parts = section.body
+    parts.append(f"<p><b>Verdict:</b> {html.escape(r['verdict'])}.</p>")
     instr = r.get("instructions_per_inference")
     rows = [("rule (depth-" + str(r["depth"]) + " tree)", f"{r['accuracy']:.4f}",
              f"{r['balanced_accuracy']:.4f}", f"{r['flash_bytes']:,}",
@@ -115,4 +126,4 @@ def rule_section(metrics: dict) -> list[str]:
                  f"verified like the model's (host parity "
                  f"{'ok' if r['parity_host'] else 'FAILED'}).</p>")
     parts.append(f"<pre>{html.escape(r['rule'])}</pre>")
-    return parts
+    return section

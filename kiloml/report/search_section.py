@@ -6,8 +6,10 @@ from __future__ import annotations
 import html
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from kiloml.report.html import STYLE, html_table, png_img, status_cell
+from kiloml.report.elements import STYLE, Section, html_table, png_img, status_cell
+from kiloml.report.figures import value_axis
 
 AXES = (("flash_bytes", "flash (KB)", 1 / 1024), ("ram", "RAM + stack (KB)", 1 / 1024),
         ("latency_us", "latency (ms)", 1 / 1000), ("energy_uj", "energy / inference (uJ)", 1))
@@ -18,7 +20,7 @@ def _value(row: dict, what: str) -> float:
     return e["ram_bytes"] + e["stack_bytes"] if what == "ram" else e[what]
 
 
-def pareto_figure(summary: dict) -> str:
+def pareto_figure(summary: dict) -> Figure:
     rows = summary["rows"]
     scored = [r for r in rows if "score" in r]
     front = set(summary["front"])
@@ -43,13 +45,16 @@ def pareto_figure(summary: dict) -> str:
         if limits[what]:
             ax.axvline(limits[what] * scale, color="#c0504d", ls="--", lw=1, label="budget")
         ax.set_xlabel(label)
-        if what != "ram":  # RAM spans a narrow range; the others decades
-            ax.set_xscale("log")
+        # logarithmic only where the candidates span decades (a log axis over less than a
+        # decade labels every minor tick and the labels run together)
+        value_axis(ax, [_value(r, what) * scale for r in scored]
+                   + ([limits[what] * scale] if limits[what] else []), start_at_zero=False,
+                   nbins=4)  # 3.5-inch panels
     axes[0].set_ylabel(f"cross-validated {summary['score'].replace('_', ' ')}")
     axes[-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{summary['project']}: candidates on {summary['target']} (estimates)",
                  fontsize=10)
-    return png_img(fig)
+    return fig
 
 
 def tradeoff_table(summary: dict) -> str:
@@ -90,10 +95,10 @@ def budget_use_table(summary: dict) -> str:
                                 "fits"))
 
 
-def search_section(metrics: dict) -> list[str]:
+def search_section(metrics: dict) -> Section | None:
     summary = metrics.get("search")
     if not summary:
-        return []
+        return None
     counts = ", ".join(f"{n} {html.escape(s)}" for s, n in summary["status_counts"].items())
     b = summary["budget"]
     lat = f", latency {b['latency_us'] / 1000:g} ms" if b["latency_us"] else ""
@@ -101,13 +106,14 @@ def search_section(metrics: dict) -> list[str]:
     how = ("the best score" if pol["pick"] == "most_accurate" else
            f"the lowest {pol['cost']} within {pol['accuracy_tolerance_points']:g} points of "
            f"the best score")
-    parts = ["<h2>Search</h2>",
-             f"<p>{summary['n_candidates']} candidates ({counts}) under the budget of "
+    section = Section("search", "Search")
+    parts = section.body
+    parts += [f"<p>{summary['n_candidates']} candidates ({counts}) under the budget of "
              f"{html.escape(summary['target'])}: flash {b['flash_bytes']:,} B, RAM "
              f"{b['ram_bytes']:,} B{lat}. Scores are {summary['folds']}-fold grouped "
              f"cross-validation on the training groups; costs are the estimator's. Picked by "
              f"{how}: <b>{html.escape(summary['chosen_label'])}</b>.</p>",
-             pareto_figure(summary),
+             png_img(pareto_figure(summary), "Pareto chart"),
              "<p class='muted'>Blue: the Pareto front, no other candidate at least as good on "
              "the score and on all four costs together (so a blue point can look dominated "
              "in one panel). Dashed: the budget.</p>",
@@ -121,11 +127,13 @@ def search_section(metrics: dict) -> list[str]:
                      f"{m['flash_bytes']:,} B, RAM {m['ram_bytes']:,} B + stack "
                      f"{m['stack_bytes']:,} B, {m['instructions_per_inference']:,} "
                      f"instructions ({html.escape(m['measured_on'])}).</p>")
-    return parts
+    return section
 
 
 def render_search_report(summary: dict) -> str:
     head = (f"<!doctype html><html><head><meta charset='utf-8'><title>kiloml search: "
             f"{html.escape(summary['project'])}</title><style>{STYLE}</style></head><body>"
             f"<h1>kiloml search: {html.escape(summary['project'])}</h1>")
-    return head + "\n".join(search_section({"search": summary})) + "</body></html>"
+    section = search_section({"search": summary})
+    body = section.html() if section else ""
+    return head + body + "</body></html>"

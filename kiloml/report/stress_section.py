@@ -4,12 +4,14 @@ training-time augmentation, and the breaking points."""
 from __future__ import annotations
 
 import html
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from kiloml.report.html import html_table, png_img
+from kiloml.report.elements import Section, html_table, name_list, png_img
+from kiloml.report.figures import grid_shape
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -18,10 +20,9 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.3g} {html.escape(unit)}"
 
 
-def stress_figure(stress: dict, augmented: dict, drop_points: float) -> str:
+def stress_figure(stress: dict, augmented: dict, drop_points: float) -> Figure:
     names = list(stress)
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
+    rows, cols = grid_shape(len(names))
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         for entry, label, color in ((stress[name], "trained as run", "#4c72b0"),
@@ -39,6 +40,7 @@ def stress_figure(stress: dict, augmented: dict, drop_points: float) -> str:
         ax.set_title(name.replace("_", " "), fontsize=9)
         ax.set_xlabel(stress[name]["unit"], fontsize=8)
         ax.set_ylim(0, 1)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # 3.4-inch panels: few labels
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
@@ -48,22 +50,23 @@ def stress_figure(stress: dict, augmented: dict, drop_points: float) -> str:
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8,
                bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(f"Accuracy against severity (dotted: {drop_points:g} points below the "
-                 f"unperturbed accuracy; dashed: breaking point)", fontsize=10)
+                 f"unperturbed accuracy;\ndashed: breaking point)", fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 0.96))
-    return png_img(fig)
+    return fig
 
 
-def stress_section(metrics: dict) -> str:
-    """HTML for the stress results in ``metrics`` ("" when `kiloml stress` has not run)."""
+def stress_section(metrics: dict) -> Section | None:
+    """The stress results in ``metrics`` (None when `kiloml stress` has not run)."""
     stress = metrics.get("stress")
     if not stress:
-        return ""
+        return None
     info = metrics.get("stress_info", {})
     augmented = metrics.get("stress_augmented", {})
     drop = info.get("drop_points", 5.0)
-    parts = ["<h2>Stress: accuracy under sensor perturbations</h2>",
-             f"<p class='muted'>The held-out recordings (groups "
-             f"{html.escape(', '.join(info.get('test_groups', [])))}) perturbed before "
+    section = Section("stress", "Stress: accuracy under sensor perturbations")
+    parts = section.body
+    parts += [f"<p class='muted'>The held-out recordings (groups "
+             f"{name_list(info.get('test_groups', []))}) perturbed before "
              f"preprocessing, evaluated with the Python reference (the C library decides the "
              f"same). Breaking point: {html.escape(info.get('breaking_point', ''))}. "
              f"Unperturbed accuracy {info.get('baseline_accuracy', float('nan')):.4f}"]
@@ -104,5 +107,5 @@ def stress_section(metrics: dict) -> str:
                                      for c in chans) + " in that order"
                          for n, chans in swaps)
         parts.append(f"<p class='muted'>{text}.</p>")
-    parts.append(stress_figure(stress, augmented, drop))
-    return "\n".join(parts)
+    parts.append(png_img(stress_figure(stress, augmented, drop), "accuracy against severity"))
+    return section
