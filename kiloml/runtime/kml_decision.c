@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: the decision layer. Every operation is float32 in a fixed order, so
  * kiloml/decision/layer.py reproduces it bit for bit. */
 #include "kml_decision.h"

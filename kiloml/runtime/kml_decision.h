@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kml_decision: the decision layer after the model (thresholds, "uncertain",
  * smoothing over windows, hysteresis). Python twin: kiloml/decision/layer.py. */
 #ifndef KML_DECISION_H

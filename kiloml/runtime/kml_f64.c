@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: exact double arithmetic in integers. See kml_f64.h. */
 #include "kml_f64.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: exact IEEE-754 double arithmetic on non-negative values, in integers.
  *
  * The tree kernel needs scikit-learn's float64 sums bit for bit only when two class

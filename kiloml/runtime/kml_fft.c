@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: real FFT. See kml_fft.h; kiloml/dsp/fft.py mirrors every operation. */
 #include "kml_fft.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: real FFT of power-of-two length N (16 ... 4096), float32, in place.
  *
  * The N real inputs are read as N/2 complex values z[n] = x[2n] + i x[2n+1]; a

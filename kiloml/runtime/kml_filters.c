@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: per-sample preprocessing. See kml_filters.h. */
 #include "kml_filters.h"
 

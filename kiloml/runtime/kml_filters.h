@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: per-sample preprocessing with state that carries across samples:
  * IIR filters as cascades of second-order sections, pre-emphasis, decimation.
  * The Python reference (kiloml/dsp/filters.py) performs the same float32 operations

@@ -1,4 +1,17 @@
-/* kiloml runtime: logf and expf with a fixed sequence of float32 operations. */
+/* SPDX-License-Identifier: Apache-2.0 AND SunPro */
+/* kiloml runtime: logf and expf with a fixed sequence of float32 operations.
+ *
+ * The argument reductions, the polynomial coefficients and the order of the final
+ * sums follow fdlibm's e_logf.c and e_expf.c (as in FreeBSD's msun), whose notice
+ * is kept here as it asks:
+ *
+ *   Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
+ *
+ *   Developed at SunPro, a Sun Microsystems, Inc. business.
+ *   Permission to use, copy, modify, and distribute this
+ *   software is freely granted, provided that this notice
+ *   is preserved.
+ */
 #include "kml_math.h"
 
 #include <float.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: logarithm and exponential in float32 with a fixed sequence of
  * operations (fdlibm's argument reduction and polynomials), so the Python reference
  * (kiloml/dsp/math32.py) computes bit-identical values on every platform, which a

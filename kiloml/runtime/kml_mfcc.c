@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: MFE and MFCC. See kml_mfcc.h. */
 #include "kml_mfcc.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: log mel filterbank energies (MFE) and MFCCs of a channel of a
  * window, frame by frame: frame_length samples every frame_stride, times the window
  * function, zero-padded to fft_length, power spectrum, triangular mel filters, natural

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: int8 neural-network kernels, bit-exact with TFLM's reference kernels.
  * See kml_nn.h. The Python spec is kiloml/nn/reference.py + fixedpoint.py: every helper
  * below mirrors the gemmlowp / TFLite function of the same name, step for step.

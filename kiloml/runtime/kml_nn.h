@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kml_nn: int8 neural-network kernels, bit-exact with TFLM's reference kernels.
  *
  * The arithmetic is TFLite's: MultiplyByQuantizedMultiplier with double rounding

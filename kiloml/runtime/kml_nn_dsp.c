@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kml_nn fast paths for cores with the Arm DSP extension (Cortex-M4/M7/M33):
  * fully-connected, convolution and depthwise convolution with SMLAD (two 16-bit
  * multiply-accumulates per instruction) and SXTB16/SXTAB16 (two int8 -> int16 widenings,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kml_nn internals shared by kml_nn.c and kml_nn_dsp.c (not part of the API):
  * TFLite's fixed-point helpers, inlined where the kernels requantize, and the
  * portable kernels the fast paths fall back to for cases they do not cover. */

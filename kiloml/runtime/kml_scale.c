@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: feature scaling. See kml_scale.h. */
 #include "kml_scale.h"
 

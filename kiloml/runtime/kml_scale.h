@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: per-feature scaling fitted on training data, out = (in - offset) * gain
  * (standard: offset = mean, gain = 1 / std; min-max: offset = min, gain = 1 / range). */
 #ifndef KML_SCALE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: spectral features. See kml_spectral.h. */
 #include "kml_spectral.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: spectral features of one channel of a window.
  *
  * The window is cut into frames of fft_length samples every fft_length / 2 samples;

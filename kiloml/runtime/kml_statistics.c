@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: per-channel window statistics. See kml_statistics.h. */
 #include "kml_statistics.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: per-channel window statistics (float32).
  *
  * The Python reference (kiloml/dsp/statistics.py) performs the same float32

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: decision tree ensembles. See kml_trees.h. */
 #include "kml_trees.h"
 

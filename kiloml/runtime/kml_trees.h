@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: decision tree ensembles (DecisionTree, RandomForest, ExtraTrees)
  * that decide exactly as scikit-learn's predict, for every input.
  *

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kiloml.codegen.library import STRICT_CFLAGS, FirmwareLibrary, write_library
+from kiloml.codegen.library import SPDX_LINE, STRICT_CFLAGS, FirmwareLibrary, write_library
 from kiloml.errors import ToolchainError
 from kiloml.nn.graph import Graph
 from kiloml.pipeline import Pipeline
@@ -100,7 +100,7 @@ def build_pipeline_driver(library: FirmwareLibrary, work: Path) -> Path:
 def build_network_driver(library: FirmwareLibrary, graph: Graph, work: Path) -> Path:
     flags = {"INPUT": [t.dtype == "float32" for t in graph.input_tensors],
              "OUTPUT": [t.dtype == "float32" for t in graph.output_tensors]}
-    (work / "sanitize_nn_io.h").write_text("".join(
+    (work / "sanitize_nn_io.h").write_text(SPDX_LINE + "\n" + "".join(
         f"#define KML_SAN_{k}_FLOAT {{{', '.join(str(int(b)) for b in v)}}}\n"
         for k, v in flags.items()))
     exe = work / "sanitize_nn_main"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml host verification harness: runs the generated library on files.
  *
  *   host_main windows IN OUT   IN: int32 n, then n windows of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml sanitizer harness for a generated pipeline library (kiloml_model.h).
  *
  *   sanitize_main SEED WINDOWS STREAM_WINDOWS DECIDE_CALLS DUMP DUMP_WINDOWS DUMP_STREAMS

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml sanitizer harness for a standalone network library (kiloml_nn.h, as
  * `kiloml model compile` writes it).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml sanitizer harness: a seeded generator of random and extreme inputs.
  *
  * Values come in classes (kind of window or stream segment), drawn with fixed weights:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml budget probe: the smallest firmware that uses the library's whole API.
  * Linked against the target's real flash and RAM sizes, it fails to link if the
  * library does not fit; linked again without the library calls (KML_NO_LIBRARY),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml instruction counter: a QEMU TCG plugin (plugin API version 1, QEMU >= 4.2).
  *
  * Counts guest instructions executed between a call to the harness's begin

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The markers the instruction-counting plugin watches (see measure.h). */
 #include "measure.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Measurement hooks of the kiloml harnesses.
  *
  * KML_MEASURE(call, stack_bytes) runs `call` between kml_bench_begin() and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml verification harness for an emulated Cortex-M (QEMU, semihosting).
  *
  * Reads kml_in.bin from the host and writes kml_out.bin (little-endian):

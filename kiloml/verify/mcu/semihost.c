@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Arm semihosting calls (BKPT 0xAB on M-profile). */
 #include "semihost.h"
 

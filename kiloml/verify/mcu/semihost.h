@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Arm semihosting for the kiloml harness: files on the host, exit status. */
 #ifndef KML_SEMIHOST_H
 #define KML_SEMIHOST_H

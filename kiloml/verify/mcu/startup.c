@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml bare-metal start-up for Cortex-M (ARMv6-M and ARMv7-M): vector table,
  * reset handler and fault handlers. No vendor SDK. */
 #include <stdint.h>

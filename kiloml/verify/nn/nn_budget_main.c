@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Budget probe for a compiled network: the smallest firmware that runs it. Linked at the
  * target's real memory sizes (fails to link if it does not fit) and again without the
  * network (KML_NO_LIBRARY); the difference is what the network adds. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml harness for a compiled network (kiloml_nn.h), on the host or an emulated MCU.
  *
  * Input file kml_in.bin: int32 n, then per inference the bytes of every model input in
