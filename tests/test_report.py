@@ -25,6 +25,7 @@ from kiloml.persist.pipeline_state import load_pipeline
 from kiloml.pipeline import Pipeline
 from kiloml.report.data_checks_section import bias_figure
 from kiloml.report.decision_section import timeline_figure
+from kiloml.report.evaluation_section import misclassified_runs
 from kiloml.report.figures import bar_figure, confusion_figure
 from kiloml.report.html import render_report
 from kiloml.report.power_section import power_figure
@@ -75,6 +76,18 @@ def test_misclassified_windows_by_recording_and_time_capped() -> None:
     none = misclassified_windows(y_true, y_true, scores, recording, start, sources, 50.0,
                                  ["x", "y", "z"])
     assert none["n"] == 0 and none["listed"] == [] and none["not_listed"] == 0
+
+
+def test_consecutive_misclassified_windows_are_one_row() -> None:
+    def w(rec: str, start: float, true: str = "a", pred: str = "b", score: float = 0.6) -> dict:
+        return {"recording": rec, "start_s": start, "true": true, "predicted": pred,
+                "score": score, "true_score": 0.1}
+    listed = [w("r1", 1.0), w("r1", 1.5, score=0.9), w("r1", 2.0), w("r1", 3.0),
+              w("r1", 3.5, pred="c"), w("r2", 4.0)]
+    runs = misclassified_runs(listed, 0.5)
+    assert [(r["recording"], r["start_s"], r["last_start_s"], len(r["scores"])) for r in runs] \
+        == [("r1", 1.0, 2.0, 3), ("r1", 3.0, 3.0, 1), ("r1", 3.5, 3.5, 1), ("r2", 4.0, 4.0, 1)]
+    assert runs[0]["scores"] == [0.6, 0.9, 0.6]
 
 
 # --- the threshold warning --------------------------------------------------------------

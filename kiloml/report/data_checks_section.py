@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from kiloml.report.elements import Section, html_table, name_list, png_img, short_label, status_cell
-from kiloml.report.figures import bar_height, top_bottom
+from kiloml.report.figures import bar_height, bars_top_down, top_bottom
 
 GROUPS_SHOWN = 30  # accuracy per group: the 15 best and the 15 worst beyond this
 
@@ -29,7 +29,7 @@ def balance_figure(check: dict) -> Figure:
     ax.barh(y, train, color="#4c72b0", label="training groups")
     ax.barh(y, test, left=train, color="#dd8452", label="held-out groups")
     ax.set_yticks(y, [short_label(n) for n in names], fontsize=8)
-    ax.invert_yaxis()
+    bars_top_down(ax, len(names))
     ax.set_xlabel("windows")
     ax.set_title(f"Windows per class (imbalance {check['imbalance_ratio']:.2f})")
     ax.legend(fontsize=8, loc="lower right")
@@ -47,7 +47,7 @@ def bias_figure(check: dict) -> Figure:
     ax.barh(y, [np.nan if v is None else v for v in values], color=colors)
     ax.set_yticks(y, [short_label(f"{g} (held out)" if g in held else g)
                       for g in groups], fontsize=8)
-    ax.invert_yaxis()
+    bars_top_down(ax, len(groups))
     ax.axvline(check["median_accuracy"], color="0.4", lw=1, label="median")
     ax.axvline(check["median_accuracy"] - check["margin"], color="#cf222e", ls="--", lw=1,
                label=f"median - {check['margin']:g}")

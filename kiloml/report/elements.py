@@ -26,6 +26,8 @@ text-align:right}th{background:#f5f5f5}td:first-child,th:first-child{text-align:
 nav.toc ol{columns:2;margin:.4em 0}nav.toc li{margin:.1em 0}
 .verdict{font-size:1.15em;padding:.5em .8em;border-radius:4px;background:#f6f8fa}
 .verdict .muted{font-weight:400;font-size:.9em}td.text,th.text{text-align:left}
+#summary-table{width:100%}#summary-table td:first-child{min-width:12em}
+#summary-table td:nth-child(3){white-space:nowrap}
 """
 
 FAIL_COLOR = "#cf222e"  # .fail in STYLE

@@ -11,6 +11,26 @@ from kiloml.report.elements import Section, html_table, name_list, png_img
 from kiloml.report.figures import bar_figure, confusion_figure
 
 GROUPS_LISTED = 30  # per-group bars: the 15 best and the 15 worst beyond this
+RUNS_LISTED = 60  # rows of the misclassified-windows table
+
+
+def misclassified_runs(listed: list[dict], stride_s: float) -> list[dict]:
+    """Consecutive misclassified windows (same recording, true and predicted label, starts
+    one stride apart) merged into runs, in the listed order (by recording and time)."""
+    runs: list[dict] = []
+    for w in listed:
+        last = runs[-1] if runs else None
+        if (last is not None and last["recording"] == w["recording"]
+                and (last["true"], last["predicted"]) == (w["true"], w["predicted"])
+                # starts are whole samples, so a quarter stride absorbs their rounding
+                and abs(w["start_s"] - last["last_start_s"] - stride_s) <= 0.25 * stride_s):
+            last["last_start_s"] = w["start_s"]
+            last["scores"].append(w["score"])
+            continue
+        runs.append({"recording": w["recording"], "start_s": w["start_s"],
+                     "last_start_s": w["start_s"], "true": w["true"],
+                     "predicted": w["predicted"], "scores": [w["score"]]})
+    return runs
 
 
 def held_out_section(metrics: dict) -> Section:
@@ -116,14 +136,32 @@ def misclassified_section(metrics: dict) -> Section | None:
         if more > 0:
             s.body.append(f"<p class='muted'>and {more:,} more recordings with misclassified "
                           f"windows.</p>")
+    stride_s = metrics["data"]["stride_ms"] / 1000.0
+    runs = misclassified_runs(listed, stride_s)
     s.body.append("<h3>By recording and time</h3>")
-    s.body.append(html_table([(where(w["recording"]), f"{w['start_s']:.3f}",
-                               html.escape(w["true"]), html.escape(w["predicted"]),
-                               f"{w['score']:.3f}", f"{w['true_score']:.3f}") for w in listed],
-                             header=("recording", "start (s)", "true label", "predicted label",
-                                     "score (predicted)", "score (true)")))
+    s.body.append(f"<p class='muted'>Consecutive windows (every {stride_s:g} s) with the same "
+                  f"error are one row; score: the model's score of the predicted class.</p>")
+
+    def starts(r: dict) -> str:
+        if r["last_start_s"] == r["start_s"]:
+            return f"{r['start_s']:.3f}"
+        return f"{r['start_s']:.3f} &ndash; {r['last_start_s']:.3f}"
+
+    def score(r: dict) -> str:
+        lo, hi = min(r["scores"]), max(r["scores"])
+        return f"{lo:.3f}" if lo == hi else f"{lo:.3f} &ndash; {hi:.3f}"
+
+    s.body.append(html_table([(where(r["recording"]), starts(r), len(r["scores"]),
+                               html.escape(r["true"]), html.escape(r["predicted"]), score(r))
+                              for r in runs[:RUNS_LISTED]],
+                             header=("recording", "window start (s)", "windows", "true label",
+                                     "predicted label", "score")))
+    if len(runs) > RUNS_LISTED:
+        rest = sum(len(r["scores"]) for r in runs[RUNS_LISTED:])
+        s.body.append(f"<p class='muted'>and {len(runs) - RUNS_LISTED:,} more runs "
+                      f"({rest:,} windows) of the listed ones.</p>")
     if mis["not_listed"]:
         s.body.append(f"<p class='muted'>and {mis['not_listed']:,} more misclassified windows "
-                      f"(the first {mis['limit']:,} by recording and time are listed here and "
-                      f"in metrics.json under <code>evaluation.misclassified</code>).</p>")
+                      f"not listed: the first {mis['limit']:,} by recording and time are, here "
+                      f"and in metrics.json under <code>evaluation.misclassified</code>.</p>")
     return s

@@ -22,6 +22,12 @@ def bar_height(n_bars: int) -> float:
     return BAR_INCHES * n_bars + 1.3
 
 
+def bars_top_down(ax, n_bars: int) -> None:
+    """The first bar at the top, half a bar of margin at both ends (autoscaling leaves a
+    wide margin when a bar is missing)."""
+    ax.set_ylim(n_bars - 0.5, -0.5)
+
+
 def top_bottom(labels: list[str], values: list[float], limit: int = MAX_BARS
                ) -> tuple[list[str], list[float | None], int]:
     """All items in their order when they are at most ``limit``; otherwise the
@@ -77,7 +83,7 @@ def bar_figure(labels: list[str], values: list[float], title: str, xlabel: str,
     ax.set_yticks(y, [short_label(x) for x in labels], fontsize=8)
     if rest:
         ax.get_yticklabels()[len(labels) // 2].set_color("#666")
-    ax.invert_yaxis()
+    bars_top_down(ax, len(labels))
     for yi, v in zip(y, shown, strict=True):
         if v is not None:
             ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=8)

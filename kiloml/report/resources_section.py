@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from kiloml.report.elements import Section, html_table, png_img, status_cell
-from kiloml.report.figures import bar_height, value_axis
+from kiloml.report.figures import bar_height, bars_top_down, value_axis
 
 
 def budget_figure(resources: dict) -> Figure:
@@ -25,7 +25,7 @@ def budget_figure(resources: dict) -> Figure:
     colors = ["#cf222e" if u > 100 else "#d4a72c" if u > 70 else "#1a7f37" for u in used]
     ax.barh(y, used, color=colors)
     ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
+    bars_top_down(ax, len(labels))
     ax.axvline(100, color="#cf222e", lw=1)
     ax.axvline(70, color="#d4a72c", lw=1, ls="--")
     for yi, u in zip(y, used, strict=True):
@@ -57,7 +57,7 @@ def latency_figure(resources: dict) -> Figure:
             ax.plot([r["latency_budget_us"] / 1000], [yi], "r|", markersize=16)
             marks.append(r["latency_budget_us"] / 1000)
     ax.set_yticks(y, names, fontsize=8)
-    ax.invert_yaxis()
+    bars_top_down(ax, len(names))
     value_axis(ax, marks)
     ax.set_xlabel("ms per inference at the target clock (black |: mean, red |: budget)")
     ax.set_title("Inference latency (worst held-out window)", fontsize=10)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+from kiloml.report.data_checks_section import TITLES
 from kiloml.report.elements import Section, status_cell
 
 
@@ -135,7 +136,7 @@ def _warning_checks(metrics: dict) -> list[Check]:
                          html.escape(w["message"]), status="warn"))
     for key, c in (metrics.get("data_checks") or {}).items():
         if c.get("status") in ("warn", "fail"):
-            out.append(Check(f"data:{key}", f"data check: {html.escape(key.replace('_', ' '))}",
+            out.append(Check(f"data:{key}", f"data check: {html.escape(TITLES.get(key, key))}",
                              html.escape(c.get("summary", "")), status="warn"))
     return out
 
