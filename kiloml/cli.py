@@ -88,9 +88,16 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
     if "neural" in m:
         _print_neural(m, out)
     print(f"report         {_rel(out / 'report.html')}")
+    groups = ev["test_groups"]  # (test_pattern: often one group per test file)
+    shown = ", ".join(groups[:5]) + (f" ... ({len(groups)} groups)" if len(groups) > 5 else "")
     print(f"test accuracy  {ev['accuracy']:.4f} on {ev['n_test_windows']} windows of "
-          f"held-out groups {', '.join(ev['test_groups'])} (balanced "
+          f"held-out groups {shown} (balanced "
           f"{ev['balanced_accuracy']:.4f}, macro F1 {ev['macro_f1']:.4f})")
+    if "per_recording" in ev:
+        v = ev["per_recording"]
+        print(f"per recording  {v['accuracy']:.4f} on {v['n_recordings']} held-out recordings "
+              f"(majority vote of their windows, {v['ties']} ties; balanced "
+              f"{v['balanced_accuracy']:.4f})")
     d = m.get("decision", {})
     if "raw" in d:
         r, e = d["raw"], d["decision"]
@@ -167,7 +174,9 @@ def _print_parity(m: dict, only: str | None = None) -> None:
               f"{'bit-exact' if p['features_bit_exact'] else 'differ'}; streaming "
               f"{st['decisions_equal']}/{st['n_windows']} equal"
               + (f"; decision layer {st['decision_layer']['decisions_equal']}/"
-                 f"{st['decision_layer']['n']} equal" if "decision_layer" in st else ""))
+                 f"{st['decision_layer']['n']} equal" if "decision_layer" in st else "")
+              + (f"; kml_classify_recording {p['recordings']['decisions_equal']}/"
+                 f"{p['recordings']['n']} equal" if "recordings" in p else ""))
 
 
 def _print_resources(m: dict, only: str | None = None) -> None:

@@ -28,7 +28,7 @@ def check_data_settings(project: LoadedProject, recordings: list[Recording],
     """The window stride, the feature stages and a tree model against the data."""
     originals = [r.n_samples for r in recordings if not r.augmented]
     longest = max(originals) if originals else 0
-    if windows.stride_samples > longest:
+    if windows.fit is None and windows.stride_samples > longest:  # (mode = "recording": fitted)
         _refuse(project, ("window",), "stride_ms",
                 f"a stride of {windows.stride_samples} samples is longer than the longest "
                 f"recording ({longest} samples): each recording gives one window, and the "

@@ -11,9 +11,9 @@ import numpy as np
 
 from kiloml.data.augment import augment
 from kiloml.data.recording import Recording
-from kiloml.data.sources import load_recordings
+from kiloml.data.sources import load_data
 from kiloml.data.splits import Split, make_split
-from kiloml.data.windows import WindowSet, data_notes, make_windows
+from kiloml.data.windows import WindowSet, data_notes, make_project_windows
 from kiloml.errors import KilomlError
 from kiloml.feasibility import check_data_settings
 from kiloml.pipeline import Pipeline, make_feature_stages, make_preprocess_stages
@@ -26,7 +26,8 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
     """Recordings (raw and preprocessed, augmented copies included), the pipeline with its
     window geometry and feature stages (not fitted, no model yet), windows and split."""
     cfg = project.config
-    raw_recordings = load_recordings(project)
+    loaded = load_data(project)
+    raw_recordings = loaded.recordings
     pipeline = Pipeline(
         name=cfg.name, channels=list(raw_recordings[0].channels),
         sample_rate_hz=raw_recordings[0].sample_rate_hz, window_samples=0, stride_samples=0,
@@ -36,7 +37,7 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
     recordings = pipeline.preprocess_recordings(raw_recordings)
     try:
         windows = windows_of(cfg, recordings)
-        split = make_split(windows, cfg.evaluation)
+        split = make_split(windows, cfg.evaluation, test_groups=loaded.test_groups)
         if cfg.augment.copies:
             # Copies of the training groups' recordings only; then cut windows again.
             train_recs = [r for r in raw_recordings if r.group not in set(split.test_groups)]
@@ -59,6 +60,7 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
     pipeline.sample_rate_hz = windows.sample_rate_hz
     pipeline.window_samples = windows.window_samples
     pipeline.stride_samples = windows.stride_samples
+    pipeline.recording = cfg.window.recording_rule  # mode = "recording": kml_classify_recording
     pipeline.class_names = windows.class_names
     pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
                                             windows.window_samples, windows.channels)
@@ -67,9 +69,7 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
 
 
 def windows_of(cfg, recordings: list[Recording]) -> WindowSet:
-    return make_windows(recordings, cfg.window.window_ms, cfg.window.stride_ms,
-                        min_label_coverage=cfg.data.min_label_coverage,
-                        short_recordings=cfg.data.short_recordings)
+    return make_project_windows(cfg, recordings)  # cut into windows, or one per recording
 
 
 def window_features_in_batches(pipeline: Pipeline, windows: WindowSet,

@@ -137,9 +137,74 @@ class DataConfig(Section):
         return self
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+PAD_RULES = ("zero", "edge")
+CROP_RULES = ("error", "start", "center", "end")
+
+
+class RecordingRule(Section):
+    """How ``[window] mode = "recording"`` makes one window of every recording (after
+    preprocessing): a shorter one is padded after its last sample, a longer one cropped.
+
+    pad: "zero", "edge" (the last sample repeated) or a number; crop: the part kept,
+    "start" (the first length_ms), "center" (the middle; an odd extra sample is dropped at
+    the end) or "end" (the last length_ms), or "error" (longer recordings are refused)."""
+
+    pad: Literal[PAD_RULES] | float = "zero"  # type: ignore[valid-type]
+    crop: Literal[CROP_RULES] = "error"  # type: ignore[valid-type]
+
+    @field_validator("pad")
+    @classmethod
+    def _pad_is_float32(cls, value: Any) -> Any:
+        if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+            raise ValueError("a pad value must be a float32 (magnitude at most 3.4e38)")
+        return value
+
+
 class WindowConfig(Section):
-    window_ms: float = Field(gt=0, le=MAX_DURATION_MS)
-    stride_ms: float = Field(gt=0, le=MAX_DURATION_MS)
+    """Windows cut from the recordings ("windows": window_ms every stride_ms), or one
+    window per recording ("recording": each fitted to length_ms by pad and crop)."""
+
+    window_ms: float | None = Field(default=None, gt=0, le=MAX_DURATION_MS)
+    stride_ms: float | None = Field(default=None, gt=0, le=MAX_DURATION_MS)
+    mode: Literal["windows", "recording"] = "windows"
+    length_ms: float | None = Field(default=None, gt=0, le=MAX_DURATION_MS)
+    pad: Literal[PAD_RULES] | float = "zero"  # type: ignore[valid-type]
+    crop: Literal[CROP_RULES] = "error"  # type: ignore[valid-type]
+
+    @field_validator("pad")
+    @classmethod
+    def _pad_is_float32(cls, value: Any) -> Any:
+        return RecordingRule._pad_is_float32(value)
+
+    @model_validator(mode="after")
+    def _keys_of_mode(self) -> WindowConfig:
+        given = self.model_fields_set
+        if self.mode == "windows":
+            for key in ("window_ms", "stride_ms"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"missing required key '{key}' (or mode = \"recording\" "
+                                     f"with length_ms: one window per recording)")
+            extra = [k for k in ("length_ms", "pad", "crop") if k in given]
+            if extra:
+                raise ValueError(f"'{extra[0]}' applies to mode = \"recording\" (one window "
+                                 f"per recording); mode is \"windows\"")
+        else:
+            if self.length_ms is None:
+                raise ValueError("mode = \"recording\" needs length_ms: the length every "
+                                 "recording is padded or cropped to")
+            extra = [k for k in ("window_ms", "stride_ms") if k in given]
+            if extra:
+                raise ValueError(f"'{extra[0]}' applies to mode = \"windows\"; in mode = "
+                                 f"\"recording\" the window is the recording, length_ms long")
+        return self
+
+    @property
+    def recording_rule(self) -> RecordingRule | None:
+        """The pad / crop rule of mode = "recording" (None for windows)."""
+        if self.mode != "recording":
+            return None
+        return RecordingRule(pad=self.pad, crop=self.crop)
 
 
 class StatisticsStageConfig(Section):
@@ -372,11 +437,51 @@ TREE_KINDS = ("random_forest", "extra_trees", "decision_tree")
 NEURAL_KINDS = ("mlp", "cnn1d", "dscnn", "imported")
 
 
+def check_regex(value: str) -> re.Pattern:
+    """A regular expression from the project file: compiled, without control characters."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        # "\b", "\t", "\f" ... are TOML escapes in a double-quoted string, not regex ones
+        raise ValueError("holds a control character (a TOML escape such as \\b or \\t "
+                         "in a double-quoted string?): write regular expressions in "
+                         "single quotes, e.g. '\\bsubject(?P<group>\\d+)'")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+
+
 class EvaluationConfig(Section):
+    """The held-out test set (test_groups, a seeded draw of test_fraction of the groups, or
+    the data set's own split: test_pattern on the file paths), cross-validation on the
+    rest, and how windowed results are summed up per recording."""
+
     test_groups: list[str] | None = None
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    # a regular expression searched in each file's path below [data] path (as
+    # label_pattern is): the files it matches are the test set
+    test_pattern: str | None = None
     cv_folds: int = Field(default=5, ge=0, le=50)
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
+    # "vote": each held-out recording's decision is the majority of its windows' labels
+    per_recording: Literal["none", "vote"] = "none"
+
+    @field_validator("test_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value:
+                raise ValueError("an empty pattern matches every file")
+            check_regex(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_test_set(self) -> EvaluationConfig:
+        if self.test_pattern is not None:
+            for key in ("test_groups", "test_fraction"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"set test_pattern or {key}, not both: test_pattern "
+                                     f"names the test files itself")
+        return self
 
     @field_validator("test_groups", mode="before")
     @classmethod

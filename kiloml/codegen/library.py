@@ -186,7 +186,7 @@ void kml_reset(void);
 
 /* The feature vector (KML_FEATURES floats) of one window, for logging. */
 void kml_compute_features(const float *window, float *features);
-{decision_header(p.decision_params)}
+{_recording_header(p)}{decision_header(p.decision_params)}
 #ifdef __cplusplus
 }}
 #endif
@@ -336,7 +336,114 @@ int32_t kml_classify_latest(kml_result_t *out)
     kml_run_features(kml_ring, kml_ring_next, kml_feature_buf);
     return kml_run_model(kml_feature_buf, out);
 }}
-{decision_functions()}"""
+{_recording_source(p)}{decision_functions()}"""
+
+
+# --- whole recordings ([window] mode = "recording") --------------------------------------
+
+
+def _pad_name(pad: str | float) -> str:
+    return pad if isinstance(pad, str) else "value"
+
+
+def _pad_words(pad: str | float) -> str:
+    if pad == "zero":
+        return "zeros"
+    if pad == "edge":
+        return "copies of the last sample"
+    return f"the value {c_float(pad)}"
+
+
+def _crop_words(crop: str) -> str:
+    return {"start": "its first KML_WINDOW_SAMPLES samples are kept",
+            "center": "its middle KML_WINDOW_SAMPLES samples are kept (of an odd excess, the "
+                      "extra sample is dropped at the end)",
+            "end": "its last KML_WINDOW_SAMPLES samples are kept",
+            "error": "it is not classified (returns -1)"}[crop]
+
+
+def _recording_header(p: Pipeline) -> str:
+    rule = p.recording
+    if rule is None:
+        return ""
+    too_long = " or the recording is too long" if rule.crop == "error" else ""
+    value = "" if isinstance(rule.pad, str) else f"\n#define KML_PAD_VALUE {c_float(rule.pad)}"
+    return f"""
+/* Whole recordings ([window] mode = "recording"): one recording is one example.
+ * kml_classify_recording takes n_samples raw samples (rows of KML_CHANNELS floats at
+ * KML_SAMPLE_RATE_HZ, row-major [n_samples][KML_CHANNELS], as kml_push_sample takes
+ * them). It resets the library (kml_reset), runs the preprocessing stages over them
+ * from that state, and fits the (n_samples - 1) / KML_DECIMATION + 1 preprocessed
+ * samples to one window of KML_WINDOW_SAMPLES rows:
+ *   shorter: padded after the last sample with {_pad_words(rule.pad)} (KML_PAD);
+ *   longer:  {_crop_words(rule.crop)} (KML_CROP).
+ * Then it classifies that window as kml_classify does and resets the library again
+ * (it uses the streaming ring as its buffer: do not call it between kml_push_sample
+ * calls whose stream you want to keep). Returns the class index (also in out->label),
+ * or -1 with out untouched when n_samples < 1{too_long}. */
+#define KML_RECORDING 1
+#define KML_PAD "{_pad_name(rule.pad)}"{value}
+#define KML_CROP "{rule.crop}"
+int32_t kml_classify_recording(const float *samples, int32_t n_samples, kml_result_t *out);
+"""
+
+
+def _recording_source(p: Pipeline) -> str:
+    rule = p.recording
+    if rule is None:
+        return ""
+    if rule.crop == "error":
+        first = """    if (n_processed > KML_WINDOW_SAMPLES) {
+        return -1; /* crop = "error": longer than the window */
+    }
+    first = 0;"""
+    else:
+        excess = {"start": "0", "center": "(n_processed - KML_WINDOW_SAMPLES) / 2",
+                  "end": "n_processed - KML_WINDOW_SAMPLES"}[rule.crop]
+        first = f"""    /* crop = "{rule.crop}": the first preprocessed sample kept */
+    first = n_processed > KML_WINDOW_SAMPLES ? {excess} : 0;"""
+    if rule.pad == "edge":
+        fill = "kml_ring[row * KML_CHANNELS + c] = kml_ring[(row - 1) * KML_CHANNELS + c];"
+    else:
+        value = "0.0f" if rule.pad == "zero" else "KML_PAD_VALUE"
+        fill = f"kml_ring[row * KML_CHANNELS + c] = {value};"
+    return f"""
+int32_t kml_classify_recording(const float *samples, int32_t n_samples, kml_result_t *out)
+{{
+    float processed[KML_CHANNELS];
+    const float *sample = samples;
+    int32_t n_processed, first, index, row, c;
+    if (samples == NULL || out == NULL || n_samples < 1) {{
+        return -1;
+    }}
+    n_processed = (n_samples - 1) / KML_DECIMATION + 1; /* the decimators keep sample 0 */
+{first}
+    kml_reset();
+    index = 0; /* of the preprocessed sample */
+    row = 0;
+    for (; n_samples > 0 && row < KML_WINDOW_SAMPLES; --n_samples, sample += KML_CHANNELS) {{
+        if (!kml_preprocess_sample(sample, processed)) {{
+            continue; /* decimation: no sample this time */
+        }}
+        if (index++ < first) {{
+            continue;
+        }}
+        for (c = 0; c < KML_CHANNELS; ++c) {{
+            kml_ring[row * KML_CHANNELS + c] = processed[c];
+        }}
+        ++row;
+    }}
+    for (; row < KML_WINDOW_SAMPLES; ++row) {{ /* pad = "{_pad_name(rule.pad)}" */
+        for (c = 0; c < KML_CHANNELS; ++c) {{
+            {fill}
+        }}
+    }}
+    kml_run_features(kml_ring, 0, kml_feature_buf);
+    (void)kml_run_model(kml_feature_buf, out);
+    kml_reset();
+    return out->label;
+}}
+"""
 
 
 def _cmake(runtime: list[str]) -> str:
@@ -358,6 +465,55 @@ endif()
 
 
 def _readme(p: Pipeline, n_features: int) -> str:
+    return _readme_windows(p, n_features) + _readme_recording(p)
+
+
+def _readme_recording(p: Pipeline) -> str:
+    rule = p.recording
+    if rule is None:
+        return ""
+    ms = p.window_samples * 1000.0 / p.sample_rate_hz
+    pre = (f"the preprocessing stages ({', '.join(s.kind for s in p.preprocess)}) run over "
+           f"them from a reset state, then " if p.preprocess else "")
+    decimated = (f" (a recording of n samples gives (n - 1) / {p.decimation} + 1 after "
+                 f"decimation)" if p.decimation > 1 else "")
+    setting = f'"{rule.pad}"' if isinstance(rule.pad, str) else f"{float(rule.pad)!r}"
+    return f"""
+## Whole recordings
+
+This model classifies one whole recording at a time (`[window] mode = "recording"`):
+every recording was one example in training, fitted to one window of
+{p.window_samples} samples ({ms:g} ms at {p.sample_rate_hz:g} Hz). The device does
+the same with
+
+```c
+int32_t kml_classify_recording(const float *samples, int32_t n_samples, kml_result_t *out);
+```
+
+`samples` holds the raw recording, `n_samples` rows of `KML_CHANNELS` floats at
+`KML_SAMPLE_RATE_HZ` (`[n_samples][KML_CHANNELS]`, what `kml_push_sample` takes one row
+of); {pre}the recording is fitted to `KML_WINDOW_SAMPLES` samples{decimated}:
+
+- shorter: padded after its last sample with {_pad_words(rule.pad)} (`pad = {setting}`);
+- longer: {_crop_words(rule.crop)} (`crop = "{rule.crop}"`).
+
+The return value is the class index (also `out->label`), or -1 with `out` untouched
+when `n_samples < 1`{" or the recording is longer than the window" if rule.crop == "error" else ""}.
+The function resets the library (`kml_reset`) before and after, and uses the
+streaming ring buffer as its window: no extra RAM, but do not call it in the middle of
+a stream you feed with `kml_push_sample`.
+
+```c
+kml_result_t result;
+/* a gesture, a word ...: n rows of KML_CHANNELS raw samples */
+if (kml_classify_recording(recording, n, &result) >= 0) {{
+    /* kml_class_names[result.label], result.scores[...] */
+}}
+```
+"""
+
+
+def _readme_windows(p: Pipeline, n_features: int) -> str:
     return f"""# kiloml model library: {p.name}
 
 Generated by kiloml {__version__}. C99, no malloc, all state static.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from kiloml.data.files import find_files, what_is
 from kiloml.data.npy_ingest import read_npy
 from kiloml.data.public import load_basic_motions, load_watch
 from kiloml.data.recording import MAX_RECORDING_VALUES, Recording
+from kiloml.data.splits import pattern_test_groups
 from kiloml.data.wav_ingest import read_wav
+from kiloml.data.windows import check_window_settings
 from kiloml.errors import KilomlError
 from kiloml.progress import track
 from kiloml.project import DataConfig, LoadedProject, locate
@@ -25,14 +28,47 @@ DATA_SUFFIXES = {"csv": {".csv", ".tsv", ".txt"}, "wav": {".wav", ".wave"},
                  "npy": {".npy", ".npz"}}
 
 
+@dataclass
+class LoadedData:
+    """The project's recordings and what the loading step alone can know about them."""
+
+    recordings: list[Recording]
+    # the groups of the files [evaluation] test_pattern matches (None without it)
+    test_groups: list[str] | None
+    # samples of each recording as read, before [data] pad_to_ms appended zeros
+    read_lengths: list[int]
+
+
 def load_recordings(project: LoadedProject) -> list[Recording]:
+    return load_data(project).recordings
+
+
+def load_data(project: LoadedProject) -> LoadedData:
+    """[data] -> recordings; with [evaluation] test_pattern, the test groups of the files
+    it matches (checked: some files on each side, no group on both)."""
     cfg = project.config.data
+    pattern = project.config.evaluation.test_pattern
+    where = "[evaluation] test_pattern"
+    if pattern is not None and cfg.source in ("watch", "basic-motions"):
+        raise KilomlError(f"the built-in data set '{cfg.source}' has no file paths to match; "
+                          f"use test_groups or test_fraction", file=project.path,
+                          line=locate(project, ("evaluation",), "test_pattern"), where=where)
+    check_window_settings(project)
+    test_groups = None
     if cfg.source == "watch":
         recordings = load_watch()
     elif cfg.source == "basic-motions":
         recordings = load_basic_motions()
     else:
-        recordings = _load_files(project, cfg)
+        recordings, paths = _load_files(project, cfg)
+        if pattern is not None:
+            try:
+                test_groups = pattern_test_groups(pattern, paths, [r.group for r in recordings])
+            except KilomlError as exc:
+                exc.file = str(project.path)
+                exc.line = locate(project, ("evaluation",), "test_pattern")
+                raise
+    read_lengths = [r.n_samples for r in recordings]
     if cfg.pad_to_ms is not None:
         recordings = [_pad(project, r, cfg.pad_to_ms) for r in recordings]
     if cfg.channels and cfg.source in ("watch", "basic-motions"):
@@ -43,7 +79,7 @@ def load_recordings(project: LoadedProject) -> list[Recording]:
                                   f"(channels: {', '.join(known)})", file=project.path,
                                   where="[data] channels")
         recordings = [r.select_channels(list(cfg.channels)) for r in recordings]
-    return recordings
+    return LoadedData(recordings, test_groups, read_lengths)
 
 
 def list_files(project: LoadedProject, cfg: DataConfig) -> tuple[Path, list[Path]]:
@@ -110,9 +146,11 @@ def _from_name(pattern: str | None, relative: str, what: str, display: str) -> s
     return m.group(what)
 
 
-def _load_files(project: LoadedProject, cfg: DataConfig) -> list[Recording]:
+def _load_files(project: LoadedProject, cfg: DataConfig) -> tuple[list[Recording], list[str]]:
+    """The recordings and each one's file path below the data folder."""
     base, files = list_files(project, cfg)
     recordings: list[Recording] = []
+    paths: list[str] = []
     rates: list[float] = []
     for path in track(files, f"reading {cfg.source.upper()} files"):
         display = _display(path)
@@ -152,8 +190,9 @@ def _load_files(project: LoadedProject, cfg: DataConfig) -> list[Recording]:
                                     group=group or relative, source=display, label=label,
                                     sample_labels=sample_labels))
         rates.append(rate)
+        paths.append(relative)
     _check_consistent(recordings, cfg, rates)
-    return recordings
+    return recordings, paths
 
 
 def _display(path: Path) -> str:

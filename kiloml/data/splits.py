@@ -3,10 +3,18 @@
 A held-out test set of whole groups, plus grouped k-fold cross-validation on
 the rest. Every split passes through ``assert_no_leak``, which raises if a group
 or a recording is on both sides.
+
+The test groups are ``[evaluation] test_groups``, a seeded draw of ``test_fraction`` of
+the groups, or the groups of the files ``test_pattern`` matches (the data set's own
+split, ``pattern_test_groups``). With test_pattern a group must lie wholly on one side:
+a group with files on both sides is an error naming it and a file of each side (its
+recordings would otherwise train and test the same subject). Without group_pattern or
+group_column every file is its own group, so the cross-validation is by recording.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +48,43 @@ def assert_no_leak(windows: WindowSet, a: np.ndarray, b: np.ndarray, what: str) 
         raise DataLeakError(f"{what}: the same window on both sides")
 
 
+def pattern_test_groups(pattern: str, paths: list[str], groups: list[str]) -> list[str]:
+    """The test groups of ``test_pattern``: the groups of the files whose path (below the
+    data folder) it matches. Every file of a test group must match it, and it must leave
+    files on both sides. Errors have where="[evaluation] test_pattern"."""
+    where = "[evaluation] test_pattern"
+    regex = re.compile(pattern)
+    matched = [regex.search(p) is not None for p in paths]
+    n = sum(matched)
+    if n == 0:
+        shown = ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
+        raise KilomlError(f"'{pattern}' matches none of the {len(paths)} files (paths below "
+                          f"[data] path, e.g. {shown}): there would be no test set",
+                          where=where)
+    if n == len(paths):
+        raise KilomlError(f"'{pattern}' matches every one of the {len(paths)} files: none is "
+                          f"left for training", where=where)
+    test_file: dict[str, str] = {}
+    train_file: dict[str, str] = {}
+    for path, group, is_test in zip(paths, groups, matched, strict=True):
+        (test_file if is_test else train_file).setdefault(group, path)
+    both = natural_sorted(set(test_file) & set(train_file))
+    if both:
+        g = both[0]
+        more = f" ({len(both)} groups are, e.g. this one)" if len(both) > 1 else ""
+        raise KilomlError(f"group '{g}' has files on both sides{more}: '{test_file[g]}' "
+                          f"matches, '{train_file[g]}' does not; a group is held out whole "
+                          f"(else the same subject trains and tests): change the pattern, or "
+                          f"leave group_pattern / group_column out (each file its own group)",
+                          where=where)
+    return natural_sorted(test_file)
+
+
 def choose_test_groups(windows: WindowSet, cfg: EvaluationConfig) -> list[str]:
+    if cfg.test_pattern is not None:
+        # the pattern reads file paths, which only the loading step has (load_data)
+        raise RuntimeError("with test_pattern, make_split needs the test groups of "
+                           "load_data(...).test_groups")
     groups = natural_sorted(windows.group.tolist())
     if cfg.test_groups is not None:
         missing = [g for g in cfg.test_groups if g not in groups]
@@ -82,13 +126,18 @@ def make_split(windows: WindowSet, cfg: EvaluationConfig,
     train = np.flatnonzero(~is_test)
     test = np.flatnonzero(is_test & ~augmented)
     assert_no_leak(windows, train, test, "test split")
+    if not len(test):
+        raise KilomlError(f"the test groups ({', '.join(test_groups[:5])}) have no window: "
+                          "their recordings are all shorter than a window",
+                          where="[evaluation]")
     if len(windows.class_names) < 2:
         raise KilomlError(f"the data has one class ('{windows.class_names[0]}'): a classifier "
                           "needs at least two; check the label setting (label_column, "
                           "label_pattern or label_from_folder)", where="[data]")
     for k, name in enumerate(windows.class_names):
         if not np.any(windows.y[train] == k):
-            key = "test_groups" if cfg.test_groups is not None else "test_fraction"
+            key = ("test_groups" if cfg.test_groups is not None else
+                   "test_pattern" if cfg.test_pattern is not None else "test_fraction")
             raise KilomlError(f"class '{name}' has no training windows: all of them are in the "
                               f"test groups {', '.join(test_groups)}; hold out fewer or other "
                               f"groups", where=f"[evaluation] {key}")

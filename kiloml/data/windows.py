@@ -1,4 +1,4 @@
-"""Cutting recordings into labelled windows.
+"""Cutting recordings into labelled windows, or fitting each recording to one window.
 
 A window is ``window_samples`` consecutive samples; windows start at 0,
 ``stride_samples``, 2 * ``stride_samples`` ... and only whole windows are kept:
@@ -8,6 +8,12 @@ whole one is in its ring buffer). With per-sample labels a window takes the
 majority label if that label covers at least ``min_label_coverage`` of it;
 otherwise the window is dropped (and counted). Unlabeled samples ("") never
 make a label.
+
+``[window] mode = "recording"`` makes one window of each whole recording instead
+(``fit_recording``): after preprocessing, a recording shorter than ``length_ms`` is
+padded after its last sample (zeros, its last sample repeated, or a number), a longer
+one cropped (the start, the middle or the end kept) or refused (``crop = "error"``). The
+generated ``kml_classify_recording`` applies the same rule in C.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 from kiloml.data.order import natural_key, natural_sorted
 from kiloml.data.recording import Recording
 from kiloml.errors import KilomlError
+from kiloml.project import DecisionConfig, LoadedProject, Project, RecordingRule, locate
 
 
 @dataclass
@@ -41,6 +48,10 @@ class WindowSet:
     # classes labelled in the recordings but left without a window (label coverage)
     classes_without_windows: list[str] = field(default_factory=list)
     augmented: np.ndarray | None = None  # bool [N]: from an augmented training copy
+    # mode = "recording": the real (not padded) samples at the start of each window
+    # (int64 [N]), and how the recordings were fitted (RecordingFit.summary())
+    valid: np.ndarray | None = None
+    fit: dict | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -50,7 +61,9 @@ class WindowSet:
                          self.recording[index], self.start[index], self.class_names,
                          self.channels, self.sample_rate_hz, self.window_samples,
                          self.stride_samples,
-                         augmented=None if self.augmented is None else self.augmented[index])
+                         augmented=None if self.augmented is None else self.augmented[index],
+                         valid=None if self.valid is None else self.valid[index],
+                         fit=self.fit)
 
 
 def recording_classes(rec: Recording) -> set[str]:
@@ -64,6 +77,11 @@ def data_notes(windows: WindowSet) -> list[str]:
     """Console lines for data a run does not use: recordings skipped as shorter than a
     window (per class) and classes left without a window."""
     notes = []
+    if windows.fit is not None:
+        f = windows.fit
+        notes.append(f"one window per recording, fitted to {f['length_samples']} samples: "
+                     f"{f['padded']} padded (pad = {f['pad']!r}), {f['cropped']} cropped "
+                     f"(crop = {f['crop']!r}), {f['exact']} of exactly that length")
     if windows.skipped_per_class:
         n = len(windows.skipped_recordings)
         per = ", ".join(f"'{c}' {k} of {total}"
@@ -175,3 +193,153 @@ def make_windows(recordings: list[Recording], window_ms: float, stride_ms: float
                                  if c not in set(class_names)],
         augmented=np.array([recordings[i].augmented for i in recs], dtype=bool),
     )
+
+
+# --- whole recordings ([window] mode = "recording") ------------------------------------
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """One recording fitted to the window: the window, the first sample of the recording
+    it holds (cropping), and how many of its rows are real samples (the rest is padding)."""
+
+    window: np.ndarray  # float32 [length, C]
+    first: int
+    valid: int
+
+
+def crop_start(n_samples: int, length: int, crop: str) -> int:
+    """The first sample kept of a recording of ``n_samples`` longer than ``length``."""
+    excess = n_samples - length
+    return {"start": 0, "center": excess // 2, "end": excess}[crop]
+
+
+def fit_recording(samples: np.ndarray, length: int, rule: RecordingRule) -> Fitted | None:
+    """``samples`` [T, C] (preprocessed) as one window of ``length`` rows by the rule;
+    None when the recording is longer and crop = "error" (the C returns -1 then)."""
+    n, channels = samples.shape
+    if n < 1:
+        raise ValueError("a recording has at least one sample")
+    if n > length:
+        if rule.crop == "error":
+            return None
+        first = crop_start(n, length, rule.crop)
+        return Fitted(np.ascontiguousarray(samples[first:first + length], dtype=np.float32),
+                      first, length)
+    window = np.empty((length, channels), dtype=np.float32)
+    window[:n] = samples
+    if rule.pad == "zero":
+        window[n:] = 0.0
+    elif rule.pad == "edge":
+        window[n:] = samples[n - 1]
+    else:
+        window[n:] = np.float32(rule.pad)
+    return Fitted(window, 0, n)
+
+
+def length_samples(length_ms: float, sample_rate_hz: float) -> int:
+    return samples_from_ms(length_ms, sample_rate_hz, "length_ms")
+
+
+def recording_label(rec: Recording) -> str:
+    """The one label of a recording that is one example (per-sample labels must agree)."""
+    classes = natural_sorted(recording_classes(rec))
+    if len(classes) != 1:
+        what = (f"labels {', '.join(repr(c) for c in classes[:5])}" if classes
+                else "no labelled sample")
+        raise KilomlError(f"in [window] mode = \"recording\" a recording is one example with "
+                          f"one label; this one has {what}", file=rec.source)
+    return classes[0]
+
+
+def make_recording_windows(recordings: list[Recording], length_ms: float,
+                           rule: RecordingRule, *, refused: str = "error") -> WindowSet:
+    """One window per recording, each fitted to ``length_ms`` by ``rule``. A recording the
+    rule refuses (longer, crop = "error") is an error, or with ``refused = "skip"`` left
+    out as kml_classify_recording would (stress tests that change the length)."""
+    rate = recordings[0].sample_rate_hz
+    length = length_samples(length_ms, rate)
+    xs, labels, starts, valid, kept = [], [], [], [], []
+    counts: Counter[str] = Counter()
+    lengths = []
+    for i, rec in enumerate(recordings):
+        label = recording_label(rec)
+        fitted = fit_recording(rec.samples, length, rule)
+        if fitted is None and refused == "skip":
+            continue
+        if fitted is None:
+            raise KilomlError(
+                f"the recording has {rec.n_samples} samples ({rec.duration_s * 1000:g} ms) "
+                f"after preprocessing, more than length_ms = {length_ms:g} ({length} samples), "
+                f"and crop = \"error\": set crop = \"start\", \"center\" or \"end\" in "
+                f"[window], or a longer length_ms", file=rec.source)
+        if not rec.augmented:
+            counts["padded" if rec.n_samples < length else
+                   "cropped" if rec.n_samples > length else "exact"] += 1
+            lengths.append(rec.n_samples)
+        xs.append(fitted.window)
+        labels.append(label)
+        starts.append(fitted.first)
+        valid.append(fitted.valid)
+        kept.append(i)
+    channels = len(recordings[0].channels)
+    class_names = natural_sorted(labels)
+    index = {name: k for k, name in enumerate(class_names)}
+    fit = {"length_samples": length, "length_ms": length * 1000.0 / rate,
+           "pad": rule.pad, "crop": rule.crop,
+           "padded": counts["padded"], "cropped": counts["cropped"], "exact": counts["exact"],
+           "shortest_samples": min(lengths, default=0), "longest_samples": max(lengths, default=0)}
+    return WindowSet(
+        x=(np.stack(xs).astype(np.float32, copy=False) if xs  # none: all refused, skipped
+           else np.zeros((0, length, channels), np.float32)),
+        y=np.array([index[v] for v in labels], dtype=np.int64),
+        group=np.array([recordings[i].group for i in kept], dtype=str),
+        recording=np.array(kept, dtype=np.int64),
+        start=np.array(starts, dtype=np.int64),
+        class_names=class_names,
+        channels=list(recordings[0].channels),
+        sample_rate_hz=rate,
+        window_samples=length,
+        stride_samples=length,  # the streaming API reports a window every length_ms
+        augmented=np.array([recordings[i].augmented for i in kept], dtype=bool),
+        valid=np.array(valid, dtype=np.int64),
+        fit=fit,
+    )
+
+
+def make_project_windows(cfg: Project, recordings: list[Recording]) -> WindowSet:
+    """The project's windows: cut by window_ms / stride_ms, or one per recording."""
+    w = cfg.window
+    if w.mode == "recording":
+        assert w.length_ms is not None and w.recording_rule is not None  # the schema's rule
+        return make_recording_windows(recordings, w.length_ms, w.recording_rule)
+    assert w.window_ms is not None and w.stride_ms is not None
+    return make_windows(recordings, w.window_ms, w.stride_ms,
+                        min_label_coverage=cfg.data.min_label_coverage,
+                        short_recordings=cfg.data.short_recordings)
+
+
+def check_window_settings(project: LoadedProject) -> None:
+    """Settings of other sections that mode = "recording" (or mode = "windows") excludes,
+    refused before any data is read."""
+    cfg = project.config
+
+    def refuse(section: str, key: str, message: str) -> None:
+        raise KilomlError(message, file=project.path, line=locate(project, (section,), key),
+                          where=f"[{section}] {key}")
+
+    if cfg.window.mode == "recording":
+        for key in ("pad_to_ms", "short_recordings", "min_label_coverage"):
+            if key in cfg.data.model_fields_set:
+                refuse("data", key, "applies to [window] mode = \"windows\"; in mode = "
+                       "\"recording\" every recording is fitted to length_ms by [window] "
+                       "pad and crop")
+        if cfg.evaluation.per_recording != "none":
+            refuse("evaluation", "per_recording", "in [window] mode = \"recording\" every "
+                   "window is a whole recording: the per-window results are per recording")
+        changed = [k for k in DecisionConfig.model_fields
+                   if getattr(cfg.decision, k) != getattr(DecisionConfig(), k)]
+        if changed:
+            refuse("decision", changed[0], "the decision layer smooths a stream of windows; "
+                   "in [window] mode = \"recording\" kml_classify_recording makes one "
+                   "decision per recording: leave [decision] out")

@@ -38,12 +38,14 @@ Seven checks, each ``{"status": "ok" | "warn", "summary": one line, ...numbers}`
     ``SUSPECT_LABEL_PROB`` (0.2) while another class's mean probability is above
     ``SUSPECT_OTHER_PROB`` (0.6). Listed with their source file; warn if any.
 ``channels``
-    on the raw recordings (what the sensor gave, before preprocessing): a channel constant
-    over all the data, or within a recording (std at most ``CONSTANT_REL_STD`` x the
-    channel's overall std); and clipping: more than ``SATURATION_FRACTION`` (5 %) of a
-    recording's samples of a channel sitting exactly at that recording's minimum or
-    maximum (channels with fewer than ``MIN_DISTINCT_VALUES`` distinct values are too
-    coarse to tell). warn if any.
+    on the raw recordings (what the sensor gave, before preprocessing; padding, by
+    ``[data] pad_to_ms`` or ``[window] mode = "recording"``, is not looked at): a channel
+    constant over all the data, or within a recording (std at most ``CONSTANT_REL_STD`` x
+    the channel's overall std); and clipping: more than ``SATURATION_FRACTION`` (5 %) of a
+    recording's samples of a channel repeating exactly that recording's minimum or maximum
+    (the first sample at each is not counted: every recording has one, and a short one
+    would always look clipped; channels with fewer than ``MIN_DISTINCT_VALUES`` distinct
+    values are too coarse to tell). warn if any.
 
 Where the results go: with a finished run in the project's output folder (metrics.json
 and pipeline.json), ``metrics.json`` gets ``data_checks`` (the checks) and
@@ -54,6 +56,7 @@ the data alone and are printed; ``--json FILE`` writes them to a file in either 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -69,9 +72,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from kiloml.atomic import write_text_atomically
 from kiloml.data.recording import Recording
-from kiloml.data.sources import load_recordings
+from kiloml.data.sources import load_data
 from kiloml.data.splits import Split, make_split
-from kiloml.data.windows import WindowSet, make_windows
+from kiloml.data.windows import WindowSet, make_project_windows
 from kiloml.errors import KilomlError
 from kiloml.families import family_for
 from kiloml.outputs import check_output_file, project_inputs, require_kiloml_folder
@@ -102,7 +105,7 @@ CHECKS = ("class_balance", "groups", "duplicates", "group_bias", "feature_shift"
 class CheckData:
     """What the checks read: the data as `kiloml run` windows and splits it."""
 
-    raw: list[Recording]  # as loaded (the sensor's samples)
+    raw: list[Recording]  # as loaded (the sensor's samples, without pad_to_ms's zeros)
     recordings: list[Recording]  # preprocessed, as windowed
     windows: WindowSet
     split: Split
@@ -124,7 +127,8 @@ class CheckOutcome:
 def load_check_data(project: LoadedProject) -> CheckData:
     """Recordings -> windows -> split -> features, as run.py does it (no augmentation)."""
     cfg = project.config
-    raw = load_recordings(project)
+    loaded = load_data(project)
+    raw = loaded.recordings
     rate = raw[0].sample_rate_hz
     pipeline = Pipeline(
         name=cfg.name, channels=list(raw[0].channels), sample_rate_hz=rate,
@@ -133,13 +137,11 @@ def load_check_data(project: LoadedProject) -> CheckData:
         preprocess=make_preprocess_stages(project, rate), input_sample_rate_hz=rate)
     recordings = pipeline.preprocess_recordings(raw)
     try:
-        windows = make_windows(recordings, cfg.window.window_ms, cfg.window.stride_ms,
-                               min_label_coverage=cfg.data.min_label_coverage,
-                               short_recordings=cfg.data.short_recordings)
+        windows = make_project_windows(cfg, recordings)
         if len(windows.class_names) < 2:
             raise KilomlError(f"the data has a single class ('{windows.class_names[0]}'): "
                               "a classifier needs two or more", where="[data]")
-        split = make_split(windows, cfg.evaluation)
+        split = make_split(windows, cfg.evaluation, test_groups=loaded.test_groups)
     except KilomlError as exc:
         if exc.file is None:
             exc.file = str(project.path)
@@ -157,7 +159,14 @@ def load_check_data(project: LoadedProject) -> CheckData:
         pipeline.window_features(windows.x[s:s + 2048])
         for s in range(0, len(windows), 2048)), strict=True)]
     features = pipeline.assemble(parts, fit_rows=split.train, y=windows.y)
-    return CheckData(raw, recordings, windows, split, features, pipeline.feature_names(), note)
+    # the channel checks read what the sensor gave: [data] pad_to_ms's zeros are left out
+    # (as is [window] mode = "recording"'s padding, which only the windows hold)
+    sensor = [r if n == r.n_samples else dataclasses.replace(
+        r, samples=r.samples[:n],
+        sample_labels=None if r.sample_labels is None else r.sample_labels[:n])
+        for r, n in zip(raw, loaded.read_lengths, strict=True)]
+    return CheckData(sensor, recordings, windows, split, features, pipeline.feature_names(),
+                     note)
 
 
 # --- the checks (each usable on plain arrays, for tests) --------------------------------
@@ -412,9 +421,12 @@ def channels(recordings: list[Recording]) -> dict:
                 issues.append({"recording": r.source, "channel": name, "issue": "constant",
                                "value": float(v.mean())})
                 continue
-            at = np.mean((v == lo) | (v == hi))
+            # repeats of the extremes: every recording has one minimum and one maximum,
+            # which alone are 2 / n of it (a short recording would always look clipped)
+            at_lo, at_hi = int(np.sum(v == lo)), int(np.sum(v == hi))
+            at = (at_lo - 1 + at_hi - 1) / len(v)
             if at > SATURATION_FRACTION and len(np.unique(v)) >= MIN_DISTINCT_VALUES:
-                which = "min" if np.sum(v == lo) >= np.sum(v == hi) else "max"
+                which = "min" if at_lo >= at_hi else "max"
                 issues.append({"recording": r.source, "channel": name, "issue": "clipped",
                                "fraction_at_min_or_max": round(float(at), 4),
                                "at": which, "value": float(lo if which == "min" else hi)})

@@ -50,6 +50,7 @@ from kiloml.project import (
     NeuralModelConfig,
     OptimizeConfig,
     PreEmphasisStageConfig,
+    RecordingRule,
     ScaleStageConfig,
     SpectralStageConfig,
     StatisticsStageConfig,
@@ -94,6 +95,8 @@ def _save(p: Pipeline, book: ArrayBook) -> dict:
                      for i, s in enumerate(p.features)],
         "model": _save_model(p.model, book),
         "decision": None if p.decision is None else _save_decision(p.decision, book),
+        # only in mode = "recording" (a windowed pipeline's file is unchanged)
+        **({} if p.recording is None else {"recording": p.recording.model_dump(mode="json")}),
     }
 
 
@@ -161,6 +164,11 @@ def _save_model(model, book: ArrayBook) -> dict:
                 "best_epoch": int(h.best_epoch), "epochs_run": int(h.epochs_run),
                 "stopped_early": bool(h.stopped_early), "seconds": encode_float(h.seconds)},
         }
+    from kiloml.models.linear import LinearModel
+    from kiloml.persist.linear_state import save_linear
+
+    if type(model) is LinearModel:
+        return save_linear(model, book)
     raise TypeError(f"a {type(model).__name__} model cannot be saved")
 
 
@@ -223,6 +231,7 @@ def _load(f: Fields) -> Pipeline:
     n_features = len(p.feature_names())
     p.model = _load_model(f.object("model"), p, n_features)
     p.decision = f.optional("decision", lambda k: _load_decision(f.object(k), p))
+    p.recording = f.config("recording", RecordingRule) if f.has("recording") else None
     f.done()
     return p
 
@@ -332,8 +341,14 @@ def _load_features(f: Fields, p: Pipeline) -> list[FeatureStage]:
 
 
 def _load_model(f: Fields, p: Pipeline, n_features: int):
-    kind = f.str("kind", choices=("trees", "neural"))
-    model = _load_trees(f, p, n_features) if kind == "trees" else _load_neural(f, p, n_features)
+    kind = f.str("kind", choices=("trees", "neural", "linear"))
+    if kind == "linear":
+        from kiloml.persist.linear_state import load_linear
+
+        model = load_linear(f, p.n_classes, n_features)
+    else:
+        model = _load_trees(f, p, n_features) if kind == "trees" else \
+            _load_neural(f, p, n_features)
     f.done()
     return model
 

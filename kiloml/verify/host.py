@@ -74,6 +74,38 @@ class StreamEvents:
         return cls(*(out[name].copy() for name in record.names))
 
 
+@dataclass
+class RecordingOutputs:
+    """kml_classify_recording per recording (host_main.c and qemu_main.c write the same,
+    the MCU harness a stack depth after each)."""
+
+    returned: np.ndarray  # int32 [P]: the function's return value
+    labels: np.ndarray  # int32 [P]: out->label
+    scores: np.ndarray  # float32 [P, K]
+    stack: np.ndarray | None = None  # uint32 [P] (MCU)
+
+    @classmethod
+    def parse(cls, raw: bytes, n_classes: int, n: int, *, stack: bool = False
+              ) -> RecordingOutputs:
+        fields = [("returned", "<i4"), ("label", "<i4"), ("scores", "<f4", (n_classes,))]
+        record = np.dtype(fields + ([("stack", "<u4")] if stack else []))
+        if len(raw) != n * record.itemsize:
+            raise ToolchainError(f"the harness wrote {len(raw)} bytes for {n} recordings of "
+                                 f"{record.itemsize}")
+        out = np.frombuffer(raw, dtype=record)
+        return cls(out["returned"].copy(), out["label"].copy(), out["scores"].copy(),
+                   out["stack"].copy() if stack else None)
+
+
+def recording_payload(recordings: list[np.ndarray]) -> bytes:
+    """int32 count, then per recording int32 n_samples and its float32 samples."""
+    parts = [np.int32(len(recordings)).astype("<i4").tobytes()]
+    for samples in recordings:
+        parts.append(np.int32(len(samples)).astype("<i4").tobytes())
+        parts.append(np.ascontiguousarray(samples, dtype="<f4").tobytes())
+    return b"".join(parts)
+
+
 def _run(exe: Path, mode: str, payload: bytes, work: Path) -> bytes:
     work.mkdir(parents=True, exist_ok=True)
     src, dst = work / f"{mode}.in", work / f"{mode}.out"
@@ -113,11 +145,23 @@ def run_stream(exe: Path, recordings: list[np.ndarray], n_classes: int,
     return StreamEvents.parse(raw, n_classes)
 
 
+def run_recordings(exe: Path, recordings: list[np.ndarray], n_classes: int,
+                   work: Path) -> RecordingOutputs:
+    raw = _run(exe, "recording", recording_payload(recordings), work)
+    return RecordingOutputs.parse(raw, n_classes, len(recordings))
+
+
 def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> dict:
     """Every held-out window through kml_classify and every held-out recording through
     kml_push_sample, on the host, against the Python reference."""
     from kiloml.progress import track
-    from kiloml.verify.parity import add_decision_parity, stream_parity, window_parity
+    from kiloml.verify.parity import (
+        add_decision_parity,
+        add_recording_parity,
+        recording_parity,
+        stream_parity,
+        window_parity,
+    )
 
     exe = build_host(library, work)
     batch = 4096
@@ -136,4 +180,8 @@ def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> di
                                         reference.stream_labels, reference.stream_scores, events)
     result["streaming"]["n_recordings"] = len(reference.stream_lengths)
     add_decision_parity(result["streaming"], reference, events)
+    whole = reference.whole_recordings
+    if reference.recording_lengths is not None:
+        outputs_r = run_recordings(exe, whole, pipeline.n_classes, work)
+        add_recording_parity(result, recording_parity(reference, outputs_r, pipeline))
     return result

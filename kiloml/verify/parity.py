@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from kiloml.data.windows import window_starts
-from kiloml.verify.host import StreamEvents, WindowOutputs
+from kiloml.verify.host import RecordingOutputs, StreamEvents, WindowOutputs
+
+UNTOUCHED = np.uint8(0xA5)  # the harnesses fill kml_result_t with it before each call
 
 
 def window_parity(labels: np.ndarray, scores: np.ndarray, features: np.ndarray,
@@ -106,3 +108,54 @@ def stream_parity(expected_rec: np.ndarray, expected_last: np.ndarray,
         "max_abs_score_diff": float(np.max(np.abs(expected_scores[:n] - events.scores[:n]),
                                            initial=0.0)),
     }
+
+
+def recording_parity(reference, c: RecordingOutputs, pipeline, ran: np.ndarray | None = None,
+                     not_run_note: str | None = None) -> dict:
+    """kml_classify_recording against the Python rule on every recording of the reference
+    (``ran``: the indices the C was given, all by default): the same return value (the
+    class, or -1 where the rule refuses), out->label equal to it, out left untouched when
+    refused; scores compared with the device's float32 bit for bit."""
+    expected_all = reference.recording_labels
+    index = np.arange(len(expected_all)) if ran is None else np.asarray(ran, dtype=np.int64)
+    expected = expected_all[index]
+    returned = c.returned.astype(np.int64)
+    equal = returned == expected
+    accepted = expected >= 0
+    label_ok = np.where(accepted, c.labels.astype(np.int64) == returned, True)
+    raw_bytes = np.concatenate([c.labels.view(np.uint8).reshape(len(c.labels), -1),
+                                c.scores.view(np.uint8).reshape(len(c.scores), -1)], axis=1)
+    untouched = np.all(raw_bytes[~accepted] == UNTOUCHED)
+    ref_scores = reference.recording_scores[index]
+    processed = (reference.recording_lengths - 1) // pipeline.decimation + 1
+    held_out = reference.recording_probe == 0
+    length = pipeline.window_samples
+    ok = equal & label_ok
+    out = {
+        "n": len(index),
+        "held_out_recordings": int(held_out.sum()),
+        "boundary_probes": int((~held_out).sum()),
+        "padded": int((held_out & (processed < length)).sum()),
+        "cropped": int((held_out & (processed > length)).sum()),
+        "refused": int((expected_all < 0).sum()),
+        "decisions_equal": int(ok.sum()),
+        "all_decisions_equal": bool(ok.all() and untouched),
+        "out_untouched_when_refused": bool(untouched),
+        "scores_bit_exact": bool(np.array_equal(c.scores[accepted].view(np.int32),
+                                                ref_scores[accepted].view(np.int32))),
+        "max_abs_score_diff": float(np.max(np.abs(c.scores[accepted].astype(np.float64)
+                                                  - ref_scores[accepted]), initial=0.0)),
+        "first_mismatches": index[~ok][:10].tolist(),
+    }
+    if ran is not None and len(index) != len(expected_all):
+        out["not_run"] = len(expected_all) - len(index)
+        out["note"] = not_run_note or f"{out['not_run']} recordings not run"
+    return out
+
+
+def add_recording_parity(result: dict, recordings: dict) -> dict:
+    """Window parity includes kml_classify_recording: every recording must agree too."""
+    result["recordings"] = recordings
+    result["all_decisions_equal"] = result["all_decisions_equal"] and \
+        recordings["all_decisions_equal"]
+    return result

@@ -26,7 +26,8 @@ from kiloml.verify.parity import expected_stream
 REFERENCE_FILE = "reference.npz"
 I64, F32, F64 = "int64", "float32", "float64"
 # field: (dtype, shape in symbols): N windows, T window samples, C channels, K classes,
-# F features, S stream samples, R recordings, M streamed windows
+# F features, S stream samples, R recordings, M streamed windows; mode = "recording":
+# Q samples of the recordings given to kml_classify_recording, P such recordings
 LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
     "windows": (F32, ("N", "T", "C")), "labels": (I64, ("N",)), "scores": (F64, ("N", "K")),
     "features": (F32, ("N", "F")), "stream_samples": (F32, ("S", "C")),
@@ -35,7 +36,12 @@ LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
     "stream_scores": (F64, ("M", "K")), "stream_device_scores": (F32, ("M", "K")),
     "stream_decision": (I64, ("M",)), "stream_changed": (I64, ("M",)),
     "stream_candidate": (I64, ("M",)), "stream_smoothed": (F32, ("M", "K")),
+    "recording_samples": (F32, ("Q", "C")), "recording_lengths": (I64, ("P",)),
+    "recording_labels": (I64, ("P",)), "recording_scores": (F32, ("P", "K")),
+    "recording_probe": (I64, ("P",)),
 }
+RECORDING_FIELDS = ("recording_samples", "recording_lengths", "recording_labels",
+                    "recording_scores", "recording_probe")
 
 
 @dataclass
@@ -57,11 +63,29 @@ class Reference:
     stream_changed: np.ndarray | None = None  # int64 [M]
     stream_candidate: np.ndarray | None = None  # int64 [M]
     stream_smoothed: np.ndarray | None = None  # float32 [M, K]
+    # mode = "recording": what kml_classify_recording must return for every held-out
+    # recording (raw samples, probe 0) and for boundary-length probes made from one of
+    # them (probe 1: 0 and 1 samples, one sample short of the window, exactly it, one to
+    # three samples over); labels -1 where the C must refuse, scores the device's float32
+    # (zeros where refused). None in windowed runs.
+    recording_samples: np.ndarray | None = None  # float32 [Q, C]
+    recording_lengths: np.ndarray | None = None  # int64 [P]
+    recording_labels: np.ndarray | None = None  # int64 [P]
+    recording_scores: np.ndarray | None = None  # float32 [P, K]
+    recording_probe: np.ndarray | None = None  # int64 [P]
 
     @property
     def stream_recordings(self) -> list[np.ndarray]:
         bounds = np.concatenate([[0], np.cumsum(self.stream_lengths)])
         return [self.stream_samples[a:b] for a, b in itertools.pairwise(bounds)]
+
+    @property
+    def whole_recordings(self) -> list[np.ndarray]:
+        """The recordings kml_classify_recording is given (empty in windowed runs)."""
+        if self.recording_lengths is None or self.recording_samples is None:
+            return []
+        bounds = np.concatenate([[0], np.cumsum(self.recording_lengths)])
+        return [self.recording_samples[a:b] for a, b in itertools.pairwise(bounds)]
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__
@@ -103,14 +127,27 @@ class Reference:
         if np.any((recording < 0) | (recording >= len(lengths))):
             raise KilomlError("a streamed window names a recording that is not there",
                               file=path, where="stream_recording")
+        _check_recordings(data, path, sizes.get("K"))
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     @classmethod
     def build(cls, pipeline: Pipeline, windows: np.ndarray, features: np.ndarray,
               labels: np.ndarray, scores: np.ndarray, raw: list[Recording],
-              processed: list[Recording]) -> Reference:
+              processed: list[Recording], *,
+              whole: list[Recording] | None = None) -> Reference:
         """``raw`` recordings are what the firmware is fed sample by sample; ``processed``
-        are the same after preprocessing, whose windows the Python side decided on."""
+        are the same after preprocessing, whose windows the Python side decided on.
+        ``whole``: every held-out recording as read (mode = "recording": what
+        kml_classify_recording is checked on, with boundary-length probes)."""
+        extra = {} if pipeline.recording is None or whole is None else \
+            whole_recording_reference(pipeline, whole)
+        return dataclasses.replace(cls._build(pipeline, windows, features, labels, scores,
+                                              raw, processed), **extra)
+
+    @classmethod
+    def _build(cls, pipeline: Pipeline, windows: np.ndarray, features: np.ndarray,
+               labels: np.ndarray, scores: np.ndarray, raw: list[Recording],
+               processed: list[Recording]) -> Reference:
         lengths = [r.n_samples for r in processed]
         rec, _, last = expected_stream(lengths, pipeline.window_samples, pipeline.stride_samples)
         last = last * pipeline.decimation  # the raw sample that completes each window
@@ -150,3 +187,73 @@ class Reference:
             stream_candidate=cat([d.candidate for d in steps], np.int64),
             stream_smoothed=cat([d.smoothed for d in steps], np.float32, k),
         )
+
+
+def _check_recordings(data: dict, path: Path, n_classes: int | None) -> None:
+    """The whole-recording arrays: all or none, lengths adding up, labels of a class or -1."""
+    present = [k for k in RECORDING_FIELDS if k in data]
+    if not present:
+        return
+    if len(present) != len(RECORDING_FIELDS):
+        missing = next(k for k in RECORDING_FIELDS if k not in data)
+        raise KilomlError("missing (the other recording_* arrays are there)", file=path,
+                          where=missing)
+    lengths = data["recording_lengths"]
+    if np.any(lengths < 0) or int(lengths.sum()) != len(data["recording_samples"]):
+        raise KilomlError(f"the recordings' lengths add up to {int(lengths.sum())}, not the "
+                          f"{len(data['recording_samples'])} samples", file=path,
+                          where="recording_lengths")
+    labels = data["recording_labels"]
+    k = n_classes if n_classes is not None else data["recording_scores"].shape[1]
+    if np.any((labels < -1) | (labels >= k)):
+        raise KilomlError(f"a label outside -1 .. {k - 1}", file=path, where="recording_labels")
+    if np.any((data["recording_probe"] != 0) & (data["recording_probe"] != 1)):
+        raise KilomlError("holds values other than 0 and 1", file=path, where="recording_probe")
+
+
+def probe_lengths(window_samples: int, decimation: int) -> list[int]:
+    """Raw lengths at the rule's edges: no sample, one, one preprocessed sample short of the
+    window, exactly the window (the shortest and the longest raw length giving it), and one,
+    two and three preprocessed samples over (an odd and an even excess for "center")."""
+    w, d = window_samples, decimation
+    return sorted({0, 1, (w - 1) * d, (w - 1) * d + 1, w * d, w * d + 1, (w + 1) * d + 1,
+                   (w + 2) * d + 1})
+
+
+def whole_recording_reference(pipeline: Pipeline, held_out: list[Recording]) -> dict:
+    """The recording_* fields: Python's kml_classify_recording on every held-out recording
+    and on the boundary probes (made by repeating the first held-out recording)."""
+    from kiloml.data.windows import fit_recording
+
+    assert pipeline.recording is not None
+    raw = [r.samples for r in held_out]
+    probe = [0] * len(raw)
+    if held_out:
+        source = held_out[0].samples
+        for n in probe_lengths(pipeline.window_samples, pipeline.decimation):
+            raw.append(np.ascontiguousarray(source[np.arange(n) % len(source)]))
+            probe.append(1)
+    k, c = pipeline.n_classes, pipeline.n_channels
+    labels = np.full(len(raw), -1, dtype=np.int64)
+    scores = np.zeros((len(raw), k), dtype=np.float32)
+    recs = [Recording(x, pipeline.input_rate_hz, list(pipeline.channels), "", f"#{i}",
+                      label="") for i, x in enumerate(raw) if len(x)]
+    processed = iter(pipeline.preprocess_recordings(recs))  # each from a zero state
+    rows, windows = [], []
+    for i, x in enumerate(raw):
+        if not len(x):
+            continue  # n_samples < 1: the C refuses
+        fitted = fit_recording(next(processed).samples, pipeline.window_samples,
+                               pipeline.recording)
+        if fitted is not None:
+            rows.append(i)
+            windows.append(fitted.window)
+    if rows:
+        f = pipeline.compute_features_batched(np.stack(windows))
+        labels[rows] = pipeline.model.predict(f)
+        scores[rows] = pipeline.device_scores(f)
+    return {"recording_samples": (np.concatenate(raw).astype(np.float32) if raw
+                                  else np.zeros((0, c), np.float32)),
+            "recording_lengths": np.array([len(x) for x in raw], dtype=np.int64),
+            "recording_labels": labels, "recording_scores": scores,
+            "recording_probe": np.array(probe, dtype=np.int64)}

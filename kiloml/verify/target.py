@@ -15,10 +15,16 @@ from kiloml.pipeline import Pipeline
 from kiloml.progress import track
 from kiloml.targets.budget import Budget, check_budget
 from kiloml.targets.profiles import TargetProfile
-from kiloml.verify.host import StreamEvents, WindowOutputs
+from kiloml.verify.host import RecordingOutputs, StreamEvents, WindowOutputs, recording_payload
 from kiloml.verify.mcu import build, qemu
 from kiloml.verify.mcu.toolchain import find_toolchain
-from kiloml.verify.parity import add_decision_parity, stream_parity, window_parity
+from kiloml.verify.parity import (
+    add_decision_parity,
+    add_recording_parity,
+    recording_parity,
+    stream_parity,
+    window_parity,
+)
 from kiloml.verify.reference import Reference
 from kiloml.verify.stage_costs import breakdown
 
@@ -81,7 +87,11 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
         return TargetResult(parity, resources)
 
     machine = profile.qemu_machine
-    elf = build.build_harness(toolchain, library, objects, profile, machine, optimize, work)
+    fits = _recordings_that_fit(reference, pipeline, machine)
+    buffer = 0 if fits is None else max(
+        [int(reference.recording_lengths[i]) for i in fits] + [1]) * pipeline.n_channels
+    elf = build.build_harness(toolchain, library, objects, profile, machine, optimize, work,
+                              recording_floats=buffer)
     plugin = qemu.build_plugin(toolchain, work / "plugin")
 
     outputs, counts, stacks, _ = run_target_windows(toolchain, elf, machine, plugin, reference,
@@ -97,12 +107,31 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                                         events)
     parity["streaming"]["n_recordings"] = len(reference.stream_lengths)
     add_decision_parity(parity["streaming"], reference, events)
+    whole: dict = {}
+    stack = int(stacks.max(initial=0))
+    if fits is not None:
+        outputs_r, counts_r = _run_recordings(toolchain, elf, machine, plugin, reference,
+                                              pipeline, fits, work / "run")
+        skipped = len(reference.recording_lengths) - len(fits)
+        add_recording_parity(parity, recording_parity(
+            reference, outputs_r, pipeline, ran=fits,
+            not_run_note=f"{skipped} recordings longer than the harness's buffer on "
+                         f"{machine} (a quarter of its RAM): checked on the host only"))
+        held_out = reference.recording_probe[fits] == 0
+        assert outputs_r.stack is not None
+        np.save(work / "instructions_per_recording.npy", counts_r)
+        stack = max(stack, int(outputs_r.stack.max(initial=0)))
+        whole = {"recording_instructions_max": int(counts_r[held_out].max(initial=0)),
+                 "recording_instructions_mean": float(counts_r[held_out].mean())
+                 if held_out.any() else 0.0,
+                 "recording_stack_bytes": int(outputs_r.stack.max(initial=0))}
 
     np.save(work / "instructions_per_window.npy", counts)  # for reports and run-to-run checks
     np.save(work / "stack_per_window.npy", stacks)
     instructions = int(counts.max(initial=0))
-    resources = _resources(common, profile, budget, instructions, int(stacks.max(initial=0)),
+    resources = _resources(common, profile, budget, instructions, stack,
                            latency_budget_ms, measured_on=f"qemu-{machine}", estimated=[])
+    resources.update(whole)
     resources.update(instructions_mean=float(counts.mean()) if len(counts) else 0.0,
                      instructions_min=int(counts.min(initial=0)),
                      push_sample_instructions_mean=float(push_counts.mean())
@@ -112,7 +141,9 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                                              optimize, plugin, reference, pipeline, work),
                      instruction_counter="QEMU TCG plugin kml_icount (per translation block)",
                      stack_method="stack painting around kml_classify, deepest of all "
-                                  "held-out windows")
+                                  "held-out windows" + (
+                                      " and of kml_classify_recording on every recording"
+                                      if whole else ""))
     return TargetResult(parity, resources)
 
 
@@ -187,6 +218,32 @@ def _run_stream(toolchain, elf: Path, machine: str, plugin: Path, reference: Ref
     run = qemu.run_harness(toolchain, elf, machine, b"".join(parts), plugin, work,
                            timeout_s=120 + 1e-4 * len(reference.stream_samples))
     return StreamEvents.parse(run.output, k), run.instructions
+
+
+def _recordings_that_fit(reference: Reference, pipeline: Pipeline, machine: str
+                         ) -> np.ndarray | None:
+    """Indices of the whole recordings the MCU harness can hold (None: no recording mode)."""
+    if reference.recording_lengths is None:
+        return None
+    ram = build.MACHINE_MEMORY[machine][3]
+    most = int(ram * build.RECORDING_BUFFER_RAM_FRACTION) // (4 * pipeline.n_channels)
+    return np.flatnonzero(reference.recording_lengths <= most)
+
+
+def _run_recordings(toolchain, elf: Path, machine: str, plugin: Path, reference: Reference,
+                    pipeline: Pipeline, index: np.ndarray, work: Path
+                    ) -> tuple[RecordingOutputs, np.ndarray]:
+    whole = reference.whole_recordings
+    chosen = [whole[i] for i in index]
+    payload = np.int32(2).astype("<i4").tobytes() + recording_payload(chosen)
+    samples = sum(len(x) for x in chosen)
+    run = qemu.run_harness(toolchain, elf, machine, payload, plugin, work,
+                           timeout_s=120 + 0.05 * len(chosen) + 1e-4 * samples)
+    outputs = RecordingOutputs.parse(run.output, pipeline.n_classes, len(chosen), stack=True)
+    if len(run.instructions) != len(chosen):
+        raise ToolchainError(f"QEMU returned {len(run.instructions)} counts for "
+                             f"{len(chosen)} recordings")
+    return outputs, run.instructions
 
 
 PROFILED_WINDOWS = 16

@@ -12,9 +12,17 @@
  *                              float32 scores[KML_CLASSES], then the decision layer's
  *                              int32 decision, changed, candidate and float32
  *                              smoothed[KML_CLASSES] (kml_decide_latest).
+ *   host_main recording IN OUT IN: int32 n_recordings, then per recording int32
+ *                              n_samples and n_samples x KML_CHANNELS float32 (raw).
+ *                              OUT per recording: int32 kml_classify_recording's
+ *                              return, int32 out->label, float32 scores[KML_CLASSES];
+ *                              out is filled with 0xA5 bytes before each call, so a
+ *                              refused recording (-1) shows whether out was left alone.
+ *                              Only in libraries of [window] mode = "recording".
  * Little-endian host byte order throughout. Exit code 0 on success.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kiloml_model.h"
@@ -90,12 +98,48 @@ static int run_stream(FILE *in, FILE *out)
     return 0;
 }
 
+#ifdef KML_RECORDING
+static int run_recordings(FILE *in, FILE *out)
+{
+    int32_t n_recordings, r, n_samples, label;
+    kml_result_t result;
+    float *samples;
+    if (!read_exact(in, &n_recordings, sizeof n_recordings, 1)) {
+        return 1;
+    }
+    for (r = 0; r < n_recordings; ++r) {
+        if (!read_exact(in, &n_samples, sizeof n_samples, 1) || n_samples < 0) {
+            return 1;
+        }
+        /* exactly the recording's size (one row more for an empty one): ASan sees a read
+         * past its end */
+        samples = malloc(((size_t)n_samples + (n_samples == 0)) * KML_CHANNELS * sizeof(float));
+        if (samples == NULL) {
+            return 1;
+        }
+        if (!read_exact(in, samples, sizeof(float), (size_t)n_samples * KML_CHANNELS)) {
+            free(samples);
+            return 1;
+        }
+        memset(&result, 0xA5, sizeof result);
+        label = kml_classify_recording(samples, n_samples, &result);
+        free(samples);
+        if (!write_exact(out, &label, sizeof label, 1) ||
+            !write_exact(out, &result.label, sizeof(int32_t), 1) ||
+            !write_exact(out, result.scores, sizeof(float), KML_CLASSES)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     FILE *in, *out;
     int status;
     if (argc != 4) {
-        fprintf(stderr, "usage: %s windows|stream IN OUT\n", argv[0]);
+        fprintf(stderr, "usage: %s windows|stream|recording IN OUT\n", argv[0]);
         return 2;
     }
     in = fopen(argv[2], "rb");
@@ -104,7 +148,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot open input or output file\n");
         return 2;
     }
-    status = strcmp(argv[1], "stream") == 0 ? run_stream(in, out) : run_windows(in, out);
+    if (strcmp(argv[1], "recording") == 0) {
+#ifdef KML_RECORDING
+        status = run_recordings(in, out);
+#else
+        fprintf(stderr, "this library has no kml_classify_recording\n");
+        status = 2;
+#endif
+    } else {
+        status = strcmp(argv[1], "stream") == 0 ? run_stream(in, out) : run_windows(in, out);
+    }
     fclose(in);
     if (fclose(out) != 0) {
         status = 1;

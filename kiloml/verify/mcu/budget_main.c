@@ -21,6 +21,11 @@ int main(void)
         (void)kml_classify_latest(&result);
     }
     kml_compute_features(input, features);
+#ifdef KML_RECORDING
+    if (kml_classify_recording(input, KML_WINDOW_SAMPLES, &result) < 0) {
+        return -1;
+    }
+#endif
     {
         volatile float sink = features[0]; /* keeps the features live, on the stack */
         (void)sink;

@@ -24,6 +24,9 @@ MACHINE_MEMORY = {
     "microbit": (0x00000000, 256 << 10, 0x20000000, 16 << 10),  # nRF51822
 }
 HARNESS_STACK_BYTES = {"microbit": 4096}
+# The most of a board's RAM the harness's buffer for kml_classify_recording's input takes
+# (longer held-out recordings are checked on the host only, and counted).
+RECORDING_BUFFER_RAM_FRACTION = 0.25
 DEFAULT_HARNESS_STACK_BYTES = 32768
 SECTION_FLAGS = ["-ffunction-sections", "-fdata-sections"]
 LINK_LIBS = ["--specs=nano.specs", "-Wl,--start-group", "-lm", "-lc", "-lgcc", "-Wl,--end-group"]
@@ -161,14 +164,16 @@ def budget_probe(toolchain: ArmToolchain, library: FirmwareLibrary, library_obje
 
 def build_harness(toolchain: ArmToolchain, library: FirmwareLibrary, library_objects: list[Path],
                   profile: TargetProfile, machine: str, optimize: str, work: Path, *,
-                  harness_source: Path | None = None) -> Path:
-    """Link the verification harness (default qemu_main.c) with the library for ``machine``."""
+                  harness_source: Path | None = None, recording_floats: int = 0) -> Path:
+    """Link the verification harness (default qemu_main.c) with the library for ``machine``;
+    ``recording_floats``: the size of its buffer for kml_classify_recording's input."""
     memory = MACHINE_MEMORY[machine]
     stack = HARNESS_STACK_BYTES.get(machine, DEFAULT_HARNESS_STACK_BYTES)
     main = harness_source or MCU_DIR / "qemu_main.c"
+    extra = [f"-DKML_HARNESS_RECORDING_FLOATS={recording_floats}"] if recording_floats else []
     harness = compile_objects(
         toolchain, [MCU_DIR / "startup.c", MCU_DIR / "semihost.c", MCU_DIR / "measure.c", main],
-        [MCU_DIR, library.directory], profile, optimize, work / "harness")
+        [MCU_DIR, library.directory], profile, optimize, work / "harness", extra=extra)
     script = write_linker_script(work / "harness.ld", f"verification harness on {machine}",
                                  memory, stack)
     return link(toolchain, [*harness, *library_objects], script, work / "harness.elf", profile,

@@ -11,8 +11,15 @@
  *        mode 1, per completed window: int32 recording, int32 sample index,
  *        int32 label, float32 scores[KML_CLASSES], int32 decision, changed,
  *        candidate, float32 smoothed[KML_CLASSES] (kml_decide_latest).
- * kml_bench_begin/kml_bench_end bracket each kml_classify call (mode 0) and each
- * kml_push_sample call (mode 1); the QEMU plugin counts the instructions between.
+ *        mode 2 (recording, libraries of [window] mode = "recording"): int32
+ *        n_recordings, then per recording int32 n_samples and the raw samples
+ *        (at most KML_HARNESS_RECORDING_FLOATS floats, set by the build);
+ *        out per recording: int32 kml_classify_recording's return, int32 out->label,
+ *        float32 scores[KML_CLASSES] (out filled with 0xA5 bytes before the call),
+ *        uint32 stack bytes used by the call.
+ * kml_bench_begin/kml_bench_end bracket each kml_classify call (mode 0), each
+ * kml_push_sample call (mode 1) and each kml_classify_recording call (mode 2); the
+ * QEMU plugin counts the instructions between.
  */
 #include <stdint.h>
 
@@ -104,6 +111,57 @@ static int run_stream(int32_t in, int32_t out)
     return 0;
 }
 
+#ifdef KML_RECORDING
+#ifndef KML_HARNESS_RECORDING_FLOATS
+#define KML_HARNESS_RECORDING_FLOATS KML_CHANNELS
+#endif
+static float recording_buf[KML_HARNESS_RECORDING_FLOATS];
+
+/* kml_classify_recording, measured: instructions and stack depth. */
+__attribute__((noinline)) static int32_t classify_recording_measured(int32_t n_samples,
+                                                                     kml_result_t *result,
+                                                                     uint32_t *stack_bytes)
+{
+    int32_t label = 0;
+    uint32_t used = 0;
+    KML_MEASURE(label = kml_classify_recording(recording_buf, n_samples, result), used);
+    *stack_bytes = used;
+    return label;
+}
+
+static int run_recordings(int32_t in, int32_t out)
+{
+    int32_t n_recordings, r, n_samples, label;
+    uint32_t stack_bytes, i;
+    kml_result_t result;
+    uint8_t *bytes = (uint8_t *)&result;
+    if (sh_read(in, &n_recordings, sizeof n_recordings) != 0) {
+        return 1;
+    }
+    for (r = 0; r < n_recordings; ++r) {
+        if (sh_read(in, &n_samples, sizeof n_samples) != 0 || n_samples < 0 ||
+            n_samples > KML_HARNESS_RECORDING_FLOATS / KML_CHANNELS) {
+            return 1;
+        }
+        if (n_samples > 0 &&
+            sh_read(in, recording_buf, (uint32_t)n_samples * KML_CHANNELS * sizeof(float)) != 0) {
+            return 1;
+        }
+        for (i = 0; i < sizeof result; ++i) {
+            bytes[i] = 0xA5;
+        }
+        label = classify_recording_measured(n_samples, &result, &stack_bytes);
+        if (sh_write(out, &label, sizeof label) != 0 ||
+            sh_write(out, &result.label, sizeof result.label) != 0 ||
+            sh_write(out, result.scores, sizeof result.scores) != 0 ||
+            sh_write(out, &stack_bytes, sizeof stack_bytes) != 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+#endif
+
 int main(void)
 {
     int32_t in = sh_open("kml_in.bin", 1);
@@ -113,7 +171,14 @@ int main(void)
     if (in < 0 || out < 0 || sh_read(in, &mode, sizeof mode) != 0) {
         return 1;
     }
-    status = (mode == 1) ? run_stream(in, out) : run_windows(in, out);
+#ifdef KML_RECORDING
+    if (mode == 2) {
+        status = run_recordings(in, out);
+    } else
+#endif
+    {
+        status = (mode == 1) ? run_stream(in, out) : run_windows(in, out);
+    }
     sh_close(in);
     sh_close(out);
     return status;
