@@ -25,7 +25,7 @@ from kiloml.persist.pipeline_state import load_pipeline
 from kiloml.pipeline import Pipeline
 from kiloml.report.data_checks_section import bias_figure
 from kiloml.report.decision_section import timeline_figure
-from kiloml.report.evaluation_section import misclassified_runs
+from kiloml.report.evaluation_section import common_folder, misclassified_runs
 from kiloml.report.figures import bar_figure, confusion_figure
 from kiloml.report.html import render_report
 from kiloml.report.power_section import power_figure
@@ -88,6 +88,14 @@ def test_consecutive_misclassified_windows_are_one_row() -> None:
     assert [(r["recording"], r["start_s"], r["last_start_s"], len(r["scores"])) for r in runs] \
         == [("r1", 1.0, 2.0, 3), ("r1", 3.0, 3.0, 1), ("r1", 3.5, 3.5, 1), ("r2", 4.0, 4.0, 1)]
     assert runs[0]["scores"] == [0.6, 0.9, 0.6]
+
+
+def test_recording_paths_are_shown_relative_to_their_common_folder() -> None:
+    assert common_folder(["/d/data/walk/s1.csv", "/d/data/walk/s1.csv"]) == "/d/data/walk"
+    assert common_folder(["/d/data/walk/s1.csv", "/d/data/idle/s2.csv"]) == "/d/data"
+    assert common_folder(["/s1.csv", "/s2.csv"]) == ""
+    assert common_folder(["seglearn:watch[5]", "/d/a.csv"]) == ""
+    assert common_folder(["data/a.csv", "/d/a.csv"]) == ""
 
 
 # --- the threshold warning --------------------------------------------------------------

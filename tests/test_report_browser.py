@@ -73,7 +73,9 @@ const failed = [...document.querySelectorAll("#summary-table tr[data-check]")]
   .map(r => ({check: r.dataset.check, name: color(r.cells[0]), status: color(r.cells[3]
     .querySelector("span"))}));
 const verdict = document.getElementById("summary-verdict");
-return {toc, sections, images, failed, verdict: verdict ? verdict.textContent : null,
+const misRecordings = [...document.querySelectorAll("#misclassified table")].flatMap(t =>
+  [...t.rows].slice(1).map(r => r.cells[0].textContent));
+return {toc, sections, misRecordings, images, failed, verdict: verdict ? verdict.textContent : null,
         verdictColor: color(verdict),
         summaryFirst: document.querySelector("section[id]").id,
         tocTargets: toc.map(h => !!document.getElementById(h.slice(1)))};
@@ -111,6 +113,12 @@ def test_report_renders_in_chromium(browser, tmp_path: Path, model: str) -> None
     bad = [i["alt"] for i in facts["images"]
            if not (i["complete"] and i["natural"] > 0 and i["shown"] > 0)]
     assert bad == []
+
+    # misclassified windows by recording (paths relative to the data folder)
+    n_wrong = metrics["evaluation"]["misclassified"]["n"]
+    assert bool(facts["misRecordings"]) == (n_wrong > 0)
+    assert all(re.fullmatch(r"(\w+/)?s\d_rec\.csv", r) for r in facts["misRecordings"]), \
+        facts["misRecordings"]
 
     # the power budget (100 uW against a sleep floor of ~924 uW) failed: red in the summary
     assert not metrics["power"]["cortex-m4f"]["within_power_budget"]

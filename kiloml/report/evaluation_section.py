@@ -97,10 +97,13 @@ def per_class_section(metrics: dict) -> Section | None:
 
 def common_folder(sources: list[str]) -> str:
     """The folder every source path lies in ("" when they share none)."""
-    paths = [s for s in sources if "/" in s]
-    if len(paths) != len(sources) or not paths:
+    if not sources or any("/" not in s for s in sources):
         return ""
-    folder = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    folders = {os.path.dirname(s) for s in sources}
+    absolute = {os.path.isabs(f) for f in folders}
+    if len(absolute) != 1:
+        return ""
+    folder = os.path.commonpath(sorted(folders))
     return folder if folder not in ("", "/") else ""
 
 
