@@ -31,6 +31,7 @@ from kiloml.report.html import render_report
 from kiloml.report.power_section import power_figure
 from kiloml.report.resources_section import budget_figure, latency_figure
 from kiloml.report.search_section import pareto_figure
+from kiloml.report.stress_section import stress_figure
 from kiloml.report.summary_section import exit_status, summary_checks
 from kiloml.results import run_ok
 from tests.conftest import run_cli, write_toy_project
@@ -198,7 +199,7 @@ LONG = "stage 3: mfcc.frame_12.coefficient_07.very_long_feature_name"
 @pytest.mark.parametrize("case", [
     "latency one target", "latency narrow", "latency decades", "budget many targets",
     "groups 300", "long labels", "confusion 12", "confusion 45", "power flat",
-    "pareto narrow", "timeline 30 classes", "bias 300 groups"])
+    "pareto narrow", "timeline 30 classes", "bias 300 groups", "stress 9 perturbations"])
 def test_figures_have_no_overlapping_labels(case: str) -> None:
     rng = np.random.default_rng(3)
     if case == "latency one target":  # the report's old latency axis: 4.43e-1 4.44e-1 ...
@@ -244,6 +245,14 @@ def test_figures_have_no_overlapping_labels(case: str) -> None:
         fig = timeline_figure({"time_s": list(np.arange(n) * 0.5), "truth": labels,
                                "raw": labels, "decision": labels},
                               [f"gesture_{i}" for i in range(30)])
+    elif case == "stress 9 perturbations":
+        def entry(sev: list[float], lower: bool) -> dict:
+            return {"severities": sev, "accuracy": list(np.linspace(0.95, 0.3, len(sev))),
+                    "baseline_accuracy": 0.95, "breaking_point": sev[len(sev) // 2],
+                    "more_severe": "lower" if lower else "higher", "unit": "dB SNR"}
+        stress = {f"perturbation_{i}": entry(list(np.linspace(40 - i, 0.01 * i, 9)), i % 2 == 0)
+                  for i in range(9)}
+        fig = stress_figure(stress, {"perturbation_0": stress["perturbation_0"]}, 5.0)
     else:  # bias 300 groups
         groups = {f"g{i}": float(rng.random()) for i in range(300)}
         fig = bias_figure({"accuracy_per_group": groups, "held_out_groups": ["g1", "g2"],

@@ -8,7 +8,7 @@ import html
 import os
 
 from kiloml.report.elements import Section, html_table, name_list, png_img
-from kiloml.report.figures import bar_figure, confusion_figure
+from kiloml.report.figures import ACCURACY_RANGE, bar_figure, confusion_figure
 
 GROUPS_LISTED = 30  # per-group bars: the 15 best and the 15 worst beyond this
 RUNS_LISTED = 60  # rows of the misclassified-windows table
@@ -57,13 +57,15 @@ def held_out_section(metrics: dict) -> Section:
     figs = [png_img(confusion_figure(ev["confusion_matrix"], names), "confusion matrix"),
             png_img(bar_figure(list(groups), [g["accuracy"] for g in groups.values()],
                                "Accuracy per held-out group", "accuracy",
-                               reference=ev["accuracy"], limit=GROUPS_LISTED, what="groups"),
+                               reference=ev["accuracy"], limit=GROUPS_LISTED, what="groups",
+                               value_range=ACCURACY_RANGE),
                     "accuracy per held-out group")]
     if cv.get("folds"):
         figs.append(png_img(bar_figure([f"fold {i}" for i in range(cv["folds"])],
                                        cv["accuracy_per_fold"],
                                        "Cross-validation accuracy per fold", "accuracy",
-                                       reference=cv["accuracy_mean"], what="folds"),
+                                       reference=cv["accuracy_mean"], what="folds",
+                                       value_range=ACCURACY_RANGE),
                             "cross-validation accuracy per fold"))
     s.body.append("<div class='figs'>" + "".join(figs) + "</div>")
     if len(groups) > GROUPS_LISTED:

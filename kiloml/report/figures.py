@@ -15,6 +15,7 @@ from kiloml.report.elements import short_label
 
 BAR_INCHES = 0.32  # height per bar: 8-pt tick labels one above the other with room
 MAX_BARS = 30  # above this, the best and the worst MAX_BARS // 2 and a count of the rest
+ACCURACY_RANGE = (0.0, 1.12)  # accuracy bars: the whole scale and room for the value labels
 LOG_SPAN = 20.0  # a value axis goes logarithmic only when its values span this factor
 
 
@@ -70,9 +71,11 @@ def value_axis(ax, values: list[float], axis: str = "x", *, start_at_zero: bool 
 
 def bar_figure(labels: list[str], values: list[float], title: str, xlabel: str,
                reference: float | None = None, fmt: str = "{:.2f}",
-               limit: int = MAX_BARS, what: str = "items") -> Figure:
+               limit: int = MAX_BARS, what: str = "items",
+               value_range: tuple[float, float] | None = None) -> Figure:
     """Horizontal bars, one per label (at most ``limit``: the best and the worst half with
-    a count of the rest, said in the title)."""
+    a count of the rest, said in the title). ``value_range``: fixed axis limits (accuracy:
+    0 to 1 and room for the labels) instead of limits from the values."""
     labels, shown, rest = top_bottom(labels, values, limit)
     if rest:
         title = f"{title}\n(the {limit // 2} highest and lowest of {len(values):,} {what})"
@@ -89,7 +92,11 @@ def bar_figure(labels: list[str], values: list[float], title: str, xlabel: str,
             ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=8)
     if reference is not None:
         ax.axvline(reference, color="#cf222e", ls="--", lw=1)
-    value_axis(ax, [v for v in shown if v is not None] + [reference or 0.0])
+    if value_range is None:
+        value_axis(ax, [v for v in shown if v is not None] + [reference or 0.0])
+    else:
+        ax.set_xlim(*value_range)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     return fig

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from kiloml.report.elements import Section, html_table, png_img, status_cell
-from kiloml.report.figures import bar_figure
+from kiloml.report.figures import ACCURACY_RANGE, bar_figure
 
 
 def training_figure(training: dict) -> Figure:
@@ -62,7 +62,8 @@ def neural_section(metrics: dict) -> Section | None:
         figs.append(png_img(bar_figure(["float32", "int8"],
                                        [n["float_accuracy"], n["int8_accuracy"]],
                                        "Held-out accuracy: float against int8", "accuracy",
-                                       fmt="{:.4f}"), "float against int8 accuracy"))
+                                       fmt="{:.4f}", value_range=ACCURACY_RANGE),
+                            "float against int8 accuracy"))
     if figs:
         parts.append("<div class='figs'>" + "".join(figs) + "</div>")
     parts.append("<h3>Layers (int8)</h3>")
