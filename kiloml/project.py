@@ -410,6 +410,12 @@ class NeuralModelConfig(Section):
     percentile: float = Field(default=99.99, gt=50, le=100)
     calibration_windows: int = Field(default=1000, ge=1)
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
+    # kind = "imported": the element order of the model's input when its shape alone
+    # cannot tell ([1, T * C], or T == C): the window as [T, C] (channels last) or [C, T]
+    input_layout: Literal["channels_last", "channels_first"] | None = None
+    # kind = "imported", float models: per-channel (x - mean) / std on the training
+    # windows, in float before int8, folded into the first layer ("none": the raw input)
+    input_scaling: Literal["standardize", "none"] = "standardize"
 
     @field_validator("hidden", "filters")
     @classmethod
@@ -424,6 +430,13 @@ class NeuralModelConfig(Section):
             raise ValueError("kind = 'imported' needs path = '<model>.tflite' or '.onnx'")
         if self.kind != "imported" and self.path:
             raise ValueError("path is only for kind = 'imported'")
+        for key in ("input_layout", "input_scaling"):
+            # compared with the default: a saved pipeline's settings list every key
+            if self.kind != "imported" and getattr(self, key) != \
+                    type(self).model_fields[key].default:
+                raise ValueError(f"{key} is only for kind = 'imported' (kiloml's templates "
+                                 "read the window as [samples, channels] and standardize "
+                                 "it themselves)")
         return self
 
     @property

@@ -46,6 +46,9 @@ class NeuralModel:
         self.input_mean: np.ndarray | None = None
         self.input_std: np.ndarray | None = None
         self._interpreters: dict[int, Interpreter] = {}
+        # kind = "imported": how the samples reach the model's input, what was done to it
+        self.input_match = None
+        self.import_notes: list[str] = []
 
     @property
     def reads(self) -> str:
@@ -107,12 +110,7 @@ class NeuralModel:
             raise KilomlError(f"the model has {len(graph.inputs)} inputs and "
                               f"{len(graph.outputs)} outputs; one of each is needed",
                               file=self.model_path)
-        t = graph.input_tensors[0]
-        if tuple(t.shape[1:]) != self.sample_shape or t.shape[:1] != (1,):
-            what = "windows [samples, channels]" if self.reads == "window" else "features"
-            raise KilomlError(
-                f"model input {t.name!r} has shape {list(t.shape)}; the project's {what} are "
-                f"[1, {', '.join(map(str, self.sample_shape))}]", file=self.model_path)
+        graph = self._match_input(graph)
         out = graph.output_tensors[0]
         if out.shape[-1] != self.n_classes or out.size != self.n_classes:
             raise KilomlError(f"model output {out.name!r} has shape {list(out.shape)}; the "
@@ -120,16 +118,74 @@ class NeuralModel:
         if graph.is_quantized or any(graph.tensors[i].dtype == "int8"
                                      for op in graph.ops for i in op.outputs):
             self.graph = graph
+            self.import_notes.append("int8 model: used as it is (no calibration, no input "
+                                     "standardization)")
         else:
             self.float_graph = graph
+            if self.config.input_scaling == "standardize":
+                self._standardize_imported(x)
             self._quantize(x)
+
+    def _match_input(self, graph: Graph) -> Graph:
+        """The model's input fed with the project's samples in their own order (a RESHAPE /
+        TRANSPOSE in front where the model declares unit axes or channels first)."""
+        from kiloml.nn.input_layout import InputMismatch, match_input
+
+        declared, to_ir = declared_input(graph, self.model_path)
+        what = "windows [samples, channels]" if self.reads == "window" else "features"
+        try:
+            graph, match = match_input(graph, self.sample_shape, what=what,
+                                       setting=self.config.input_layout,
+                                       declared_shape=declared, to_ir=to_ir)
+        except InputMismatch as exc:
+            hint = ""
+            if self.reads == "features" and sum(int(d) > 1 for d in declared[1:]) >= 2:
+                hint = ("; a model of this input shape reads windows: set [model] input = "
+                        "'window' (and remove the [[features]] stages)")
+            raise KilomlError(f"{exc}{hint}", file=self.model_path) from None
+        self.input_match = match
+        return graph
+
+    def _standardize_imported(self, x: np.ndarray) -> None:
+        """Per-channel (x - mean) / std of the training samples folded into the imported
+        float graph's first layer (kiloml.nn.input_scaling), when the fold is exact."""
+        from kiloml.nn.input_scaling import (
+            channel_statistics,
+            fold_standardization,
+            max_output_difference,
+        )
+
+        assert self.float_graph is not None
+        k = self.sample_shape[-1]
+        mean, std = channel_statistics(np.asarray(x, F32).reshape(len(x), -1, k))
+        folded = fold_standardization(self.float_graph, mean, std)
+        if folded is None:
+            self.import_notes.append("input not standardized: the input reaches an operator "
+                                     "other than FULLY_CONNECTED / CONV_2D / "
+                                     "DEPTHWISE_CONV_2D (through reshapes and transposes)")
+            return
+        probe = self._seeded_rows(x, 256).reshape(-1, *self.float_graph.input_tensors[0].shape[1:])
+        diff, top = max_output_difference(self.float_graph, folded, probe)
+        if not diff <= 1e-3 * max(1.0, top):
+            self.import_notes.append(f"input not standardized: folding it into the first "
+                                     f"layer changed the float outputs by {diff:.3g}")
+            return
+        self.float_graph = folded.graph
+        self.input_mean, self.input_std = folded.mean, folded.std
+        self.import_notes.append(
+            "input standardized per channel in float before int8 and folded into the first "
+            "layer" + ("" if folded.centered else " (scale only: a padded convolution reads "
+                       "the input, so the mean stays in it)")
+            + f"; float outputs changed by at most {diff:.2g}")
+
+    def _seeded_rows(self, x: np.ndarray, n: int) -> np.ndarray:
+        rng = np.random.default_rng(self.config.seed)
+        n = min(n, len(x))
+        return np.asarray(x)[np.sort(rng.choice(len(x), size=n, replace=False))]
 
     def calibration_inputs(self, x: np.ndarray) -> np.ndarray:
         """The seeded subset of training inputs the quantizer calibrates on, standardized."""
-        c = self.config
-        rng = np.random.default_rng(c.seed)
-        n = min(c.calibration_windows, len(x))
-        return self.standardize(x[np.sort(rng.choice(len(x), size=n, replace=False))])
+        return self.standardize(self._seeded_rows(x, self.config.calibration_windows))
 
     def _quantize(self, x: np.ndarray) -> None:
         c = self.config
@@ -290,9 +346,25 @@ class NeuralModel:
                                           "std": self.input_std.round(6).tolist()}
         if c.kind == "imported":
             d["path"] = str(self.model_path)
+            if self.input_match is not None:
+                d["input_layout"] = {"model_input_shape": list(self.input_match.declared_shape),
+                                     "reads": self.input_match.layout,
+                                     "from_setting": self.input_match.from_setting}
+            d["import_notes"] = list(self.import_notes)
         else:
             d.update(self.params if self.params is not None else template_params(c))
         return d
+
+
+def declared_input(graph: Graph, path: Path | None):
+    """(the input shape the model file declares, the map from it to the IR's layout): an
+    ONNX model's own shape (its IR input is NHWC), a .tflite's tensor shape."""
+    if path is not None and Path(path).suffix.lower() == ".onnx":
+        from kiloml.nn.onnx_import import onnx_input_layout
+
+        layout = onnx_input_layout(graph)[0]
+        return layout.onnx_shape, layout.to_ir
+    return tuple(graph.input_tensors[0].shape), None
 
 
 def template_params(c: NeuralModelConfig) -> dict[str, object]:

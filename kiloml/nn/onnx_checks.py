@@ -8,9 +8,17 @@ business. ``check_model_limits`` refuses, before any tensor is decoded:
 - opsets outside ``SUPPORTED_OPSETS`` (ai.onnx 7..28, ai.onnx.ml 1..5);
 - graphs of more than ``MAX_NODES`` nodes, subgraphs (If / Loop / Scan), sparse
   initializers;
-- tensors stored as external data (kiloml reads self-contained files only: no
-  other file is opened on behalf of a model), tensors whose data does not match
-  their dims and type, or that declare more than ``MAX_TENSOR_ELEMENTS``.
+- tensors whose data does not match their dims and type, or that declare more
+  than ``MAX_TENSOR_ELEMENTS``.
+
+External data (``torch.onnx.export``'s default writes the weights to
+``model.onnx.data`` beside the model) is read by ``inline_external_data`` before
+anything else, under stricter rules than onnx's own loader: the location is a plain
+file name in the model's own folder (no path, no ``..``, no link leading elsewhere),
+a regular file (never a FIFO or a device), ``offset`` and ``length`` inside it and
+``length`` equal to what the dims need, at most ``MAX_EXTERNAL_BYTES`` in all; only
+initializers may use it. The bytes become the tensors' raw_data, so nothing later
+opens another file.
 
 ``Attributes`` wraps a node's attributes with getters that check the type and the
 range and raise a one-line KilomlError naming the node and the attribute.
@@ -19,17 +27,23 @@ range and raise a one-line KilomlError naming the node and the attribute.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
+from kiloml.data.files import open_regular
 from kiloml.errors import KilomlError
 from kiloml.nn.validate import MAX_TENSOR_ELEMENTS
 from kiloml.optional import needs
 
-__all__ = ["MAX_NODES", "SUPPORTED_OPSETS", "Attributes", "check_model_limits"]
+__all__ = ["MAX_NODES", "SUPPORTED_OPSETS", "Attributes", "check_model_limits",
+           "inline_external_data"]
 
 SUPPORTED_OPSETS = {"": (7, 28), "ai.onnx": (7, 28), "ai.onnx.ml": (1, 5)}
 MAX_NODES = 10_000
+MAX_EXTERNAL_BYTES = 256 << 20
+_EXTERNAL_KEYS = ("location", "offset", "length", "checksum")
 INT32_MAX = (1 << 31) - 1
 
 # TensorProto data types -> (item size in bytes, the typed field holding the values)
@@ -71,13 +85,114 @@ def check_model_limits(model: Any, path: Any) -> None:
                 check_tensor(t, path, f"{where} attribute {a.name}")
 
 
+def _is_external(t: Any) -> bool:
+    return t.data_location == 1 or len(t.external_data) > 0  # TensorProto.EXTERNAL
+
+
+def inline_external_data(model: Any, path: Any) -> None:
+    """Read the initializers stored as external data into their raw_data (the rules are
+    in the module's docstring); any other tensor with external data is refused."""
+    folder = Path(path).absolute().parent
+    handles: dict[str, BinaryIO] = {}
+    total = 0
+    try:
+        for t in model.graph.initializer:
+            if not _is_external(t):
+                continue
+            where = f"initializer {t.name!r}"
+            entries = {e.key: e.value for e in t.external_data}
+            unknown = sorted(set(entries) - set(_EXTERNAL_KEYS))
+            if unknown:
+                raise KilomlError(f"external data key {unknown[0]!r} is not supported",
+                                  file=path, where=where)
+            location = entries.get("location", "")
+            data_file = _external_file(location, folder, path, where)
+            offset = _external_int(entries, "offset", 0, path, where)
+            need = _tensor_bytes(t, path, where)
+            length = _external_int(entries, "length", need, path, where)
+            if length != need:
+                raise KilomlError(f"external data length {length:,} bytes; dims "
+                                  f"{list(t.dims)} of this type need {need:,}", file=path,
+                                  where=where)
+            total += length
+            if total > MAX_EXTERNAL_BYTES:
+                raise KilomlError(f"external data of more than {MAX_EXTERNAL_BYTES:,} bytes",
+                                  file=path, where=where)
+            if location not in handles:
+                try:
+                    handles[location] = open_regular(data_file, data_file)
+                except KilomlError as exc:  # a FIFO, a device, unreadable: the model's fault
+                    raise KilomlError(f"external data file '{location}' {exc.message}",
+                                      file=path, where=where) from None
+            f = handles[location]
+            size = os.fstat(f.fileno()).st_size
+            if offset + length > size:
+                raise KilomlError(f"external data at offset {offset:,}, {length:,} bytes, "
+                                  f"lies past the end of '{location}' ({size:,} bytes)",
+                                  file=path, where=where)
+            f.seek(offset)
+            raw = f.read(length)
+            if len(raw) != length:
+                raise KilomlError(f"'{location}' ended while reading it", file=path,
+                                  where=where)
+            del t.external_data[:]
+            t.data_location = 0  # TensorProto.DEFAULT
+            t.raw_data = raw
+    finally:
+        for f in handles.values():
+            f.close()
+
+
+def _external_file(location: str, folder: Path, path: Any, where: str) -> Path:
+    plain = (location and location not in (".", "..") and "/" not in location
+             and "\\" not in location and all(c.isprintable() for c in location))
+    if not plain:
+        raise KilomlError(f"external data location {location!r} is not a file name in the "
+                          "model's folder (kiloml reads the data file only from beside the "
+                          "model)", file=path, where=where)
+    data_file = folder / location
+    try:
+        inside = data_file.resolve(strict=True).parent == folder.resolve()
+    except (OSError, RuntimeError):  # missing, a broken or looping link
+        raise KilomlError(f"external data file '{location}' not found beside the model",
+                          file=path, where=where) from None
+    if not inside:
+        raise KilomlError(f"external data file '{location}' is a link out of the model's "
+                          "folder", file=path, where=where)
+    return data_file
+
+
+def _external_int(entries: dict[str, str], key: str, default: int, path: Any,
+                  where: str) -> int:
+    text = entries.get(key)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 18:
+        raise KilomlError(f"external data {key} {text!r} is not a byte count", file=path,
+                          where=where)
+    return int(text)
+
+
+def _tensor_bytes(t: Any, path: Any, where: str) -> int:
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        raise KilomlError(f"dims {dims} are negative", file=path, where=where)
+    count = math.prod(dims)
+    if count > MAX_TENSOR_ELEMENTS:
+        raise KilomlError(f"dims {dims} declare {count:,} elements; kiloml supports at most "
+                          f"{MAX_TENSOR_ELEMENTS:,} per tensor", file=path, where=where)
+    spec = _DATA_TYPES.get(t.data_type)
+    if spec is None:
+        raise KilomlError(f"data type {t.data_type} is not supported", file=path, where=where)
+    return count * spec[0]
+
+
 def check_tensor(t: Any, path: Any, where: str) -> None:
     """A tensor's data is inside the file and matches its dims and type."""
-    if t.data_location == 1 or len(t.external_data):  # TensorProto.EXTERNAL
+    if _is_external(t):  # only initializers may, and inline_external_data read those
         location = next((e.value for e in t.external_data if e.key == "location"), "?")
-        raise KilomlError(f"stored as external data ('{location}'); kiloml reads "
-                          "self-contained .onnx files only (save with all tensors inside "
-                          "the file)", file=path, where=where)
+        raise KilomlError(f"stored as external data ('{location}'); kiloml reads external "
+                          "data for initializers only", file=path, where=where)
     dims = list(t.dims)
     if any(d < 0 for d in dims):
         raise KilomlError(f"dims {dims} are negative", file=path, where=where)

@@ -41,7 +41,7 @@ import numpy as np
 
 from kiloml.errors import KilomlError
 from kiloml.nn.graph import Graph, Op, Tensor
-from kiloml.nn.onnx_checks import Attributes, check_model_limits
+from kiloml.nn.onnx_checks import Attributes, check_model_limits, inline_external_data
 from kiloml.nn.validate import MAX_TENSOR_ELEMENTS
 from kiloml.optional import needs
 
@@ -203,12 +203,13 @@ def _load(path: Path) -> Any:
         raise KilomlError(f"the file has {size:,} bytes; kiloml reads models of at most "
                           f"{MAX_FILE_BYTES:,}", file=path)
     try:
-        # never load_external_data: a model must not make kiloml open other files
+        # never onnx's load_external_data (it follows any path): inline_external_data
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and the like, on any bytes
         raise KilomlError(f"not a valid .onnx file: {_reason(exc)}", file=path) from None
     if not model.graph.node or not model.graph.output:
         raise KilomlError("not a valid .onnx file: the file holds no graph", file=path)
+    inline_external_data(model, path)  # torch.onnx.export's default: model.onnx.data
     check_model_limits(model, path)
     try:
         # full_check adds strict type and shape inference: the parts kiloml does not import

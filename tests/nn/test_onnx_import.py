@@ -808,25 +808,57 @@ def test_error_opset_outside_the_supported_range(tmp_path: Path, opset: int,
     assert fragment in _message(path)
 
 
-def test_error_external_data_is_refused_without_opening_it(tmp_path: Path) -> None:
-    path = _tiny(tmp_path)
-    model = onnx.load(str(path))
+def _external(tiny: Path, location: str, **keys: str) -> Path:
+    """The tiny model with its weight stored as external data at ``location``."""
+    tmp_path = tiny.parent
+    model = onnx.load(str(tiny))
     t = model.graph.initializer[0]
-    raw = numpy_helper.to_array(t).tobytes()
     t.ClearField("raw_data")
     del t.float_data[:]
     t.data_location = TensorProto.EXTERNAL
-    entry = t.external_data.add()
-    entry.key, entry.value = "location", "weights.bin"
-    (tmp_path / "weights.bin").write_bytes(raw)
-    os.mkfifo(tmp_path / "fifo.bin")  # would hang a reader that opened it
+    for key, value in {"location": location, **keys}.items():
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
     out = tmp_path / "external.onnx"
     onnx.save(model, str(out))
-    text = _message(out)
-    assert "initializer 'w'" in text and "external data ('weights.bin')" in text
-    entry.value = "fifo.bin"
-    onnx.save(model, str(out))
-    assert "external data ('fifo.bin')" in _message(out)
+    return out
+
+
+def test_external_data_beside_the_model_is_read(tmp_path: Path) -> None:
+    # torch.onnx.export's default writes the weights to <model>.onnx.data beside the model
+    tiny = _tiny(tmp_path)
+    raw = numpy_helper.to_array(onnx.load(str(tiny)).graph.initializer[0]).tobytes()
+    (tmp_path / "external.onnx.data").write_bytes(b"\0" * 8 + raw + b"\0" * 4)
+    path = _external(tiny, "external.onnx.data", offset="8", length=str(len(raw)))
+    x = RNG.standard_normal((5, 4)).astype(np.float32)
+    _close(run_graph(read_onnx(path), [x])[0], run_graph(read_onnx(tiny), [x])[0], rtol=0)
+
+
+def test_error_external_data_outside_the_rules(tmp_path: Path) -> None:
+    raw_size = 3 * 4 * 4
+    (tmp_path / "w.bin").write_bytes(b"\0" * raw_size)
+    os.mkfifo(tmp_path / "fifo.bin")  # would hang a reader that opened it blocking
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "w.bin").write_bytes(b"\0" * raw_size)
+    (tmp_path / "link.bin").symlink_to(outside / "w.bin")
+    cases = [
+        ("/etc/passwd", {}, "location '/etc/passwd' is not a file name in the model's folder"),
+        ("../w.bin", {}, "is not a file name in the model's folder"),
+        ("elsewhere/w.bin", {}, "is not a file name in the model's folder"),
+        ("missing.bin", {}, "external data file 'missing.bin' not found beside the model"),
+        ("link.bin", {}, "'link.bin' is a link out of the model's folder"),
+        ("fifo.bin", {}, "a FIFO"),
+        ("w.bin", {"offset": "8"}, "lies past the end of 'w.bin' (48 bytes)"),
+        ("w.bin", {"length": "12"}, "external data length 12 bytes; dims [3, 4]"),
+        ("w.bin", {"offset": "-1"}, "external data offset '-1' is not a byte count"),
+        ("w.bin", {"basepath": "/"}, "external data key 'basepath' is not supported"),
+    ]
+    tiny = _tiny(tmp_path)
+    for location, keys, fragment in cases:
+        text = _message(_external(tiny, location, **keys))
+        assert fragment in text, (location, keys, text)
+        assert "initializer 'w'" in text, text
 
 
 def test_error_initializer_data_does_not_match_its_dims(tmp_path: Path) -> None:
