@@ -43,8 +43,9 @@ def check_int8(graph: Graph, model: Path) -> None:
     if float_ops:
         raise KilomlError(f"the C generator compiles int8 networks; {len(float_ops)} operators "
                           f"compute in float ({', '.join(float_ops[:3])}); quantize the model "
-                          f"first (a project with [model] kind = 'imported' does, and writes "
-                          f"model.tflite)", file=model)
+                          f"first (`kiloml model quantize MODEL --calibration X.npy`, `model "
+                          f"compile --calibration X.npy`, or a project with [model] kind = "
+                          f"'imported')", file=model)
 
 
 def check_arena(net: NetworkC, graph: Graph, profile: TargetProfile, model: Path) -> None:
@@ -191,13 +192,32 @@ def random_inputs(graph: Graph, n: int, seed: int = 0) -> np.ndarray:
     return rng.normal(size=(n, *t.shape[1:])).astype(np.float32)
 
 
-def compile_model(model: Path, target: str, out_dir: Path, *, portable: bool = False) -> dict:
+def compile_model(model: Path, target: str, out_dir: Path, *, portable: bool = False,
+                  calibration: Path | None = None) -> dict:
+    """``calibration`` (X.npy) quantizes a float model first (kiloml.nn.quantize_model);
+    the int8 model compiled is written beside the library as model_int8.tflite."""
+    from kiloml.nn.quantize_model import is_float_model, quantize_file
+
     model, out_dir = Path(model).absolute(), Path(out_dir).absolute()
-    check_output_folder(out_dir, "model-compile", [
-        Protected("the model file", model, folder=False),
-        Protected("the current folder", Path.cwd(), folder=True, inside_ok=True)],
-        name="--out")
+    protected = [Protected("the model file", model, folder=False),
+                 Protected("the current folder", Path.cwd(), folder=True, inside_ok=True)]
+    if calibration is not None:
+        calibration = Path(calibration).absolute()
+        protected.append(Protected("the calibration file", calibration, folder=False))
+    check_output_folder(out_dir, "model-compile", protected, name="--out")
     graph = load_model(model)
+    quantized = None
+    if calibration is not None:
+        if not is_float_model(graph):
+            raise KilomlError("--calibration quantizes float models; this one is int8 "
+                              "already (compile it without --calibration)", file=model)
+        quantized = quantize_file(model, calibration)
+        graph = quantized.graph
+    elif is_float_model(graph):
+        raise KilomlError("the model is float32 and the C generator compiles int8 networks: "
+                          "give --calibration X.npy (representative inputs, float32 [N, "
+                          f"{', '.join(str(d) for d in graph.input_tensors[0].shape[1:])}]) "
+                          "to quantize it first, or `kiloml model quantize`", file=model)
     check_int8(graph, model)
     profile = None if target == HOST else load_profile(target)
     try:
@@ -214,6 +234,12 @@ def compile_model(model: Path, target: str, out_dir: Path, *, portable: bool = F
             check_arena(net, graph, profile, model)
         resources = measure(graph, library, net, profile, staging / "build", model,
                             portable=portable)
+        if quantized is not None:
+            from kiloml.nn.tflite_io import write_tflite
+
+            (staging / "model_int8.tflite").write_bytes(write_tflite(graph))
+            resources["quantized"] = {**quantized.report, "calibration": str(calibration),
+                                      "model_file": "model_int8.tflite"}
         (staging / "resources.json").write_text(json.dumps(resources, indent=2) + "\n")
         shutil.rmtree(staging / "build", ignore_errors=True)
         replace_folder(staging, out_dir, "model-compile")

@@ -168,20 +168,104 @@ def info_command(
           f"{'int8' if d['quantized'] else 'float32'}")
 
 
+def quantize_command_job(model: Path, calibration: Path, out: Path, labels: Path | None,
+                         method: str, percentile: float) -> dict:
+    """`model quantize`: check the output first, quantize, write the .tflite atomically."""
+    from kiloml.nn.quantize_model import quantize_file
+    from kiloml.nn.tflite_io import write_tflite
+
+    protected = [Protected("the model file", Path(model), folder=False),
+                 Protected("the calibration file", Path(calibration), folder=False)]
+    if labels is not None:
+        protected.append(Protected("the labels file", Path(labels), folder=False))
+    check_output_file(out, protected, name="--out")
+    if Path(out).suffix.lower() != ".tflite":
+        raise KilomlError(f"'{out}' does not end in .tflite; the int8 model is written as "
+                          "a .tflite file", where="--out")
+    if not Path(out).absolute().parent.is_dir():
+        raise KilomlError("output folder does not exist", file=Path(out).absolute().parent)
+    result = quantize_file(model, calibration, labels=labels, method=method,  # type: ignore[arg-type]
+                           percentile=percentile)
+    data = write_tflite(result.graph)
+    write_atomically(Path(out), lambda f: f.write(data))
+    t_in = result.graph.input_tensors[0]
+    return {**result.report, "out": str(out), "bytes": len(data),
+            "operators": len(result.graph.ops), "input_shape": list(t_in.shape),
+            "input_quantization": {"scale": t_in.quant.s, "zero_point": t_in.quant.zp}}
+
+
+@model_app.command("quantize")
+def quantize_command(
+    model: Annotated[Path, typer.Argument(help="float .onnx or .tflite model")],
+    calibration: Annotated[Path, typer.Option(
+        "--calibration", help="X.npy: float32 [N, ...input shape], representative inputs")],
+    out: Annotated[Path, typer.Option("--out", help="the int8 .tflite to write")],
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="y.npy: class indices of the calibration inputs (prints float and "
+                         "int8 accuracy)")] = None,
+    method: Annotated[str, typer.Option(
+        "--method", help="activation ranges: minmax, percentile or mse")] = "minmax",
+    percentile: Annotated[float, typer.Option(
+        "--percentile", help="for --method percentile")] = 99.99,
+) -> None:
+    """Quantize a float model to TFLite-spec int8 (per-channel convolution weights, int8
+    activations calibrated on X.npy, int32 biases) and write the .tflite."""
+    from kiloml.cli_errors import user_errors
+
+    def job() -> dict:
+        if method not in ("minmax", "percentile", "mse"):
+            raise KilomlError(f"--method {method!r} is not one of minmax, percentile, mse",
+                              where="--method")
+        if not 50 < percentile <= 100:
+            raise KilomlError(f"--percentile {percentile:g} must be above 50 and at most 100",
+                              where="--percentile")
+        return quantize_command_job(model, calibration, out, labels, method, percentile)
+
+    r = user_errors(job)()
+    q = r["input_quantization"]
+    print(f"wrote {out}: int8, {r['operators']} operators, {r['bytes']:,} B; input "
+          f"{r['input_shape']} scale {q['scale']:.6g} zero point {q['zero_point']}")
+    line = f"calibrated     {r['calibration_samples']} samples ({r['calibration_method']})"
+    if "int8_float_agreement" in r:
+        line += (f"; int8 arg-max equals float on {100 * r['int8_float_agreement']:.2f}% of "
+                 "them")
+    print(f"{line}; max output difference {r['max_abs_output_diff']:.4g} (outputs up to "
+          f"{r['output_range']:.4g})")
+    if "float_accuracy" in r:
+        print(f"float / int8   {r['float_accuracy']:.4f} / {r['int8_accuracy']:.4f} accuracy "
+              f"on the labelled calibration samples ({r['int8_minus_float_points']:+.2f} "
+              "points from quantization)")
+    for warning in r.get("warnings", []):
+        print(f"warning        {warning}")
+
+
 @model_app.command("compile")
 def compile_command(
-    model: Annotated[Path, typer.Argument(help="int8 .tflite (or .onnx after quantization)")],
+    model: Annotated[Path, typer.Argument(help="int8 .tflite, or a float .onnx / .tflite "
+                                                "with --calibration")],
     target: Annotated[str, typer.Option("--target", help="Target profile or 'host'")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the C library")],
     portable: Annotated[bool, typer.Option("--portable",
                                            help="Build the portable kernels only")] = False,
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="X.npy: float32 [N, ...input shape]; quantizes a float model "
+                              "to int8 first (written as model_int8.tflite)")] = None,
 ) -> None:
     """Generate the network's C library (no interpreter, static arena), build and run it,
     and write resources.json (flash, RAM, arena, stack, instructions, per layer)."""
     from kiloml.cli_errors import user_errors
     from kiloml.nn.compile import compile_model
 
-    r = user_errors(compile_model)(model, target, out, portable=portable)
+    r = user_errors(compile_model)(model, target, out, portable=portable,
+                                   calibration=calibration)
+    if "quantized" in r:
+        qr = r["quantized"]
+        agree = (f"; int8 arg-max equals float on {100 * qr['int8_float_agreement']:.2f}%"
+                 if "int8_float_agreement" in qr else "")
+        print(f"quantized      {out}/model_int8.tflite from {model} on "
+              f"{qr['calibration_samples']} calibration samples{agree}")
+        for warning in qr.get("warnings", []):
+            print(f"warning        {warning}")
     print(f"library        {out}/ (kiloml_nn.h, kiloml_nn.c, kml_nn.c/.h, kml_nn_dsp.c)")
     print(f"arena          {r['arena_bytes']:,} B (lower bound {r['arena_lower_bound_bytes']:,} "
           f"B, {r['planner']['strategy']})")

@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from kiloml.errors import KilomlError
 from kiloml.nn.fixedpoint import round_f32
 from kiloml.nn.graph import Graph, Quantization, Tensor
 from kiloml.nn.reference import Interpreter
@@ -124,6 +125,35 @@ def quantize_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, Quant
     return q, Quantization(scale, np.zeros_like(scale, dtype=np.int64), axis or 0)
 
 
+def check_calibration(graph: Graph, calibration: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Calibration arrays for ``graph``'s inputs, as float32: one per input, floating
+    point, shaped [N, *input.shape[1:]] with N >= 1, every value finite. A bad one is a
+    KilomlError naming the input and both shapes (the caller adds the file)."""
+    if isinstance(calibration, np.ndarray):
+        calibration = [calibration]
+    if len(calibration) != len(graph.inputs):
+        raise KilomlError(f"{len(calibration)} calibration arrays for a model with "
+                          f"{len(graph.inputs)} inputs; give one per input")
+    out = []
+    for array, t in zip(calibration, graph.input_tensors, strict=True):
+        a = np.asarray(array)
+        want = "[N, " + ", ".join(str(d) for d in t.shape[1:]) + "]"
+        if a.dtype.kind != "f":
+            raise KilomlError(f"calibration data has dtype {a.dtype}; the model input "
+                              f"{t.name!r} needs floating-point values {want}")
+        if a.ndim != len(t.shape) or tuple(a.shape[1:]) != tuple(t.shape[1:]) or not len(a):
+            raise KilomlError(f"calibration data has shape {list(a.shape)}; the model input "
+                              f"{t.name!r} needs {want} with N >= 1")
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            at = np.argwhere(~np.isfinite(a))[0].tolist()
+            raise KilomlError(f"calibration value at index {at} is not finite in float32 "
+                              f"(model input {t.name!r})")
+        out.append(a)
+    return out
+
+
 def quantize_graph(
     float_graph: Graph,
     calibration: Sequence[np.ndarray],
@@ -131,10 +161,17 @@ def quantize_graph(
     method: CalibrationMethod = "minmax",
     percentile: float = 99.99,
 ) -> Graph:
-    """A float32 graph plus calibration inputs -> an int8 graph with int8 inputs and outputs."""
+    """A float32 graph plus calibration inputs -> an int8 graph with int8 inputs and outputs.
+
+    ``calibration``: per graph input, float [N, *input.shape[1:]] (N >= 1, finite) in the
+    IR's layout (NHWC; an ONNX model's inputs after ``OnnxLayout.to_ir``), already
+    standardized when the caller standardizes. Bad calibration data: KilomlError
+    (``check_calibration``). Activation ranges by ``method``; weights per output channel
+    for convolutions, per tensor for FULLY_CONNECTED; biases int32."""
+    calibration = check_calibration(float_graph, calibration)
     g = prepare_float_graph(float_graph)
     trace: dict[int, np.ndarray] = {}
-    Interpreter(g).run([np.asarray(c, np.float32) for c in calibration], trace=trace)
+    Interpreter(g).run(calibration, trace=trace)
 
     # Tensors that must share one quantization.
     uf = _UnionFind()

@@ -174,7 +174,8 @@ def test_float_model_and_unknown_target_are_refused(tmp_path: Path) -> None:
     out = tmp_path / "c"
     assert_user_error(run_cli("model", "compile", str(FIXTURES / "mlp_float.tflite"),
                               "--target", "host", "--out", str(out)),
-                      "mlp_float.tflite", "compute in float", "quantize the model first")
+                      "mlp_float.tflite", "the model is float32", "--calibration X.npy",
+                      "[N, 24]")
     line = assert_user_error(run_cli("model", "compile", str(MLP), "--target", "cortex-m99",
                                      "--out", str(out)), "cortex-m99")
     assert "cortex-m4f" in line  # says which targets exist
