@@ -413,3 +413,17 @@ def test_an_older_run_without_the_new_metrics_still_renders(emulated_run: Path) 
     m["decision"].pop("warnings")
     ids = section_ids(render_report(m, pipeline))
     assert "per-class" not in ids and "misclassified" not in ids and ids[0] == "summary"
+
+
+def test_per_recording_votes_have_their_section_in_the_contents(emulated_run: Path) -> None:
+    from kiloml.evaluate.per_recording import per_recording_vote
+
+    m, pipeline = run_of(emulated_run)
+    y = np.array([0, 0, 0, 1, 1, 1])
+    m["evaluation"]["per_recording"] = per_recording_vote(
+        y, np.array([0, 1, 1, 1, 1, 0]), np.array([0, 0, 0, 1, 1, 1]),
+        np.array(["s1"] * 3 + ["s2"] * 3), ["a.csv", "b.csv"], ["idle", "walk"])
+    html = render_report(m, pipeline)
+    ids = section_ids(html)
+    assert "recordings" in ids and ids.index("recordings") > ids.index("held-out")
+    assert "href='#recordings'" in html and "Whole recordings" in html
