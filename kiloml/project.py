@@ -179,7 +179,10 @@ class WindowConfig(Section):
 
     @model_validator(mode="after")
     def _keys_of_mode(self) -> WindowConfig:
-        given = self.model_fields_set
+        # a key of the other mode counts when it is not its default (a section dumped
+        # with model_dump, as search candidates are, lists every key)
+        given = {k for k in type(self).model_fields
+                 if getattr(self, k) != type(self).model_fields[k].default}
         if self.mode == "windows":
             for key in ("window_ms", "stride_ms"):
                 if getattr(self, key) is None:
@@ -491,7 +494,8 @@ class EvaluationConfig(Section):
     def _one_test_set(self) -> EvaluationConfig:
         if self.test_pattern is not None:
             for key in ("test_groups", "test_fraction"):
-                if key in self.model_fields_set:
+                # (not the default: a dumped section, as search candidates are, lists all)
+                if getattr(self, key) != type(self).model_fields[key].default:
                     raise ValueError(f"set test_pattern or {key}, not both: test_pattern "
                                      f"names the test files itself")
         return self

@@ -364,3 +364,17 @@ def test_check_data_ignores_padding(tmp_path: Path, mode: str) -> None:
     assert result.exit_code == 0, result.stderr + result.stdout
     check = json.loads(out.read_text())["data_checks"]["channels"]
     assert check["n_clipped"] == 0, check["issues"]
+
+
+def test_dumped_sections_validate_again() -> None:
+    """Search candidates are sections dumped with model_dump and validated again: the keys
+    of the other mode are there, at their defaults."""
+    from kiloml.project import EvaluationConfig, WindowConfig
+
+    for window in (WindowConfig(window_ms=1000, stride_ms=500),
+                   WindowConfig(mode="recording", length_ms=800, pad=0.5, crop="end")):
+        assert WindowConfig.model_validate(window.model_dump()) == window
+    ev = EvaluationConfig(test_pattern="(^|/)test/", per_recording="vote")
+    assert EvaluationConfig.model_validate(ev.model_dump()) == ev
+    with pytest.raises(ValueError, match="'pad' applies to mode"):
+        WindowConfig(window_ms=1000, stride_ms=500, pad="edge")

@@ -330,7 +330,7 @@ def check_window_settings(project: LoadedProject) -> None:
 
     if cfg.window.mode == "recording":
         for key in ("pad_to_ms", "short_recordings", "min_label_coverage"):
-            if key in cfg.data.model_fields_set:
+            if getattr(cfg.data, key) != type(cfg.data).model_fields[key].default:
                 refuse("data", key, "applies to [window] mode = \"windows\"; in mode = "
                        "\"recording\" every recording is fitted to length_ms by [window] "
                        "pad and crop")
