@@ -21,7 +21,8 @@ def recording_section(metrics: dict) -> Section | None:
         return None
     s = Section("recordings", "Whole recordings")
     if fit is not None:
-        pad = fit["pad"] if isinstance(fit["pad"], str) else f"the value {fit['pad']:g}"
+        pad = {"zero": "zeros", "edge": "copies of its last sample"}.get(fit["pad"]) \
+            if isinstance(fit["pad"], str) else f"the value {fit['pad']:g}"
         s.body.append(
             f"<p>One example per recording (<code>[window] mode = \"recording\"</code>): "
             f"each fitted to {fit['length_samples']} samples ({fit['length_ms']:g} ms) after "
