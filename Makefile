@@ -17,7 +17,7 @@ SOUND_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
 APT_PROBES   := arm-none-eabi-gcc qemu-system-arm chromium chromedriver
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup system venv demo test bench fuzz lint clean
+.PHONY: setup system venv demo test package-test bench fuzz lint clean
 
 setup: system venv
 
@@ -61,6 +61,13 @@ bench: setup
 	$(BIN)/python bench/estimator.py
 	$(BIN)/python bench/optimize.py
 	$(BIN)/python bench/search.py
+
+# The wheel in new virtual environments (tests/test_packaging.py): Python 3.11, 3.12 and
+# 3.13 with the base install (a tree project; the one-line error naming each missing extra),
+# and 3.11 with every extra (PyTorch from the machine's CPU wheel). make test runs the 3.11
+# base install alone.
+package-test: setup
+	KILOML_PACKAGE_MATRIX=1 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -rP tests/test_packaging.py
 
 # Long sweeps: the generated C under ASan/UBSan with 100,000 inputs per entry point and
 # model family (bench/results/sanitizers.md).

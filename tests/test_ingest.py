@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import builtins
 import io
 import struct
+import sys
 import wave
 import zipfile
 from pathlib import Path
@@ -235,15 +235,11 @@ def test_basic_motions_data_set() -> None:
 
 
 def test_public_data_set_names_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_import = builtins.__import__
-
-    def no_seglearn(name, *args, **kwargs):
-        if name.startswith("seglearn"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_seglearn)
-    with pytest.raises(KilomlError, match="needs the Python package seglearn: pip install"):
+    # None in sys.modules: Python's own "not importable" (ModuleNotFoundError, name seglearn)
+    monkeypatch.setitem(sys.modules, "seglearn", None)
+    monkeypatch.delitem(sys.modules, "seglearn.datasets", raising=False)
+    with pytest.raises(KilomlError, match=r"^\[data\] source: the 'watch' data set needs "
+                                          r"seglearn, .*: pip install 'kiloml\[data\]'$"):
         load_watch()
 
 
