@@ -453,6 +453,88 @@ TREE_KINDS = ("random_forest", "extra_trees", "decision_tree")
 NEURAL_KINDS = ("mlp", "cnn1d", "dscnn", "imported")
 
 
+# --- linear models (kiloml.models.linear: exact C, decisions equal to scikit-learn's) ---
+
+
+class LogisticRegressionConfig(Section):
+    """scikit-learn's LogisticRegression on the feature vector (add a scale stage:
+    the solvers converge far faster on standardized features). multi_class "ovr" trains
+    one binary model per class (a OneVsRestClassifier)."""
+
+    kind: Literal["logistic_regression"]
+    C: float = Field(default=1.0, gt=0, le=1e12)  # inverse regularization strength
+    penalty: Literal["l2", "l1", "elasticnet", "none"] = "l2"
+    l1_ratio: float = Field(default=0.5, ge=0, le=1)  # penalty = "elasticnet" only
+    multi_class: Literal["multinomial", "ovr"] = "multinomial"
+    solver: Literal["lbfgs", "newton-cg", "newton-cholesky", "sag", "saga",
+                    "liblinear"] | None = None  # None: lbfgs for l2 and none, else saga
+    class_weight: Literal["balanced"] | None = None
+    max_iter: int = Field(default=1000, ge=1, le=100_000)
+    tol: float = Field(default=1e-4, gt=0, le=1)
+    fit_intercept: bool = True
+    random_state: int = Field(default=0, ge=0, le=SEED_MAX)
+
+    @model_validator(mode="after")
+    def _solver_fits_penalty(self) -> LogisticRegressionConfig:
+        allowed = {"l1": ("saga", "liblinear"), "elasticnet": ("saga",)}.get(self.penalty)
+        if allowed is not None and self.solver is not None and self.solver not in allowed:
+            raise ValueError(f"penalty = '{self.penalty}' needs solver = "
+                             f"{' or '.join(repr(a) for a in allowed)} (or no solver)")
+        if self.penalty == "none" and self.solver == "liblinear":
+            raise ValueError("solver 'liblinear' needs a penalty (l2 or l1)")
+        # compared with the default: a saved pipeline's settings list every key
+        if self.l1_ratio != type(self).model_fields["l1_ratio"].default and \
+                self.penalty != "elasticnet":
+            raise ValueError("l1_ratio is only for penalty = 'elasticnet'")
+        return self
+
+
+class LinearSvcConfig(Section):
+    """scikit-learn's LinearSVC on the feature vector (one-vs-rest or Crammer-Singer)."""
+
+    kind: Literal["linear_svc"]
+    C: float = Field(default=1.0, gt=0, le=1e12)
+    penalty: Literal["l2", "l1"] = "l2"
+    loss: Literal["squared_hinge", "hinge"] = "squared_hinge"
+    dual: Literal["auto"] | bool = "auto"
+    multi_class: Literal["ovr", "crammer_singer"] = "ovr"
+    class_weight: Literal["balanced"] | None = None
+    max_iter: int = Field(default=1000, ge=1, le=100_000)
+    tol: float = Field(default=1e-4, gt=0, le=1)
+    fit_intercept: bool = True
+    random_state: int = Field(default=0, ge=0, le=SEED_MAX)
+
+    @model_validator(mode="after")
+    def _liblinear_combination(self) -> LinearSvcConfig:
+        if self.penalty == "l1" and self.loss == "hinge":
+            raise ValueError("penalty = 'l1' needs loss = 'squared_hinge'")
+        if self.penalty == "l1" and self.dual is True:
+            raise ValueError("penalty = 'l1' needs dual = false (or 'auto')")
+        if self.loss == "hinge" and self.dual is False:
+            raise ValueError("loss = 'hinge' needs dual = true (or 'auto')")
+        return self
+
+
+class RidgeConfig(Section):
+    """scikit-learn's RidgeClassifier on the feature vector (least squares on +-1 targets)."""
+
+    kind: Literal["ridge"]
+    alpha: float = Field(default=1.0, ge=0, le=1e12)  # regularization strength
+    solver: Literal["auto", "svd", "cholesky", "lsqr", "sparse_cg", "sag", "saga"] = "auto"
+    class_weight: Literal["balanced"] | None = None
+    max_iter: int | None = Field(default=None, ge=1, le=100_000)  # iterative solvers
+    tol: float = Field(default=1e-4, gt=0, le=1)
+    fit_intercept: bool = True
+    random_state: int = Field(default=0, ge=0, le=SEED_MAX)
+
+
+LinearModelConfig = LogisticRegressionConfig | LinearSvcConfig | RidgeConfig
+LINEAR_CONFIGS: dict[str, type[Section]] = {"logistic_regression": LogisticRegressionConfig,
+                                            "linear_svc": LinearSvcConfig,
+                                            "ridge": RidgeConfig}
+LINEAR_KINDS = tuple(LINEAR_CONFIGS)
+
+
 def check_regex(value: str) -> re.Pattern:
     """A regular expression from the project file: compiled, without control characters."""
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
@@ -647,7 +729,8 @@ class Project(Section):
     features: list[FeatureStageConfig] = Field(
         default_factory=lambda: [StatisticsStageConfig(stage="statistics")])
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    model: TreeModelConfig | NeuralModelConfig = Field(discriminator="kind")
+    model: (TreeModelConfig | NeuralModelConfig | LogisticRegressionConfig | LinearSvcConfig
+           | RidgeConfig) = Field(discriminator="kind")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
@@ -751,8 +834,9 @@ def _check_optimize_applies(config: Project, text: str, path: Path) -> None:
     if not used:
         return
     line = find_key_line(text, ("optimize",), used[0])
-    if isinstance(model, TreeModelConfig) or model.kind == "imported":
-        what = "a tree model" if isinstance(model, TreeModelConfig) else "an imported model"
+    if not isinstance(model, NeuralModelConfig) or model.kind == "imported":
+        what = ("a tree model" if isinstance(model, TreeModelConfig) else "an imported model"
+                if isinstance(model, NeuralModelConfig) else "a linear model")
         raise KilomlError(f"[optimize] {used[0]} retrains a network template (mlp, cnn1d, "
                           f"dscnn); [model] kind = '{model.kind}' is {what}", file=path,
                           line=line)
@@ -821,7 +905,8 @@ def _check_unknown_keys(raw: Any, model: type[BaseModel], where: tuple[str, ...]
             kind = value.get("kind")
             kind = kind if isinstance(kind, str) else None
             sub_model = (NeuralModelConfig if kind in NEURAL_KINDS else
-                         TreeModelConfig if kind in TREE_KINDS else None)
+                         TreeModelConfig if kind in TREE_KINDS else
+                         LINEAR_CONFIGS.get(kind) if kind is not None else None)
             if sub_model is not None:
                 _check_unknown_keys(value, sub_model, (*where, key), text, path)
             continue
@@ -885,7 +970,8 @@ def _error_path(err: Any) -> tuple[list[str], int | None]:
     if len(cleaned) >= 2 and cleaned[0].startswith(("features.", "preprocess.")) and \
             cleaned[1] in {**FEATURE_STAGES, **PREPROCESS_STAGES}:
         cleaned.pop(1)
-    if len(cleaned) >= 2 and cleaned[0] == "model" and cleaned[1] in (*TREE_KINDS, *NEURAL_KINDS):
+    if len(cleaned) >= 2 and cleaned[0] == "model" and cleaned[1] in (*TREE_KINDS, *NEURAL_KINDS,
+                                                                  *LINEAR_KINDS):
         cleaned.pop(1)  # the discriminator tag
     known = _field_names()
     names: list[str] = []
@@ -905,7 +991,7 @@ def validation_error(exc: ValidationError, text: str, path: Path) -> KilomlError
     err = errors[0]
     cleaned, item = _error_path(err)
     if err["type"] in ("union_tag_invalid", "union_tag_not_found") and cleaned == ["model"]:
-        kinds = ", ".join(f"'{k}'" for k in (*TREE_KINDS, *NEURAL_KINDS))
+        kinds = ", ".join(f"'{k}'" for k in (*TREE_KINDS, *NEURAL_KINDS, *LINEAR_KINDS))
         value = err.get("input", {}).get("kind") if isinstance(err.get("input"), dict) else None
         got = f"'{value}'" if value is not None else "nothing"
         return KilomlError(f"[model] kind: got {got}; choose one of {kinds}", file=path,

@@ -302,3 +302,163 @@ def test_reference_equals_sklearn_predict(name: str, dtype: str, tmp_path: Path)
     assert not ambiguous[:len(random_rows)].any()  # random input never lands in the band
     exe = build_driver(tables, tmp_path)
     assert np.array_equal(run_driver(exe, tables, x, tmp_path).labels, tables.labels(x))
+
+
+# --- in projects ---------------------------------------------------------------------------
+
+TREE_MODEL = '[model]\nkind = "random_forest"\nn_estimators = 5\nmax_depth = 6'
+
+
+def linear_project(root: Path, model: str) -> Path:
+    from conftest import write_toy_project
+
+    toml = write_toy_project(root)
+    text = toml.read_text()
+    assert TREE_MODEL in text
+    toml.write_text(text.replace(TREE_MODEL, f'[[features]]\nstage = "scale"\n\n{model}'))
+    return toml
+
+
+@pytest.fixture(scope="module")
+def linear_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import run_cli
+
+    toml = linear_project(tmp_path_factory.mktemp("linear_run"),
+                          '[model]\nkind = "logistic_regression"\nC = 2.0\nmulti_class = "ovr"')
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    return toml
+
+
+def test_a_linear_project_runs_and_reloads(linear_run: Path) -> None:
+    """Trained by kiloml (a OneVsRest logistic regression on scaled statistics), decided
+    exactly in C, saved without pickle and read back to the same decisions."""
+    import json
+
+    from kiloml.persist.pipeline_state import load_pipeline
+    from kiloml.verify.reference import Reference
+
+    out = linear_run.parent / "out"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"]["kind"] == "logistic_regression" and m["model"]["family"] == "linear"
+    assert m["model"]["tie"].startswith("last")  # one-vs-rest
+    assert m["parity"]["host"]["all_decisions_equal"]
+    assert m["parity"]["host"]["streaming"]["all_decisions_equal"]
+    assert m["evaluation"]["accuracy"] > 0.8
+    pipeline = load_pipeline(out / "pipeline.json")
+    ref = Reference.load(out / "verify" / "reference.npz", pipeline)
+    assert np.array_equal(pipeline.model.predict(ref.features), ref.labels)
+    assert np.array_equal(pipeline.device_scores(ref.features).astype(np.float64), ref.scores)
+    assert "kml_linear_predict" in (out / "firmware" / "kiloml_model.c").read_text()
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="needs qemu-system-arm")
+def test_a_linear_run_verifies_on_another_core(linear_run: Path) -> None:
+    """`kiloml verify` regenerates the C from the saved model and runs it on a Cortex-M0+
+    (soft float): same decisions on every held-out window and streamed recording."""
+    import json
+
+    from conftest import run_cli
+
+    result = run_cli("verify", str(linear_run), "--target", "cortex-m0plus")
+    assert result.exit_code == 0, result.stderr
+    m = json.loads((linear_run.parent / "out" / "metrics.json").read_text())
+    p = m["parity"]["cortex-m0plus"]
+    assert p["emulated"] and p["all_decisions_equal"] and p["streaming"]["all_decisions_equal"]
+
+
+@pytest.mark.parametrize("model", [
+    '[model]\nkind = "linear_svc"\nC = 0.5',
+    '[model]\nkind = "ridge"\nalpha = 2.0\nclass_weight = "balanced"',
+    '[model]\nkind = "logistic_regression"\npenalty = "l1"',
+])
+def test_other_linear_kinds_in_a_project(model: str, tmp_path: Path) -> None:
+    from kiloml.api import Project
+
+    run = Project.load(linear_project(tmp_path, model)).run(emulate=False)
+    assert run.ok and run.metrics["parity"]["host"]["all_decisions_equal"]
+    assert run.metrics["model"]["family"] == "linear"
+    assert run.library.family == "project" and run.report.is_file()
+
+
+@pytest.mark.parametrize(("model", "fragments"), [
+    ('[model]\nkind = "logistic_regression"\npenalty = "l1"\nsolver = "lbfgs"',
+     ("penalty = 'l1' needs solver", "[model]")),
+    ('[model]\nkind = "logistic_regression"\nl1_ratio = 0.3', ("l1_ratio is only for",)),
+    ('[model]\nkind = "linear_svc"\nlos = "hinge"', ("unknown key 'los'", "did you mean 'loss'")),
+    ('[model]\nkind = "ridge"\nalpha = -1.0', ("alpha",)),
+    ('[model]\nkind = "logistic_regresion"', ("logistic_regression",)),
+    ('[model]\nkind = "ridge"\n\n[optimize]\nqat = "on"', ("a linear model",)),
+])
+def test_bad_linear_settings_are_one_line(model: str, fragments: tuple, tmp_path: Path) -> None:
+    from conftest import assert_user_error, run_cli
+
+    toml = linear_project(tmp_path, model)
+    line = assert_user_error(run_cli("run", str(toml), "--no-emulator"), *fragments)
+    assert "kiloml.toml:" in line
+
+
+def test_a_damaged_saved_linear_model_is_one_line(linear_run: Path, tmp_path: Path) -> None:
+    """Coefficients that are NaN, of the wrong shape or beyond what kml_linear holds are
+    refused on load with the field's path."""
+    import io
+    import zipfile
+
+    from kiloml.errors import KilomlError
+    from kiloml.persist.pipeline_state import load_pipeline
+
+    out = linear_run.parent / "out"
+    arrays = dict(np.load(out / "pipeline.npz"))
+    for change, fragment in [(lambda a: a * np.nan, "NaN"), (lambda a: a[:, :-1], "shape"),
+                             (lambda a: a * 1e300, "beyond 2^800")]:
+        copy = dict(arrays)
+        copy["model.coef"] = change(arrays["model.coef"])
+        work = tmp_path / f"case{len(fragment)}"
+        work.mkdir()
+        shutil.copy(out / "pipeline.json", work / "pipeline.json")
+        buffer = io.BytesIO()
+        np.savez(buffer, **copy)
+        (work / "pipeline.npz").write_bytes(buffer.getvalue())
+        assert zipfile.is_zipfile(work / "pipeline.npz")
+        with pytest.raises(KilomlError) as err:
+            load_pipeline(work / "pipeline.json")
+        assert "model.coef" in str(err.value) and fragment in str(err.value), str(err.value)
+
+
+def test_linear_candidates_in_a_search(tmp_path: Path) -> None:
+    """`kiloml search` estimates linear candidates before training (exact table sizes),
+    trains them and keeps them on the front like any other."""
+    import json
+
+    from conftest import run_cli
+
+    toml = linear_project(tmp_path, '[model]\nkind = "ridge"')
+    toml.write_text(toml.read_text() + '\n[search]\nfolds = 2\n\n[search.space]\nmodel = [\n'
+                    '  {kind = "logistic_regression", C = [0.1, 10.0]},\n'
+                    '  {kind = "linear_svc"},\n]\n')
+    result = run_cli("search", str(toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    search = json.loads((tmp_path / "out-search" / "search.json").read_text())
+    rows = [json.loads(line) for line in
+            (tmp_path / "out-search" / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == 3, search
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="needs qemu-system-arm")
+@pytest.mark.parametrize("target", ["cortex-m4f", "cortex-m0plus"])
+def test_estimate_matches_qemu(target: str, tmp_path: Path) -> None:
+    """The analytic cost of the linear stage (kiloml/targets/linear_cost.py) against QEMU
+    on a model that is in none of its fits: instructions within 10%, flash within 15%."""
+    import kiloml
+
+    rng = np.random.default_rng(5)
+    x, y = training_data(rng, 5, 24, "float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lib = kiloml.convert(LogisticRegression(max_iter=300).fit(x, y), target=target)
+    figures = lib.verify(x[:30])
+    measured, estimate = figures["resources"][target], figures["estimates"][target]
+    assert figures["ok"]
+    assert abs(estimate["instructions_per_inference"] / measured["instructions_mean"] - 1) < 0.1
+    assert abs(estimate["flash_bytes"] / measured["flash_bytes"] - 1) < 0.15
+    assert lib.resources is measured

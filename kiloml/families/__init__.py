@@ -4,7 +4,7 @@ in the same order, whatever the model kind."""
 from __future__ import annotations
 
 from kiloml.families.base import OOF_KEY, ModelFamily, ModelInputs
-from kiloml.project import LoadedProject, NeuralModelConfig, TreeModelConfig
+from kiloml.project import LINEAR_KINDS, LoadedProject, NeuralModelConfig, TreeModelConfig
 
 __all__ = ["OOF_KEY", "ModelFamily", "ModelInputs", "family_for"]
 
@@ -20,4 +20,8 @@ def family_for(project: LoadedProject) -> ModelFamily:
         from kiloml.families.network import NetworkFamily
 
         return NetworkFamily(project)
+    if cfg.kind in LINEAR_KINDS:
+        from kiloml.families.linear import LinearFamily
+
+        return LinearFamily(project)
     raise TypeError(f"no model family for {type(cfg).__name__}")

@@ -164,6 +164,11 @@ def _save_model(model, book: ArrayBook) -> dict:
                 "best_epoch": int(h.best_epoch), "epochs_run": int(h.epochs_run),
                 "stopped_early": bool(h.stopped_early), "seconds": encode_float(h.seconds)},
         }
+    from kiloml.models.linear import LinearModel
+    from kiloml.persist.linear_state import save_linear
+
+    if type(model) is LinearModel:
+        return save_linear(model, book)
     raise TypeError(f"a {type(model).__name__} model cannot be saved")
 
 
@@ -336,8 +341,14 @@ def _load_features(f: Fields, p: Pipeline) -> list[FeatureStage]:
 
 
 def _load_model(f: Fields, p: Pipeline, n_features: int):
-    kind = f.str("kind", choices=("trees", "neural"))
-    model = _load_trees(f, p, n_features) if kind == "trees" else _load_neural(f, p, n_features)
+    kind = f.str("kind", choices=("trees", "neural", "linear"))
+    if kind == "linear":
+        from kiloml.persist.linear_state import load_linear
+
+        model = load_linear(f, p.n_classes, n_features)
+    else:
+        model = _load_trees(f, p, n_features) if kind == "trees" else \
+            _load_neural(f, p, n_features)
     f.done()
     return model
 

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 from kiloml.errors import KilomlError
 from kiloml.project import (
     FEATURE_STAGES,
+    LINEAR_CONFIGS,
     NEURAL_KINDS,
     TREE_KINDS,
     LoadedProject,
@@ -195,9 +196,11 @@ class SearchSpace:
                     schema: type[BaseModel] = TreeModelConfig
                 elif kind in NEURAL_KINDS:
                     schema = NeuralModelConfig
+                elif kind in LINEAR_CONFIGS:
+                    schema = LINEAR_CONFIGS[kind]
                 else:
-                    raise self._error(f"unknown model kind {kind!r}"
-                                      f"{_hint(str(kind), [*TREE_KINDS, *NEURAL_KINDS])}",
+                    known = [*TREE_KINDS, *NEURAL_KINDS, *LINEAR_CONFIGS]
+                    raise self._error(f"unknown model kind {kind!r}{_hint(str(kind), known)}",
                                       "model")
                 params = {k: v for k, v in table.items() if k != "optimize"}
                 _check_keys(params, schema, f"model '{kind}'",

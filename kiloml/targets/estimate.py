@@ -443,6 +443,13 @@ def estimate_pipeline_detail(pipeline: Pipeline, profile: TargetProfile,
         parts["model"] = invoke + glue
         components += ["nn.model"] + [f"{k}@pipeline" for k in kernels]
         code_terms.update(nn_model=1.0, nn_call=n_calls, nn_arg=n_args)
+    elif getattr(model, "kind", None) == "linear":
+        from kiloml.targets.linear_cost import linear_instructions
+
+        linear_tables = model.compile(int(gen["n_features"]))
+        parts["model"] = linear_instructions(profile, linear_tables)
+        components.append("linear")
+        code_terms.update(linear=1.0)
     else:
         tables = model.tables or model.compile(int(gen["n_features"]))
         style = model.config.c_style
@@ -461,16 +468,29 @@ def estimate_pipeline_detail(pipeline: Pipeline, profile: TargetProfile,
     instructions = sum(parts.values())
 
     flash_cal = cal["flash"]
-    kind = "nn" if "nn_model" in code_terms else "trees"
+    kind = "nn" if "nn_model" in code_terms else "linear" if "linear" in code_terms \
+        else "trees"
     entries = called_functions(gen["source"]) | set(flash_cal.get(f"implicit_{kind}", []))
+    if kind == "linear":  # what kml_linear calls (it is not in the function table itself)
+        from kiloml.targets.linear_cost import LINEAR_CALLEES
+
+        entries |= set(LINEAR_CALLEES)
     votes = kind == "trees" and code_terms.get("tree_fractions", 1.0) == 0.0
     runtime, _ = runtime_code_bytes(
         entries, flash_cal, integer_votes=votes,
         quantized=bool(code_terms.get("tree_quantized")) if kind == "trees" else None)
+    if kind == "linear":  # kml_linear's own functions, measured per core class
+        from kiloml.targets.linear_cost import linear_code_bytes
+
+        runtime += linear_code_bytes(profile)
     generated = sum(flash_cal["generated_code"].get(k, 0.0) * v for k, v in code_terms.items())
     flash = objects["constant_flash_bytes"] + runtime + generated
     ram = objects["static_ram_bytes"] + cal["ram"].get("base", 0.0)
     stack = _stack(cal, components)
+    if kind == "linear":
+        from kiloml.targets.linear_cost import linear_stack_bytes
+
+        stack = max(stack, linear_stack_bytes(profile, linear_tables))
     if kind == "trees" and "forest_arrays_offset" in cal["stack"]:
         # the forest path's frame grows with its arrays (trees, quantized features)
         stack = max(stack, int(cal["stack"]["forest_arrays_offset"]
@@ -580,11 +600,20 @@ def estimate_before_training(pipeline: Pipeline, model_config, profile: TargetPr
     fraction of one training), extrapolated linearly to n_estimators: a tree's size
     depends on the data, and the bound is often several times too large to reject on.
     Same keys as estimate_resources."""
-    from kiloml.project import NeuralModelConfig
+    from kiloml.project import LINEAR_KINDS, NeuralModelConfig
 
     n_classes = pipeline.n_classes
     if isinstance(model_config, NeuralModelConfig):
         return _before_training_network(pipeline, model_config, profile, n_features)
+    if model_config.kind in LINEAR_KINDS:
+        from kiloml.targets.linear_cost import untrained_linear
+
+        model = untrained_linear(model_config, n_classes, n_features)
+        d = estimate_pipeline_detail(_unfitted_features_copy(pipeline, model), profile)
+        return _finish(profile, d["flash"], d["ram"], d["stack"], d["instructions"],
+                       d["note"] + "; before training: the tables' sizes are exact (one "
+                                   "coefficient per feature and score), the instructions "
+                                   "the fast path's")
     if probe is not None:
         return _probed_trees(pipeline, model_config, profile, probe, max(2, probe_trees))
     return _before_training_trees(pipeline, model_config, profile, n_features,
