@@ -378,3 +378,25 @@ def test_dumped_sections_validate_again() -> None:
     assert EvaluationConfig.model_validate(ev.model_dump()) == ev
     with pytest.raises(ValueError, match="'pad' applies to mode"):
         WindowConfig(window_ms=1000, stride_ms=500, pad="edge")
+
+
+def test_a_length_beyond_memory_is_refused_before_allocating() -> None:
+    fast = Recording(ramp(3), 1e6, ["x", "y"], "g", "fast.csv", label="a")  # 1 MHz
+    with pytest.raises(KilomlError, match="GiB of float32") as info:
+        make_recording_windows([fast], 3600e3, RecordingRule())  # an hour: 3.6e9 samples
+    assert info.value.where == "[window] length_ms"
+
+
+def test_a_reference_must_match_the_pipelines_mode(gestures: Path, tmp_path: Path) -> None:
+    out = gestures.parent / "out"
+    pipeline = load_pipeline(out / "pipeline.json")
+    reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
+    windowed = dataclasses.replace(reference, **{k: None for k in (
+        "recording_samples", "recording_lengths", "recording_labels", "recording_scores",
+        "recording_probe")})
+    windowed.save(tmp_path / REFERENCE_FILE)
+    with pytest.raises(KilomlError, match="recording_\\*\\) are missing"):
+        Reference.load(tmp_path / REFERENCE_FILE, pipeline)
+    pipeline.recording = None
+    with pytest.raises(KilomlError, match="are there, and the pipeline cuts windows"):
+        Reference.load(out / "verify" / REFERENCE_FILE, pipeline)

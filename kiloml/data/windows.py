@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kiloml.data.order import natural_key, natural_sorted
-from kiloml.data.recording import Recording
+from kiloml.data.recording import MAX_AUGMENTED_VALUES, Recording
 from kiloml.errors import KilomlError
 from kiloml.project import DecisionConfig, LoadedProject, Project, RecordingRule, locate
 
@@ -259,11 +259,20 @@ def make_recording_windows(recordings: list[Recording], length_ms: float,
     out as kml_classify_recording would (stress tests that change the length)."""
     rate = recordings[0].sample_rate_hz
     length = length_samples(length_ms, rate)
+    values = len(recordings) * length * len(recordings[0].channels)
+    if values > MAX_AUGMENTED_VALUES:  # the windows are held together, as float32
+        raise KilomlError(f"length_ms = {length_ms:g} makes {len(recordings):,} windows of "
+                          f"{length:,} samples x {len(recordings[0].channels)} channels, "
+                          f"{values * 4 / 2**30:.1f} GiB of float32 (kiloml holds at most "
+                          f"{MAX_AUGMENTED_VALUES * 4 / 2**30:.0f} GiB)",
+                          where="[window] length_ms")
     xs, labels, starts, valid, kept = [], [], [], [], []
     counts: Counter[str] = Counter()
     lengths = []
     for i, rec in enumerate(recordings):
         label = recording_label(rec)
+        if rec.n_samples < 1:
+            raise KilomlError("the recording has no sample", file=rec.source)
         fitted = fit_recording(rec.samples, length, rule)
         if fitted is None and refused == "skip":
             continue

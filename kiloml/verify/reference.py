@@ -128,6 +128,12 @@ class Reference:
             raise KilomlError("a streamed window names a recording that is not there",
                               file=path, where="stream_recording")
         _check_recordings(data, path, sizes.get("K"))
+        if pipeline is not None and (pipeline.recording is None) == ("recording_labels" in data):
+            missing = pipeline.recording is not None
+            raise KilomlError("the whole-recording arrays (recording_*) are " + (
+                "missing, and the pipeline classifies whole recordings" if missing else
+                "there, and the pipeline cuts windows"), file=path,
+                where="recording_labels")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     @classmethod
