@@ -17,6 +17,13 @@ def family_for(project: LoadedProject) -> ModelFamily:
 
         return ForestFamily(project)
     if isinstance(cfg, NeuralModelConfig):
+        if cfg.kind == "imported" and cfg.path:
+            from kiloml.models.onnx_trees import is_tree_ensemble_file
+
+            if is_tree_ensemble_file(project.resolve(cfg.path)):  # a tree model after all
+                from kiloml.families.imported_trees import ImportedTreesFamily
+
+                return ImportedTreesFamily(project)
         from kiloml.families.network import NetworkFamily
 
         return NetworkFamily(project)

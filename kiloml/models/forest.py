@@ -137,6 +137,11 @@ class ForestTables:
     # Integer leaves (mode 3): leaf_num holds weights summing to leaf_total per mixed
     # leaf, a pure leaf weighs leaf_total; the vote is an integer sum.
     leaf_total: int = 0
+    # Another engine's ensemble (an ONNX TreeEnsembleClassifier, kiloml.models.onnx_trees):
+    # the leaf terms are its float32 weights and their float32 sums in tree order are its
+    # scores and its decision (the first maximum), as onnxruntime computes them: the fast
+    # path always decides (margin -1, no float64 path) and the scores are not divided.
+    float32_sums: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -170,6 +175,8 @@ class ForestTables:
 
     @property
     def margin(self) -> np.float32:
+        if self.float32_sums:
+            return F32(-1.0)  # lead - second >= 0 > -1: the float32 sums always decide
         return fast_margin(self.n_trees)
 
     # --- encodings, narrowest that fit ---------------------------------------------
@@ -344,7 +351,7 @@ class ForestTables:
             for t in range(self.n_trees):
                 sums += weights[payloads[:, t]]
             total = self.n_trees * (self.leaf_total if mode == 3 else 1)
-            inv = F32(1.0) / F32(total)
+            inv = F32(1.0) / F32(1 if self.float32_sums else total)
             scores = sums.astype(F32) * inv
             return np.argmax(sums, axis=1), scores.astype(np.float64), scores
         table = np.vstack([np.eye(k), self.leaf_proba])
@@ -365,6 +372,8 @@ class ForestTables:
         others[np.arange(n), best] = 0.0
         lead = fast[np.arange(n), best] - np.maximum(others.max(axis=1, initial=0.0), F32(0))
         decides = lead.astype(F32) > self.margin
+        if self.float32_sums:  # onnxruntime's arithmetic: the float32 sums are everything
+            return np.argmax(fast, axis=1), fast.astype(np.float64), fast
         inv = F32(1.0) / F32(self.n_trees)
         scores = np.where(decides[:, None], fast * inv, acc.astype(F32) * inv).astype(F32)
         return np.argmax(proba, axis=1), proba, scores
@@ -401,7 +410,7 @@ class ForestTables:
         if self.score_mode == 3:
             sums = self.payload_weights()[np.asarray(payloads, np.int64)].sum(axis=0)
             return sums.astype(F32) * (F32(1.0) / F32(self.n_trees * self.leaf_total))
-        inv = F32(1.0) / F32(self.n_trees)
+        inv = F32(1.0) / F32(1 if self.float32_sums else self.n_trees)
         if self.score_mode == 0:
             votes = np.bincount(payloads, minlength=k)[:k]
             return votes.astype(F32) * inv

@@ -83,6 +83,8 @@ def _leaf_arrays(t: ForestTables, p: str) -> tuple[list[str], dict[str, str]]:
 
 def inv_total(t: ForestTables) -> np.float32:
     """The float32 factor from integer sums (or float32 sums) to scores."""
+    if t.float32_sums:  # another engine's float32 sums are its scores as they are
+        return np.float32(1.0)
     total = t.n_trees * (t.leaf_total if t.score_mode == 3 else 1)
     return np.float32(1.0) / np.float32(total)
 

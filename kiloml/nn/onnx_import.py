@@ -224,6 +224,13 @@ def _load(path: Path) -> Any:
     return model
 
 
+def load_onnx_model(path: str | Path) -> Any:
+    """The ModelProto of ``path`` after every check ``read_onnx`` makes before importing
+    (size, external data beside the model, limits, onnx's full checker): for readers of
+    other ONNX operators (kiloml.models.onnx_trees)."""
+    return _load(Path(path))
+
+
 _NODE_ERROR = re.compile(r"\(op_type:(?P<op>[^,]*), node name: (?P<name>[^)]*)\): "
                          r"(?:\[\w+\] )?(?P<reason>[^\n]*)")
 
@@ -1520,4 +1527,5 @@ def read_onnx(path: str | Path) -> Graph:
             raise first from None
 
 
-__all__ = ["OnnxLayout", "onnx_input_layout", "onnx_output_layout", "read_onnx"]
+__all__ = ["OnnxLayout", "load_onnx_model", "onnx_input_layout", "onnx_output_layout",
+           "read_onnx"]

@@ -164,6 +164,12 @@ def _save_model(model, book: ArrayBook) -> dict:
                 "best_epoch": int(h.best_epoch), "epochs_run": int(h.epochs_run),
                 "stopped_early": bool(h.stopped_early), "seconds": encode_float(h.seconds)},
         }
+    from kiloml.models.onnx_trees import ImportedForest
+
+    if type(model) is ImportedForest:
+        from kiloml.persist.onnx_trees_state import save_imported_trees
+
+        return save_imported_trees(model, book)
     from kiloml.models.linear import LinearModel
     from kiloml.persist.linear_state import save_linear
 
@@ -341,8 +347,12 @@ def _load_features(f: Fields, p: Pipeline) -> list[FeatureStage]:
 
 
 def _load_model(f: Fields, p: Pipeline, n_features: int):
-    kind = f.str("kind", choices=("trees", "neural", "linear"))
-    if kind == "linear":
+    kind = f.str("kind", choices=("trees", "neural", "linear", "imported_trees"))
+    if kind == "imported_trees":
+        from kiloml.persist.onnx_trees_state import load_imported_trees
+
+        model = load_imported_trees(f, list(p.class_names), n_features)
+    elif kind == "linear":
         from kiloml.persist.linear_state import load_linear
 
         model = load_linear(f, p.n_classes, n_features)
