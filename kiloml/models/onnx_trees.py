@@ -20,13 +20,14 @@ sum. The tables here hold exactly that (``ForestTables.float32_sums``):
 - the tables keep the model's class order (ties go to the first class as in
   onnxruntime); the project's class order is applied after the vote.
 
-What is refused, in one line each: another ensemble (post_transform other than NONE,
-base values: a boosted model), BRANCH_EQ / BRANCH_NEQ, ``*_as_tensor`` (double)
-attributes, non-finite thresholds or weights, negative weights, a leaf without
-weights, weights on a branch node, a class listed twice in one leaf, trees whose nodes
-do not form one tree from the first listed node (a child in another tree or missing,
-a node reached twice, a node never reached), features past the input, anything but
-the ensemble between the input and the ensemble, classes that are not the project's.
+What is refused, in one line each: two classes (onnxruntime's binary rules), another
+ensemble (post_transform other than NONE, base values: a boosted model), BRANCH_EQ /
+BRANCH_NEQ, ``*_as_tensor`` (double) attributes, non-finite thresholds or weights,
+negative weights, a leaf without weights, weights on a branch node, a class listed twice
+in one leaf, trees whose nodes do not form one tree from the first listed node (a child
+in another tree or missing, a node reached twice, a node never reached), features past
+the input, anything but the ensemble between the input and the ensemble, classes that
+are not the project's.
 """
 
 from __future__ import annotations
@@ -214,8 +215,14 @@ def _class_labels(attrs: dict[str, Any], error) -> list[str]:
     if (strings is None) == (ints is None):
         raise error("exactly one of classlabels_strings and classlabels_int64s is needed")
     labels = [str(v) for v in (strings if strings is not None else ints)]
-    if len(labels) < 2 or len(set(labels)) != len(labels):
-        raise error(f"class labels {labels[:10]} must be at least two, each once")
+    if len(set(labels)) != len(labels):
+        raise error(f"class labels {labels[:10]} must be listed once each")
+    if len(labels) < 3:
+        # onnxruntime decides two classes by its own rules (the positive class's sum
+        # against 0.5, weights stored for one class only), not by comparing the sums
+        raise error(f"a tree ensemble of {len(labels)} classes {labels} is not supported "
+                    "(onnxruntime's binary rules); kiloml imports ensembles of 3 or more "
+                    "classes, or trains the model itself ([model] kind = 'random_forest')")
     return labels
 
 

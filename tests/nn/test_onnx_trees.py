@@ -166,6 +166,17 @@ def test_boosted_ensembles_are_refused(tmp_path: Path, extra: dict, fragment: st
         read_ensemble(path)
 
 
+def test_two_class_ensembles_are_refused(tmp_path: Path) -> None:
+    # onnxruntime decides two classes by the positive class's sum against 0.5 (skl2onnx
+    # stores one weight per leaf), not by comparing sums: refused, not approximated
+    path = ensemble_onnx(tmp_path / "m.onnx", labels=(0, 1),
+                         trees=[two_level_tree("BRANCH_LEQ", 0)],
+                         weights=[(0, 2, 0, 0.25), (0, 3, 0, 1.0), (0, 4, 0, 0.5)])
+    with pytest.raises(KilomlError, match=r"2 classes \['0', '1'\] is not supported "
+                                          r"\(onnxruntime's binary rules\)"):
+        read_ensemble(path)
+
+
 def malformed(kind: str) -> tuple[list[list[tuple]], list[tuple], int]:
     tree = two_level_tree("BRANCH_LEQ", 0)
     weights = list(LEAF_WEIGHTS)
