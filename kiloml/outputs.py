@@ -25,7 +25,8 @@ from kiloml.project import LoadedProject
 
 MARKER_FILE = ".kiloml-output"
 KINDS = {"run": "a run folder", "search": "a search folder",
-         "model-compile": "a `kiloml model compile` folder"}
+         "model-compile": "a `kiloml model compile` folder",
+         "library": "a library folder (kiloml.Library.save)"}
 
 
 @dataclass(frozen=True)

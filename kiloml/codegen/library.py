@@ -165,7 +165,7 @@ extern const char *const kml_channel_names[KML_CHANNELS];
  * preprocessing stages, the raw samples). Returns the class index (also in
  * out->label). */
 int32_t kml_classify(const float *window, kml_result_t *out);
-
+{_predict_header(p)}
 /* Streaming: feed one raw sample (KML_CHANNELS floats at KML_SAMPLE_RATE_HZ) at a
  * time; the preprocessing stages run on it with their state. Returns 1 when a new
  * window is complete (the first after KML_WINDOW_SAMPLES preprocessed samples, then
@@ -290,7 +290,7 @@ int32_t kml_classify(const float *window, kml_result_t *out)
     kml_run_features(window, 0, kml_feature_buf);
     return kml_run_model(kml_feature_buf, out);
 }}
-
+{_predict_source(p)}
 {preprocess}
 void kml_reset(void)
 {{
@@ -446,6 +446,64 @@ int32_t kml_classify_recording(const float *samples, int32_t n_samples, kml_resu
 """
 
 
+# --- a model on its input as it is (kiloml.convert: feature vectors, network inputs) ------
+
+
+def reads_input_as_is(p: Pipeline) -> bool:
+    """No stage between the caller's floats and the model: one raw stage (the window as
+    the feature vector) and no preprocessing. Libraries made by kiloml.convert are so."""
+    return not p.preprocess and len(p.features) == 1 and p.features[0].kind == "raw"
+
+
+def _predict_header(p: Pipeline) -> str:
+    if not reads_input_as_is(p):
+        return ""
+    what = ("the feature vector" if p.window_samples == 1 else
+            "KML_WINDOW_SAMPLES rows of KML_CHANNELS floats, row-major ([T][C])")
+    nan = ", or -1 when an input is NaN or infinite" \
+        if getattr(p.model, "kind", "") == "linear" else ""
+    return f"""
+/* The model on one input (KML_FEATURES floats: {what}); no stage
+ * runs before the model, so this is kml_classify without its copy of the window.
+ * Returns the class index (also in out->label){nan}. */
+#define KML_PREDICT 1
+int32_t kml_predict(const float *input, kml_result_t *out);
+"""
+
+
+def _predict_source(p: Pipeline) -> str:
+    if not reads_input_as_is(p):
+        return ""
+    return """
+int32_t kml_predict(const float *input, kml_result_t *out)
+{
+    return kml_run_model(input, out);
+}
+"""
+
+
+def _readme_predict(p: Pipeline) -> str:
+    if not reads_input_as_is(p):
+        return ""
+    if p.window_samples == 1:
+        what = (f"one feature vector of `KML_FEATURES` = {p.n_channels} floats, in this "
+                f"order: {', '.join(p.channels)}")
+    else:
+        what = (f"one input of `KML_WINDOW_SAMPLES` x `KML_CHANNELS` = {p.window_samples} x "
+                f"{p.n_channels} floats, row-major (`[T][C]`, channels last)")
+    return f"""
+## One input at a time
+
+Nothing runs before the model (a library from `kiloml.convert`): `kml_predict` takes
+{what}.
+
+```c
+kml_result_t result;
+float input[KML_FEATURES] = {{ /* ... */ }};
+int32_t label = kml_predict(input, &result); /* kml_class_names[label] */
+```
+"""
+
 def _cmake(runtime: list[str]) -> str:
     sources = " ".join(["kiloml_model.c", *[f"{n}.c" for n in runtime],
                         *[x for n in runtime for x in EXTRA_SOURCES.get(n, [])
@@ -465,7 +523,7 @@ endif()
 
 
 def _readme(p: Pipeline, n_features: int) -> str:
-    return _readme_windows(p, n_features) + _readme_recording(p)
+    return _readme_windows(p, n_features) + _readme_recording(p) + _readme_predict(p)
 
 
 def _readme_recording(p: Pipeline) -> str:

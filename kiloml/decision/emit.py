@@ -83,9 +83,11 @@ int32_t kml_decide(const kml_result_t *result, kml_decision_t *out)
 int32_t kml_decide_latest(kml_decision_t *out)
 {
     kml_result_t result;
-    if (kml_classify_latest(&result) < 0) {
+    if (kml_ring_fill < KML_WINDOW_SAMPLES) {
         return -2;
     }
+    /* a label of -1 (a linear model's answer to a NaN feature) is decided on too */
+    (void)kml_classify_latest(&result);
     return kml_decide(&result, out);
 }
 """
