@@ -113,6 +113,16 @@ def test_bad_labels_and_options_are_one_line(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_quantize_without_calibration_data_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "q.tflite"
+    assert_user_error(run_cli("model", "quantize", str(MLP_FLOAT), "--out", str(out)),
+                      "Missing option '--calibration'")
+    assert_user_error(run_cli("model", "quantize", str(MLP_FLOAT), "--calibration",
+                              str(tmp_path / "none.npy"), "--out", str(out)),
+                      "none.npy", "not found")
+    assert not out.exists()
+
+
 def test_compile_a_float_model_needs_calibration(tmp_path: Path) -> None:
     out = tmp_path / "c"
     assert_user_error(run_cli("model", "compile", str(TORCH_CNN), "--target", "host",
