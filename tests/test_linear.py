@@ -462,3 +462,18 @@ def test_estimate_matches_qemu(target: str, tmp_path: Path) -> None:
     assert abs(estimate["instructions_per_inference"] / measured["instructions_mean"] - 1) < 0.1
     assert abs(estimate["flash_bytes"] / measured["flash_bytes"] - 1) < 0.15
     assert lib.resources is measured
+
+
+def test_kernel_is_clean_under_sanitizers(tmp_path: Path) -> None:
+    """ASan + UBSan (no recovery) on every path: fast, exact (near ties, huge values,
+    float32 overflow, subnormals), NaN / inf, and a model beyond float32 (exact only)."""
+    rng = np.random.default_rng(11)
+    for i, (scale, binary) in enumerate([("mixed", False), ("huge", False),
+                                         ("tiny", True)]):
+        tables = random_model(rng, 9, 4, binary, scale)
+        x = inputs(tables, rng, 200)
+        work = tmp_path / str(i)
+        exe = build_driver(tables, work, sanitize=True)
+        got = run_driver(exe, tables, x, work)
+        assert np.array_equal(got.labels, tables.labels(x))
+        assert set(np.unique(got.paths)) >= {PATH_EXACT, PATH_INVALID}

@@ -171,7 +171,15 @@ def from_torch(module: object, calibration: object) -> Converted:
     torch = require("torch", "converting a PyTorch module")
     x = calibration_array(calibration, None, "the torch.nn.Module")
     shape = tuple(int(d) for d in x.shape[1:])
-    module.eval()  # type: ignore[attr-defined]
+    training = bool(getattr(module, "training", False))
+    module.eval()  # type: ignore[attr-defined]  # inference (dropout off, BN statistics)
+    try:
+        return _torch_graph(module, x, shape, torch)
+    finally:
+        module.train(training)  # type: ignore[attr-defined]  # the user's mode back
+
+
+def _torch_graph(module: object, x: np.ndarray, shape: tuple[int, ...], torch) -> Converted:
     from kiloml.nn.torch_models import TemplateModel
 
     if isinstance(module, TemplateModel):
