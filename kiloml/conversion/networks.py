@@ -198,8 +198,12 @@ def _torch_graph(module: object, x: np.ndarray, shape: tuple[int, ...], torch) -
             first = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise KilomlError(f"torch.onnx.export failed: {first}",
                               where=f"model ({type(module).__name__})") from None
-        return from_file(path, x, source=f"torch {type(module).__name__} (ONNX export)",
-                         checked=True)
+        source = f"torch {type(module).__name__} (ONNX export)"
+        try:
+            return from_file(path, x, source=source, checked=True)
+        except KilomlError as exc:  # about the exported file, which is gone: the module
+            where = f"{source}: {exc.where}" if exc.where else source
+            raise KilomlError(exc.message, where=where) from None
 
 
 @contextlib.contextmanager
