@@ -716,6 +716,10 @@ class _Importer:
     def _unsupported(self, node: Any) -> KilomlError:
         ops = sorted(n[4:] for n in dir(self) if n.startswith("_op_"))
         domain = f"{node.domain}." if node.domain else ""
+        if node.op_type == "TreeEnsembleClassifier" and node.domain == "ai.onnx.ml":
+            return self.error("a tree ensemble (ai.onnx.ml.TreeEnsembleClassifier) is not a "
+                              "network; use it in a project as [model] kind = 'imported' "
+                              "(kiloml's tree engine runs it)", node)
         return self.error(f"unsupported operator {domain}{node.op_type}; supported: "
                           f"{', '.join(ops)} (and any operator on constants only)", node)
 

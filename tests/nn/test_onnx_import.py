@@ -601,7 +601,18 @@ def test_sklearn_mlp_classifier_graph(tmp_path: Path, n_classes: int, activation
 
 # ---- converter-made fixtures ------------------------------------------------------
 
-FIXTURE_FILES = sorted(FIXTURES.glob("*.onnx")) if FIXTURES.is_dir() else []
+# the networks; the tree ensembles (*_sklearn.onnx holding a TreeEnsembleClassifier) are
+# test_onnx_trees.py's
+TREE_FIXTURES = ("forest_sklearn.onnx", "extra_trees_sklearn.onnx", "tree_sklearn.onnx")
+FIXTURE_FILES = sorted(p for p in FIXTURES.glob("*.onnx") if p.name not in TREE_FIXTURES) \
+    if FIXTURES.is_dir() else []
+
+
+@pytest.mark.parametrize("name", TREE_FIXTURES)
+def test_tree_ensembles_are_not_networks(name: str) -> None:
+    text = _message(FIXTURES / name)
+    assert "a tree ensemble (ai.onnx.ml.TreeEnsembleClassifier) is not a network" in text
+    assert "[model] kind = 'imported'" in text
 
 
 @pytest.mark.skipif(not FIXTURE_FILES, reason="no .onnx fixtures in tests/nn/fixtures")
