@@ -41,6 +41,7 @@ import numpy as np
 
 from kiloml.errors import KilomlError
 from kiloml.models.forest import ForestTables
+from kiloml.optional import needs
 
 F32 = np.float32
 ML_DOMAIN = "ai.onnx.ml"
@@ -197,7 +198,8 @@ def read_ensemble(path: str | Path) -> EnsembleArrays:
 
 
 def _attributes(node: Any) -> dict[str, Any]:
-    from onnx import helper
+    with needs("onnx", "reading .onnx tree ensembles"):
+        from onnx import helper
 
     out: dict[str, Any] = {}
     for a in node.attribute:
