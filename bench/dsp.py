@@ -87,6 +87,7 @@ def fft_variants(n: int, work: Path, cmsis: Path) -> list[Variant]:
     d.mkdir(parents=True)
     for ext in (".c", ".h"):
         shutil.copyfile(RUNTIME_DIR / f"kml_fft{ext}", d / f"kml_fft{ext}")
+    shutil.copyfile(RUNTIME_DIR / "kml_fp.h", d / "kml_fp.h")
     consts, name = make_plan(n).c_constants("kml_b_")
     (d / "adapter.c").write_text(
         f'#include "bench_dsp.h"\n#include "kml_fft.h"\n{consts}\n'
@@ -141,6 +142,7 @@ def mfcc_variants(work: Path, cmsis: Path) -> list[Variant]:
     for module in ("kml_fft", "kml_math", "kml_mfcc"):
         for ext in (".c", ".h"):
             shutil.copyfile(RUNTIME_DIR / f"{module}{ext}", d / f"{module}{ext}")
+    shutil.copyfile(RUNTIME_DIR / "kml_fp.h", d / "kml_fp.h")
     c = stage.emit_c(EmitContext(prefix="kml_b_", window="w", start_row="0", input="w",
                                  output="out", window_rows=MFCC["frame"], channels=1,
                                  n_inputs=1))

@@ -72,6 +72,7 @@ def kiloml_variants(model, n_classes: int, n_features: int, work: Path,
         for name in c.runtime:
             for ext in (".c", ".h"):
                 shutil.copyfile(RUNTIME_DIR / f"{name}{ext}", d / f"{name}{ext}")
+        shutil.copyfile(RUNTIME_DIR / "kml_fp.h", d / "kml_fp.h")
         includes = "".join(f'#include "{name}.h"\n' for name in c.runtime)
         (d / "kiloml_adapter.c").write_text(
             f'#include <stddef.h>\n#include "bench_model.h"\n{includes}\n'

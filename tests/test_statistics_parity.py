@@ -124,7 +124,7 @@ def _build(directory: Path, sanitize: bool) -> Path:
     if gcc is None:
         pytest.skip("gcc is not installed")
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("kml_statistics.c", "kml_statistics.h"):
+    for name in ("kml_statistics.c", "kml_statistics.h", "kml_fp.h"):
         shutil.copyfile(RUNTIME / name, directory / name)
     (directory / "driver.c").write_text(DRIVER_C)
     exe = directory / ("driver_asan" if sanitize else "driver")

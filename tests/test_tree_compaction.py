@@ -350,7 +350,7 @@ def test_c_quantizer_bit_patterns(tmp_path: Path) -> None:
     (tmp_path / "kml_config.h").write_text(
         "#ifndef KML_CONFIG_H\n#define KML_CONFIG_H\n#include <stdint.h>\n"
         "#define KML_TREE_INT16_THRESHOLDS 1\n#define KML_TREE_MAX_INPUTS 3\n#endif\n")
-    for name in ("kml_trees.c", "kml_trees.h"):
+    for name in ("kml_trees.c", "kml_trees.h", "kml_fp.h"):
         shutil.copyfile(RUNTIME / name, tmp_path / name)
     (tmp_path / "main.c").write_text(QUANTIZE_C)
     (tmp_path / "in").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())

@@ -371,6 +371,7 @@ def build_driver(model: TreeModel, n_features: int, directory: Path, sanitize: b
     for module in stage.runtime:
         for ext in (".c", ".h"):
             shutil.copyfile(RUNTIME / f"{module}{ext}", directory / f"{module}{ext}")
+    shutil.copyfile(RUNTIME / "kml_fp.h", directory / "kml_fp.h")
     config = "\n".join(stage.config)
     (directory / "kml_config.h").write_text(
         f"#ifndef KML_CONFIG_H\n#define KML_CONFIG_H\n\n#include <stdint.h>\n\n{config}\n\n"

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from kiloml import __version__
-from kiloml.codegen.library import RUNTIME_DIR, SPDX_LINE, FirmwareLibrary
+from kiloml.codegen.library import FP_HEADER, FP_INCLUDE, RUNTIME_DIR, SPDX_LINE, FirmwareLibrary
 from kiloml.codegen.nn_c import NetworkC, emit_network
 from kiloml.nn.graph import Graph
 
@@ -66,7 +66,8 @@ uint32_t kml_nn_output_bytes(int32_t index);
 
 #endif
 """
-    source = f"""{banner}#include "kiloml_nn.h"
+    source = f"""{banner}{FP_INCLUDE}
+#include "kiloml_nn.h"
 
 #include <stddef.h>
 
@@ -115,8 +116,9 @@ void kml_nn_invoke(void)
 """
     (directory / "kiloml_nn.h").write_text(header)
     (directory / "kiloml_nn.c").write_text(source)
-    for name in ("kml_nn.c", "kml_nn.h", "kml_nn_dsp.c", "kml_nn_internal.h"):
+    for name in ("kml_nn.c", "kml_nn.h", "kml_nn_dsp.c", "kml_nn_internal.h", FP_HEADER):
         shutil.copyfile(RUNTIME_DIR / name, directory / name)
     sources = [directory / n for n in ("kiloml_nn.c", "kml_nn.c", "kml_nn_dsp.c")]
-    headers = [directory / n for n in ("kiloml_nn.h", "kml_nn.h", "kml_nn_internal.h")]
+    headers = [directory / n for n in ("kiloml_nn.h", "kml_nn.h", "kml_nn_internal.h",
+                                       FP_HEADER)]
     return FirmwareLibrary(directory, sources, headers, 0), net

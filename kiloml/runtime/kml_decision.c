@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: the decision layer. Every operation is float32 in a fixed order, so
  * kiloml/decision/layer.py reproduces it bit for bit. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_decision.h"
 
 #include <math.h> /* INFINITY */

@@ -6,6 +6,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define KML_UNCERTAIN (-1)
 
 typedef struct {
@@ -34,5 +38,9 @@ void kml_decision_reset(kml_decision_state *s);
 int32_t kml_decision_step(const kml_decision_params *p, kml_decision_state *s,
                           const float *scores, int32_t label, float *smoothed,
                           int32_t *candidate, int32_t *decision);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* KML_DECISION_H */

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: exact double arithmetic in integers. See kml_f64.h. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_f64.h"
 
 #include <string.h>

@@ -14,6 +14,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef uint64_t kml_f64_t;
 
 #define KML_F64_ZERO ((kml_f64_t)0)
@@ -30,5 +34,9 @@ kml_f64_t kml_f64_div_u32(kml_f64_t a, uint32_t d);
 
 /* a rounded to the nearest float (ties to even). */
 float kml_f64_to_f32(kml_f64_t a);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: real FFT. See kml_fft.h; kiloml/dsp/fft.py mirrors every operation. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_fft.h"
 
 static void bit_reverse(const kml_rfft_t *plan, float *x)

@@ -17,6 +17,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int32_t n;                    /* real length N */
     int32_t n_swaps;              /* bit-reversal swaps of the N/2 complex values */
@@ -30,5 +34,9 @@ void kml_rfft(const kml_rfft_t *plan, float *data);
 
 /* Power spectrum |X[k]|^2 for k = 0 .. N/2 (N/2 + 1 values) from kml_rfft's output. */
 void kml_rfft_power(int32_t n, const float *spectrum, float *power);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

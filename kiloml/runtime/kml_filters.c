@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: per-sample preprocessing. See kml_filters.h. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_filters.h"
 
 void kml_sos_reset(const kml_sos_t *f)

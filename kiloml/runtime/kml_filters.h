@@ -8,6 +8,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Second-order sections, direct form II transposed, per section (b0 b1 b2 a1 a2):
  *   y = b0 x + z1;  z1 = b1 x - a1 y + z2;  z2 = b2 x - a2 y */
 typedef struct {
@@ -41,5 +45,9 @@ typedef struct {
 void kml_decimator_reset(const kml_decimator_t *d);
 /* Returns 1 when this input sample yields an output sample (written to out). */
 int32_t kml_decimator_step(const kml_decimator_t *d, const float *in, float *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

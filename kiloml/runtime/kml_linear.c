@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: linear classifiers, exact. See kml_linear.h. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_linear.h"
 
 #include <math.h> /* fabsf, isfinite */

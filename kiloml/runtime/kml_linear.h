@@ -35,6 +35,10 @@
 
 #include "kml_config.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define KML_LINEAR_PATH_FAST 0
 #define KML_LINEAR_PATH_EXACT 1
 #define KML_LINEAR_PATH_INVALID 2
@@ -66,5 +70,9 @@ int32_t kml_linear_predict(const kml_linear_model *m, const float *x, float *sco
  * alone) for finite x. The exact path of kml_linear_predict; public for tests. */
 int32_t kml_linear_exact_sign(const kml_linear_model *m, const float *x, int32_t a,
                               int32_t b);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* KML_LINEAR_H */

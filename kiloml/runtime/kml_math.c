@@ -12,6 +12,8 @@
  *   software is freely granted, provided that this notice
  *   is preserved.
  */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_math.h"
 
 #include <float.h>

@@ -6,10 +6,18 @@
 #ifndef KML_MATH_H
 #define KML_MATH_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ln(x) for x > 0 (x below FLT_MIN is taken as FLT_MIN; +inf and NaN pass through). */
 float kml_logf(float x);
 
 /* e^x (saturates to 0 below -87.3 and to +inf above 88.7; NaN passes through). */
 float kml_expf(float x);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -12,6 +12,10 @@
 
 #include "kml_fft.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     const kml_rfft_t *rfft;
     int32_t frame_length;
@@ -36,5 +40,9 @@ void kml_mfcc(const kml_mfcc_t *m, const float *window, int32_t rows, int32_t st
 /* One frame of one signal (frame_length contiguous samples), for benchmarks and tests. */
 void kml_mfcc_frame(const kml_mfcc_t *m, const float *samples, int32_t stride, float *scratch,
                     float *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

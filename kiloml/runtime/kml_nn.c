@@ -6,6 +6,8 @@
  * Wrap-around: where TFLite adds int32 fixed-point values (gemmlowp's operator+) the
  * Python spec wraps modulo 2^32; kml_add32 / kml_neg32 do the same without signed
  * overflow. Accumulators of products stay plain int32, as in TFLM. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_nn.h"
 #include "kml_nn_internal.h"
 

@@ -16,6 +16,8 @@
  * Cases without a fast path fall back to the portable kernel: grouped convolution,
  * depthwise with a depth multiplier other than 1, fully-connected with a nonzero weight
  * zero point, and any call without scratch. kiloml's codegen notes them in the report. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_nn.h"
 
 #if KML_NN_USE_DSP

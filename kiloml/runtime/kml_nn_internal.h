@@ -7,6 +7,10 @@
 
 #include "kml_nn.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 static inline int32_t kml_clamp32(int32_t v, int32_t lo, int32_t hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
@@ -116,5 +120,9 @@ void kml_conv2d_s8_portable(const kml_conv_params *p, const int8_t *in, const in
 void kml_dwconv2d_s8_portable(const kml_conv_params *p, const int8_t *in,
                               const int8_t *filter, const int32_t *bias, const int32_t *mult,
                               const int32_t *shift, int8_t *out, int16_t *scratch);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* KML_NN_INTERNAL_H */

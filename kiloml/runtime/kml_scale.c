@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: feature scaling. See kml_scale.h. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_scale.h"
 
 void kml_scale(const float *offset, const float *gain, int32_t n, float *values)

@@ -6,6 +6,14 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 void kml_scale(const float *offset, const float *gain, int32_t n, float *values);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

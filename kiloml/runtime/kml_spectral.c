@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: spectral features. See kml_spectral.h. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_spectral.h"
 
 #include "kml_math.h"

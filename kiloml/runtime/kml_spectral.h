@@ -17,6 +17,10 @@
 
 #include "kml_fft.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define KML_SPECTRAL_BANDS (1u << 0)
 #define KML_SPECTRAL_PEAKS (1u << 1)
 #define KML_SPECTRAL_CENTROID (1u << 2)
@@ -42,5 +46,9 @@ typedef struct {
  * scratch: fft_length + fft_length / 2 + 1 + 2 * n_peaks floats. */
 void kml_spectral(const kml_spectral_t *s, const float *window, int32_t rows, int32_t stride,
                   int32_t start_row, float *scratch, float *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

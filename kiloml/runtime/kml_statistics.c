@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: per-channel window statistics. See kml_statistics.h. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_statistics.h"
 
 #include <float.h>

@@ -11,6 +11,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define KML_STAT_MEAN               (1u << 0)
 #define KML_STAT_STD                (1u << 1)
 #define KML_STAT_MIN                (1u << 2)
@@ -29,5 +33,9 @@
  * `stat_mask` in the order of the bits above. */
 void kml_statistics(const float *window, int32_t rows, int32_t channels, int32_t start_row,
                     uint32_t stat_mask, float *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

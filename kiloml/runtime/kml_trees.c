@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: decision tree ensembles. See kml_trees.h. */
+#include "kml_fp.h" /* first: no float contraction, no fast-math */
+
 #include "kml_trees.h"
 
 #if KML_TREE_PROBA == 1 || KML_TREE_PROBA == 2

@@ -35,6 +35,10 @@
 
 #include "kml_config.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #ifndef KML_TREE_HEAD_T
 #define KML_TREE_HEAD_T uint16_t /* uint8_t when there are at most 64 features */
 #endif
@@ -148,5 +152,9 @@ int32_t kml_forest_vote(const kml_forest_t *forest, const uint16_t *payloads, fl
  * trees call it when their float32 sums are too close to decide. */
 int32_t kml_forest_exact_vote(const kml_forest_t *forest, const uint16_t *payloads,
                               float *scores);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
