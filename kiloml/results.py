@@ -29,7 +29,8 @@ def run_ok(metrics: dict) -> bool:
             continue
         if not (parity["all_decisions_equal"] and parity["streaming"]["all_decisions_equal"]):
             return False
-    return all(r["within_budget"] for r in metrics["resources"].values())
+    return all(r["within_budget"] and not r.get("fused_multiply_add", {}).get("found")
+               for r in metrics["resources"].values())
 
 
 def write_results(out: Path, metrics: dict, pipeline: Pipeline) -> None:

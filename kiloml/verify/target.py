@@ -15,6 +15,7 @@ from kiloml.pipeline import Pipeline
 from kiloml.progress import track
 from kiloml.targets.budget import Budget, check_budget
 from kiloml.targets.profiles import TargetProfile
+from kiloml.verify.fma_check import check_image, finding
 from kiloml.verify.host import RecordingOutputs, StreamEvents, WindowOutputs, recording_payload
 from kiloml.verify.mcu import build, qemu
 from kiloml.verify.mcu.toolchain import find_toolchain
@@ -42,7 +43,8 @@ class TargetResult:
         emulated = self.parity.get("emulated", False)
         parity_ok = not emulated or (self.parity["all_decisions_equal"]
                                      and self.parity["streaming"]["all_decisions_equal"])
-        return parity_ok and self.resources["within_budget"]
+        fused = self.resources.get("fused_multiply_add", {}).get("found")
+        return parity_ok and self.resources["within_budget"] and not fused
 
 
 def _compiler_version(gcc: str) -> str:
@@ -84,6 +86,7 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                                           "latency_us", "energy_uj"])
         parity = {"emulated": False,
                   "note": f"no emulator for {profile.name}: parity not checked on the MCU"}
+        _check_fused(toolchain.gcc, work / "probe" / "probe.elf", resources)
         return TargetResult(parity, resources)
 
     machine = profile.qemu_machine
@@ -144,7 +147,18 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                                   "held-out windows" + (
                                       " and of kml_classify_recording on every recording"
                                       if whole else ""))
+    _check_fused(toolchain.gcc, elf, resources)
     return TargetResult(parity, resources)
+
+
+def _check_fused(gcc: str, elf: Path, resources: dict) -> None:
+    """Fused multiply-adds in the linked image fail the verification, whatever the parity
+    on the held-out data (fma_check)."""
+    resources["fused_multiply_add"] = entry = check_image(gcc, elf)
+    verdict = finding(entry)
+    if verdict is not None:
+        resources["status"] = "fail"
+        resources["notes"].append(verdict)
 
 
 def _resources(common: dict, profile: TargetProfile, budget: Budget, instructions: int,
