@@ -1,8 +1,6 @@
 """kiloml: machine learning for microcontrollers, from sensor recordings to a verified C library."""
 
-# The one place the version is written: pyproject.toml reads it (dynamic version), the
-# generated C carries it, `kiloml --version` prints it.
-__version__ = "0.1.0"
+from kiloml.version import __version__
 
 # The Python API (kiloml/api.py), imported on first use: `import kiloml` stays light
 # (no scikit-learn, numpy or torch until a name below is used).

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from kiloml import __version__
 from kiloml.errors import KilomlError
+from kiloml.version import __version__
 
 __all__ = ["SUPPORTED", "Library", "Project", "RunResult", "convert"]
 

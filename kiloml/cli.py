@@ -27,7 +27,7 @@ TEMPLATE = Path(__file__).parent / "templates" / "kiloml.toml"
 
 def _print_version(value: bool) -> None:
     if value:
-        from kiloml import __version__
+        from kiloml.version import __version__
 
         print(f"kiloml {__version__}")
         raise typer.Exit()

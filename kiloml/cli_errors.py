@@ -27,8 +27,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from kiloml import __version__
 from kiloml.errors import KilomlError
+from kiloml.version import __version__
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3

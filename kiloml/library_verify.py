@@ -66,7 +66,7 @@ def verify_library(lib, windows: np.ndarray, target: str, *, emulate: bool = Tru
     from kiloml.targets.budget import Budget, check_budget
     from kiloml.targets.estimate import estimate_resources
     from kiloml.targets.profiles import load_profile
-    from kiloml.verify.host import verify_host
+    from kiloml.verify.host_parity import verify_host
     from kiloml.verify.reference import Reference
     from kiloml.verify.sizes import measure_library
     from kiloml.verify.target import verify_target

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiloml import __version__
 from kiloml.errors import KilomlError
 from kiloml.project import LoadedProject
+from kiloml.version import __version__
 
 MARKER_FILE = ".kiloml-output"
 KINDS = {"run": "a run folder", "search": "a search folder",

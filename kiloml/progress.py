@@ -57,3 +57,25 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             progress.advance(task)
+
+
+def epoch_progress(max_epochs: int, description: str = "training"):
+    """A progress bar for a training loop: (callback(epoch, total, train_loss, val_loss),
+    close())."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description:<28}"), BarColumn(bar_width=30),
+                   MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[losses]}"), console=console)
+    bar.start()
+    task = bar.add_task(description, total=max_epochs, losses="")
+
+    def callback(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+        bar.update(task, completed=epoch, total=total,
+                   losses=f"loss {train_loss:.3f} / val {val_loss:.3f}")
+
+    def close() -> None:
+        bar.update(task, total=bar.tasks[0].completed)
+        bar.stop()
+
+    return callback, close

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kiloml import __version__
 from kiloml.codegen.library import write_library
 from kiloml.data.order import natural_sorted
 from kiloml.data.recording import Recording
@@ -38,10 +37,11 @@ from kiloml.project import LoadedProject, load_project, locate
 from kiloml.results import record_target, run_ok, write_results
 from kiloml.targets.budget import Budget, check_budget
 from kiloml.targets.estimate import estimate_resources
-from kiloml.verify.host import verify_host
+from kiloml.verify.host_parity import verify_host
 from kiloml.verify.reference import REFERENCE_FILE, Reference
 from kiloml.verify.sizes import measure_library
 from kiloml.verify.target import verify_target
+from kiloml.version import __version__
 
 
 @dataclass

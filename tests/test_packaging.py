@@ -122,7 +122,8 @@ def test_extras_match_kiloml_optional_and_the_lock_satisfies_every_range() -> No
 def test_version_is_written_once_and_printed() -> None:
     project = _pyproject()
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "kiloml.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "kiloml.version.__version__"}
     result = run_cli("--version")
     assert result.exit_code == 0 and result.stdout == f"kiloml {kiloml.__version__}\n"
 

@@ -12,13 +12,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiloml import __version__
 from kiloml.codegen.cwriter import c_float, c_string
 from kiloml.decision.emit import functions as decision_functions
 from kiloml.decision.emit import header as decision_header
 from kiloml.decision.emit import state as decision_state
 from kiloml.pipeline import Pipeline
 from kiloml.stage import CStage, EmitContext
+from kiloml.version import __version__
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 STAGES_FILE = "kiloml_stages.json"

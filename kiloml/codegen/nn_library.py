@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from kiloml import __version__
 from kiloml.codegen.library import FP_HEADER, FP_INCLUDE, RUNTIME_DIR, SPDX_LINE, FirmwareLibrary
 from kiloml.codegen.nn_c import NetworkC, emit_network
 from kiloml.nn.graph import Graph
+from kiloml.version import __version__
 
 _CTYPE = {"int8": "int8_t", "float32": "float"}
 

@@ -85,7 +85,7 @@ def rule_baseline(pipeline: Pipeline, windows: WindowSet, split: Split,
                   model_resources: dict | None) -> dict:
     """Fit, evaluate on the held-out groups, emit and measure the rule; the verdict
     compares it with the model."""
-    from kiloml.verify.host import verify_host
+    from kiloml.verify.host_parity import verify_host
     from kiloml.verify.sizes import measure_library
     from kiloml.verify.target import verify_target
 

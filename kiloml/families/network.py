@@ -151,7 +151,7 @@ class NetworkFamily(ModelFamily):
         cfg, opt = self.config, self.project.config.optimize
         if opt.prune != "structured" or cfg.kind not in ("mlp", "cnn1d", "dscnn"):
             return cfg
-        from kiloml.models.neural import template_params
+        from kiloml.nn.template_params import template_params
         from kiloml.optimize.prune import structured_plan
 
         shape = self.sample_shape(pipeline, n_features)

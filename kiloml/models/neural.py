@@ -18,6 +18,8 @@ from kiloml.nn.analysis import summarize
 from kiloml.nn.graph import Graph
 from kiloml.nn.quantize import dequantize_output, quantize_graph, quantize_input
 from kiloml.nn.reference import Interpreter
+from kiloml.nn.template_params import template_params
+from kiloml.progress import epoch_progress
 from kiloml.project import NeuralModelConfig, OptimizeConfig
 
 F32 = np.float32
@@ -79,7 +81,7 @@ class NeuralModel:
             optimizer = Optimizer(self, self.optimize, x, y, groups, fit_idx, val_idx, params,
                                   progress)
             train_loss = optimizer.training_loss()  # distillation, or None
-        callback, close = progress_callback(c.epochs) if progress else (None, lambda: None)
+        callback, close = epoch_progress(c.epochs) if progress else (None, lambda: None)
         try:
             module, self.history = train_classifier(
                 c.kind, params, x[fit_idx], y[fit_idx],
@@ -367,16 +369,6 @@ def declared_input(graph: Graph, path: Path | None):
     return tuple(graph.input_tensors[0].shape), None
 
 
-def template_params(c: NeuralModelConfig) -> dict[str, object]:
-    if c.kind == "mlp":
-        return {"hidden": list(c.hidden), "dropout": c.dropout}
-    if c.kind == "cnn1d":
-        return {"filters": list(c.filters), "kernel_size": c.kernel_size, "stride": c.stride,
-                "pool": c.pool, "dropout": c.dropout}
-    return {"filters": list(c.filters), "kernel_size": min(c.kernel_size, 3), "stride": c.stride,
-            "dropout": c.dropout}
-
-
 def validation_split(groups: np.ndarray, n_groups: int, seed: int) -> tuple[np.ndarray,
                                                                                np.ndarray]:
     """Hold out ``n_groups`` whole groups of the training set for early stopping."""
@@ -387,25 +379,3 @@ def validation_split(groups: np.ndarray, n_groups: int, seed: int) -> tuple[np.n
     held = set(rng.choice(names, size=n_groups, replace=False).tolist())
     mask = np.array([g in held for g in groups.tolist()])
     return np.flatnonzero(~mask), np.flatnonzero(mask)
-
-
-def progress_callback(max_epochs: int, description: str = "training"):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from kiloml.progress import console
-
-    bar = Progress(TextColumn("{task.description:<28}"), BarColumn(bar_width=30),
-                   MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[losses]}"), console=console)
-    bar.start()
-    task = bar.add_task(description, total=max_epochs, losses="")
-
-    def callback(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
-        bar.update(task, completed=epoch, total=total,
-                   losses=f"loss {train_loss:.3f} / val {val_loss:.3f}")
-
-    def close() -> None:
-        bar.update(task, total=bar.tasks[0].completed)
-        bar.stop()
-
-    return callback, close

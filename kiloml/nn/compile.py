@@ -306,7 +306,7 @@ def measure(graph: Graph, library: FirmwareLibrary, net: NetworkC,
 def verify_model(model: Path, inputs: Path, target: str, output: Path, *,
                  portable: bool = False) -> dict:
     from kiloml.nn.load import load_inputs
-    from kiloml.nn.model_cli import check_output_npy, write_npy
+    from kiloml.nn.npy_output import check_output_npy, write_npy
 
     check_output_npy(output, model, inputs)
     graph = load_model(model)

@@ -12,6 +12,7 @@ import typer
 from kiloml.atomic import write_atomically
 from kiloml.errors import KilomlError
 from kiloml.nn.graph import Graph
+from kiloml.nn.npy_output import check_output_npy, write_npy
 from kiloml.outputs import Protected, check_output_file
 
 if TYPE_CHECKING:
@@ -19,21 +20,6 @@ if TYPE_CHECKING:
 
 model_app = typer.Typer(help="Bring your own model: inspect and run .tflite / .onnx models.",
                         no_args_is_help=True)
-
-
-def check_output_npy(output: Path, model: Path, inputs: Path) -> None:
-    """The .npy a model command writes: never the model or the inputs, in a folder that
-    exists (checked before any work)."""
-    check_output_file(output, [Protected("the model file", Path(model), folder=False),
-                               Protected("the inputs file", Path(inputs), folder=False)],
-                      name="--output")
-    if not Path(output).absolute().parent.is_dir():
-        raise KilomlError("output folder does not exist", file=Path(output).absolute().parent)
-
-
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """An .npy written whole or not at all (never pickled)."""
-    write_atomically(Path(path), lambda f: np.save(f, array, allow_pickle=False))
 
 
 def run_model(model: Path, inputs: Path, output: Path) -> np.ndarray:

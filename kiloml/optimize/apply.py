@@ -137,14 +137,14 @@ class Optimizer:
     def _fine_tune(self, module, description: str, *, lr: float, weight_decay: float,
                    x_fit: np.ndarray | None = None, x_val: np.ndarray | None = None,
                    after_step=None, before_epoch=None, first_selectable_epoch: int = 1):
-        from kiloml.models.neural import progress_callback
+        from kiloml.progress import epoch_progress
 
         c, cfg = self.model.config, self.cfg
         fit, val = self.fit_idx, self.val_idx
         x_fit = self.x[fit] if x_fit is None else x_fit
         if x_val is None and len(val):
             x_val = self.x[val]
-        callback, close = (progress_callback(cfg.fine_tune_epochs, description)
+        callback, close = (epoch_progress(cfg.fine_tune_epochs, description)
                            if self.progress else (None, lambda: None))
         try:
             module, history = fit_module(

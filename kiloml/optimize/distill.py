@@ -103,7 +103,7 @@ def fit_teacher(cfg: TeacherConfig, student: NeuralModelConfig, student_params: 
              "reads": "window statistics" if np.ndim(x) == 3 and np.shape(x)[1] > 1
              else "the student's input", "soft_targets": how,
              "soft_target_accuracy": round(oof_acc, 4)})
-    from kiloml.models.neural import template_params
+    from kiloml.nn.template_params import template_params
     from kiloml.nn.train import predict_proba, train_classifier
 
     tcfg = student.model_copy(update={"kind": cfg.kind})

@@ -21,7 +21,6 @@ from typing import get_args
 import numpy as np
 from sklearn.base import clone
 
-from kiloml import __version__
 from kiloml.decision.layer import SMOOTHING, DecisionParams
 from kiloml.dsp.filters import Butterworth, Decimate, PreEmphasis
 from kiloml.dsp.mfcc import Mfcc
@@ -57,6 +56,7 @@ from kiloml.project import (
     TreeModelConfig,
 )
 from kiloml.stage import FeatureStage, SampleStage
+from kiloml.version import __version__
 
 FORMAT = "kiloml-pipeline"
 VERSION = 1

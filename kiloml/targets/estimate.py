@@ -39,28 +39,15 @@ import numpy as np
 
 from kiloml.optional import needs
 from kiloml.pipeline import Pipeline
+from kiloml.targets.core_class import CLOSEST_CLASS, core_class
 from kiloml.targets.profiles import TargetProfile
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 # A core class without a calibration file of its own takes the closest one's.
-CLOSEST_CLASS = {
-    "cortex-m33-fpu-dsp": "cortex-m4-fpu-dsp",
-    "cortex-m33-dsp": "cortex-m4-fpu-dsp",
-    "cortex-m55-fpu-dsp": "cortex-m7-fpu-dsp",
-    "cortex-m4-dsp": "cortex-m3",
-    "cortex-m0": "cortex-m0plus",
-    "cortex-m23": "cortex-m0plus",
-}
 STACK_FALLBACK_BYTES = 256
 
 
 # --- calibration data ----------------------------------------------------------------
-
-
-def core_class(profile: TargetProfile) -> str:
-    """The key of a profile's calibration: the core and its FPU / DSP extension."""
-    return profile.core + ("-fpu" if profile.has_fpu else "") + \
-        ("-dsp" if profile.has_dsp_ext else "")
 
 
 @functools.cache
@@ -193,7 +180,7 @@ def generated_pipeline_c(pipeline: Pipeline) -> dict:
     from kiloml.codegen.library import write_library
 
     with tempfile.TemporaryDirectory(prefix="kiloml-estimate-") as tmp:
-        lib = write_library(pipeline, Path(tmp))
+        lib = write_library(pipeline, Path(tmp), prefix="kml")  # the names it is fitted on
         source = (lib.directory / "kiloml_model.c").read_text()
         header = (lib.directory / "kiloml_model.h").read_text()
         config = (lib.directory / "kml_config.h").read_text()
@@ -565,7 +552,8 @@ def untrained_network(config, n_classes: int, sample_shape: tuple[int, ...], see
     with needs("torch", "estimating a network before training"):
         import torch
 
-    from kiloml.models.neural import NeuralModel, template_params
+    from kiloml.models.neural import NeuralModel
+    from kiloml.nn.template_params import template_params
     from kiloml.nn.torch_export import to_graph
     from kiloml.nn.torch_models import build_model, fit_standardization
 

@@ -48,7 +48,7 @@ LINEAR_CALLEES = ("kml_expf", "__aeabi_fadd", "__aeabi_fsub", "__aeabi_fmul", "_
 
 
 def _table(profile, tables: dict):
-    from kiloml.targets.estimate import CLOSEST_CLASS, core_class
+    from kiloml.targets.core_class import CLOSEST_CLASS, core_class
 
     cls = core_class(profile)
     if cls not in tables:

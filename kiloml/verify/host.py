@@ -150,38 +150,3 @@ def run_recordings(exe: Path, recordings: list[np.ndarray], n_classes: int,
     raw = _run(exe, "recording", recording_payload(recordings), work)
     return RecordingOutputs.parse(raw, n_classes, len(recordings))
 
-
-def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> dict:
-    """Every held-out window through kml_classify and every held-out recording through
-    kml_push_sample, on the host, against the Python reference."""
-    from kiloml.progress import track
-    from kiloml.verify.parity import (
-        add_decision_parity,
-        add_recording_parity,
-        recording_parity,
-        stream_parity,
-        window_parity,
-    )
-
-    exe = build_host(library, work)
-    batch = 4096
-    parts = []
-    n = len(reference.windows)
-    for s in track(range(0, n, batch), "host parity (windows)", total=(n + batch - 1) // batch):
-        parts.append(run_windows(exe, reference.windows[s:s + batch], pipeline.n_classes,
-                                 library.n_features, work))
-    outputs = WindowOutputs(np.concatenate([p.labels for p in parts]),
-                            np.concatenate([p.scores for p in parts]),
-                            np.concatenate([p.features for p in parts]))
-    result = window_parity(reference.labels, reference.scores, reference.features, outputs,
-                           pipeline.feature_slices())
-    events = run_stream(exe, reference.stream_recordings, pipeline.n_classes, work)
-    result["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
-                                        reference.stream_labels, reference.stream_scores, events)
-    result["streaming"]["n_recordings"] = len(reference.stream_lengths)
-    add_decision_parity(result["streaming"], reference, events)
-    whole = reference.whole_recordings
-    if reference.recording_lengths is not None:
-        outputs_r = run_recordings(exe, whole, pipeline.n_classes, work)
-        add_recording_parity(result, recording_parity(reference, outputs_r, pipeline))
-    return result
