@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kiloml.codegen.library import FirmwareLibrary
-from kiloml.errors import ToolchainError
+from kiloml.errors import KilomlError, ToolchainError
 from kiloml.pipeline import Pipeline
 from kiloml.progress import track
 from kiloml.targets.budget import Budget, check_budget
@@ -56,13 +56,17 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                   profile: TargetProfile, budget: Budget, work: Path, *,
                   optimize: str = DEFAULT_OPTIMIZATION,
                   latency_budget_ms: float | None = None,
-                  estimate: dict | None = None) -> TargetResult:
+                  estimate: dict | None = None,
+                  cflags: list[str] | None = None) -> TargetResult:
+    """``cflags``: the user's flags (kiloml verify --cflags); the library is then built
+    with the target's CPU flags, ``optimize`` and them only (user_cflags)."""
     toolchain = find_toolchain()
     work.mkdir(parents=True, exist_ok=True)
-    objects = build.compile_objects(toolchain, library.sources, [library.directory], profile,
-                                    optimize, work / "library")
+    objects = _library_objects(toolchain, library, profile, optimize, work / "library", cflags)
     probe = build.budget_probe(toolchain, library, objects, profile, optimize, work / "probe")
     compiler = f"{_compiler_version(toolchain.gcc)} {optimize} {' '.join(profile.cflags)}"
+    if cflags is not None:
+        compiler += f" then --cflags {' '.join(cflags)}"
     common = {
         "flash_bytes": probe.flash_bytes,
         "ram_bytes": probe.ram_bytes,
@@ -71,6 +75,7 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
         "compiler": compiler,
         "cycles_per_instruction": profile.cycles_per_instruction,
         "power_source": profile.power_source,
+        **({} if cflags is None else {"cflags": cflags}),
     }
 
     if profile.qemu_machine is None:
@@ -103,6 +108,8 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                            pipeline.feature_slices())
     parity["emulated"] = True
     parity["machine"] = machine
+    if cflags is not None:
+        parity["cflags"] = cflags
     events, push_counts = _run_stream(toolchain, elf, machine, plugin, reference, pipeline,
                                       work / "run")
     parity["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
@@ -141,7 +148,8 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                      if len(push_counts) else 0.0,
                      push_sample_instructions_max=int(push_counts.max(initial=0)),
                      stages=_stage_breakdown(toolchain, library, objects, profile, machine,
-                                             optimize, plugin, reference, pipeline, work),
+                                             optimize, plugin, reference, pipeline, work,
+                                             cflags),
                      instruction_counter="QEMU TCG plugin kml_icount (per translation block)",
                      stack_method="stack painting around kml_classify, deepest of all "
                                   "held-out windows" + (
@@ -149,6 +157,23 @@ def verify_target(pipeline: Pipeline, library: FirmwareLibrary, reference: Refer
                                       if whole else ""))
     _check_fused(toolchain.gcc, elf, resources)
     return TargetResult(parity, resources)
+
+
+def _library_objects(toolchain, library: FirmwareLibrary, profile: TargetProfile,
+                     optimize: str, out_dir: Path, cflags: list[str] | None,
+                     extra: list[str] | None = None) -> list[Path]:
+    if cflags is None:
+        return build.compile_objects(toolchain, library.sources, [library.directory], profile,
+                                     optimize, out_dir, extra=extra)
+    from kiloml.verify.user_cflags import WHERE, describe
+
+    try:
+        return build.compile_objects(toolchain, library.sources, [library.directory], profile,
+                                     optimize, out_dir, extra=[*(extra or []), *cflags],
+                                     base=[])
+    except ToolchainError as exc:
+        raise KilomlError(f"the library does not build for {profile.name} with "
+                          f"{describe(cflags)}: {exc.message}", where=WHERE) from None
 
 
 def _check_fused(gcc: str, elf: Path, resources: dict) -> None:
@@ -265,11 +290,12 @@ PROFILED_WINDOWS = 16
 
 def _stage_breakdown(toolchain, library: FirmwareLibrary, objects: list[Path],
                      profile: TargetProfile, machine: str, optimize: str, plugin: Path,
-                     reference: Reference, pipeline: Pipeline, work: Path) -> list[dict]:
+                     reference: Reference, pipeline: Pipeline, work: Path,
+                     cflags: list[str] | None = None) -> list[dict]:
     """Flash, RAM and instructions per stage (a separate build with stage markers, run on
     a few windows; the markers add a handful of instructions each)."""
-    marked = build.compile_objects(toolchain, library.sources, [library.directory], profile,
-                                   optimize, work / "marked", extra=["-DKML_STAGE_MARKS"])
+    marked = _library_objects(toolchain, library, profile, optimize, work / "marked", cflags,
+                              extra=["-DKML_STAGE_MARKS"])
     elf = build.build_harness(toolchain, library, marked, profile, machine, optimize,
                               work / "marked")
     _, counts, _, marks = run_target_windows(toolchain, elf, machine, plugin, reference, pipeline,
