@@ -62,12 +62,15 @@ PLAIN_CFLAGS = ["-std=c99", "-ffp-contract=off"]
 
 def compile_objects(toolchain: ArmToolchain, sources: list[Path], include_dirs: list[Path],
                     profile: TargetProfile, optimize: str, out_dir: Path,
-                    extra: list[str] | None = None, *, strict: bool = True) -> list[Path]:
+                    extra: list[str] | None = None, *, strict: bool = True,
+                    base: list[str] | None = None) -> list[Path]:
+    """``base`` replaces kiloml's own flags (strict or plain), e.g. with none for a build
+    under the user's flags (given in ``extra``, after ``optimize``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     objects = []
     for src in sources:
         obj = out_dir / (src.stem + ".o")
-        flags = STRICT_CFLAGS if strict else PLAIN_CFLAGS
+        flags = base if base is not None else STRICT_CFLAGS if strict else PLAIN_CFLAGS
         cmd = [toolchain.gcc, *cpu_flags(profile), *flags, optimize, *SECTION_FLAGS,
                *[f"-I{d}" for d in include_dirs], *(extra or []), "-c", str(src),
                "-o", str(obj)]
