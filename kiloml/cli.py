@@ -46,6 +46,12 @@ def _add_model_commands() -> None:
     app.add_typer(model_app, name="model")
 
 
+def _add_capture_command() -> None:
+    from kiloml.capture.command import capture
+
+    app.command()(user_errors(capture))
+
+
 @app.command()
 @user_errors
 def init(directory: Annotated[Path, typer.Argument(help="Folder for the new project")]) -> None:
@@ -333,6 +339,7 @@ def _rel(path: Path) -> str:
 
 
 _add_model_commands()
+_add_capture_command()
 
 
 def main() -> None:
