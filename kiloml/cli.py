@@ -52,6 +52,12 @@ def _add_capture_command() -> None:
     app.command()(user_errors(capture))
 
 
+def _add_firmware_commands() -> None:
+    from kiloml.export.cli import export_command
+
+    app.command("export")(user_errors(export_command))
+
+
 @app.command()
 @user_errors
 def init(directory: Annotated[Path, typer.Argument(help="Folder for the new project")]) -> None:
@@ -340,6 +346,7 @@ def _rel(path: Path) -> str:
 
 _add_model_commands()
 _add_capture_command()
+_add_firmware_commands()
 
 
 def main() -> None:
