@@ -188,6 +188,9 @@ def test_whole_recordings_match_on_host_and_qemu(gestures: Path) -> None:
     assert r["recording_instructions_max"] >= r["recording_instructions_mean"] > \
         r["instructions_per_inference"]  # preprocessing and fitting on top of a window
     assert r["stack_bytes"] >= r["recording_stack_bytes"] > 0
+    # the report says what an example is (not "windows of 250 ms every ...")
+    report = (gestures.parent / "out" / "report.html").read_text()
+    assert "one example per recording, fitted to 1000 ms (pad = edge, crop = center" in report
 
 
 def test_the_library_documents_the_rule(gestures: Path) -> None:

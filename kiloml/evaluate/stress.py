@@ -245,7 +245,8 @@ def _retrain(project: LoadedProject, pipeline: Pipeline, train: list[Recording],
     family = family_for(project)
     if not family.retrainable:
         raise KilomlError("training-time augmentation retrains the model, and an imported "
-                          "network cannot be retrained here; use --no-augment",
+                          "model (kiloml did not train it) cannot be retrained here; use "
+                          "--no-augment",
                           file=project.path, where="[model] kind")
     new = copy.deepcopy(pipeline)
     parts_chunks, ys, groups = [], [], []

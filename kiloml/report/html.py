@@ -82,11 +82,22 @@ def render_report(metrics: dict, pipeline: Pipeline) -> str:
              f"{html.escape(metrics['project'])}</title><style>{STYLE}</style></head><body>",
              f"<h1>kiloml report: {html.escape(metrics['project'])}</h1>",
              f"<p class='muted'>kiloml {metrics['kiloml_version']} &middot; "
-             f"{data['n_recordings']} recordings, {data['n_windows']} windows of "
-             f"{data['window_ms']:g} ms every {data['stride_ms']:g} ms at "
+             f"{data['n_recordings']} recordings, {_examples(data)} at "
              f"{data['sample_rate_hz']:g} Hz, {len(data['channels'])} channels, "
              f"{len(names)} classes</p>",
              table_of_contents(sections)]
     parts.extend(s.html() for s in sections)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _examples(data: dict) -> str:
+    """What one example is: a window every stride, or (mode = "recording") a whole
+    recording fitted to one length."""
+    fit = data.get("recording_fit")
+    if fit is None:
+        return (f"{data['n_windows']} windows of {data['window_ms']:g} ms every "
+                f"{data['stride_ms']:g} ms")
+    return (f"one example per recording, fitted to {fit['length_ms']:g} ms "
+            f"(pad = {fit['pad']}, crop = {fit['crop']}: {fit['padded']} padded, "
+            f"{fit['cropped']} cropped)")

@@ -333,6 +333,20 @@ def test_a_tampered_saved_ensemble_is_one_line(tmp_path: Path) -> None:
     assert "model.arrays" in text and "reached twice" in text and "\n" not in text
 
 
+def test_stress_with_augmentation_on_an_imported_ensemble_is_one_line(
+        tmp_path: Path) -> None:
+    """Augmentation retrains the model; an imported ensemble was not trained here: one line
+    naming [model] kind (not "an imported network"), and --no-augment runs."""
+    toml = write_tree_project(tmp_path, ["a", "b", "c"], 3, ["mean", "std"],
+                              "extra_trees_sklearn.onnx")
+    assert run_cli("run", str(toml), "--no-emulator").exit_code == 0
+    result = run_cli("stress", str(toml), "--perturbations", "gain")
+    assert_user_error(result, "[model] kind", "imported model", "--no-augment")
+    assert "network" not in result.stderr
+    done = run_cli("stress", str(toml), "--perturbations", "gain", "--no-augment")
+    assert done.exit_code == 0, done.stderr
+
+
 def test_ensemble_that_does_not_fit_the_project(tmp_path: Path) -> None:
     toml = write_tree_project(tmp_path, ["a", "b", "c", "d"], 4, ["mean"],
                               "forest_sklearn.onnx")
