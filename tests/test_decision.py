@@ -108,6 +108,35 @@ def test_c_layer_is_bit_exact_with_the_twin(harness: Path, tmp_path: Path, smoot
         assert (twin.candidate == UNCERTAIN).any()
 
 
+@pytest.mark.parametrize("smoothing", ["none", "average", "majority"])
+def test_refused_windows_are_uncertain_and_stay_out_of_the_history(
+        harness: Path, tmp_path: Path, smoothing: str) -> None:
+    """A label of -1 (a linear model's answer to a NaN feature, scores all zero) is no
+    evidence: the candidate is uncertain, the smoothing history does not take it (a
+    pass-through layer used to report class 0), and C and Python agree bit for bit."""
+    rng = np.random.default_rng(7)
+    k, n = 3, 300
+    scores = rng.dirichlet(np.full(k, 0.5), size=n).astype(F32)
+    labels = np.argmax(scores, axis=1).astype(np.int32)
+    refused = np.zeros(n, bool)
+    refused[rng.choice(n, 40, replace=False)] = True
+    refused[100:110] = True  # a run long enough to switch the decision off
+    scores[refused], labels[refused] = 0.0, -1
+    p = DecisionParams(k, np.zeros(k, F32), 0.0, 0.0, smoothing, 4, 1, 3)
+    twin = DecisionLayer(p).run(scores, labels)
+    assert (twin.candidate[refused] == UNCERTAIN).all()
+    assert (twin.decision[102:110] == UNCERTAIN).all()
+    assert (twin.candidate[~refused] != UNCERTAIN).all()  # pass-through otherwise
+    if smoothing != "none":  # the window after a refused one smooths over real ones only
+        after = np.flatnonzero(refused[:-1] & ~refused[1:]) + 1
+        assert (twin.smoothed[after].sum(axis=1) > F32(0.99)).all()
+    smoothed, ints = _c_steps(harness, p, scores, labels, tmp_path)
+    assert np.array_equal(smoothed.view(np.int32), twin.smoothed.view(np.int32))
+    np.testing.assert_array_equal(ints[:, 0], twin.candidate)
+    np.testing.assert_array_equal(ints[:, 1], twin.decision)
+    np.testing.assert_array_equal(ints[:, 2], twin.changed)
+
+
 def test_hysteresis_and_smoothing_semantics() -> None:
     k = 2
     s = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [1, 0], [0, 1], [0, 1]], F32)

@@ -106,6 +106,10 @@ class DecisionLayer:
 
     def step(self, scores: np.ndarray, label: int) -> tuple[np.ndarray, int, int, int]:
         p = self.p
+        if label < 0:
+            # the model refused the window (a linear model's answer to a NaN feature): no
+            # evidence, kept out of the smoothing history, an uncertain candidate
+            return self._hysteresis(np.asarray(scores, dtype=F32).copy(), UNCERTAIN)
         sm = self._smooth(np.asarray(scores, dtype=F32), int(label))
         # the C loops: the first maximum, and the largest other score; a NaN score never
         # wins a comparison, so it is passed over (np.argmax and max would pick it)
@@ -122,6 +126,10 @@ class DecisionLayer:
         if (top < p.thresholds[best] or top < F32(p.min_score)
                 or F32(top - second) < F32(p.min_margin)):
             candidate = UNCERTAIN
+        return self._hysteresis(sm, candidate)
+
+    def _hysteresis(self, sm: np.ndarray, candidate: int) -> tuple[np.ndarray, int, int, int]:
+        p = self.p
         changed = 0
         if candidate == self.state:
             self.pending, self.pending_count = self.state, 0

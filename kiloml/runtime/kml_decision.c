@@ -64,6 +64,16 @@ int32_t kml_decision_step(const kml_decision_params *p, kml_decision_state *s,
 {
     int32_t c, best = 0, cand, need, changed = 0;
     float top, second = -INFINITY;
+    if (label < 0) {
+        /* the model refused the window (a linear model's answer to a NaN feature): no
+         * evidence for any class, so it stays out of the smoothing history and the
+         * candidate is uncertain (off_windows of them still switch the decision off) */
+        for (c = 0; c < p->n_classes; ++c) {
+            smoothed[c] = scores[c];
+        }
+        cand = KML_UNCERTAIN;
+        goto hysteresis;
+    }
     kml_smooth(p, s, scores, label, smoothed);
     for (c = 1; c < p->n_classes; ++c) {
         if (smoothed[c] > smoothed[best]) {
@@ -80,6 +90,7 @@ int32_t kml_decision_step(const kml_decision_params *p, kml_decision_state *s,
     if (top < p->thresholds[best] || top < p->min_score || top - second < p->min_margin) {
         cand = KML_UNCERTAIN;
     }
+hysteresis:
     if (cand == s->state) {
         s->pending = s->state;
         s->pending_count = 0;

@@ -34,7 +34,9 @@ typedef struct {
 void kml_decision_reset(kml_decision_state *s);
 
 /* One window: scores and arg-max label in; smoothed scores, candidate and the
- * debounced decision out. Returns 1 when the decision changed at this window. */
+ * debounced decision out. Returns 1 when the decision changed at this window. A label
+ * below 0 (the model refused the window) gives an uncertain candidate and leaves the
+ * smoothing history as it was. */
 int32_t kml_decision_step(const kml_decision_params *p, kml_decision_state *s,
                           const float *scores, int32_t label, float *smoothed,
                           int32_t *candidate, int32_t *decision);
