@@ -24,6 +24,7 @@ from kiloml.atomic import write_atomically, write_text_atomically
 from kiloml.capture.session import Capture
 from kiloml.errors import KilomlError
 
+FLT_MAX = float(np.finfo(np.float32).max)
 FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-+]*")
 
 
@@ -73,7 +74,11 @@ def float32_text(bits: np.ndarray) -> list[str]:
     out = []
     for v in bits:
         text = str(v)  # numpy: the shortest repr that identifies the float32
-        if not np.isfinite(v) or np.float32(float(text)).tobytes() != v.tobytes():
+        back = float(text)
+        # (the shortest text of the largest float32s reads as a float64 just above
+        # FLT_MAX, which a reader may refuse as out of float32's range)
+        if not np.isfinite(v) or abs(back) > FLT_MAX or \
+                np.float32(back).tobytes() != v.tobytes():
             text = repr(float(v))  # the exact value as a float64: reads back exactly
         out.append(text)
     return out
