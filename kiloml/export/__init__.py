@@ -14,6 +14,7 @@ from kiloml.errors import KilomlError
 FORMATS = {"cmake": "cmake", "arduino": "arduino", "platformio": "platformio",
            "zephyr": "zephyr"}
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+DEFAULT_AUTHOR = "kiloml export (set --author)"
 
 
 @dataclass
@@ -27,9 +28,14 @@ class ExportOutcome:
 
 
 def export_run(run_dir: Path, fmt: str, out: Path, *, name: str | None = None,
-               version: str = "0.1.0") -> ExportOutcome:
+               version: str = "0.1.0", author: str = DEFAULT_AUTHOR,
+               url: str | None = None) -> ExportOutcome:
+    """Write the run's library as a ``fmt`` package into ``out`` (new or empty). ``url``
+    defaults to a placeholder on example.com (a reserved documentation domain): the
+    registries require one, and kiloml cannot know where the package will live."""
     from kiloml.export.common import (
         EXAMPLE_MAX_SAMPLES,
+        PackageMeta,
         check_export_folder,
         held_out,
         package_name,
@@ -48,6 +54,10 @@ def export_run(run_dir: Path, fmt: str, out: Path, *, name: str | None = None,
     package = package_name(run, name)
     data = held_out(run.reference, EXAMPLE_MAX_SAMPLES)
     module = importlib.import_module(f"kiloml.export.{FORMATS[fmt]}")
-    files = module.files(run, package, version, data)
+    if any(c in author for c in "\n\r") or (url is not None and any(c in url for c in " \n\r")):
+        raise KilomlError("--author and --url must be one line (a URL without spaces)",
+                          where="--author" if "\n" in author else "--url")
+    meta = PackageMeta(package, version, author, url or f"https://example.com/{package}")
+    files = module.files(run, meta, data)
     write_package(out, files)
     return ExportOutcome(out, fmt, package, len(files), len(data.labels), data.n_samples)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kiloml.export import examples
-from kiloml.export.common import HeldOut, RunSource, board_files, library_files
+from kiloml.export.common import HeldOut, PackageMeta, RunSource, board_files, library_files
 from kiloml.export.readme import readme
 
 SPDX = "# SPDX-License-Identifier: Apache-2.0"
@@ -214,7 +214,8 @@ MPS2 AN386 board.
 """
 
 
-def files(run: RunSource, name: str, version: str, data: HeldOut) -> dict[str, str | Path]:
+def files(run: RunSource, meta: PackageMeta, data: HeldOut) -> dict[str, str | Path]:
+    name, version = meta.name, meta.version
     stream, replay = STREAM_TARGET.format(name=name), REPLAY_TARGET.format(name=name)
     replay_extra = ('set(REPLAY_BAUD 115200 CACHE STRING "UART0 baud rate")\n'
                     f"target_compile_definitions({replay} PRIVATE REPLAY_BAUD=${{REPLAY_BAUD}}u)"

@@ -65,6 +65,16 @@ def library_api(firmware: Path, metrics: dict) -> LibraryApi:
     return LibraryApi("kml", "kiloml_model.h")
 
 
+@dataclass(frozen=True)
+class PackageMeta:
+    """What package registries ask for beyond the library itself."""
+
+    name: str
+    version: str
+    author: str
+    url: str
+
+
 @dataclass
 class HeldOut:
     """Held-out recordings (raw samples, as a firmware pushes them) and what Python decided
@@ -209,6 +219,16 @@ def write_package(out: Path, files: dict[str, str | bytes | Path]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def umbrella_header(run: RunSource, name: str) -> str:
+    """``<name>.h``: the header Arduino and PlatformIO find a library by."""
+    from kiloml.codegen.library import SPDX_LINE
+
+    guard = f"{name.upper()}_H"
+    return (f"{SPDX_LINE}\n/* The {name} library (kiloml project {run.pipeline.name}): the model "
+            f"API is in {run.api.header}. */\n#ifndef {guard}\n#define {guard}\n\n"
+            f'#include "{run.api.header}"\n\n#endif /* {guard} */\n')
 
 
 def library_files(run: RunSource, folder: str) -> dict[str, Path]:
