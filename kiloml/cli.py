@@ -117,6 +117,8 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
               f"alarms/h {r['false_alarms_per_hour']:.1f} -> {e['false_alarms_per_hour']:.1f} "
               f"with the decision layer, missed {r['missed_events']} -> {e['missed_events']} "
               f"of {e['events']} events")
+    for w in d.get("warnings", []):  # a calibrated threshold that hides a class
+        print(f"warning        {w['message']}")
     if "rule_baseline" in m:
         print(f"rule baseline  {m['rule_baseline']['verdict']}")
     for target, pw in m.get("power", {}).items():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiloml.codegen.library import FirmwareLibrary, write_library
+from kiloml.codegen.prefix import model_header_name, model_source_name
 from kiloml.errors import KilomlError
 from kiloml.outputs import require_kiloml_folder
 from kiloml.persist.pipeline_state import PIPELINE_FILE, load_pipeline, refuse_old_run
@@ -43,7 +44,12 @@ def firmware_library(firmware: Path, n_features: int) -> FirmwareLibrary:
 def generated_library(pipeline: Pipeline, firmware: Path, directory: Path) -> FirmwareLibrary:
     """The library ``pipeline`` generates, written into ``directory``; the run's
     ``firmware`` folder must hold the same files with the same bytes."""
-    library = write_library(pipeline, directory)
+    from kiloml.codegen.identity import created_in
+
+    # the creation time is the run's (it is no part of the model id)
+    header = firmware / model_header_name(pipeline.library_prefix)
+    library = write_library(pipeline, directory,
+                            created_utc=created_in(header, pipeline.library_prefix))
     for made in sorted(p for p in directory.iterdir() if p.is_file()):
         theirs = firmware / made.name
         try:
@@ -62,9 +68,10 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
     cfg = project.config
     out = project.output_dir
     refuse_old_run(out, project.path)  # never unpickled
-    needed = [out / PIPELINE_FILE, out / "verify" / REFERENCE_FILE, out / METRICS_FILE,
-              out / "firmware" / "kiloml_model.c"]
+    needed = [out / PIPELINE_FILE, out / "verify" / REFERENCE_FILE, out / METRICS_FILE]
     missing = [p for p in needed if not p.exists()]
+    if not missing and not any((out / "firmware").glob("*_model.c")):
+        missing = [out / "firmware" / "kiloml_model.c"]
     if missing:
         raise KilomlError(f"no complete `kiloml run` output here ({missing[0].name} is "
                           f"missing); run `kiloml run {project.path}` first", file=out)
@@ -77,6 +84,9 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
     same = profile.name == cfg.target.name
     budget = Budget.for_target(profile, cfg.target if same else TargetConfig(name=profile.name))
     pipeline = load_pipeline(out / PIPELINE_FILE)
+    if not (out / "firmware" / model_source_name(pipeline.library_prefix)).exists():
+        raise KilomlError(f"no {model_source_name(pipeline.library_prefix)} in the run's "
+                          f"firmware/; run `kiloml run {project.path}` again", file=out)
     reference = Reference.load(out / "verify" / REFERENCE_FILE, pipeline)
     with tempfile.TemporaryDirectory(prefix="kiloml-verify-") as tmp:
         library = generated_library(pipeline, out / "firmware", Path(tmp) / "firmware")
