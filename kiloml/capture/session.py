@@ -100,7 +100,8 @@ class Session:
         self.handle = handle
         self.clock = clock
         self.capture = Capture(settings)
-        self.text = TextDecoder(len(settings.channels) if settings.channels else None)
+        self.text = TextDecoder(len(settings.channels) if settings.channels else None,
+                                source=settings.port)
         self.frames = FrameDecoder()
         self.hello: Hello | None = None
         self.start = 0.0

@@ -41,6 +41,7 @@ class TextSample:
 @dataclass
 class TextDecoder:
     channels: int | None = None  # fixed by --channels, else by the first sample line
+    source: str = "device"  # the port, in error messages
     buffer: bytearray = field(default_factory=bytearray)
     lines: int = 0  # complete lines received
     samples: int = 0
@@ -82,7 +83,7 @@ class TextDecoder:
                 self.first_skipped = text[:60]
             self.skipped_lines += 1
             return None
-        where = f"line {self.lines} (sample {self.samples + 1})"
+        where = f"{self.source}: line {self.lines} (sample {self.samples + 1})"
         if self.channels is None:
             self.channels = len(cells)
         if len(cells) != self.channels:
@@ -98,7 +99,8 @@ class TextDecoder:
 
     def _long_line(self) -> None:
         if self.samples:
-            raise KilomlError(f"line {self.lines + 1} (sample {self.samples + 1}): more than "
+            raise KilomlError(f"{self.source}: line {self.lines + 1} (sample "
+                              f"{self.samples + 1}): more than "
                               f"{MAX_LINE_BYTES} bytes without a newline: is the device "
                               f"sending text lines (--protocol text)?")
         self.buffer.clear()  # garbage before the first sample: keep looking
