@@ -25,12 +25,22 @@ def _intervals(deltas_s: np.ndarray) -> dict[str, float] | None:
             "min_ms": float(ms.min()), "max_ms": float(ms.max())}
 
 
+def _arrival_rate(arrival: np.ndarray) -> float:
+    """Samples per second from host arrival times: the inverse slope of the least-squares
+    line through (index, arrival), which one late first or last sample (a busy host, a
+    burst) barely moves, unlike (n - 1) / (last - first)."""
+    index = np.arange(len(arrival), dtype=np.float64)
+    index -= index.mean()
+    slope = float(np.dot(index, arrival - arrival.mean()) / np.dot(index, index))
+    return 1.0 / slope if slope > 0 else (len(arrival) - 1) / float(arrival[-1] - arrival[0])
+
+
 def figures(cap: Capture) -> dict[str, Any]:
     """The capture's figures, as the JSON next to the recording holds them."""
     s = cap.settings
     arrival = np.asarray(cap.arrival_s, dtype=np.float64)
     arrival_span = float(arrival[-1] - arrival[0]) if len(arrival) else 0.0
-    arrival_rate = (len(arrival) - 1) / arrival_span if arrival_span > 0 else None
+    arrival_rate = _arrival_rate(arrival) if arrival_span > 0 else None
     out: dict[str, Any] = {
         "protocol": s.protocol,
         "port": s.port,
