@@ -142,12 +142,22 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
 def verify(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder")] = Path("."),
            target: Annotated[str | None, typer.Option(
                "--target", help="Target profile (default: the project's; see `kiloml targets`)")
+           ] = None,
+           cflags: Annotated[str | None, typer.Option(
+               "--cflags", help="Your firmware's compiler flags (e.g. \"-std=gnu11 -O2\"): "
+               "parity again, on the host and the target, with the library built under them")
            ] = None) -> None:
     """Cross-compile the run's library for a target, run every held-out window on the
     emulated MCU (QEMU), check parity and measure flash, RAM, stack and instructions."""
     from kiloml.verify.command import verify_project
 
-    outcome = verify_project(project, target)
+    outcome = verify_project(project, target, cflags)
+    if outcome.host_cflags is not None:
+        from kiloml.verify.user_cflags import summary
+
+        print(f"--cflags       host: {outcome.host_cflags['compiler']}; {outcome.target}: "
+              f"{outcome.result.resources['compiler']}")
+        print(f"parity (host, --cflags)  {summary(outcome.host_cflags)}")
     m = __import__("kiloml.results", fromlist=["read_metrics"]).read_metrics(outcome.output_dir)
     _print_parity(m, only=outcome.target)
     _print_resources(m, only=outcome.target)
