@@ -34,6 +34,7 @@ class VerifyOutcome:
     target: str
     result: TargetResult
     ok: bool
+    host_cflags: dict | None = None  # host parity under --cflags (user_cflags.host_parity)
 
 
 def firmware_library(firmware: Path, n_features: int) -> FirmwareLibrary:
@@ -63,7 +64,13 @@ def generated_library(pipeline: Pipeline, firmware: Path, directory: Path) -> Fi
     return library
 
 
-def verify_project(project_path: str | Path, target: str | None = None) -> VerifyOutcome:
+def verify_project(project_path: str | Path, target: str | None = None,
+                   cflags: str | None = None) -> VerifyOutcome:
+    """``cflags``: the user's compiler flags; host parity and the target's are then checked
+    with the library built under them (kiloml.verify.user_cflags)."""
+    from kiloml.verify.user_cflags import host_parity, parity_holds, parse_cflags
+
+    flags = None if cflags is None else parse_cflags(cflags)
     project = load_project(project_path)
     cfg = project.config
     out = project.output_dir
@@ -95,13 +102,28 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
         work = out / "verify" / profile.name
         staging = Path(tempfile.mkdtemp(prefix=f".{profile.name}.partial-", dir=work.parent))
         try:
+            host = None if flags is None else host_parity(
+                pipeline, library, reference, staging / "host-cflags", flags)
             estimate = estimate_resources(pipeline, profile, library.n_features)
             result = verify_target(pipeline, library, reference, profile, budget, staging,
                                    latency_budget_ms=cfg.target.latency_budget_ms if same
-                                   else None, estimate=estimate)
+                                   else None, estimate=estimate, cflags=flags)
             metrics = read_metrics(out)
             metrics.setdefault("estimates", {})[profile.name] = estimate
             record_target(metrics, profile, result)
+            # the last verify of this target under --cflags (none: the entry goes)
+            user = metrics.setdefault("user_cflags", {})
+            if host is None:
+                user.pop(profile.name, None)
+            else:  # bit-exact features stay so under the user's flags, or it fails
+                exact = metrics["parity"].get("host", {}).get("features_bit_exact", False)
+                host_ok = parity_holds(host, features_bit_exact=exact)
+                target_ok = not result.parity.get("emulated") or parity_holds(
+                    result.parity, features_bit_exact=exact)
+                user[profile.name] = {"cflags": flags, "host": host, "host_ok": host_ok,
+                                      "target_ok": target_ok}
+            if not user:
+                metrics.pop("user_cflags")
             old = work.with_name(f".{profile.name}.old-{os.getpid()}")
             if work.exists():
                 work.rename(old)
@@ -111,4 +133,6 @@ def verify_project(project_path: str | Path, target: str | None = None) -> Verif
             shutil.rmtree(staging, ignore_errors=True)
             raise
     write_results(out, metrics, pipeline)
-    return VerifyOutcome(out, profile.name, result, result.ok and run_ok(metrics))
+    ok = result.ok and run_ok(metrics) and (host is None or (
+        user[profile.name]["host_ok"] and user[profile.name]["target_ok"]))
+    return VerifyOutcome(out, profile.name, result, ok, host)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kiloml.codegen.library import FirmwareLibrary
-from kiloml.errors import KilomlError, ToolchainError
+from kiloml.errors import ToolchainError
 from kiloml.pipeline import Pipeline
 from kiloml.progress import track
 from kiloml.targets.budget import Budget, check_budget
@@ -165,15 +165,15 @@ def _library_objects(toolchain, library: FirmwareLibrary, profile: TargetProfile
     if cflags is None:
         return build.compile_objects(toolchain, library.sources, [library.directory], profile,
                                      optimize, out_dir, extra=extra)
-    from kiloml.verify.user_cflags import WHERE, describe
+    from kiloml.verify.user_cflags import build_failure
 
     try:
         return build.compile_objects(toolchain, library.sources, [library.directory], profile,
                                      optimize, out_dir, extra=[*(extra or []), *cflags],
                                      base=[])
     except ToolchainError as exc:
-        raise KilomlError(f"the library does not build for {profile.name} with "
-                          f"{describe(cflags)}: {exc.message}", where=WHERE) from None
+        raise build_failure(f" for {profile.name}", exc.message, cflags,
+                            library.directory) from None
 
 
 def _check_fused(gcc: str, elf: Path, resources: dict) -> None:
