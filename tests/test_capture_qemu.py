@@ -139,8 +139,7 @@ def test_capture_over_the_emulated_uart_is_bit_exact(firmware: Path, recording,
     try:
         stdout, stderr = cap.communicate(timeout=60)
         assert cap.returncode == 0, stderr
-        vm.stdin.close()
-        assert vm.wait(timeout=20) == 0  # the firmware ran to its end (semihosting exit)
+        assert vm.poll() is None  # the firmware idles after its end frame: no fault, no exit
     finally:
         vm.kill()
         cap.kill()

@@ -2,7 +2,7 @@
 /* Firmware for QEMU's mps2-an386: sends a real recording (recording.h, written by
  * tests/test_capture_qemu.py from seglearn's watch data) with kml_capture.c over UART0,
  * one sample per SysTick period (REC_PACE_HZ; QEMU's SysTick runs on the host's clock),
- * the hello every REC_HELLO_EVERY samples, then the end frame, and exits. */
+ * the hello every REC_HELLO_EVERY samples, then the end frame, and idles. */
 #include <stdint.h>
 #include <string.h>
 
@@ -47,5 +47,8 @@ int main(void)
         (void)kml_capture_sample(&cap, i * REC_PERIOD_US, values);
     }
     (void)kml_capture_end(&cap);
-    return 0;
+    /* Stay up like a device does: exiting would close QEMU's side of the serial link
+     * while the last frames may still be on their way (the test stops QEMU). */
+    for (;;) {
+    }
 }
