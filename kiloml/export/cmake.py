@@ -206,11 +206,14 @@ MPS2 AN386 board.
 
   ```sh
   qemu-system-arm -M mps2-an386 -nographic -monitor none \\
-      -serial tcp:127.0.0.1:4321,server=on,wait=off -kernel build-replay/{replay}.elf &
+      -serial tcp:127.0.0.1:4321,server=on,wait=off,nodelay=on \\
+      -kernel build-replay/{replay}.elf &
   kiloml replay RUN_DIR --port socket://127.0.0.1:4321
   ```
 
-  The framing is documented at the top of `examples/replay/main.c`.
+  The framing is documented at the top of `examples/replay/main.c`. (`nodelay=on`: the
+  firmware answers each sample with a short line, which Nagle's algorithm would hold
+  for the host's delayed acknowledgement, some 40 ms a sample.)
 """
 
 
