@@ -49,6 +49,25 @@ def test_csv_semicolons_ms_timestamps_channel_subset(tmp_path: Path) -> None:
     np.testing.assert_array_equal(r.samples[:3], np.float32([[0, 0], [0.5, 1], [1, 2]]))
 
 
+def test_csv_float32_extremes(tmp_path: Path) -> None:
+    """FLT_MAX written as its shortest text (3.4028235e+38, above FLT_MAX as a double) reads
+    back as FLT_MAX; a value that rounds to infinity in float32 is one line naming it."""
+    d = tmp_path / "d"
+    d.mkdir()
+    fmax = np.finfo(np.float32).max
+    rows = ["x,y"] + [f"{fmax!s},{-fmax!s}"] + [f"{i},{i}" for i in range(20)]
+    assert rows[1] == "3.4028235e+38,-3.4028235e+38"
+    (d / "walk_a.csv").write_text("\n".join(rows) + "\n")
+    data = 'source = "csv"\npath = "d"\nsample_rate_hz = 100\nlabel_pattern = "(?P<label>[a-z]+)_"'
+    (r,) = load(tmp_path, data)
+    assert r.samples[0, 0] == fmax and r.samples[0, 1] == -fmax
+    (d / "walk_a.csv").write_text("x,y\n1,2\n3.4028236e+38,0\n" + "1,1\n" * 20)
+    with pytest.raises(KilomlError) as info:
+        load(tmp_path, data)
+    assert "3.40282e+38 does not fit in float32" in str(info.value)
+    assert info.value.line == 3
+
+
 def test_csv_per_sample_labels_and_group_column(tmp_path: Path) -> None:
     d = tmp_path / "d"
     d.mkdir()

@@ -295,7 +295,10 @@ def read_csv_recording(path: Path, cfg: DataConfig, display: str, *, label: str 
             raise KilomlError("no channel columns: every column is a timestamp, label or "
                               "group column", file=display, line=at)
     samples = numeric_columns(table, channels, display)
-    too_big = np.argwhere(np.abs(samples) > np.finfo(np.float32).max)
+    # a value fits when it rounds to a finite float32: 3.4028235e+38, the shortest text of
+    # FLT_MAX, is above FLT_MAX as a double but rounds to it
+    with np.errstate(over="ignore"):
+        too_big = np.argwhere(np.isinf(samples.astype(np.float32)) & np.isfinite(samples))
     if len(too_big):
         r, j = too_big[0]
         raise KilomlError(f"column '{channels[j]}': {samples[r, j]:g} does not fit in float32",
