@@ -6,7 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kiloml-installed
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# clang: the library's parity under another compiler (tests/test_cflags_matrix.py).
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang
 # Headless Chromium and its WebDriver: tests/test_report_browser.py renders report.html.
 BROWSER_PACKAGES := chromium chromium-driver
 # Real recordings of spoken digits for examples/spoken-digits (six voices).
@@ -14,7 +15,7 @@ SOUND_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
 	asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav \
 	asterisk-prompt-it-menardi-wav
 # Packages are installed only when one of these commands is missing.
-APT_PROBES   := arm-none-eabi-gcc qemu-system-arm chromium chromedriver
+APT_PROBES   := arm-none-eabi-gcc qemu-system-arm clang chromium chromedriver
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup system venv demo test package-test bench fuzz lint clean
@@ -61,6 +62,7 @@ bench: setup
 	$(BIN)/python bench/estimator.py
 	$(BIN)/python bench/optimize.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/flag_matrix.py
 
 # The wheel in new virtual environments (tests/test_packaging.py): Python 3.11, 3.12 and
 # 3.13 with the base install (a tree project; the one-line error naming each missing extra),
