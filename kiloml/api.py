@@ -49,15 +49,19 @@ F32 = np.float32
 
 def convert(model: Any, *, target: str = "cortex-m4f", calibration: Any = None,
             feature_names: list[str] | None = None, class_names: list[str] | None = None,
-            name: str | None = None) -> Library:
+            name: str | None = None, prefix: str = "kml") -> Library:
     """A fitted model as a C library for ``target`` (a profile name or a .toml file).
 
     ``calibration``: typical inputs [N, ...] in the model's own layout, needed to quantize
     a float network to int8 (ignored by trees and linear models, whose C is exact).
     ``feature_names``: names of the input's features (a model on vectors) or channels (a
     network on windows [T, C]); ``class_names``: one per output, in order. Defaults come
-    from the model (``feature_names_in_``, ``classes_``) or are numbered."""
+    from the model (``feature_names_in_``, ``classes_``) or are numbered. ``prefix``: the
+    C library's names (``gesture_classify`` ...), as a project's ``[library] prefix``."""
+    from kiloml.codegen.prefix import check_prefix
     from kiloml.targets.profiles import load_profile
+
+    check_prefix(prefix, where="prefix")
 
     if not isinstance(target, str) or not target:
         raise KilomlError(f"expected a target name, got {type(target).__name__}",
@@ -70,6 +74,7 @@ def convert(model: Any, *, target: str = "cortex-m4f", calibration: Any = None,
     converted = _converted(model, calibration)
     converted.default_name = _default_name(model)
     pipeline = _pipeline(converted, feature_names, class_names, name)
+    pipeline.library_prefix = prefix
     return Library(pipeline, profile.name, converted.source, converted.family,
                    converted.input_shape, converted.layout, list(converted.notes))
 

@@ -40,6 +40,12 @@ def _options(version: Annotated[bool, typer.Option(
     """The options before a command (the app's help text is Typer(help=...)'s)."""
 
 
+def _add_info_command() -> None:
+    from kiloml.info_cli import info_command
+
+    app.command("info")(user_errors(info_command))
+
+
 def _add_model_commands() -> None:
     from kiloml.nn.model_cli import model_app
 
@@ -359,6 +365,7 @@ def _rel(path: Path) -> str:
 
 
 _add_model_commands()
+_add_info_command()
 _add_capture_command()
 _add_firmware_commands()
 

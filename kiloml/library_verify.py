@@ -31,7 +31,7 @@ def check_predict_entry(library: FirmwareLibrary, features: np.ndarray, labels: 
     cc = require_tool("gcc", "gcc")
     work.mkdir(parents=True, exist_ok=True)
     exe = work / "predict_main"
-    cmd = [cc, *STRICT_CFLAGS, "-O2", f"-I{library.directory}",
+    cmd = [cc, *STRICT_CFLAGS, "-O2", *[f"-I{d}" for d in library.harness_includes(work)],
            *[str(s) for s in library.sources], str(HARNESS_DIR / "predict_main.c"), "-lm",
            "-o", str(exe)]
     built = subprocess.run(cmd, capture_output=True, text=True)

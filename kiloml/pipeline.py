@@ -104,6 +104,8 @@ class Pipeline:
     # [window] mode = "recording": how kml_classify_recording fits a recording to the
     # window (None: windows cut from a stream)
     recording: RecordingRule | None = None
+    # [library] prefix: the generated library's names (kiloml.codegen.prefix)
+    library_prefix: str = "kml"
 
     @property
     def decision_params(self) -> DecisionParams:

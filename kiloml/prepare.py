@@ -62,6 +62,7 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
     pipeline.stride_samples = windows.stride_samples
     pipeline.recording = cfg.window.recording_rule  # mode = "recording": kml_classify_recording
     pipeline.class_names = windows.class_names
+    pipeline.library_prefix = cfg.library.prefix
     pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
                                             windows.window_samples, windows.channels)
     check_data_settings(project, recordings, windows, split, pipeline)

@@ -645,6 +645,23 @@ class OutputConfig(Section):
     dir: str | None = None
 
 
+class LibraryConfig(Section):
+    """The generated C library. ``prefix`` names its API and symbols (``gesture_classify``,
+    ``GESTURE_CLASSES``, ``gesture_model.h``) so several models link into one firmware."""
+
+    prefix: str = "kml"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        from kiloml.codegen.prefix import check_prefix
+
+        try:
+            return check_prefix(value, where="")
+        except KilomlError as exc:
+            raise ValueError(exc.message.strip()) from None
+
+
 class SearchConfig(Section):
     """`kiloml search`: the space to explore (``space``, checked by kiloml.search.space)
     and how to pick one candidate from the feasible ones."""
@@ -735,6 +752,7 @@ class Project(Section):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    library: LibraryConfig = Field(default_factory=LibraryConfig)
     search: SearchConfig | None = None
     optimize: OptimizeConfig = Field(default_factory=OptimizeConfig)
 

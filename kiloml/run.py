@@ -188,6 +188,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
                      "warnings": threshold_warnings(pipeline.decision_params, test_scores,
                                                     windows.y[split.test],
                                                     windows.class_names)},
+        "library": library.info,
         "parity": {"host": host_parity},
         "resources": {},
         "host_library": {"flash_bytes": sizes.flash_bytes, "ram_bytes": sizes.ram_bytes,

@@ -12,6 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiloml.codegen import identity
+from kiloml.codegen import prefix as naming
 from kiloml.codegen.cwriter import c_float, c_string
 from kiloml.decision.emit import functions as decision_functions
 from kiloml.decision.emit import header as decision_header
@@ -42,6 +44,18 @@ class FirmwareLibrary:
     sources: list[Path]  # the library's .c files (harness excluded)
     headers: list[Path]
     n_features: int
+    prefix: str = naming.DEFAULT_PREFIX  # [library] prefix: P_classify, P_model.h ...
+    info: dict | None = None  # model id, interface hash, creation time (codegen.identity)
+
+    @property
+    def model_header(self) -> Path:
+        return self.directory / naming.model_header_name(self.prefix)
+
+    def harness_includes(self, work: Path) -> list[Path]:
+        """Include folders for a harness written against the kml_ API: a shim header
+        mapping it onto a prefixed library's names (in ``work``), then the library."""
+        shim = naming.api_shim(self.model_header, self.prefix, work / "api_shim")
+        return [*([shim] if shim else []), self.directory]
 
 
 @dataclass
@@ -52,7 +66,12 @@ class EmittedStage:
     index: int
 
 
-def write_library(pipeline: Pipeline, directory: Path) -> FirmwareLibrary:
+def write_library(pipeline: Pipeline, directory: Path, *, prefix: str | None = None,
+                  created_utc: str | None = None) -> FirmwareLibrary:
+    """``prefix``: default the pipeline's ([library] prefix); ``created_utc``: the creation
+    time to record (default SOURCE_DATE_EPOCH or now; ``kiloml verify`` passes the run's)."""
+    prefix = naming.check_prefix(prefix or getattr(pipeline, "library_prefix", None)
+                                 or naming.DEFAULT_PREFIX)
     directory.mkdir(parents=True, exist_ok=True)
     n_features = len(pipeline.feature_names())
 
@@ -95,36 +114,61 @@ def write_library(pipeline: Pipeline, directory: Path) -> FirmwareLibrary:
             if name not in runtime:
                 runtime.append(name)
     config_lines = [line for e in emitted for line in e.c.config]
+    config_lines += naming.configured_renames(runtime, prefix)
 
-    files = {
-        "kml_config.h": _config_header(config_lines),
-        "kiloml_model.h": _model_header(pipeline, n_features),
-        "kiloml_model.c": _model_source(pipeline, n_features, runtime, emitted),
-        "CMakeLists.txt": _cmake(runtime),
-        "README.md": _readme(pipeline, n_features),
+    header_name = naming.model_header_name(prefix)
+    source_name = naming.model_source_name(prefix)
+    config_name = naming.config_header_name(prefix)
+    marker = "/* @@identity@@ */\n"
+    texts: dict[str, str] = {
+        config_name: naming.rename(_config_header(config_lines), prefix),
+        header_name: naming.rename(_model_header(pipeline, n_features, marker), prefix),
+        source_name: naming.rename(_model_source(pipeline, n_features, runtime, emitted,
+                                                 prefix), prefix),
+        "CMakeLists.txt": _cmake(runtime, prefix),
     }
-    for name, text in files.items():
-        (directory / name).write_text(text)
-    sources = [directory / "kiloml_model.c"]
-    headers = [directory / "kiloml_model.h", directory / "kml_config.h"]
+    sources = [directory / source_name]
+    headers = [directory / header_name, directory / config_name]
+    copies: dict[str, Path] = {}
     for name in runtime:
-        for ext in (".c", ".h"):
-            shutil.copyfile(RUNTIME_DIR / f"{name}{ext}", directory / f"{name}{ext}")
-        sources.append(directory / f"{name}.c")
+        own = naming.module_source_name(name, prefix)
+        if own != f"{name}.c":  # built for this model's tables, under its names
+            texts[own] = naming.configured_source(name, prefix, SPDX_LINE, FP_INCLUDE)
+        else:
+            copies[own] = RUNTIME_DIR / own
+        copies[f"{name}.h"] = RUNTIME_DIR / f"{name}.h"
+        sources.append(directory / own)
         headers.append(directory / f"{name}.h")
         for extra in EXTRA_SOURCES.get(name, []):
-            shutil.copyfile(RUNTIME_DIR / extra, directory / extra)
+            copies[extra] = RUNTIME_DIR / extra
             (sources if extra.endswith(".c") else headers).append(directory / extra)
-    shutil.copyfile(RUNTIME_DIR / FP_HEADER, directory / FP_HEADER)
+    copies[FP_HEADER] = RUNTIME_DIR / FP_HEADER
     headers.append(directory / FP_HEADER)
     # Which generated symbols and runtime modules belong to which stage: kiloml reads
     # this to break the measured flash, RAM and instructions down by stage.
     stage_table = [{"title": e.title, "kind": e.kind, "index": e.index,
-                    "prefix": {"preprocess": f"kml_p{e.index}_", "model": "kml_m_"}.get(
-                        e.kind, f"kml_s{e.index}_"),
-                    "runtime": list(e.c.runtime)} for e in emitted]
-    (directory / STAGES_FILE).write_text(json.dumps(stage_table, indent=1) + "\n")
-    return FirmwareLibrary(directory, sources, headers, n_features)
+                    "prefix": {"preprocess": f"{prefix}_p{e.index}_",
+                               "model": f"{prefix}_m_"}.get(e.kind, f"{prefix}_s{e.index}_"),
+                    "runtime": [naming.module_source_name(m, prefix)[:-2]
+                                for m in e.c.runtime]} for e in emitted]
+    texts[STAGES_FILE] = json.dumps(stage_table, indent=1) + "\n"
+    # the model id: the content without the identity blocks (codegen.identity)
+    content = {n: t.replace(marker, "").encode() for n, t in texts.items()}
+    content.update({n: p.read_bytes() for n, p in copies.items()})
+    ihash = identity.interface_hash(pipeline)
+    info = {"prefix": prefix, "model_id": identity.model_id(content),
+            "interface_hash": f"0x{ihash:08x}",
+            "created_utc": identity.created_utc(created_utc), "kiloml_version": __version__,
+            "header": header_name}
+    block = naming.rename(identity.header_block(info["model_id"], ihash, info["created_utc"],
+                                                __version__), prefix)
+    texts[header_name] = texts[header_name].replace(marker, block)
+    texts["README.md"] = naming.rename_markdown(_readme(pipeline, n_features, info), prefix)
+    for name, text in texts.items():
+        (directory / name).write_text(text)
+    for name, path in copies.items():
+        shutil.copyfile(path, directory / name)
+    return FirmwareLibrary(directory, sources, headers, n_features, prefix, info)
 
 
 def _banner(pipeline: Pipeline) -> str:
@@ -139,7 +183,7 @@ def _config_header(lines: list[str]) -> str:
             f"{body}\n\n#endif\n")
 
 
-def _model_header(p: Pipeline, n_features: int) -> str:
+def _model_header(p: Pipeline, n_features: int, identity_marker: str) -> str:
     return f"""{_banner(p)}#ifndef KILOML_MODEL_H
 #define KILOML_MODEL_H
 
@@ -157,7 +201,7 @@ extern "C" {{
 #define KML_STRIDE_SAMPLES {p.stride_samples}
 #define KML_FEATURES {n_features}
 #define KML_CLASSES {p.n_classes}
-
+{identity_marker}{identity.header_api()}
 typedef struct {{
     int32_t label;               /* index into kml_class_names */
     float scores[KML_CLASSES];   /* per-class score (fraction of tree votes) */
@@ -202,8 +246,11 @@ void kml_compute_features(const float *window, float *features);
 
 
 def _model_source(p: Pipeline, n_features: int, runtime: list[str],
-                  emitted: list[EmittedStage]) -> str:
+                  emitted: list[EmittedStage], prefix: str) -> str:
     includes = "\n".join(f'#include "{name}.h"' for name in runtime)
+    if prefix != naming.DEFAULT_PREFIX:  # first: the renames of the configured kernels
+        includes = f'#include "kml_config.h"\n{includes}'
+
     classes = ", ".join(c_string(n) for n in p.class_names)
     channels = ", ".join(c_string(n) for n in p.channels)
     pre = [e for e in emitted if e.kind == "preprocess"]
@@ -259,7 +306,7 @@ void kml_mark_stage(int32_t stage);
 
 const char *const kml_class_names[KML_CLASSES] = {{{classes}}};
 const char *const kml_channel_names[KML_CHANNELS] = {{{channels}}};
-
+{identity.source_block(prefix, p.name, __version__)}
 /* ---- preprocessing state (static RAM) ---- */
 {state}
 /* ---- stage constants ---- */
@@ -511,26 +558,84 @@ int32_t label = kml_predict(input, &result); /* kml_class_names[label] */
 ```
 """
 
-def _cmake(runtime: list[str]) -> str:
-    sources = " ".join(["kiloml_model.c", *[f"{n}.c" for n in runtime],
-                        *[x for n in runtime for x in EXTRA_SOURCES.get(n, [])
-                          if x.endswith(".c")]])
-    return f"""# kiloml inference library (generated). Add with add_subdirectory().
-cmake_minimum_required(VERSION 3.13)
-project(kiloml_model C)
-add_library(kiloml_model STATIC {sources})
-target_include_directories(kiloml_model PUBLIC ${{CMAKE_CURRENT_SOURCE_DIR}})
-set_target_properties(kiloml_model PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON)
-# Python parity holds only without fused multiply-add contraction.
-target_compile_options(kiloml_model PRIVATE -ffp-contract=off)
-if(NOT MSVC)
-  target_link_libraries(kiloml_model PUBLIC m)
+def _cmake(runtime: list[str], prefix: str) -> str:
+    """The model's own target (``kiloml_model``, or ``P_model``) and one target per shared
+    runtime module, defined by whichever kiloml library comes first: two libraries in one
+    build link one copy of each kernel."""
+    target = naming.model_source_name(prefix)[:-2]
+    own = [naming.model_source_name(prefix), *[naming.module_source_name(n, prefix)
+                                               for n in runtime
+                                               if naming.module_source_name(n, prefix)
+                                               != f"{n}.c"]]
+    shared = [n for n in runtime if naming.module_source_name(n, prefix) == f"{n}.c"]
+    blocks = []
+    for n in shared:
+        files = " ".join([f"{n}.c", *[x for x in EXTRA_SOURCES.get(n, []) if x.endswith(".c")]])
+        blocks.append(f"""if(NOT TARGET kiloml_rt_{n})  # shared by every kiloml library
+  add_library(kiloml_rt_{n} STATIC {files})
+  kiloml_c_target(kiloml_rt_{n})
 endif()
+target_link_libraries({target} PUBLIC kiloml_rt_{n})""")
+    runtime_targets = "\n".join(blocks)
+    return f"""# kiloml inference library (generated). Add with add_subdirectory(); several kiloml
+# libraries (different [library] prefix) can be added to one build.
+cmake_minimum_required(VERSION 3.13)
+project({target} C)
+if(NOT COMMAND kiloml_c_target)
+  function(kiloml_c_target name)
+    target_include_directories(${{name}} PUBLIC ${{CMAKE_CURRENT_SOURCE_DIR}})
+    set_target_properties(${{name}} PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON)
+    # Python parity holds only without fused multiply-add contraction.
+    target_compile_options(${{name}} PRIVATE -ffp-contract=off)
+    if(NOT MSVC)
+      target_link_libraries(${{name}} PUBLIC m)
+    endif()
+  endfunction()
+endif()
+add_library({target} STATIC {" ".join(own)})
+kiloml_c_target({target})
+{runtime_targets}
 """
 
 
-def _readme(p: Pipeline, n_features: int) -> str:
-    return _readme_windows(p, n_features) + _readme_recording(p) + _readme_predict(p)
+def _readme(p: Pipeline, n_features: int, info: dict) -> str:
+    return (_readme_windows(p, n_features) + _readme_recording(p) + _readme_predict(p)
+            + _readme_identity(info))
+
+
+def _readme_identity(info: dict) -> str:
+    prefix = info["prefix"]
+    own = naming.model_source_name(prefix)
+    return f"""
+## Identity, and several models in one firmware
+
+- model id `{info["model_id"]}` (`KML_MODEL_ID`): the first 16 hex digits of the
+  SHA-256 of this folder's files except this README, by name, each as `name NUL length
+  NUL bytes`, with the identity block (the lines from `kiloml:identity begin` to
+  `kiloml:identity end`) removed; `kiloml info` on this folder checks it.
+- interface hash `{info["interface_hash"]}` (`KML_INTERFACE_HASH`): the SHA-256 (first
+  8 hex digits) of the channels and their units, the rates, window, stride, classes and
+  feeding mode; a firmware checks it at compile time:
+
+```c
+#if !KML_INTERFACE_IS({info["interface_hash"]}u)
+#error "the model's interface (channels, units, rates, window, classes) changed"
+#endif
+```
+
+- created {info["created_utc"]} (`KML_CREATED_UTC`; set `SOURCE_DATE_EPOCH` for a
+  reproducible build), kiloml {info["kiloml_version"]}.
+
+`kml_model_info` holds all of it, in the ELF section `.kml_model_info` (kept by the
+linker; `kiloml info firmware.elf` lists every model an image holds).
+
+This library's names start `{prefix}_` / `{prefix.upper()}_` (`[library] prefix`): its
+own files are `{naming.model_header_name(prefix)}`, `{own}`,
+`{naming.config_header_name(prefix)}` (and any `{prefix}_*.c`). The other `kml_*.c` files
+are kiloml's runtime kernels, the same in every library of this kiloml version and
+configured by no model: linking two models (different prefixes), compile them once
+(CMake: `add_subdirectory` both folders; each shared kernel is one `kiloml_rt_*` target).
+"""
 
 
 def _readme_recording(p: Pipeline) -> str:

@@ -97,6 +97,8 @@ def _save(p: Pipeline, book: ArrayBook) -> dict:
         "decision": None if p.decision is None else _save_decision(p.decision, book),
         # only in mode = "recording" (a windowed pipeline's file is unchanged)
         **({} if p.recording is None else {"recording": p.recording.model_dump(mode="json")}),
+        # only with a [library] prefix (a default pipeline's file is unchanged)
+        **({} if p.library_prefix == "kml" else {"library_prefix": p.library_prefix}),
     }
 
 
@@ -238,8 +240,20 @@ def _load(f: Fields) -> Pipeline:
     p.model = _load_model(f.object("model"), p, n_features)
     p.decision = f.optional("decision", lambda k: _load_decision(f.object(k), p))
     p.recording = f.config("recording", RecordingRule) if f.has("recording") else None
+    if f.has("library_prefix"):
+        p.library_prefix = _library_prefix(f)
     f.done()
     return p
+
+
+def _library_prefix(f: Fields) -> str:
+    from kiloml.codegen.prefix import check_prefix
+
+    value = f.str("library_prefix", max_length=100)
+    try:
+        return check_prefix(value)
+    except KilomlError as exc:
+        raise f.error("library_prefix", exc.message) from None
 
 
 def _names(f: Fields, key: str, most: int) -> list[str]:

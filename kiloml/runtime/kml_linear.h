@@ -33,7 +33,9 @@
 
 #include <stdint.h>
 
+#ifndef KML_MODEL_CONFIG /* a prefixed library's <prefix>_config.h, included first */
 #include "kml_config.h"
+#endif
 
 #ifdef __cplusplus
 extern "C" {

@@ -30,7 +30,8 @@ def build_host(library: FirmwareLibrary, build_dir: Path, *, sanitize: bool = Fa
     cc = require_tool("gcc", "gcc")
     build_dir.mkdir(parents=True, exist_ok=True)
     exe = build_dir / ("host_main_sanitized" if sanitize else "host_main")
-    cmd = [cc, *STRICT_CFLAGS, optimize, f"-I{library.directory}",
+    cmd = [cc, *STRICT_CFLAGS, optimize,
+           *[f"-I{d}" for d in library.harness_includes(build_dir)],
            *(SANITIZE_FLAGS if sanitize else []),
            *[str(s) for s in library.sources], str(HARNESS_DIR / "host_main.c"),
            "-lm", "-o", str(exe)]
@@ -149,4 +150,3 @@ def run_recordings(exe: Path, recordings: list[np.ndarray], n_classes: int,
                    work: Path) -> RecordingOutputs:
     raw = _run(exe, "recording", recording_payload(recordings), work)
     return RecordingOutputs.parse(raw, n_classes, len(recordings))
-

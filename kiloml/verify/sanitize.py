@@ -92,7 +92,7 @@ def _compile(sources: list[Path], includes: list[Path], driver: Path, exe: Path,
 
 def build_pipeline_driver(library: FirmwareLibrary, work: Path) -> Path:
     exe = work / "sanitize_main"
-    _compile(library.sources, [library.directory, HARNESS_DIR],
+    _compile(library.sources, [*library.harness_includes(work), HARNESS_DIR],
              HARNESS_DIR / "sanitize_main.c", exe)
     return exe
 

@@ -13,9 +13,6 @@ import numpy as np
 from kiloml.codegen.library import STAGES_FILE
 from kiloml.verify.mcu.toolchain import ArmToolchain
 
-FRAMEWORK = {"kml_ring", "kml_ring_next", "kml_ring_fill", "kml_since_window",
-             "kml_feature_buf", "kml_class_names", "kml_channel_names"}
-
 
 def _symbols(toolchain: ArmToolchain, path: Path) -> list[tuple[str, str, int]]:
     """(name, type letter, size) of every sized symbol."""
@@ -39,6 +36,8 @@ def breakdown(toolchain: ArmToolchain, firmware: Path, probe_elf: Path,
               totals: np.ndarray) -> list[dict]:
     """Rows: stage, flash_bytes, ram_bytes, instructions (mean over the profiled windows)."""
     stages = stage_table(firmware)
+    # the library prefix: the model stage's symbols are <prefix>_m_...
+    lib = next((s["prefix"][:-len("_m_")] for s in stages if s["kind"] == "model"), "kml")
     # runtime function -> module, from the library's own objects
     module_of: dict[str, str] = {}
     for obj in library_objects:
@@ -64,9 +63,9 @@ def breakdown(toolchain: ArmToolchain, firmware: Path, probe_elf: Path,
         if owner is None and name in module_of:
             users = owners.get(module_of[name], [])
             owner = users[0] if len(users) == 1 else "shared runtime" if users else None
-        if owner is None and name == "kml_scratch":
+        if owner is None and name == f"{lib}_scratch":
             owner = "scratch"
-        if owner is None and (name in FRAMEWORK or name.startswith("kml_")):
+        if owner is None and (name.startswith(f"{lib}_") or name.startswith("kml_")):
             owner = "framework"
         if owner is None:
             continue  # start-up code or a libgcc/newlib helper

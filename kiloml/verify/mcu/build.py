@@ -125,7 +125,8 @@ def elf_sections(toolchain: ArmToolchain, elf: Path) -> dict[str, int]:
 
 
 def flash_and_ram(sections: dict[str, int]) -> tuple[int, int]:
-    flash = sections.get(".text", 0) + sections.get(".ARM.exidx", 0) + sections.get(".data", 0)
+    flash = sections.get(".text", 0) + sections.get(".ARM.exidx", 0) + sections.get(".data", 0) \
+        + sections.get(".kml_model_info", 0)
     ram = sections.get(".data", 0) + sections.get(".bss", 0)
     return flash, ram
 
@@ -142,9 +143,10 @@ def budget_probe(toolchain: ArmToolchain, library: FirmwareLibrary, library_obje
     probe = probe_source or MCU_DIR / "budget_main.c"
     startup = compile_objects(toolchain, [MCU_DIR / "startup.c", MCU_DIR / "semihost.c"],
                               [MCU_DIR], profile, optimize, work / "startup")
-    with_lib = compile_objects(toolchain, [probe], [library.directory], profile, optimize,
+    includes = library.harness_includes(work)
+    with_lib = compile_objects(toolchain, [probe], includes, profile, optimize,
                                work / "with")
-    without = compile_objects(toolchain, [probe], [library.directory], profile, optimize,
+    without = compile_objects(toolchain, [probe], includes, profile, optimize,
                               work / "without", extra=["-DKML_NO_LIBRARY"])
     script = write_linker_script(work / "budget.ld", f"budget probe for {profile.name}",
                                  memory, 0)
@@ -176,7 +178,8 @@ def build_harness(toolchain: ArmToolchain, library: FirmwareLibrary, library_obj
     extra = [f"-DKML_HARNESS_RECORDING_FLOATS={recording_floats}"] if recording_floats else []
     harness = compile_objects(
         toolchain, [MCU_DIR / "startup.c", MCU_DIR / "semihost.c", MCU_DIR / "measure.c", main],
-        [MCU_DIR, library.directory], profile, optimize, work / "harness", extra=extra)
+        [MCU_DIR, *library.harness_includes(work)], profile, optimize, work / "harness",
+        extra=extra)
     script = write_linker_script(work / "harness.ld", f"verification harness on {machine}",
                                  memory, stack)
     return link(toolchain, [*harness, *library_objects], script, work / "harness.elf", profile,
