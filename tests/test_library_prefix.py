@@ -199,3 +199,27 @@ def test_run_and_verify_prove_a_prefixed_library(tmp_path: Path) -> None:
     records = read_info(tmp_path / "out" / "verify" / "cortex-m4f" / "harness.elf")
     assert [r["model_id"] for r in records] == [m["library"]["model_id"]]
     assert records[0]["created_utc"] == m["library"]["created_utc"]
+
+
+def test_linear_model_with_a_prefix(tmp_path: Path) -> None:
+    """kml_linear is built per model too (tiny_linear.c); two linear libraries link."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    import kiloml
+    from kiloml.codegen.library import write_library
+    from kiloml.verify import combined
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 5)).astype(np.float32)
+    y = (x @ np.arange(1, 6) > 0).astype(int) + (x[:, 0] > 1)
+    members = []
+    for prefix in ("lin_a", "lin_b"):
+        lib = kiloml.convert(LogisticRegression(max_iter=500).fit(x, y), prefix=prefix)
+        assert lib.verify(x, emulate=False)["ok"]
+        written = write_library(lib.pipeline, tmp_path / prefix)
+        assert (tmp_path / prefix / f"{prefix}_linear.c").exists()
+        members.append(combined.Member(written, x.reshape(len(x), 1, 5), lib.predict(x),
+                                       lib.scores(x).astype(np.float32)))
+    rows = combined.run_host(members, tmp_path / "host")
+    assert all(r["all_decisions_equal"] for r in rows), rows

@@ -104,12 +104,12 @@ def _code(text: str) -> str:
 
 @functools.cache
 def shared_names() -> frozenset[str]:
-    """Every kml_ / KML_ name the runtime headers' code uses: the shared namespace."""
+    """Every kml_ / KML_ name the runtime's code uses: the shared namespace."""
     names: set[str] = set(HOOKS)
     for path in RUNTIME_DIR.iterdir():  # the file names: kml_statistics ...
         names.add(path.name.split(".")[0])
-    for header in RUNTIME_DIR.glob("*.h"):
-        names.update(_CODE_NAMES.findall(_code(header.read_text())))
+    for path in sorted(RUNTIME_DIR.glob("*.[ch]")):  # .c too: kml_config.h's macros
+        names.update(_CODE_NAMES.findall(_code(path.read_text())))
     return frozenset(names)
 
 
