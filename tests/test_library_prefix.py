@@ -223,3 +223,10 @@ def test_linear_model_with_a_prefix(tmp_path: Path) -> None:
                                        lib.scores(x).astype(np.float32)))
     rows = combined.run_host(members, tmp_path / "host")
     assert all(r["all_decisions_equal"] for r in rows), rows
+
+
+def test_info_errors_are_one_line(tmp_path: Path) -> None:
+    assert_user_error(run_cli("info", str(tmp_path / "missing.elf")), "no such file")
+    (tmp_path / "notes.txt").write_text("not an ELF\n")
+    assert_user_error(run_cli("info", str(tmp_path / "notes.txt")), "not a little-endian ELF")
+    assert_user_error(run_cli("info", str(tmp_path)), "no kiloml model header")
