@@ -6,6 +6,7 @@ names the function that holds one."""
 
 from __future__ import annotations
 
+import platform
 import re
 import shutil
 import subprocess
@@ -239,3 +240,20 @@ def test_network_library_compiles_as_c_and_cpp(tmp_path: Path, cc: str,
                                  str(tmp_path / (src.stem + ".o"))], capture_output=True,
                                 text=True)
         assert result.returncode == 0, (src.name, result.stderr[-1500:])
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("gcc") is None,
+                    reason="an x86-64 host with gcc")
+def test_no_vector_fma_from_gcc_loop_vectorizer(tmp_path: Path) -> None:
+    """GCC 12 at -O3 for an FMA x86 (-march=x86-64-v3) vectorizes kml_rfft's butterflies
+    into vfmaddsub even under -ffp-contract=off; kml_fp.h turns loop vectorization off
+    where vectors have FMA (found by bench/flag_matrix.py: spectral features differed)."""
+    bare = _without_header(RUNTIME_DIR, tmp_path)
+    flags = ["-std=gnu11", "-O3", "-march=x86-64-v3"]
+    for directory, extra, expect_fused in ((RUNTIME_DIR, ["-ffp-contract=fast"], False),
+                                           (bare, ["-ffp-contract=off"], True)):
+        obj = _objects([directory / "kml_fft.c"], [directory], [*flags, *extra],
+                       tmp_path / str(expect_fused), "gcc")[0]
+        dis = subprocess.run(["objdump", "-d", str(obj)], check=True, capture_output=True,
+                             text=True).stdout
+        assert bool(re.search(r"\tvfn?m(add|sub)", dis)) == expect_fused

@@ -34,6 +34,14 @@
 #pragma STDC FP_CONTRACT OFF
 #elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
+#if defined(__FMA__) || defined(__FMA4__) || defined(__aarch64__) || defined(__ARM_NEON) || \
+    defined(__ARM_FEATURE_MVE)
+/* Where vectors have fused multiply-adds, GCC 12's loop vectorizer forms them (x86's
+ * vfmaddsub from alternating a*b-c, a*b+c lanes, as in the FFT's butterflies) whatever
+ * -ffp-contract says: no loop vectorization there. Cortex-M cores without MVE are not
+ * affected, and their code is exactly -ffp-contract=off's. */
+#pragma GCC optimize("no-tree-loop-vectorize")
+#endif
 #else
 #pragma STDC FP_CONTRACT OFF
 #endif
