@@ -109,6 +109,39 @@ def test_two_models_in_one_qemu_firmware(two_runs: tuple[Path, Path], tmp_path: 
     assert result.exit_code == 0 and "gesture" in result.stdout and "anomaly" in result.stdout
 
 
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake needed")
+def test_two_libraries_in_one_cmake_build(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """Each generated CMakeLists.txt added with add_subdirectory() to one build: two model
+    targets, one target per shared kernel (no duplicate target, no duplicate symbol), and a
+    program calling both models links."""
+    app = tmp_path / "app"
+    app.mkdir()
+    for out in two_runs:
+        shutil.copytree(out / "firmware", app / out.parent.name)
+    (app / "main.c").write_text(
+        '#include "gesture_model.h"\n#include "anomaly_model.h"\n'
+        "int main(void) {\n"
+        "    static float g[GESTURE_WINDOW_SAMPLES * GESTURE_CHANNELS];\n"
+        "    static float a[ANOMALY_WINDOW_SAMPLES * ANOMALY_CHANNELS];\n"
+        "    gesture_result_t rg; anomaly_result_t ra;\n"
+        "    gesture_classify(g, &rg); anomaly_classify(a, &ra);\n"
+        "    return rg.label >= 0 && ra.label >= 0 ? 0 : 1;\n}\n")
+    names = [out.parent.name for out in two_runs]
+    (app / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.13)\nproject(two C)\n"
+        + "".join(f"add_subdirectory({n})\n" for n in names)
+        + "add_executable(two main.c)\n"
+        "target_link_libraries(two PRIVATE gesture_model anomaly_model)\n")
+    build = tmp_path / "build"
+    for cmd in (["cmake", "-S", str(app), "-B", str(build)],
+                ["cmake", "--build", str(build)]):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert subprocess.run([str(build / "two")]).returncode == 0
+    kernels = sorted(p.name for p in build.rglob("libkiloml_rt_*.a"))
+    assert kernels and len(kernels) == len(set(kernels))  # one archive per shared kernel
+
+
 def test_interface_hash_checked_at_compile_time(two_runs: tuple[Path, Path],
                                                 tmp_path: Path) -> None:
     fw = two_runs[0] / "firmware"
