@@ -6,6 +6,7 @@ UART; the replay firmware builds."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,12 @@ def test_bare_metal_example_in_qemu(package: Path, tmp_path: Path, run_dir: Path
     assert result.returncode == 0, result.stdout[-500:]
     assert printed_decisions(result.stdout) == expected
     assert f"parity {len(expected)}/{len(expected)}" in result.stdout
+    # the model's identity record survives the board's --gc-sections link
+    from kiloml.codegen.identity import read_info
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    (record,) = read_info(tmp_path / "mps2_an386" / "toy_stream.elf")
+    assert record["model_id"] == m["library"]["model_id"]
 
 
 def test_bad_input(package: Path, run_dir: Path, tmp_path: Path) -> None:
