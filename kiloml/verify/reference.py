@@ -185,8 +185,8 @@ class Reference:
             stream_last_sample=last,
             stream_labels=(np.concatenate(stream_labels).astype(np.int64) if stream_labels
                            else np.zeros(0, np.int64)),
-            stream_scores=(np.concatenate(stream_scores) if stream_scores
-                           else np.zeros((0, k))),
+            # float64 whatever the model gives (a network's probabilities are float32)
+            stream_scores=cat(stream_scores, np.float64, k),
             stream_device_scores=cat(device, np.float32, k),
             stream_decision=cat([d.decision for d in steps], np.int64),
             stream_changed=cat([d.changed for d in steps], np.int64),

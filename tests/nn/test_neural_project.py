@@ -71,6 +71,10 @@ def test_cnn1d_on_raw_windows(csv_project: CsvProject) -> None:
     assert any("kml_softmax_s8" in note for note in n["notes"])
     assert "no DSP fast path" in report and "kml_softmax_s8" in report
     assert "float / int8" in result.stdout and "bit-exact" in result.stdout
+    # a network run's saved reference reads back: `kiloml verify` proves it again (its
+    # float32 stream probabilities were refused as "expected float64")
+    again = run_cli("verify", str(csv_project.toml))
+    assert again.exit_code == 0, again.stderr
 
 
 def test_mlp_on_features(csv_project: CsvProject) -> None:
