@@ -55,6 +55,10 @@ def test_run_verifies_on_the_project_target(project: Path) -> None:
         assert r[key] > 0, key
     assert r["ram_bytes"] >= 4 * 50 * 3  # the ring buffer of 50 samples x 3 channels
     assert r["instructions_mean"] <= r["instructions_per_inference"]
+    # the library's share of the gc-sections link, from the map file: at most what it adds,
+    # the rest (libgcc / newlib helpers) not negative (object sizes gave -722 B on watch)
+    assert 0 < r["library_objects_flash_bytes"] <= r["flash_bytes"]
+    assert r["runtime_support_flash_bytes"] >= 0
     profile = load_profile("cortex-m4f")
     assert r["latency_us"] == pytest.approx(
         r["instructions_per_inference"] * 1.25 / 168e6 * 1e6, abs=1e-3)

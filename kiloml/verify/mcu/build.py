@@ -11,8 +11,8 @@ from pathlib import Path
 from kiloml.codegen.library import STRICT_CFLAGS, FirmwareLibrary
 from kiloml.errors import KilomlError, ToolchainError
 from kiloml.targets.profiles import TargetProfile
+from kiloml.verify.mcu.link_map import kept_by_objects
 from kiloml.verify.mcu.toolchain import ArmToolchain
-from kiloml.verify.sizes import parse_size_a
 
 MCU_DIR = Path(__file__).resolve().parent
 
@@ -38,7 +38,7 @@ class ProbeSizes:
 
     flash_bytes: int
     ram_bytes: int
-    library_objects_flash_bytes: int  # text + rodata + data of the library's own objects
+    library_objects_flash_bytes: int  # what the link kept of the library's own objects
     library_objects_ram_bytes: int
 
 
@@ -156,15 +156,12 @@ def budget_probe(toolchain: ArmToolchain, library: FirmwareLibrary, library_obje
                        profile, memory, target_label=label)
     f1, r1 = flash_and_ram(elf_sections(toolchain, elf_with))
     f0, r0 = flash_and_ram(elf_sections(toolchain, elf_without))
-    obj_flash = obj_ram = 0
-    for obj in library_objects:
-        out = subprocess.run([toolchain.size, "-A", "-d", str(obj)], capture_output=True,
-                             text=True, check=True).stdout
-        s = parse_size_a(out)
-        obj_flash += s.flash_bytes
-        obj_ram += s.ram_bytes
+    # the library's own share of the link (gc-sections drops what nothing calls); the rest
+    # of f1 - f0 is what it pulls from libgcc / newlib and the probe's calls into it
+    kept = kept_by_objects(elf_with.with_suffix(".map"), library_objects)
     return ProbeSizes(flash_bytes=f1 - f0, ram_bytes=r1 - r0,
-                      library_objects_flash_bytes=obj_flash, library_objects_ram_bytes=obj_ram)
+                      library_objects_flash_bytes=kept.flash_bytes,
+                      library_objects_ram_bytes=kept.ram_bytes)
 
 
 def build_harness(toolchain: ArmToolchain, library: FirmwareLibrary, library_objects: list[Path],
