@@ -210,21 +210,31 @@ def main() -> int:
     unknown = [n for n in names if n not in EXAMPLES]
     if unknown:
         parser.error(f"unknown example {unknown[0]}; known: {', '.join(EXAMPLES)}")
+    from kiloml.errors import KilomlError
+
     start = time.perf_counter()
     rows: list[dict] = []
+    not_run: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="kiloml-flag-matrix-") as tmp:
         for name in names:
             work = Path(tmp) / name
             print(f"{name}: kiloml run", flush=True)
-            out = _run_example(EXAMPLES[name], work)
-            rows += _host_rows(name, out, work / "flags")
-            if not args.no_qemu:
-                print(f"{name}: QEMU rows", flush=True)
-                rows += _qemu_rows(name, out, work / "flags")
+            try:
+                out = _run_example(EXAMPLES[name], work)
+                rows += _host_rows(name, out, work / "flags")
+                if not args.no_qemu:
+                    print(f"{name}: QEMU rows", flush=True)
+                    rows += _qemu_rows(name, out, work / "flags")
+            except (KilomlError, RuntimeError) as exc:  # said in the results, not hidden
+                not_run[name] = str(exc).replace(tmp, "<tmp>")
+                print(f"{name}: not run: {not_run[name]}", flush=True)
     seconds = time.perf_counter() - start
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "flag_matrix.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (RESULTS / "flag_matrix.md").write_text(_markdown(rows, seconds))
+    (RESULTS / "flag_matrix.json").write_text(
+        json.dumps({"rows": rows, "not_run": not_run}, indent=1) + "\n")
+    text = _markdown(rows, seconds) + "".join(f"\nNot run: {n}: {why}\n"
+                                              for n, why in not_run.items())
+    (RESULTS / "flag_matrix.md").write_text(text)
     print((RESULTS / "flag_matrix.md").read_text())
     return 0
 
