@@ -232,6 +232,10 @@ def test_run_and_verify_prove_a_prefixed_library(tmp_path: Path) -> None:
     records = read_info(tmp_path / "out" / "verify" / "cortex-m4f" / "harness.elf")
     assert [r["model_id"] for r in records] == [m["library"]["model_id"]]
     assert records[0]["created_utc"] == m["library"]["created_utc"]
+    # the user's flags on a prefixed library: the harness reaches it through the shim
+    flagged = run_cli("verify", str(toml), "--cflags", "-std=gnu11 -O3 -ffp-contract=fast")
+    assert flagged.exit_code == 0, flagged.stderr
+    assert "decisions equal, features bit-exact" in flagged.stdout
 
 
 def test_linear_model_with_a_prefix(tmp_path: Path) -> None:

@@ -30,7 +30,13 @@ from kiloml.verify.parity import (
 def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> dict:
     """Every held-out window through kml_classify and every held-out recording through
     kml_push_sample, on the host, against the Python reference."""
-    exe = build_host(library, work)
+    return executable_parity(pipeline, library, reference, build_host(library, work), work)
+
+
+def executable_parity(pipeline, library: FirmwareLibrary, reference, exe: Path,
+                      work: Path) -> dict:
+    """The parity of one built host harness (kiloml's strict build, or the user's flags in
+    `kiloml verify --cflags`) on every held-out window, stream and recording."""
     batch = 4096
     parts = []
     n = len(reference.windows)
@@ -47,8 +53,7 @@ def verify_host(pipeline, library: FirmwareLibrary, reference, work: Path) -> di
                                         reference.stream_labels, reference.stream_scores, events)
     result["streaming"]["n_recordings"] = len(reference.stream_lengths)
     add_decision_parity(result["streaming"], reference, events)
-    whole = reference.whole_recordings
     if reference.recording_lengths is not None:
-        outputs_r = run_recordings(exe, whole, pipeline.n_classes, work)
+        outputs_r = run_recordings(exe, reference.whole_recordings, pipeline.n_classes, work)
         add_recording_parity(result, recording_parity(reference, outputs_r, pipeline))
     return result

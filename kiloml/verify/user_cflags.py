@@ -15,8 +15,6 @@ import shlex
 import subprocess
 from pathlib import Path
 
-import numpy as np
-
 from kiloml.codegen.library import STRICT_CFLAGS, FirmwareLibrary
 from kiloml.errors import KilomlError, ToolchainError
 
@@ -104,7 +102,9 @@ def build_host(library: FirmwareLibrary, work: Path, flags: list[str], *,
                                 f"{_first_error(result.stderr)}", flags, library.directory)
         built.append(obj)
     harness = objects / "host_main.o"
-    subprocess.run([gcc, *STRICT_CFLAGS, "-O2", f"-I{library.directory}", "-c",
+    # the harness is written against the kml_ names: a prefixed library's shim maps them
+    subprocess.run([gcc, *STRICT_CFLAGS, "-O2",
+                    *[f"-I{d}" for d in library.harness_includes(work)], "-c",
                     str(HARNESS_DIR / "host_main.c"), "-o", str(harness)], check=True,
                    capture_output=True)
     exe = work / "host_main"
@@ -120,33 +120,10 @@ def host_parity(pipeline, library: FirmwareLibrary, reference, work: Path, flags
                 *, compiler: str = "gcc") -> dict:
     """Every held-out window, the held-out stream and (recording mode) every held-out
     recording through the library built with ``flags``, against the Python reference."""
-    from kiloml.verify.host import WindowOutputs, run_recordings, run_stream, run_windows
-    from kiloml.verify.parity import (
-        add_decision_parity,
-        add_recording_parity,
-        recording_parity,
-        stream_parity,
-        window_parity,
-    )
+    from kiloml.verify.host_parity import executable_parity
 
     exe = build_host(library, work, flags, compiler=compiler)
-    batch = 4096
-    parts = [run_windows(exe, reference.windows[s:s + batch], pipeline.n_classes,
-                         library.n_features, work)
-             for s in range(0, len(reference.windows), batch)]
-    outputs = WindowOutputs(np.concatenate([p.labels for p in parts]),
-                            np.concatenate([p.scores for p in parts]),
-                            np.concatenate([p.features for p in parts]))
-    result = window_parity(reference.labels, reference.scores, reference.features, outputs,
-                           pipeline.feature_slices())
-    events = run_stream(exe, reference.stream_recordings, pipeline.n_classes, work)
-    result["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
-                                        reference.stream_labels, reference.stream_scores, events)
-    result["streaming"]["n_recordings"] = len(reference.stream_lengths)
-    add_decision_parity(result["streaming"], reference, events)
-    if reference.recording_lengths is not None:
-        outputs_r = run_recordings(exe, reference.whole_recordings, pipeline.n_classes, work)
-        add_recording_parity(result, recording_parity(reference, outputs_r, pipeline))
+    result = executable_parity(pipeline, library, reference, exe, work)
     result["cflags"] = flags
     result["compiler"] = f"{compiler} {_version(compiler)} {describe([*BASE_CFLAGS, *flags])}"
     return result
