@@ -6,8 +6,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kiloml-installed
-# clang: the library's parity under another compiler (tests/test_cflags_matrix.py).
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang
+# clang, g++: the library's parity under other compilers and as C++ (tests/test_cflags_matrix.py);
+# cmake: the generated CMakeLists and `kiloml export --format cmake` (tests/test_export_cmake.py).
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang g++ cmake
 # Headless Chromium and its WebDriver: tests/test_report_browser.py renders report.html.
 BROWSER_PACKAGES := chromium chromium-driver
 # Real recordings of spoken digits for examples/spoken-digits (six voices).
@@ -15,7 +16,7 @@ SOUND_PACKAGES := asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav \
 	asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav \
 	asterisk-prompt-it-menardi-wav
 # Packages are installed only when one of these commands is missing.
-APT_PROBES   := arm-none-eabi-gcc qemu-system-arm clang chromium chromedriver
+APT_PROBES   := arm-none-eabi-gcc qemu-system-arm clang g++ cmake chromium chromedriver
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup system venv demo test package-test bench fuzz lint clean
