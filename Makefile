@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kiloml-installed
 # clang, g++: the library's parity under other compilers and as C++ (tests/test_cflags_matrix.py);
 # cmake: the generated CMakeLists and `kiloml export --format cmake` (tests/test_export_cmake.py).
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang g++ cmake
+# postgresql: the server tests/pg_server.py starts for `kiloml fleet ingest` against PostgreSQL.
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang g++ cmake postgresql
 # Headless Chromium and its WebDriver: tests/test_report_browser.py renders report.html.
 BROWSER_PACKAGES := chromium chromium-driver
 # Real recordings of spoken digits for examples/spoken-digits (six voices).
@@ -26,6 +27,7 @@ setup: system venv
 system:
 	@missing=""; for c in $(APT_PROBES) gcc; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	[ -f /usr/lib/arm-none-eabi/newlib/libc.a ] || missing="$$missing newlib"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -f /usr/share/asterisk/sounds/it_IT_m_Carlo/digits/0.wav ] && \
 	[ -f /usr/share/asterisk/sounds/it_IT_f_Menardi/digits/0.wav ] || missing="$$missing sounds"; \
 	if [ -n "$$missing" ]; then \

@@ -42,6 +42,8 @@ OPTIONAL: dict[str, OptionalPackage] = {
     "ray": OptionalPackage("Ray", "ray", "cluster"),
     "emlearn": OptionalPackage("emlearn", "emlearn", "bench"),
     "m2cgen": OptionalPackage("m2cgen", "m2cgen", "bench"),
+    "sqlalchemy": OptionalPackage("SQLAlchemy", "sqlalchemy", "fleet"),
+    "psycopg": OptionalPackage("psycopg", "psycopg", "fleet"),
 }
 
 
