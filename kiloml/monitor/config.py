@@ -1,0 +1,135 @@
+"""The monitor's fitting knobs (MonitorConfig), its limits (MonitorThresholds) and the
+fitted parameters the C twin takes (MonitorParams, kml_monitor_params)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+F32 = np.float32
+N_PAGE_HINKLEY = 2  # detector 0: the per-window OOD score; 1: the per-window top score
+# the running (EWMA) signals, in kml_monitor_state.run[] order (KML_MON_OOR ...)
+RUN_SIGNALS = ("oor", "ood", "top", "margin", "entropy", "uncertain")
+RUN_FLAGS = ("OUT_OF_RANGE", "OOD", "LOW_CONFIDENCE", "LOW_CONFIDENCE", "LOW_CONFIDENCE",
+             "UNCERTAIN_RATE")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    n_monitored: int = 4          # k most important features
+    alpha: float = 1.0 / 32.0     # EWMA weight of the newest window
+    z_clip: float = 16.0          # |z| of one feature counts at most this much
+    range_quantiles: tuple[float, float] = (0.005, 0.995)
+    stuck_windows: int = 8        # consecutive flat windows that make a channel stuck
+    stuck_quantile: float = 0.01  # the floor: this fraction of the training p1 variance
+    stuck_floor_fraction: float = 0.01
+    # default limits (from the training distribution where it says so); part 2's
+    # false-alarm-budget calibration replaces MonitorParams.thresholds
+    z_limit: float = 3.0
+    var_lo: float = 0.01
+    var_hi: float = 9.0
+    oor_limit: float = 0.25
+    ood_quantile: float = 0.995   # ood_limit: this quantile of the training windows' score
+    confidence_quantile: float = 0.01  # top/margin limits (entropy: 1 - it), with scores
+    top_limit: float = 0.4        # without training scores
+    margin_limit: float = 0.05
+    entropy_limit: float = 0.95
+    uncertain_limit: float = 0.5
+    ph_delta_sd: float = 0.5      # Page-Hinkley delta and lambda in training sd of the signal
+    ph_lambda_sd: float = 50.0
+    ph_top_sd: float = 0.1        # the top score's sd without training scores
+    ph_cap: int = 1024            # the detector's mean becomes an EWMA of 1/ph_cap there
+    ph_min_windows: int = 32
+
+
+@dataclass
+class MonitorThresholds:
+    """The limits behind the flags; ``source`` says how they were chosen."""
+
+    z_limit: float
+    var_lo: float
+    var_hi: float
+    oor_limit: float
+    ood_limit: float
+    top_limit: float
+    margin_limit: float
+    entropy_limit: float
+    uncertain_limit: float
+    ph_delta: tuple[float, float]
+    ph_lambda: tuple[float, float]
+    source: str = "training-distribution defaults (not calibrated to a false-alarm budget)"
+
+    def as_float32(self) -> dict:
+        out = {k: F32(v) for k, v in asdict(self).items()
+               if k not in ("ph_delta", "ph_lambda", "source")}
+        out["ph_delta"] = np.asarray(self.ph_delta, F32)
+        out["ph_lambda"] = np.asarray(self.ph_lambda, F32)
+        return out
+
+    def run_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """run_lo, run_hi (float32 [6], RUN_SIGNALS order): the flag is raised below lo or
+        above hi; +-inf where a signal has no limit on that side."""
+        inf = np.inf
+        lo = [-inf, -inf, self.top_limit, self.margin_limit, -inf, -inf]
+        hi = [self.oor_limit, self.ood_limit, inf, inf, self.entropy_limit,
+              self.uncertain_limit]
+        return np.asarray(lo, F32), np.asarray(hi, F32)
+
+
+@dataclass
+class MonitorParams:
+    """kml_monitor_params: every float is float32, as the C twin holds it."""
+
+    index: np.ndarray      # int32 [k]: monitored positions in the feature vector
+    mean: np.ndarray       # float32 [k]
+    inv_sd: np.ndarray     # float32 [k]
+    lo: np.ndarray         # float32 [k]
+    hi: np.ndarray         # float32 [k]
+    floor: np.ndarray      # float32 [channels]
+    n_classes: int
+    stuck_windows: int
+    alpha: float
+    z_clip: float
+    init_top: float
+    init_margin: float
+    init_entropy: float
+    thresholds: MonitorThresholds
+    ph_cap: int
+    ph_min_windows: int
+    fit: dict = field(default_factory=dict)  # what the fit saw (for the report)
+
+    def __post_init__(self) -> None:
+        self.index = np.asarray(self.index, np.int32)
+        for name in ("mean", "inv_sd", "lo", "hi", "floor"):
+            setattr(self, name, np.asarray(getattr(self, name), F32))
+        if self.n_classes < 2:
+            raise ValueError("the monitor needs at least 2 classes")
+        if self.ph_cap < self.ph_min_windows:
+            raise ValueError("ph_cap must be at least ph_min_windows")
+
+    @property
+    def n_monitored(self) -> int:
+        return len(self.index)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.floor)
+
+    def constants(self) -> dict:
+        """The derived float32 constants, computed once here and stored in the C params."""
+        k = F32(self.n_monitored)
+        lo, hi = self.thresholds.run_limits()
+        return {"alpha": F32(self.alpha), "one_minus_alpha": F32(F32(1.0) - F32(self.alpha)),
+                "z_clip": F32(self.z_clip), "inv_k": F32(F32(1.0) / k),
+                "inv_log2_classes": F32(1.0 / np.log2(self.n_classes)),
+                "run_init": np.asarray([0.0, 1.0, self.init_top, self.init_margin,
+                                        self.init_entropy, 0.0], F32),
+                "run_lo": lo, "run_hi": hi, "ph_cap": F32(self.ph_cap),
+                "ph_min_windows": F32(self.ph_min_windows)}
+
+    def describe(self) -> dict:
+        return {"index": self.index.tolist(), "n_channels": self.n_channels,
+                "n_classes": self.n_classes, "stuck_windows": self.stuck_windows,
+                "alpha": self.alpha, "z_clip": self.z_clip,
+                "thresholds": asdict(self.thresholds), "fit": self.fit}

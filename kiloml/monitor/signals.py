@@ -1,0 +1,78 @@
+"""The monitor's per-window arithmetic, float32 in the order of kml_monitor.c."""
+
+from __future__ import annotations
+
+import numpy as np
+
+F32 = np.float32
+F32_MIN = F32(1.17549435e-38)  # FLT_MIN: smaller scores count as 0 in the entropy
+# log2(1 + f) on [0, 1), degree 5, no constant term (exact at powers of two)
+LOG2_POLY = (F32(0.045885526), F32(-0.19442268), F32(0.41542196), F32(-0.7086821),
+             F32(1.4418257))
+
+
+def clamp(v: np.float32, lo: np.float32, hi: np.float32) -> np.float32:
+    """kml_mon_clamp: NaN goes to lo."""
+    if not v >= lo:
+        return lo
+    return hi if v > hi else v
+
+
+def log2(x: np.float32) -> np.float32:
+    """kml_mon_log2 for a normal positive float32: exponent + polynomial of the fraction."""
+    bits = int(np.array(x, F32).view(np.uint32))
+    e = ((bits >> 23) & 0xFF) - 127
+    f = np.array((bits & 0x007FFFFF) | 0x3F800000, np.uint32).view(F32)[()]
+    f = F32(f - F32(1.0))
+    poly = LOG2_POLY[0]
+    for c in LOG2_POLY[1:]:
+        poly = F32(F32(poly * f) + c)
+    poly = F32(poly * f)
+    return F32(F32(e) + poly)
+
+
+def ewma(alpha: np.float32, run: np.float32, x: np.float32) -> np.float32:
+    return F32(run + F32(alpha * F32(x - run)))
+
+
+def confidence(smoothed: np.ndarray, inv_log2_classes: np.float32
+               ) -> tuple[np.float32, np.float32, np.float32]:
+    """Top score, margin over the second and normalized entropy, each clamped to [0, 1]."""
+    k = len(smoothed)
+    best = 0
+    for c in range(1, k):
+        if smoothed[c] > smoothed[best]:
+            best = c
+    second = F32(-1.0)
+    for c in range(k):
+        if c != best and smoothed[c] > second:
+            second = smoothed[c]
+    zero, one = F32(0.0), F32(1.0)
+    top = clamp(smoothed[best], zero, one)
+    margin = clamp(F32(top - clamp(second, zero, one)), zero, one)
+    ent = F32(0.0)
+    for c in range(k):
+        q = smoothed[c]
+        if q >= F32_MIN:
+            ent = F32(ent - F32(q * log2(q)))
+    return top, margin, clamp(F32(ent * inv_log2_classes), zero, one)
+
+
+def channel_variance(window: np.ndarray) -> np.ndarray:
+    """kml_monitor_channel_variance: a window (samples x channels) -> float32 [channels]:
+    the mean in sample order, then the mean of squared deviations."""
+    w = np.asarray(window, F32)
+    n = F32(w.shape[0])
+    out = np.zeros(w.shape[1], F32)
+    for c in range(w.shape[1]):
+        col = w[:, c]
+        s = F32(0.0)
+        for v in col:
+            s = F32(s + v)
+        mean = F32(s / n)
+        acc = F32(0.0)
+        for v in col:
+            d = F32(v - mean)
+            acc = F32(acc + F32(d * d))
+        out[c] = F32(acc / n)
+    return out

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* kml_monitor: the on-device monitor after the decision layer (input drift, out-of-range
+ * rate, stuck channels, confidence, out-of-distribution score, Page-Hinkley change
+ * detection) and its kml_telemetry_v1 record. Python twin: kiloml/monitor/. No malloc:
+ * the parameters are const (flash), the state is a struct the caller owns, with the
+ * per-feature and per-channel arrays it points to. */
+#ifndef KML_MONITOR_H
+#define KML_MONITOR_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* kml_monitor_flags() bits (kiloml.monitor.flags.FLAGS) */
+#define KML_MON_INPUT_DRIFT 0x0001u    /* EWMA z (or variance ratio) of a feature off limits */
+#define KML_MON_OUT_OF_RANGE 0x0002u   /* out-of-range rate above its limit */
+#define KML_MON_STUCK_CHANNEL 0x0004u  /* a channel flat for stuck_windows windows */
+#define KML_MON_LOW_CONFIDENCE 0x0008u /* running top score / margin / entropy off limits */
+#define KML_MON_UNCERTAIN_RATE 0x0010u /* running uncertain rate above its limit */
+#define KML_MON_OOD 0x0020u            /* running OOD score above its limit */
+#define KML_MON_CHANGE 0x0040u         /* a Page-Hinkley detector fired at this window */
+
+#define KML_MON_PH 2 /* Page-Hinkley detectors: 0 the OOD score, 1 the top score */
+#define KML_MON_HIST 16 /* top-score histogram bins of a record */
+#define KML_TELEMETRY_BYTES 48
+
+/* the running (EWMA) signals, kml_monitor_state.run[] */
+#define KML_MON_OOR 0       /* share of monitored features outside the training range */
+#define KML_MON_SCORE_OOD 1 /* mean squared clipped z (diagonal Mahalanobis^2 / k) */
+#define KML_MON_TOP 2       /* top smoothed score */
+#define KML_MON_MARGIN 3    /* its lead over the second */
+#define KML_MON_ENTROPY 4   /* normalized entropy of the smoothed scores */
+#define KML_MON_UNCERTAIN 5 /* share of uncertain candidates */
+#define KML_MON_RUN 6
+
+typedef struct {
+    int32_t n_monitored; /* k: monitored features */
+    int32_t n_channels;  /* raw channels (their window variances come in) */
+    int32_t n_classes;
+    int32_t stuck_windows; /* consecutive flat windows that make a channel stuck */
+    const int32_t *index;  /* [k] positions in the feature vector */
+    const float *mean;     /* [k] training mean */
+    const float *inv_sd;   /* [k] 1 / training standard deviation */
+    const float *lo, *hi;  /* [k] training quantiles (out of range outside them) */
+    const float *floor;    /* [n_channels] window variance below it: flat */
+    float alpha;           /* EWMA weight of the new window */
+    float one_minus_alpha;
+    float z_clip;          /* |z| of a feature is clipped to it (NaN -> +z_clip) */
+    float inv_k;           /* 1 / k */
+    float inv_log2_classes;
+    /* limits (kiloml.monitor.config.MonitorThresholds): a feature's EWMA z beyond
+     * +-z_limit or its EWMA variance outside [var_lo, var_hi] is input drift; a running
+     * signal below run_lo or above run_hi raises its flag */
+    float z_limit, var_lo, var_hi;
+    float run_init[KML_MON_RUN], run_lo[KML_MON_RUN], run_hi[KML_MON_RUN];
+    float ph_delta[KML_MON_PH], ph_lambda[KML_MON_PH];
+    float ph_cap;         /* the detector mean's count stops here (then it is an EWMA) */
+    float ph_min_windows; /* windows after a (re)start before a detector may fire */
+} kml_monitor_params;
+
+/* what a record counts; kml_monitor_snapshot starts it again */
+typedef struct {
+    uint16_t counts[6];          /* decisions per class (c >= 5: slot 5), saturating */
+    uint16_t uncertain;          /* uncertain candidates */
+    uint16_t hist[KML_MON_HIST]; /* top-score histogram */
+    uint16_t flags;              /* OR of the windows' flags */
+} kml_monitor_record;
+
+typedef struct {
+    float *z_mean; /* [k] EWMA of the clipped z of each monitored feature */
+    float *z_var;  /* [k] EWMA variance of it (1 in distribution) */
+    uint16_t *flat_run; /* [n_channels] consecutive flat windows (saturating) */
+    float run[KML_MON_RUN]; /* the running signals (KML_MON_OOR ...) */
+    float ph_n[KML_MON_PH], ph_mean[KML_MON_PH], ph_up[KML_MON_PH], ph_down[KML_MON_PH];
+    uint32_t windows; /* since reset */
+    uint16_t flags;   /* of the latest window */
+    kml_monitor_record rec;
+} kml_monitor_state;
+
+void kml_monitor_reset(const kml_monitor_params *p, kml_monitor_state *s);
+
+/* One window, after the decision layer: the whole feature vector, the raw window's
+ * per-channel variance (kml_monitor_channel_variance), the smoothed scores, the
+ * debounced decision (class, or -1) and whether the candidate was uncertain. Returns
+ * the window's flags. */
+uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
+                            const float *features, const float *channel_variance,
+                            const float *smoothed, int32_t decision, int32_t uncertain);
+
+uint16_t kml_monitor_flags(const kml_monitor_state *s);
+
+/* The population variance of each channel of a window (samples x channels, sample-major):
+ * the float32 mean in sample order, then the mean of squared deviations. */
+void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t channels,
+                                  float *out);
+
+/* Writes the 48-byte kml_telemetry_v1 record (little-endian, CRC-16/CCITT-FALSE) and
+ * starts the next record's counts, histogram and flags. */
+void kml_monitor_snapshot(const kml_monitor_params *p, kml_monitor_state *s,
+                          const uint8_t model_id[8], uint32_t uptime_s,
+                          uint8_t out[KML_TELEMETRY_BYTES]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KML_MONITOR_H */
