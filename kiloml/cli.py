@@ -52,6 +52,12 @@ def _add_model_commands() -> None:
     app.add_typer(model_app, name="model")
 
 
+def _add_fleet_commands() -> None:
+    from kiloml.telemetry.fleet_cli import fleet_app
+
+    app.add_typer(fleet_app, name="fleet")
+
+
 def _add_capture_command() -> None:
     from kiloml.capture.command import capture
 
@@ -365,6 +371,7 @@ def _rel(path: Path) -> str:
 
 
 _add_model_commands()
+_add_fleet_commands()
 _add_info_command()
 _add_capture_command()
 _add_firmware_commands()
