@@ -47,3 +47,16 @@ def test_dsp_benchmark(tmp_path: Path) -> None:
     fft = [r for r in rows if r["block"] == "rfft"]
     assert all(r["max_rel_error_vs_numpy"] < 1e-5 for r in fft)  # both FFTs are right
     assert all(r["target"] == "cortex-m4f" and r["instructions"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_monitor_benchmark(tmp_path: Path) -> None:
+    run("monitor.py", tmp_path)
+    result = json.loads((tmp_path / "monitor.json").read_text())
+    assert result["target"] == "cortex-m4f" and len(result["sizes"]) == 6
+    for row in result["streams"]:
+        for where in ("host", "qemu"):
+            parity = row[where]
+            assert parity["windows_equal"] == parity["windows"] > 0
+            assert parity["records_equal"] == parity["records"] > 0
+        assert row["instructions_max"] > 0

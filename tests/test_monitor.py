@@ -24,9 +24,11 @@ F32 = np.float32
 F, CHANNELS, K = 10, 3, 4
 MODEL_ID = bytes.fromhex("0123456789abcdef")
 EVERY = 50  # windows per telemetry record
-# Cortex-M4F, -O2, default configuration (k=4, 3 channels, 5 classes): measured 2,312 B of
-# flash and 164 B of RAM; at most ~920 instructions per update (bench/results/monitor.md)
-M4_FLASH_MAX, M4_RAM_MAX, M4_INSTRUCTIONS_MAX = 2400, 256, 1000
+# Cortex-M4F, -O2, the default configuration (k=4) at the watch example's 6 channels and 7
+# classes: measured 2,276 B of flash (over the 2 KB goal) and 168 B of RAM; this test's
+# streams (3 channels, 4 classes) take at most ~920 instructions per update
+# (bench/results/monitor.md has the figures)
+M4_FLASH_MAX, M4_RAM_MAX, M4_INSTRUCTIONS_MAX = 2300, 256, 1000
 
 
 def training(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,6 +272,6 @@ def test_fit_watches_the_important_features_and_handles_flat_training() -> None:
 
 
 def test_default_monitor_fits_the_m4_budget(tmp_path: Path) -> None:
-    sizes = mh.measure_sizes(tmp_path, k=MonitorConfig().n_monitored, channels=3, classes=5)
+    sizes = mh.measure_sizes(tmp_path, k=MonitorConfig().n_monitored, channels=6, classes=7)
     assert sizes.ram_bytes <= M4_RAM_MAX, sizes
     assert sizes.flash_bytes <= M4_FLASH_MAX, sizes

@@ -244,12 +244,12 @@ KML_MON_OUTLINE static uint8_t kml_mon_quantile(const uint16_t *hist, uint32_t t
 
 /* the record's fixed-point fields: v x scale in float32, clamped, truncated toward zero
  * (a negative value keeps its two's complement in the field's low bytes) */
-KML_MON_OUTLINE static uint32_t kml_mon_fixed(float v, float scale, float lo, float hi)
+static uint32_t kml_mon_fixed(float v, float scale, float lo, float hi)
 {
     return (uint32_t)(int32_t)kml_mon_clamp(v * scale, lo, hi);
 }
 
-KML_MON_OUTLINE static void kml_mon_put16(uint8_t *out, uint32_t v)
+static void kml_mon_put16(uint8_t *out, uint32_t v)
 {
     out[0] = (uint8_t)(v & 0xFFu);
     out[1] = (uint8_t)((v >> 8) & 0xFFu);
