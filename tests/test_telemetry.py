@@ -68,9 +68,11 @@ def test_scaling_floor_and_saturation_at_both_ends() -> None:
     assert d["entropy"] == 1.0
     assert decode(encode(record(drift_z=-1e6)))["drift_z"] == -128.0
     assert decode(encode(record(drift_z=float("-inf"))))["drift_z"] == -128.0
-    # floor, not rounding: just under a code gives the code below
+    # toward zero, not rounding: just under a code gives the code below (above, < 0)
     assert decode(encode(record(top_score_p50=0.9999)))["top_score_p50"] == 254 / 255
-    assert decode(encode(record(drift_z=-0.001)))["drift_z"] == -1 / 256
+    assert decode(encode(record(drift_z=-0.001)))["drift_z"] == 0.0
+    assert decode(encode(record(drift_z=-1.999)))["drift_z"] == -511 / 256
+    assert decode(encode(record(drift_z=-2.0)))["drift_z"] == -2.0
     assert decode(encode(record(ood_score=0.00390)))["ood_score"] == 0.0
     for k in range(256):  # k / 255 is not exact in binary, yet encodes back to k
         assert encode(record(top_score_p50=k / 255))[35] == k

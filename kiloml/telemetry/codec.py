@@ -1,7 +1,7 @@
 """kml_telemetry_v1: the 48-byte record a device sends (one BLE notification), bytes <-> dict.
 
 The dict holds the physical values (scores and rates in [0, 1], z and OOD in their own
-units); encode quantizes them the way the device does (floor, saturating), so
+units); encode quantizes them the way the device does (toward zero, saturating), so
 decode(encode(decode(b))) == decode(b) and encode(decode(b)) == b for every valid record.
 docs/telemetry_format.md is the spec; kiloml/runtime's kml_monitor writes the same bytes.
 """
@@ -74,15 +74,18 @@ def crc16(data: bytes) -> int:
 
 
 def quantize(value: float, scale: float, low: int, high: int) -> int:
-    """floor(value * scale) clamped to [low, high]: the device's rounding. The code whose
-    decoded value equals ``value`` is chosen when there is one (k / 255 * 255 can land
-    just below k in binary floating point)."""
+    """value * scale truncated toward zero (the floor for values >= 0) and clamped to
+    [low, high]: the device's rounding (kml_monitor_snapshot). The code whose decoded
+    value equals ``value`` is chosen when there is one (k / 255 * 255 can land just
+    below k in binary floating point)."""
     if math.isnan(value):
         raise ValueError("NaN")
     if value == math.inf or value * scale >= high:
         return high
     if value == -math.inf or value * scale <= low:
         return low
+    if value < 0:
+        return -quantize(-value, scale, 0, -low)
     code = math.floor(value * scale)
     if code + 1 <= high and (code + 1) / scale <= value:
         code += 1

@@ -183,7 +183,7 @@ def _model_section(models: list[dict[str, Any]], reference: dict[str, Any] | Non
     for ax, (key, label) in zip(axes, SIGNALS.items(), strict=True):
         data = [_samples(series, m["model_id"], key) for m in models]
         ax.boxplot(data, whis=(5, 95), showfliers=False, **HORIZONTAL)
-        ax.set_yticks(range(1, len(models) + 1), [m["model_id"][:8] for m in models],
+        ax.set_yticks(range(1, len(models) + 1), [m["model_id"] for m in models],
                       fontsize=7)
         for i, m in enumerate(models, start=1):
             ref = (m["reference"] or {}).get(key)
