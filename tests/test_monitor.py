@@ -5,6 +5,7 @@ meaning; the Cortex-M4F cost (flash, RAM, instructions per update) as upper boun
 
 from __future__ import annotations
 
+import copy
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from kiloml.codegen.library import RUNTIME_DIR, STRICT_CFLAGS
 from kiloml.monitor import FLAGS, Monitor, MonitorConfig, fit_monitor, flag_names, importances_of
 from kiloml.monitor import harness as mh
+from kiloml.monitor.emit import c_float, emit_monitor_c
 from kiloml.monitor.fit import choose_features
 from kiloml.monitor.signals import F32_MIN, channel_variance, log2
 from kiloml.monitor.snapshot import crc16_ccitt_false
@@ -29,6 +31,7 @@ EVERY = 50  # windows per telemetry record
 # streams (3 channels, 4 classes) take at most ~920 instructions per update
 # (bench/results/monitor.md has the figures)
 M4_FLASH_MAX, M4_RAM_MAX, M4_INSTRUCTIONS_MAX = 2300, 256, 1000
+M4_SNAPSHOT_INSTRUCTIONS_MAX = 4500  # measured at most 3,952 (the bitwise CRC: ~3,000)
 
 
 def training(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,6 +139,25 @@ def test_c_is_bit_exact_with_the_twin_on_qemu_m4(qemu_fw: mh.QemuMonitor, params
     assert every.max() <= M4_INSTRUCTIONS_MAX, every.max()
     again = mh.run_qemu(qemu_fw, params, stream("random"), MODEL_ID, EVERY, tmp_path / "again")
     np.testing.assert_array_equal(again.instructions, counts[0])  # deterministic
+    snaps = mh.run_qemu(qemu_fw, params, stream("random"), MODEL_ID, EVERY, tmp_path / "snap",
+                        measure="snapshot")
+    assert snaps.records == again.records and len(snaps.instructions) == len(snaps.records)
+    assert snaps.instructions.max() <= M4_SNAPSHOT_INSTRUCTIONS_MAX, snaps.instructions
+
+
+def test_emitted_constants_are_the_twins(params, tmp_path: Path) -> None:
+    """kiloml.monitor.emit's C (hex float literals) in place of the streamed parameters:
+    the same signals, flags and records, so the constants are bit-identical."""
+    odd = copy.deepcopy(params)
+    odd.mean[0], odd.lo[1], odd.floor[0] = F32(1e-45), F32(-0.0), F32(F32_MIN)
+    (tmp_path / "emitted.c").write_text(emit_monitor_c(odd, "kml_emitted"))
+    exe = mh.build_host(tmp_path / "build", emitted=tmp_path / "emitted.c")
+    for kind in ("random", "drift_ramp", "extremes"):
+        s = stream(kind)  # the stream carries the unchanged parameters: the build ignores them
+        assert_same(mh.run_host(exe, params, s, MODEL_ID, EVERY, tmp_path), twin_run(odd, s))
+    assert not np.array_equal(twin_run(odd, s)[0], twin_run(params, s)[0])
+    with pytest.raises(ValueError, match="not finite"):
+        c_float(np.inf)
 
 
 def test_a_changed_operation_order_is_caught(params, tmp_path: Path) -> None:

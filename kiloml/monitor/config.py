@@ -69,8 +69,9 @@ class MonitorThresholds:
 
     def run_limits(self) -> tuple[np.ndarray, np.ndarray]:
         """run_lo, run_hi (float32 [6], RUN_SIGNALS order): the flag is raised below lo or
-        above hi; +-inf where a signal has no limit on that side."""
-        inf = np.inf
+        above hi; +-FLT_MAX where a signal has no limit on that side (the running signals
+        are finite, and the C constants need no INFINITY)."""
+        inf = float(np.finfo(F32).max)
         lo = [-inf, -inf, self.top_limit, self.margin_limit, -inf, -inf]
         hi = [self.oor_limit, self.ood_limit, inf, inf, self.entropy_limit,
               self.uncertain_limit]

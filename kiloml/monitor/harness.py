@@ -36,7 +36,7 @@ class HarnessOutput:
     flags: np.ndarray     # int64 [N]: kml_monitor_flags() after it
     signals: np.ndarray   # float32 [N, S]
     records: list[bytes]
-    instructions: np.ndarray | None = None  # per update (QEMU)
+    instructions: np.ndarray | None = None  # per update or per snapshot (QEMU)
 
 
 def constants(p: MonitorParams) -> np.ndarray:
@@ -48,10 +48,14 @@ def constants(p: MonitorParams) -> np.ndarray:
                      *t["ph_lambda"], c["ph_cap"], c["ph_min_windows"]], "<f4")
 
 
-def pack(p: MonitorParams, s: Stream, model_id: bytes, snapshot_every: int) -> bytes:
+MEASURE = {"update": 0, "snapshot": 1}  # what QEMU's instruction counts are of
+
+
+def pack(p: MonitorParams, s: Stream, model_id: bytes, snapshot_every: int,
+         measure: str = "update") -> bytes:
     n, f = s.features.shape
     head = np.array([p.n_monitored, p.n_channels, p.n_classes, p.stuck_windows, f,
-                     snapshot_every, n], "<i4").tobytes()
+                     snapshot_every, n, MEASURE[measure]], "<i4").tobytes()
     head += p.index.astype("<i4").tobytes()
     for a in (p.mean, p.inv_sd, p.lo, p.hi, p.floor):
         head += a.astype("<f4").tobytes()
@@ -82,10 +86,14 @@ def parse(p: MonitorParams, out: bytes, n: int, snapshot_every: int) -> HarnessO
     return HarnessOutput(returned, flags, signals, records)
 
 
-def build_host(work: Path, cflags: list[str] | None = None) -> Path:
+def build_host(work: Path, cflags: list[str] | None = None, *,
+               emitted: Path | None = None) -> Path:
+    """``emitted``: a kiloml.monitor.emit file for the monitor "kml_emitted", used in place
+    of the parameters the stream carries."""
     work.mkdir(parents=True, exist_ok=True)
     exe = work / "monitor_host"
-    subprocess.run(["gcc", *STRICT_CFLAGS, *(cflags or ["-O2"]), "-DKML_MONITOR_HOST",
+    extra = [f'-DKML_MONITOR_EMITTED="{emitted.absolute()}"'] if emitted else []
+    subprocess.run(["gcc", *STRICT_CFLAGS, *(cflags or ["-O2"]), "-DKML_MONITOR_HOST", *extra,
                     f"-I{RUNTIME_DIR}", *map(str, SOURCES), str(HARNESS), "-o", str(exe)],
                    check=True)
     return exe
@@ -130,11 +138,13 @@ def build_qemu(work: Path, machine: str = "mps2-an386", profile_name: str = "cor
 
 
 def run_qemu(q: QemuMonitor, p: MonitorParams, s: Stream, model_id: bytes,
-             snapshot_every: int, work: Path, timeout_s: float = 300.0) -> HarnessOutput:
+             snapshot_every: int, work: Path, timeout_s: float = 300.0, *,
+             measure: str = "update") -> HarnessOutput:
     from kiloml.verify.mcu.qemu import run_harness
     from kiloml.verify.mcu.toolchain import find_toolchain
-    run = run_harness(find_toolchain(), q.elf, q.machine, pack(p, s, model_id, snapshot_every),
-                      q.plugin, work / "qemu", timeout_s=timeout_s)
+    run = run_harness(find_toolchain(), q.elf, q.machine,
+                      pack(p, s, model_id, snapshot_every, measure), q.plugin, work / "qemu",
+                      timeout_s=timeout_s)
     out = parse(p, run.output, len(s.features), snapshot_every)
     out.instructions = run.instructions
     return out

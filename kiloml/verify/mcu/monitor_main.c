@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml monitor harness: kml_monitor.c on a stream, for parity with kiloml/monitor/.
  * Built for the host (-DKML_MONITOR_HOST: argv[1] in, argv[2] out, stdio) or for QEMU
- * (semihosting, kml_in.bin -> kml_out.bin; each kml_monitor_update between
+ * (semihosting, kml_in.bin -> kml_out.bin; each measured call between
  * kml_bench_begin/kml_bench_end for the instruction counter).
- *   in:  int32 k, channels, classes, stuck_windows, features, snapshot_every, n;
+ *   in:  int32 k, channels, classes, stuck_windows, features, snapshot_every, n,
+ *        measure (QEMU: 0 counts each update's instructions, 1 each snapshot's);
  *        int32 index[k]; float32 mean, inv_sd, lo, hi [k]; float32 floor[channels];
  *        float32 constants[KML_HARNESS_CONSTANTS] (kiloml/monitor/harness.py's order);
  *        uint8 model_id[8]; per window: float32 features[features],
@@ -28,19 +29,26 @@ static int put(const void *buf, uint32_t n)
 {
     return fwrite(buf, 1, n, out_file) == n ? 0 : 1;
 }
-#define UPDATE(call) call
+#define MEASURED(call) call
 #else
 #include "measure.h"
 #include "semihost.h"
 static int32_t in_h, out_h;
 static int get(void *buf, uint32_t n) { return sh_read(in_h, buf, n); }
 static int put(const void *buf, uint32_t n) { return sh_write(out_h, buf, n); }
-#define UPDATE(call)          \
+#define MEASURED(call)        \
     do {                      \
         kml_bench_begin();    \
         call;                 \
         kml_bench_end();      \
     } while (0)
+#endif
+
+#ifdef KML_MONITOR_EMITTED
+/* kiloml.monitor.emit's C for the monitor "kml_emitted" (the stream's parameters are still
+ * read, and ignored): checks that the emitted constants are the twin's */
+void kml_emitted_init(void);
+#include KML_MONITOR_EMITTED
 #endif
 
 static int32_t index_[MAX_K];
@@ -51,7 +59,7 @@ static float features[MAX_FEATURES], variance[MAX_CHANNELS], smoothed[MAX_CLASSE
 
 static int run(void)
 {
-    int32_t head[7], i, extra[3];
+    int32_t head[8], i, extra[3];
     float c[KML_HARNESS_CONSTANTS], sig[2 * MAX_K + 6 + 4 * KML_MON_PH];
     uint8_t model_id[8], record[KML_TELEMETRY_BYTES];
     uint32_t out_flags[2];
@@ -103,6 +111,11 @@ static int run(void)
     s.z_var = z_var;
     s.flat_run = flat_run;
     kml_monitor_reset(&p, &s);
+#ifdef KML_MONITOR_EMITTED
+    kml_emitted_init();
+    p = kml_emitted_params;
+    s = kml_emitted_state;
+#endif
     for (i = 0; i < head[6]; ++i) {
         int32_t j, n = 0;
         uint16_t flags = 0;
@@ -111,8 +124,13 @@ static int run(void)
             get(smoothed, 4u * (uint32_t)p.n_classes) != 0 || get(extra, sizeof extra) != 0) {
             return 1;
         }
-        UPDATE(flags = kml_monitor_update(&p, &s, features, variance, smoothed, extra[0],
-                                          extra[1]));
+        if (head[7] == 0) {
+            MEASURED(flags = kml_monitor_update(&p, &s, features, variance, smoothed,
+                                                extra[0], extra[1]));
+        } else {
+            flags = kml_monitor_update(&p, &s, features, variance, smoothed, extra[0],
+                                       extra[1]);
+        }
         out_flags[0] = flags;
         out_flags[1] = kml_monitor_flags(&s);
         for (j = 0; j < p.n_monitored; ++j) {
@@ -140,7 +158,11 @@ static int run(void)
             return 1;
         }
         if ((i + 1) % head[5] == 0) {
-            kml_monitor_snapshot(&p, &s, model_id, (uint32_t)extra[2], record);
+            if (head[7] == 1) {
+                MEASURED(kml_monitor_snapshot(&p, &s, model_id, (uint32_t)extra[2], record));
+            } else {
+                kml_monitor_snapshot(&p, &s, model_id, (uint32_t)extra[2], record);
+            }
             if (put(record, sizeof record) != 0) {
                 return 1;
             }
