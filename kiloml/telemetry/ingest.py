@@ -20,7 +20,7 @@ from kiloml.telemetry.db import DECISION_COLUMNS, devices, open_database, record
 from kiloml.telemetry.jsonl import iter_jsonl
 
 with needs("sqlalchemy", "kiloml fleet"):
-    from sqlalchemy import Connection, Engine, Table, select
+    from sqlalchemy import Connection, Engine, Table, func, select
     from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = ["BATCH", "FileResult", "IngestResult", "ingest_folder", "insert_new",
@@ -94,12 +94,17 @@ def _insert(conn: Connection, table: Table):
 
 
 def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """Insert the rows not yet stored; returns how many were new (RETURNING counts the
-    rows actually inserted, duplicates within the batch included)."""
+    """Insert the rows not yet stored; returns how many were new. Counted as the devices'
+    rows after minus before (an index scan): psycopg gives no rowcount for a batched
+    insert, and RETURNING makes SQLAlchemy insert row by row (5x slower on PostgreSQL).
+    A concurrent writer to the same devices would be counted too."""
     if not rows:
         return 0
-    result = conn.execute(_insert(conn, records).returning(records.c.id), rows)
-    return len(result.all())
+    ids = sorted({row["device_id"] for row in rows})
+    count = select(func.count()).select_from(records).where(records.c.device_id.in_(ids))
+    before = conn.execute(count).scalar_one()
+    conn.execute(_insert(conn, records), rows)
+    return conn.execute(count).scalar_one() - before
 
 
 def device_ids(conn: Connection, names: set[str]) -> dict[str, int]:
