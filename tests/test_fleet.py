@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,21 @@ def test_report_bad_input(tmp_path: Path) -> None:
     assert_user_error(run_cli("fleet", "report", "--db", db, "--out", str(out)),
                       "holds no telemetry records")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("module, args, words", [
+    ("sqlalchemy", [], "kiloml fleet needs SQLAlchemy, which is not installed"),
+    ("psycopg", ["--db", "postgresql://x@127.0.0.1:1/y"],
+     "a PostgreSQL database needs psycopg, which is not installed")])
+def test_missing_fleet_extra_is_one_line(tmp_path: Path, module: str, args: list[str],
+                                         words: str) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    write_bin(folder / "d.bin", device_records(2))
+    script = (f"import sys; sys.modules[{module!r}] = None\n"
+              "from kiloml.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", script, "fleet", "ingest", str(folder), *args],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"kiloml: error: {'--db: ' if args else ''}"
+                                                f"{words}: pip install 'kiloml[fleet]'"]
