@@ -136,8 +136,9 @@ def markdown(r: dict) -> str:
         "`python bench/monitor.py`: `kml_monitor.c` (kiloml/runtime) built with "
         "arm-none-eabi-gcc for the Cortex-M4F (`-mcpu=cortex-m4 -mfpu=fpv4-sp-d16 "
         "-mfloat-abi=hard`). Sizes: a minimal firmware linked with and without one monitor "
-        "(code, its constants and one monitor's parameters in flash; its state in RAM; "
-        "`--gc-sections`). Budget goal: 256 B of RAM, 2 KB of flash.",
+        "(update, flags, snapshot and the channel variances: code, its constants and one "
+        "monitor's parameters in flash; its state in RAM; `--gc-sections`). Budget goal: "
+        "256 B of RAM, 2 KB of flash.",
         "",
         "| configuration | -O | flash | RAM |",
         "|---|---|---:|---:|",

@@ -58,10 +58,11 @@ def confidence(smoothed: np.ndarray, inv_log2_classes: np.float32
     return top, margin, clamp(F32(ent * inv_log2_classes), zero, one)
 
 
-def channel_variance(window: np.ndarray) -> np.ndarray:
-    """kml_monitor_channel_variance: a window (samples x channels) -> float32 [channels]:
-    the mean in sample order, then the mean of squared deviations."""
-    w = np.asarray(window, F32)
+def channel_variance(window: np.ndarray, start_row: int = 0) -> np.ndarray:
+    """kml_monitor_channel_variance: a window (samples x channels; a ring of rows whose
+    oldest is ``start_row``) -> float32 [channels]: the mean in time order, then the mean
+    of squared deviations."""
+    w = np.roll(np.asarray(window, F32), -start_row, axis=0)
     n = F32(w.shape[0])
     out = np.zeros(w.shape[1], F32)
     for c in range(w.shape[1]):

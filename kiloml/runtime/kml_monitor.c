@@ -203,18 +203,18 @@ uint16_t kml_monitor_flags(const kml_monitor_state *s)
 }
 
 void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t channels,
-                                  float *out)
+                                  int32_t start_row, float *out)
 {
-    int32_t c, t;
+    int32_t c, t, row;
     const float n = (float)samples;
     for (c = 0; c < channels; ++c) {
         float sum = 0.0f, mean, acc = 0.0f;
-        for (t = 0; t < samples; ++t) {
-            sum = sum + window[t * channels + c];
+        for (t = 0, row = start_row; t < samples; ++t, row = row + 1 == samples ? 0 : row + 1) {
+            sum = sum + window[row * channels + c];
         }
         mean = sum / n;
-        for (t = 0; t < samples; ++t) {
-            const float d = window[t * channels + c] - mean;
+        for (t = 0, row = start_row; t < samples; ++t, row = row + 1 == samples ? 0 : row + 1) {
+            const float d = window[row * channels + c] - mean;
             acc = acc + d * d;
         }
         out[c] = acc / n;

@@ -91,10 +91,11 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
 
 uint16_t kml_monitor_flags(const kml_monitor_state *s);
 
-/* The population variance of each channel of a window (samples x channels, sample-major):
- * the float32 mean in sample order, then the mean of squared deviations. */
+/* The population variance of each channel of a window (samples x channels, sample-major;
+ * a ring of rows whose oldest is start_row, 0 for a plain window): the float32 mean in time
+ * order, then the mean of squared deviations in time order. */
 void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t channels,
-                                  float *out);
+                                  int32_t start_row, float *out);
 
 /* Writes the 48-byte kml_telemetry_v1 record (little-endian, CRC-16/CCITT-FALSE) and
  * starts the next record's counts, histogram and flags. */

@@ -40,6 +40,8 @@ int main(void)
         state.z_var = z_var;
         state.flat_run = flat_run;
         kml_monitor_reset(&params, &state);
+        /* the window's channel variances: part of what a streaming library runs */
+        kml_monitor_channel_variance(f, 64 / KML_PROBE_CHANNELS, KML_PROBE_CHANNELS, 1, v);
         probe_out = kml_monitor_update(&params, &state, f, v, s, 0, 0);
         probe_out += kml_monitor_flags(&state);
         kml_monitor_snapshot(&params, &state, id, 0u, rec);
