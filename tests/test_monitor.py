@@ -301,6 +301,19 @@ def test_fit_watches_the_important_features_and_handles_flat_training() -> None:
     assert p.describe()["thresholds"]["ood_limit"] > 1.0
 
 
+def test_bad_configurations_and_training_data_say_what_is_wrong() -> None:
+    for bad, match in (({"alpha": 0.0}, "alpha"), ({"n_monitored": 0}, "n_monitored"),
+                       ({"ph_cap": 4}, "ph_cap"), ({"range_quantiles": (0.9, 0.1)}, "range")):
+        with pytest.raises(ValueError, match=match):
+            MonitorConfig(**bad)
+    x = np.ones((10, 3), F32)
+    x[:, 1] = np.nan
+    with pytest.raises(ValueError, match="monitored feature 1 has no finite"):
+        fit_monitor(x, np.ones((10, 2), F32), MonitorConfig(n_monitored=3), n_classes=2)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        fit_monitor(np.ones((10, 3), F32), np.ones((10, 2), F32), MonitorConfig(), n_classes=1)
+
+
 def test_default_monitor_fits_the_m4_budget(tmp_path: Path) -> None:
     sizes = mh.measure_sizes(tmp_path, k=MonitorConfig().n_monitored, channels=6, classes=7)
     assert sizes.ram_bytes <= M4_RAM_MAX, sizes

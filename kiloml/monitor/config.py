@@ -42,6 +42,19 @@ class MonitorConfig:
     ph_cap: int = 1024            # the detector's mean becomes an EWMA of 1/ph_cap there
     ph_min_windows: int = 32
 
+    def __post_init__(self) -> None:
+        if self.n_monitored < 1:
+            raise ValueError("n_monitored must be at least 1")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], not {self.alpha}")
+        if self.stuck_windows < 1 or self.ph_min_windows < 1:
+            raise ValueError("stuck_windows and ph_min_windows must be at least 1")
+        if self.ph_cap < self.ph_min_windows:
+            raise ValueError("ph_cap must be at least ph_min_windows")
+        lo, hi = self.range_quantiles
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"range_quantiles must be 0 <= lo < hi <= 1, not {lo, hi}")
+
 
 @dataclass
 class MonitorThresholds:
@@ -106,6 +119,8 @@ class MonitorParams:
             setattr(self, name, np.asarray(getattr(self, name), F32))
         if self.n_classes < 2:
             raise ValueError("the monitor needs at least 2 classes")
+        if self.n_monitored < 1:
+            raise ValueError("the monitor needs at least 1 monitored feature")
         if self.ph_cap < self.ph_min_windows:
             raise ValueError("ph_cap must be at least ph_min_windows")
 

@@ -54,6 +54,11 @@ def fit_monitor(features_train: np.ndarray, channel_variance_train: np.ndarray,
         raise ValueError("fit_monitor needs at least 2 training windows of features")
     index = choose_features(x_all.shape[1], config.n_monitored, importances)
     x = x_all[:, index]
+    finite = np.isfinite(x).any(axis=0)
+    if not finite.all():
+        raise ValueError(f"monitored feature {int(index[~finite][0])} has no finite training "
+                         "value")
+    x = np.where(np.isfinite(x), x, np.nan)  # infinities say nothing about the spread
     mean = np.nanmean(x, axis=0)
     sd = np.nanstd(x, axis=0)
     sd = np.maximum(sd, 1e-6 * np.maximum(np.abs(mean), 1.0))  # constant in training
