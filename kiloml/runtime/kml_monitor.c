@@ -6,7 +6,8 @@
 
 #include "kml_monitor.h"
 
-#include <string.h> /* memcpy */
+#include <stddef.h> /* offsetof */
+#include <string.h> /* memcpy, memset */
 
 #define KML_MON_F32_MIN 1.17549435e-38f /* FLT_MIN: smaller scores are taken as 0 */
 
@@ -57,6 +58,8 @@ static const uint16_t kml_mon_run_flag[KML_MON_RUN] = {
 void kml_monitor_reset(const kml_monitor_params *p, kml_monitor_state *s)
 {
     int32_t i;
+    /* everything after the array pointers starts at 0 */
+    memset(s->run, 0, sizeof *s - offsetof(kml_monitor_state, run));
     for (i = 0; i < p->n_monitored; ++i) {
         s->z_mean[i] = 0.0f; /* the training mean, in z */
         s->z_var[i] = 1.0f;
@@ -67,15 +70,6 @@ void kml_monitor_reset(const kml_monitor_params *p, kml_monitor_state *s)
     for (i = 0; i < KML_MON_RUN; ++i) {
         s->run[i] = p->run_init[i];
     }
-    for (i = 0; i < KML_MON_PH; ++i) {
-        s->ph_n[i] = 0.0f;
-        s->ph_mean[i] = 0.0f;
-        s->ph_up[i] = 0.0f;
-        s->ph_down[i] = 0.0f;
-    }
-    s->windows = 0;
-    s->flags = 0;
-    s->rec = kml_mon_empty_record;
 }
 
 /* Two-sided Page-Hinkley: the deviation from the detector's running mean, less delta,
@@ -205,19 +199,24 @@ uint16_t kml_monitor_flags(const kml_monitor_state *s)
 void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t channels,
                                   int32_t start_row, float *out)
 {
-    int32_t c, t, row;
+    int32_t c, t, row, pass;
     const float n = (float)samples;
     for (c = 0; c < channels; ++c) {
-        float sum = 0.0f, mean, acc = 0.0f;
-        for (t = 0, row = start_row; t < samples; ++t, row = row + 1 == samples ? 0 : row + 1) {
-            sum = sum + window[row * channels + c];
+        float mean = 0.0f;
+        for (pass = 0; pass < 2; ++pass) { /* the mean, then the mean squared deviation */
+            float acc = 0.0f;
+            for (t = 0, row = start_row; t < samples; ++t) {
+                float x = window[row * channels + c];
+                if (pass) {
+                    x = x - mean;
+                    x = x * x;
+                }
+                acc = acc + x;
+                row = row + 1 == samples ? 0 : row + 1;
+            }
+            mean = acc / n;
         }
-        mean = sum / n;
-        for (t = 0, row = start_row; t < samples; ++t, row = row + 1 == samples ? 0 : row + 1) {
-            const float d = window[row * channels + c] - mean;
-            acc = acc + d * d;
-        }
-        out[c] = acc / n;
+        out[c] = mean;
     }
 }
 
