@@ -145,6 +145,43 @@ def test_c_is_bit_exact_with_the_twin_on_qemu_m4(qemu_fw: mh.QemuMonitor, params
     assert snaps.instructions.max() <= M4_SNAPSHOT_INSTRUCTIONS_MAX, snaps.instructions
 
 
+@pytest.mark.parametrize("flags", [["-O0"], ["-O3", "-std=gnu11", "-ffp-contract=fast"],
+                                   ["-Os", "-march=native", "-ffp-contract=fast"]],
+                         ids=["O0", "O3-gnu11-contract", "Os-native-contract"])
+def test_bit_exact_under_other_host_flags(params, tmp_path: Path, flags: list[str]) -> None:
+    """kml_fp.h keeps contraction off whatever the flags (after kiloml's own)."""
+    exe = mh.build_host(tmp_path, flags)
+    for kind in ("random", "extremes"):
+        s = stream(kind)
+        assert_same(mh.run_host(exe, params, s, MODEL_ID, EVERY, tmp_path), twin_run(params, s))
+
+
+def fused_ops(elf: Path) -> int:
+    from kiloml.verify.mcu.toolchain import find_toolchain
+    objdump = find_toolchain().gcc.replace("gcc", "objdump")
+    text = subprocess.run([objdump, "-d", str(elf)], capture_output=True, text=True,
+                          check=True).stdout
+    return sum(w in text for w in ("vfma", "vfms", "vfnma", "vfnms"))
+
+
+def test_bit_exact_on_qemu_m4_with_fused_multiply_add_allowed(params, tmp_path: Path) -> None:
+    """The Cortex-M4F has vfma: -ffp-contract=fast at -O3 must not reach the monitor; the
+    control (kml_monitor.c without its kml_fp.h) fuses and is caught."""
+    fast = ["-std=gnu11", "-ffp-contract=fast"]
+    s = stream("random")
+    fw = mh.build_qemu(tmp_path / "fw", optimize="-O3", extra=fast)
+    assert fused_ops(fw.elf) == 0
+    assert_same(mh.run_qemu(fw, params, s, MODEL_ID, EVERY, tmp_path / "ok"),
+                twin_run(params, s))
+    src = (RUNTIME_DIR / "kml_monitor.c").read_text()
+    (tmp_path / "kml_monitor.c").write_text(src.replace('#include "kml_fp.h"', "", 1))
+    control = mh.build_qemu(tmp_path / "control", optimize="-O3", extra=fast,
+                            sources=[tmp_path / "kml_monitor.c"])
+    assert fused_ops(control.elf) > 0
+    out = mh.run_qemu(control, params, s, MODEL_ID, EVERY, tmp_path / "control_run")
+    assert not np.array_equal(out.signals.view(np.int32), twin_run(params, s)[0].view(np.int32))
+
+
 def test_emitted_constants_are_the_twins(params, tmp_path: Path) -> None:
     """kiloml.monitor.emit's C (hex float literals) in place of the streamed parameters:
     the same signals, flags and records, so the constants are bit-identical."""

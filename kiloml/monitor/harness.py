@@ -115,7 +115,10 @@ class QemuMonitor:
 
 
 def build_qemu(work: Path, machine: str = "mps2-an386", profile_name: str = "cortex-m4f",
-               optimize: str = "-O2") -> QemuMonitor:
+               optimize: str = "-O2", extra: list[str] | None = None,
+               sources: list[Path] | None = None) -> QemuMonitor:
+    """``extra``: more compiler flags, after kiloml's and ``optimize``; ``sources``: the
+    monitor's C in place of kiloml/runtime's (a control build)."""
     from kiloml.targets.profiles import load_profile
     from kiloml.verify.mcu.build import (
         MACHINE_MEMORY,
@@ -128,7 +131,8 @@ def build_qemu(work: Path, machine: str = "mps2-an386", profile_name: str = "cor
     tc, profile = find_toolchain(), load_profile(profile_name)
     objects = compile_objects(
         tc, [MCU_DIR / "startup.c", MCU_DIR / "semihost.c", MCU_DIR / "measure.c", HARNESS,
-             *SOURCES], [MCU_DIR, RUNTIME_DIR], profile, optimize, work / "obj")
+             *(sources or SOURCES)], [MCU_DIR, RUNTIME_DIR], profile, optimize, work / "obj",
+        extra=extra)
     memory = MACHINE_MEMORY[machine]
     script = write_linker_script(work / "monitor.ld", f"monitor harness on {machine}",
                                  memory, 16384)
