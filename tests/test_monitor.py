@@ -19,7 +19,7 @@ from kiloml.monitor import FLAGS, Monitor, MonitorConfig, fit_monitor, flag_name
 from kiloml.monitor import harness as mh
 from kiloml.monitor.emit import c_float, emit_monitor_c
 from kiloml.monitor.fit import choose_features
-from kiloml.monitor.signals import F32_MIN, channel_variance, log2
+from kiloml.monitor.signals import F32_MIN, channel_variance, channel_variances, log2
 from kiloml.monitor.snapshot import crc16_ccitt_false
 
 F32 = np.float32
@@ -259,6 +259,9 @@ def test_channel_variance_is_bit_exact(tmp_path: Path) -> None:
     assert np.array_equal(c.view(np.int32), py.view(np.int32))
     for w, r in ((windows[4], 17), (windows[5], 63)):  # the ring read in time order
         assert np.array_equal(channel_variance(w, r), channel_variance(windows[0]))
+    batch = np.stack([windows[0], windows[0] * F32(-3.0), np.full((64, 3), 2.5, F32)])
+    one = np.stack([channel_variance(w) for w in batch])
+    assert np.array_equal(channel_variances(batch).view(np.int32), one.view(np.int32))
     assert (channel_variance(windows[1]) == 0).all()
 
 

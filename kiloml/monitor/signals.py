@@ -77,3 +77,13 @@ def channel_variance(window: np.ndarray, start_row: int = 0) -> np.ndarray:
             acc = F32(acc + F32(d * d))
         out[c] = F32(acc / n)
     return out
+
+
+def channel_variances(windows: np.ndarray) -> np.ndarray:
+    """channel_variance of many plain windows at once [N, samples, channels] -> [N, channels],
+    bit for bit: np.cumsum adds strictly in order (np.sum would add pairwise)."""
+    w = np.asarray(windows, F32)
+    n = F32(w.shape[1])
+    mean = (np.cumsum(w, axis=1, dtype=F32)[:, -1, :] / n).astype(F32)
+    d = (w - mean[:, None, :]).astype(F32)
+    return (np.cumsum((d * d).astype(F32), axis=1, dtype=F32)[:, -1, :] / n).astype(F32)
