@@ -42,8 +42,11 @@ OPTIONAL: dict[str, OptionalPackage] = {
     "ray": OptionalPackage("Ray", "ray", "cluster"),
     "emlearn": OptionalPackage("emlearn", "emlearn", "bench"),
     "m2cgen": OptionalPackage("m2cgen", "m2cgen", "bench"),
+    "river": OptionalPackage("river", "river", "bench"),
     "sqlalchemy": OptionalPackage("SQLAlchemy", "sqlalchemy", "fleet"),
     "psycopg": OptionalPackage("psycopg", "psycopg", "fleet"),
+    "fastapi": OptionalPackage("FastAPI", "fastapi", "fleet"),
+    "uvicorn": OptionalPackage("uvicorn", "uvicorn", "fleet"),
 }
 
 

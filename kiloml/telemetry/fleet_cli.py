@@ -57,3 +57,18 @@ def report_command(
                                        + (" ..." if len(alarms) > 10 else "")
                                        if alarms else ""))
     print(f"wrote {out}" + (f" and {json_out}" if json_out else ""))
+
+
+@fleet_app.command("serve")
+@user_errors
+def serve_command(
+    db: Annotated[str, typer.Option("--db", help=DB_HELP)] = "sqlite:///fleet.db",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port, "
+                                      "printed)")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
+) -> None:
+    """HTTP: devices POST /telemetry (bearer token from $KILOML_FLEET_TOKEN), GET / is the
+    dashboard, GET /api/devices the report's JSON."""
+    from kiloml.fleet_server.run import serve
+
+    serve(db, host, port)
