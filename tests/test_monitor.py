@@ -321,6 +321,22 @@ def test_records_hold_the_counts_since_the_previous_one(params) -> None:
         assert int.from_bytes(rec[44:46], "little") == np.bitwise_or.reduce(flags[lo:hi])
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_records_decode_with_the_fleet_codec(params, kind: str) -> None:
+    """The monitor's records (the twin's, equal to the C's) are what kiloml.telemetry reads:
+    decoded and encoded again they are the same 48 bytes, flags by their names."""
+    from kiloml.monitor.flags import flag_names
+    from kiloml.telemetry.codec import decode, encode
+
+    _, _, records = twin_run(params, stream(kind))
+    assert records
+    for rec in records:
+        fields = decode(rec)
+        assert encode(fields) == rec
+        assert fields["model_id"] == MODEL_ID.hex()
+        assert fields["flag_names"] == flag_names(fields["flags"])
+
+
 def test_fit_watches_the_important_features_and_handles_flat_training() -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 6)).astype(F32)
