@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import assert_user_error, run_cli
+from pg_server import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 from kiloml.telemetry.codec import encode
 from kiloml.telemetry.jsonl import to_json
@@ -95,10 +96,11 @@ class Server:
 
 
 @contextmanager
-def running_server(folder: Path) -> Iterator[Server]:
-    """`kiloml fleet serve` on a free port (the first line of its output names it)."""
+def running_server(folder: Path, db: str | None = None) -> Iterator[Server]:
+    """`kiloml fleet serve` on a free port (the first line of its output names it);
+    SQLite in ``folder`` unless ``db`` names a database."""
     env = {**os.environ, "KILOML_FLEET_TOKEN": TOKEN}
-    db = f"sqlite:///{folder / 'fleet.db'}"
+    db = db or f"sqlite:///{folder / 'fleet.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "kiloml", "fleet", "serve", "--db", db,
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=folder)
@@ -221,6 +223,44 @@ def test_malformed_bodies_are_400_and_counted(server: Server) -> None:
         "crc": 2, "truncated": 1, "version": 2, "device": 1, "empty": 1, "json": 2,
         "field": 1, "content_type": 1}, delta
     assert server.devices()["bad-bin"]["records"] == 2
+
+
+def test_concurrent_posts_are_each_stored_once(server: Server) -> None:
+    """Eight senders at once, two per device, the same records: each stored once and the
+    answers add up (the store's lock keeps insert_new's count exact)."""
+    bodies = {f"conc-{k}": binary(records(20, seed=20 + k)) for k in range(4)}
+    answers: list[dict] = []
+
+    def send(device: str) -> None:
+        status, answer = server.post(bodies[device], device=device)
+        assert status == 200
+        answers.append(answer)
+
+    threads = [threading.Thread(target=send, args=(d,)) for d in bodies for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert len(answers) == 8
+    assert sum(a["stored"] for a in answers) == 80
+    assert sum(a["duplicates"] for a in answers) == 80
+    devices = server.devices()
+    assert all(devices[d]["records"] == 20 for d in bodies)
+
+
+def test_serve_into_a_real_postgresql(tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    with running_server(tmp_path, postgres_url) as server:
+        data = binary(records(10, onset=5, seed=30))
+        status, answer = server.post(data, device="pg-dev")
+        assert status == 200 and answer["stored"] == 10
+        status, answer = server.post(data, device="pg-dev")
+        assert status == 200 and (answer["stored"], answer["duplicates"]) == (0, 10)
+        assert server.post(data[:47], device="pg-dev")[0] == 400
+        drift = server.devices()["pg-dev"]
+        assert drift["alarm"] and drift["records"] == 10
+        assert server.stats()["bad_by_kind"] == {"truncated": 1}
+        status, page = server.request("GET", "/")
+        assert status == 200 and "pg-dev" in page and "postgresql://kiloml@" in page
 
 
 # ---- the dashboard in a real browser ------------------------------------------------------
