@@ -8,8 +8,10 @@ The rule (docs/architecture.md, "monitor calibration"):
 2. The per-window inputs of every alarm (the clipped z of the monitored features, the
    out-of-range share, the OOD score, top score, margin, entropy, the uncertain bit) are
    taken from the clean streams and resampled by a moving-block bootstrap: blocks of b
-   windows, b the first lag at which every input's autocorrelation is inside the white-noise
-   band 2/sqrt(N), so the bootstrap keeps the streams' short-range dependence.
+   windows, b the first lag at which every input's |autocorrelation| is below ACF_LIMIT
+   (0.2: weakly dependent; the white-noise band 2/sqrt(N) is never reached by activity
+   streams whose sample autocorrelation wanders), so the bootstrap keeps the streams'
+   short-range dependence.
 3. R synthetic streams of L windows each run through a float64 replica of the monitor's
    statistics, from its boot state: the EWMA signals, the EWMA z variance, the two
    Page-Hinkley statistics (before their first firing, which is all the first alarm needs).
@@ -50,7 +52,8 @@ from kiloml.monitor.signals import confidence
 
 F32 = np.float32
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MIN_BLOCKS = 20          # distinct bootstrap blocks the clean streams must hold
+MIN_BLOCKS = 10          # distinct bootstrap blocks the clean streams must hold
+ACF_LIMIT = 0.2          # the block: the first lag where every |autocorrelation| is below
 BLOCK_LAGS = 1           # block length in decorrelation lags (3 made no difference)
 # the limits are set for SAFETY x the budget: on the synthetic AR(1) check (tests/
 # test_monitor_calibrate.py) the twin's simulated run length was 0.5-0.65 of the estimate
@@ -167,11 +170,10 @@ def _zvar(d2: np.ndarray, a: float) -> np.ndarray:
 
 
 def block_length(inputs: list[np.ndarray], max_lag: int) -> int | None:
-    """The first lag at which every input's autocorrelation is within 2/sqrt(N) (pooled
+    """The first lag at which every input's |autocorrelation| is below ACF_LIMIT (pooled
     over the streams); None if none is up to max_lag."""
     x = np.concatenate(inputs)
-    n = len(x)
-    band = 2.0 / math.sqrt(n)
+    band = ACF_LIMIT
     xc = x - x.mean(axis=0)
     var = (xc * xc).sum(axis=0)
     live = var > 0
