@@ -68,6 +68,7 @@ bench: setup
 	$(BIN)/python bench/flag_matrix.py
 	$(BIN)/python bench/two_models.py
 	$(BIN)/python bench/monitor.py
+	$(BIN)/python bench/monitor_eval.py
 	$(BIN)/python bench/fleet_ingest.py
 
 # The wheel in new virtual environments (tests/test_packaging.py): Python 3.11, 3.12 and

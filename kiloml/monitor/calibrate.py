@@ -10,8 +10,8 @@ The rule (docs/architecture.md, "monitor calibration"):
    taken from the clean streams and resampled by a moving-block bootstrap: blocks of b
    windows, b the first lag at which every input's |autocorrelation| is below ACF_LIMIT
    (0.2: weakly dependent; the white-noise band 2/sqrt(N) is never reached by activity
-   streams whose sample autocorrelation wanders), so the bootstrap keeps the streams'
-   short-range dependence.
+   streams whose sample autocorrelation wanders), and at least 1 / (2 alpha) windows (the
+   EWMA's memory), so the bootstrap keeps the dependence the monitor's sums measure.
 3. R synthetic streams of L windows each run through a float64 replica of the monitor's
    statistics, from its boot state: the EWMA signals, the EWMA z variance, the two
    Page-Hinkley statistics (before their first firing, which is all the first alarm needs).
@@ -56,9 +56,9 @@ MIN_BLOCKS = 10          # distinct bootstrap blocks the clean streams must hold
 ACF_LIMIT = 0.2          # the block: the first lag where every |autocorrelation| is below
 BLOCK_LAGS = 1           # block length in decorrelation lags (3 made no difference)
 # the limits are set for SAFETY x the budget: on the synthetic AR(1) check (tests/
-# test_monitor_calibrate.py) the twin's simulated run length was 0.5-0.65 of the estimate
-# made from 3,000 held-out windows (the bootstrap's maxima have lighter tails than the
-# process's: it cannot draw windows the sample does not hold)
+# test_monitor_calibrate.py) the twin's simulated run length was 0.34-0.57 of the estimate
+# made from 3,000 held-out windows (the bootstrap of a short sample gives the EWMA and
+# Page-Hinkley maxima lighter tails than the process has; from 245,000 windows it did not)
 SAFETY = 2.0
 MAX_EXTRAPOLATION = 100  # budget windows per clean held-out window, at most
 N_STREAMS = 200          # bootstrap streams R
@@ -232,7 +232,10 @@ def calibrate(p: MonitorParams, streams: list[Stream], every: str, stride_s: flo
         raise KilomlError(f"'{every}' cannot be calibrated on {have}: needs at least "
                           f"{max(2 * MIN_BLOCKS, need_budget)} windows", where=where)
     lag = block_length(inputs, n // (MIN_BLOCKS * BLOCK_LAGS))
-    b = None if lag is None else BLOCK_LAGS * lag
+    # at least half the EWMA's time constant: shorter blocks cut the dependence that the
+    # EWMA and Page-Hinkley sums measure (blocks of 4 windows made their maxima 20-30 %
+    # too small on an AR(1) stream even from 245,000 windows)
+    b = None if lag is None else max(BLOCK_LAGS * lag, math.ceil(0.5 / float(p.alpha)))
     if b is None:
         raise KilomlError(
             f"'{every}' cannot be calibrated on {have}: the signals are still correlated "
