@@ -43,7 +43,6 @@ OPTIONAL: dict[str, OptionalPackage] = {
     "emlearn": OptionalPackage("emlearn", "emlearn", "bench"),
     "m2cgen": OptionalPackage("m2cgen", "m2cgen", "bench"),
     "river": OptionalPackage("river", "river", "bench"),
-    "river": OptionalPackage("river", "river", "bench"),
     "sqlalchemy": OptionalPackage("SQLAlchemy", "sqlalchemy", "fleet"),
     "psycopg": OptionalPackage("psycopg", "psycopg", "fleet"),
     "fastapi": OptionalPackage("FastAPI", "fastapi", "fleet"),
