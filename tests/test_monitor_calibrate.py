@@ -113,3 +113,6 @@ def test_too_little_data_says_how_much_it_needs(params) -> None:
     with pytest.raises(KilomlError) as e:
         cal.calibrate(params, [process(15, 100)], "1m", STRIDE_S)
     assert "needs at least 20 windows" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(KilomlError) as e:  # blocks of at least 16 windows (alpha 1/32)
+        cal.calibrate(params, [process(100, 100)], "1m", STRIDE_S)
+    assert "10 bootstrap blocks of 16 windows need at least 160 windows" in str(e.value)

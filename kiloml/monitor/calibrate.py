@@ -242,6 +242,11 @@ def calibrate(p: MonitorParams, streams: list[Stream], every: str, stride_s: flo
             f"at lag {n // MIN_BLOCKS}, and {MIN_BLOCKS} independent blocks need more than "
             f"{n} windows ({duration_text(n * stride_s)}); record longer clean streams",
             where=where)
+    if n // b < MIN_BLOCKS:
+        raise KilomlError(
+            f"'{every}' cannot be calibrated on {have}: {MIN_BLOCKS} bootstrap blocks of "
+            f"{b} windows need at least {MIN_BLOCKS * b} windows "
+            f"({duration_text(MIN_BLOCKS * b * stride_s)})", where=where)
     if max((len(u) for u in inputs), default=0) < b:
         raise KilomlError(f"'{every}' cannot be calibrated: every clean stream is shorter "
                           f"than the {b}-window bootstrap block", where=where)
@@ -259,9 +264,10 @@ def calibrate(p: MonitorParams, streams: list[Stream], every: str, stride_s: flo
     live = [j for j, (_, s) in enumerate(fits) if s > 0]
 
     # each stream's largest Gumbel-reduced maximum: the alarm in a stream is y > c
-    y = np.column_stack([(maxima[:, j] - fits[j][0]) / fits[j][1] for j in live]).max(axis=1)
+    y = np.column_stack([(maxima[:, j] - fits[j][0]) / fits[j][1] for j in live]
+                        ).max(axis=1) if live else np.zeros(len(maxima))
     loc_y, scale_y = gumbel_fit(y)
-    # ARL(c) = L exp((c - loc_y) / scale_y) = budget
+    # ARL(c) = L exp((c - loc_y) / scale_y) = SAFETY x budget
     target = SAFETY * budget
     c = loc_y + scale_y * math.log(target / length) if scale_y > 0 else loc_y
     limits = {}
