@@ -100,10 +100,12 @@ def bits(a: np.ndarray) -> bytes:
 def round_trip(p: Pipeline, x: np.ndarray, work: Path) -> Pipeline:
     """Save (after emitting the library, as `kiloml run` does), load, and check that the
     loaded pipeline computes the same features, scores, decisions and C, bit for bit."""
-    before = library_files(write_library(p, work / "before").directory)
+    # one creation time for both (it is recorded in the library; seconds may tick between)
+    when = "2026-01-01T00:00:00Z"
+    before = library_files(write_library(p, work / "before", created_utc=when).directory)
     save_pipeline(p, work / "pipeline.json")
     q = load_pipeline(work / "pipeline.json")
-    assert library_files(write_library(q, work / "after").directory) == before
+    assert library_files(write_library(q, work / "after", created_utc=when).directory) == before
     features = p.model_input(x)
     assert bits(q.model_input(x)) == bits(features)
     if p.features:
