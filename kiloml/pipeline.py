@@ -19,6 +19,7 @@ import numpy as np
 
 from kiloml.data.recording import Recording
 from kiloml.decision.layer import DecisionParams
+from kiloml.monitor.config import MonitorParams
 from kiloml.dsp.filters import Butterworth, Decimate, PreEmphasis
 from kiloml.dsp.mfcc import Mfcc
 from kiloml.dsp.scaling import Scale
@@ -106,6 +107,10 @@ class Pipeline:
     recording: RecordingRule | None = None
     # [library] prefix: the generated library's names (kiloml.codegen.prefix)
     library_prefix: str = "kml"
+    # [monitor]: the on-device monitor after the decision layer (None: no monitor), and
+    # the windows between its telemetry records in verification
+    monitor: MonitorParams | None = None
+    monitor_snapshot_every: int = 64
 
     @property
     def decision_params(self) -> DecisionParams:
