@@ -222,6 +222,9 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
             "measured_on": f"host-gcc-{platform.machine()} (not run on the MCU: --no-emulator)",
         }
         metrics["targets"][profile.name] = profile.model_dump()
+    if pipeline.monitor is not None:
+        metrics["monitor"] = _monitor_metrics(pipeline, library, reference, profile, out,
+                                              emulate)
     metrics["power"] = {profile.name: _power(pipeline, profile, cfg.target,
                                              metrics["resources"][profile.name], estimate)}
     family.after_target(metrics, pipeline.model, x, split, profile, out, emulate)
@@ -234,6 +237,31 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
     metrics["elapsed_s"] = round(time.time() - started, 2)
     write_results(out, metrics, pipeline)
     return metrics
+
+
+def _monitor_metrics(pipeline: Pipeline, library, reference: Reference, profile, out: Path,
+                     emulate: bool) -> dict:
+    """The monitor's parameters, its RAM estimate, and (with the emulator) what it adds to
+    the library on the target, with its instructions per update on QEMU."""
+    from kiloml.monitor.project import ram_estimate
+    from kiloml.monitor.resources import monitor_instructions, monitor_resources
+    from kiloml.verify.target import DEFAULT_OPTIMIZATION
+
+    m = pipeline.monitor
+    assert m is not None
+    info: dict = {"params": m.describe(), "snapshot_every": pipeline.monitor_snapshot_every,
+                  "ram_estimate": ram_estimate(m.n_monitored, m.n_channels, m.n_classes),
+                  "resources": {}}
+    if emulate and profile.qemu_machine:
+        work = out / "verify" / profile.name / "monitor"
+        res = monitor_resources(pipeline, library, profile, DEFAULT_OPTIMIZATION, work,
+                                created_utc=library.info.get("created_utc"))
+        res.update(monitor_instructions(pipeline, reference, profile, DEFAULT_OPTIMIZATION,
+                                        work))
+        info["resources"][profile.name] = res
+    else:
+        info["resources"][profile.name] = {"note": "not measured (--no-emulator)"}
+    return info
 
 
 def _power(pipeline: Pipeline, profile, target_cfg, resources: dict, estimate: dict) -> dict:
