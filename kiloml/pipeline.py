@@ -19,7 +19,6 @@ import numpy as np
 
 from kiloml.data.recording import Recording
 from kiloml.decision.layer import DecisionParams
-from kiloml.monitor.config import MonitorParams
 from kiloml.dsp.filters import Butterworth, Decimate, PreEmphasis
 from kiloml.dsp.mfcc import Mfcc
 from kiloml.dsp.scaling import Scale
@@ -27,6 +26,7 @@ from kiloml.dsp.spectral import Spectral
 from kiloml.dsp.statistics import Statistics
 from kiloml.errors import KilomlError
 from kiloml.models.trees import TreeModel
+from kiloml.monitor.config import MonitorParams
 
 if TYPE_CHECKING:
     from kiloml.models.neural import NeuralModel

@@ -14,7 +14,6 @@ from kiloml.verify.mcu import build
 from kiloml.verify.mcu.toolchain import find_toolchain
 
 
-
 def monitor_resources(pipeline: Pipeline, library: FirmwareLibrary, profile, optimize: str,
                       work: Path, created_utc: str | None = None) -> dict:
     toolchain = find_toolchain()
