@@ -59,6 +59,15 @@ def test_monitor_parity_on_host_and_qemu_in_run_and_verify(csv_project: CsvProje
     assert again.exit_code == 0, again.stderr
     assert "monitor flags" in again.stdout and "MISMATCH" not in again.stdout
 
+    # a reference whose monitor disagrees with the C: verify says so and fails
+    path = csv_project.out / "verify" / "reference.npz"
+    arrays = dict(np.load(path))
+    arrays["stream_monitor_flags"] = arrays["stream_monitor_flags"] ^ 1
+    np.savez_compressed(path, **arrays)
+    bad = run_cli("verify", str(csv_project.toml))
+    assert bad.exit_code != 0
+    assert "monitor MISMATCH (flags differ, records equal, first at window 0)" in bad.stdout
+
 
 def test_a_project_without_monitor_is_unchanged(csv_project: CsvProject, tmp_path: Path
                                                 ) -> None:
@@ -94,6 +103,24 @@ def test_a_project_without_monitor_is_unchanged(csv_project: CsvProject, tmp_pat
     for name in names:
         assert (tmp_path / "stripped" / name).read_bytes() == \
             (tmp_path / "rebuilt" / name).read_bytes(), name
+
+
+def test_a_prefixed_library_names_the_monitor_with_its_prefix(csv_project: CsvProject
+                                                               ) -> None:
+    csv_project.set_toml("[target]", '[library]\nprefix = "gesture"\n\n' + MONITOR)
+    result = run_cli("run", str(csv_project.toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    mon = json.loads((csv_project.out / "metrics.json").read_text())["parity"]["host"][
+        "streaming"]["monitor"]
+    assert mon["flags_equal"] and mon["snapshots_equal"] and mon["n_snapshots"] > 0
+    firmware = csv_project.out / "firmware"
+    header = (firmware / "gesture_model.h").read_text()
+    source = (firmware / "gesture_model.c").read_text()
+    assert "uint16_t gesture_monitor_flags(void);" in header
+    assert "#define GESTURE_MONITOR 1" in header
+    assert "gesture_mo_params" in source and "kml_mo_" not in source + header
+    assert "kml_monitor_update(" in source  # the shared runtime keeps its names
+    assert (firmware / "kml_monitor.c").exists()
 
 
 @pytest.mark.parametrize(("setting", "fragments"), [

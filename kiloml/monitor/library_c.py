@@ -16,7 +16,7 @@ def header(p: MonitorParams, snapshot_every: int) -> str:
 /* ---- monitor ([monitor]: {p.n_monitored} features, {p.n_channels} channels) ----
  * kml_decide_latest updates it after each window's decision: input drift, out-of-range
  * rate, stuck channels, confidence, OOD score, Page-Hinkley change detection. The flag bits
- * are KML_MON_* of kml_monitor.h. */
+ * are kml_monitor.h's (KML_MON_INPUT_DRIFT ... KML_MON_CHANGE). */
 #define KML_MONITOR 1
 #define KML_MONITOR_SNAPSHOT_EVERY {snapshot_every} /* [monitor] snapshot_every (windows) */
 #define KML_TELEMETRY_RECORD_BYTES {RECORD_BYTES}
