@@ -620,7 +620,23 @@ kiloml_c_target({target})
 
 def _readme(p: Pipeline, n_features: int, info: dict) -> str:
     return (_readme_windows(p, n_features) + _readme_recording(p) + _readme_predict(p)
-            + _readme_identity(info))
+            + _readme_monitor(p) + _readme_identity(info))
+
+
+def _readme_monitor(p: Pipeline) -> str:
+    if p.monitor is None:
+        return ""
+    return f"""
+## Monitor
+
+`[monitor]`: `kml_decide_latest` updates the on-device monitor (`kml_monitor.c`) after each
+window's decision: input drift of {p.monitor.n_monitored} features, out-of-range rate, stuck
+channels, confidence, out-of-distribution score, Page-Hinkley change detection.
+`kml_monitor_flags()` gives the latest window's flags (`KML_MON_INPUT_DRIFT` ...
+`KML_MON_CHANGE` of `kml_monitor.h`); `kml_monitor_snapshot(uptime_s, out)` writes the
+48-byte `kml_telemetry_v1` record (one BLE notification) and starts the next one;
+`kml_monitor_restart()` starts it again (`kml_reset` does not).
+"""
 
 
 def _readme_identity(info: dict) -> str:
