@@ -145,6 +145,11 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
               + f" (max {pw['max_inference_rate_hz_within_budget']:g} inferences/s)")
     _print_parity(m)
     _print_resources(m)
+    for target, r in m.get("monitor", {}).get("resources", {}).items():
+        if "flash_bytes" in r:
+            ins = r.get("instructions_per_update_mean")
+            print(f"monitor        {target}: +{r['flash_bytes']:,} B flash, +{r['ram_bytes']:,} B "
+                  "RAM" + (f", {ins:,.0f} instructions per update" if ins is not None else ""))
     if not result.ok:
         sys.stderr.write("kiloml: the library failed verification or its budget "
                          f"(see {_rel(out / 'report.html')})\n")
@@ -213,8 +218,19 @@ def _print_parity(m: dict, only: str | None = None) -> None:
               f"{st['decisions_equal']}/{st['n_windows']} equal"
               + (f"; decision layer {st['decision_layer']['decisions_equal']}/"
                  f"{st['decision_layer']['n']} equal" if "decision_layer" in st else "")
+              + (_monitor_parity(st["monitor"]) if "monitor" in st else "")
               + (f"; kml_classify_recording {p['recordings']['decisions_equal']}/"
                  f"{p['recordings']['n']} equal" if "recordings" in p else ""))
+
+
+def _monitor_parity(mon: dict) -> str:
+    """The monitor's part of a parity line: flags and telemetry records, equal or not."""
+    if mon["flags_equal"] and mon["snapshots_equal"]:
+        return (f"; monitor flags {mon['n']}/{mon['n']} equal, "
+                f"{mon.get('n_snapshots', 0)} records equal")
+    return (f"; monitor MISMATCH (flags {'equal' if mon['flags_equal'] else 'differ'}, "
+            f"records {'equal' if mon['snapshots_equal'] else 'differ'}, first at window "
+            f"{(mon.get('first_mismatches') or ['?'])[0]})")
 
 
 def _print_resources(m: dict, only: str | None = None) -> None:

@@ -81,10 +81,12 @@ def verify_library(lib, windows: np.ndarray, target: str, *, emulate: bool = Tru
     if as_is and len(windows):  # stride = T: the stream's windows are the inputs again
         streamed = [Recording(windows.reshape(-1, p.n_channels), p.input_rate_hz,
                               list(p.channels), "inputs", "Library.verify inputs", label="")]
-    reference = Reference.build(p, windows, features, labels, scores, streamed, streamed)
     with tempfile.TemporaryDirectory(prefix="kiloml-library-") as tmp:
         root = work if work is not None else Path(tmp)
         library = write_library(p, root / "firmware")
+        # after the library: a monitor's telemetry records hold its model id
+        reference = Reference.build(p, windows, features, labels, scores, streamed, streamed,
+                                    model_id=bytes.fromhex(library.info["model_id"]))
         parity = {"host": verify_host(p, library, reference, root / "host")}
         if as_is:
             parity["host"]["kml_predict"] = check_predict_entry(

@@ -26,6 +26,7 @@ from kiloml.dsp.spectral import Spectral
 from kiloml.dsp.statistics import Statistics
 from kiloml.errors import KilomlError
 from kiloml.models.trees import TreeModel
+from kiloml.monitor.config import MonitorParams
 
 if TYPE_CHECKING:
     from kiloml.models.neural import NeuralModel
@@ -106,6 +107,10 @@ class Pipeline:
     recording: RecordingRule | None = None
     # [library] prefix: the generated library's names (kiloml.codegen.prefix)
     library_prefix: str = "kml"
+    # [monitor]: the on-device monitor after the decision layer (None: no monitor), and
+    # the windows between its telemetry records in verification
+    monitor: MonitorParams | None = None
+    monitor_snapshot_every: int = 64
 
     @property
     def decision_params(self) -> DecisionParams:

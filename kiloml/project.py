@@ -641,6 +641,36 @@ class DecisionConfig(Section):
         return self
 
 
+class MonitorSection(Section):
+    """[monitor]: the on-device monitor after the decision layer (kiloml.monitor). Absent:
+    no monitor. The keys mirror kiloml.monitor.MonitorConfig."""
+
+    features: int = Field(default=4, ge=1, le=256)  # k most important features watched
+    alpha: float = Field(default=1.0 / 32.0, gt=0, le=1)  # EWMA weight of the newest window
+    range_quantiles: list[float] = Field(default_factory=lambda: [0.005, 0.995])
+    stuck_windows: int = Field(default=8, ge=1, le=65535)
+    stuck_floor_fraction: float = Field(default=0.01, gt=0, le=1)
+    snapshot_every: int = Field(default=64, ge=1, le=1_000_000)  # windows per record
+    # part 2 (the false-alarm budget): kept, checked for form, not used yet
+    false_alarm_every: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?[smhd]$")
+    ram_budget_bytes: int = Field(default=256, gt=0, le=2**32)
+
+    @field_validator("range_quantiles")
+    @classmethod
+    def _quantiles(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or not 0.0 <= value[0] < value[1] <= 1.0:
+            raise ValueError(f"range_quantiles is [lo, hi] with 0 <= lo < hi <= 1, not {value}")
+        return value
+
+    def monitor_config(self):  # -> kiloml.monitor.MonitorConfig
+        from kiloml.monitor.config import MonitorConfig
+
+        return MonitorConfig(n_monitored=self.features, alpha=self.alpha,
+                             range_quantiles=(self.range_quantiles[0], self.range_quantiles[1]),
+                             stuck_windows=self.stuck_windows,
+                             stuck_floor_fraction=self.stuck_floor_fraction)
+
+
 class OutputConfig(Section):
     dir: str | None = None
 
@@ -754,6 +784,7 @@ class Project(Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     library: LibraryConfig = Field(default_factory=LibraryConfig)
     search: SearchConfig | None = None
+    monitor: MonitorSection | None = None
     optimize: OptimizeConfig = Field(default_factory=OptimizeConfig)
 
 

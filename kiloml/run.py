@@ -29,6 +29,8 @@ from kiloml.errors import KilomlError
 from kiloml.evaluate.metrics import classification_metrics, misclassified_windows
 from kiloml.evaluate.per_recording import per_recording_vote
 from kiloml.families import family_for
+from kiloml.monitor.project import check_ram as check_monitor_ram
+from kiloml.monitor.project import fit_for_run as fit_monitor_for_run
 from kiloml.outputs import check_output_folder, make_staging, project_inputs, replace_folder
 from kiloml.persist.pipeline_state import save_pipeline
 from kiloml.pipeline import Pipeline
@@ -102,6 +104,9 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
     raw_recordings, recordings, pipeline, windows, split = prepare_data(project)
     n_aug = int(windows.augmented.sum()) if windows.augmented is not None else 0
     # the model family's contract (kiloml.families.base), in its order
+    if cfg.monitor is not None:  # before any fitting: a configuration that cannot fit
+        check_monitor_ram(cfg.monitor, pipeline.n_channels, pipeline.n_classes,
+                          len(pipeline.feature_names()), project.path)
     family = family_for(project)
     inputs = family.model_inputs(pipeline, windows, split)
     check_finite(inputs.features, pipeline.feature_names(), windows, recordings)
@@ -125,6 +130,11 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         exc.file = str(project.path)
         raise
     pipeline.decision = decision_params(cfg.decision, windows, split, oof_scores, project.path)
+    if cfg.monitor is not None:
+        pipeline.monitor = fit_monitor_for_run(
+            cfg.monitor, pipeline.model, features, windows.x, split.train, oof_scores,
+            pipeline.n_classes, len(pipeline.feature_names()), project.path)
+        pipeline.monitor_snapshot_every = cfg.monitor.snapshot_every
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         evaluation = classification_metrics(windows.y[split.test], test_pred,
@@ -149,7 +159,8 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
     reference = Reference.build(pipeline, windows.x[split.test], features[split.test],
                                 test_pred, test_scores, [r for r, _ in streamed],
                                 [p for _, p in streamed],
-                                whole=[r for r in raw_recordings if r.group in test_groups])
+                                whole=[r for r in raw_recordings if r.group in test_groups],
+                                model_id=bytes.fromhex(library.info["model_id"]))
     (out / "verify").mkdir(parents=True, exist_ok=True)
     reference.save(out / "verify" / REFERENCE_FILE)
     save_pipeline(pipeline, out / "pipeline.json")
@@ -211,6 +222,9 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
             "measured_on": f"host-gcc-{platform.machine()} (not run on the MCU: --no-emulator)",
         }
         metrics["targets"][profile.name] = profile.model_dump()
+    if pipeline.monitor is not None:
+        metrics["monitor"] = _monitor_metrics(pipeline, library, reference, profile, out,
+                                              emulate)
     metrics["power"] = {profile.name: _power(pipeline, profile, cfg.target,
                                              metrics["resources"][profile.name], estimate)}
     family.after_target(metrics, pipeline.model, x, split, profile, out, emulate)
@@ -223,6 +237,31 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
     metrics["elapsed_s"] = round(time.time() - started, 2)
     write_results(out, metrics, pipeline)
     return metrics
+
+
+def _monitor_metrics(pipeline: Pipeline, library, reference: Reference, profile, out: Path,
+                     emulate: bool) -> dict:
+    """The monitor's parameters, its RAM estimate, and (with the emulator) what it adds to
+    the library on the target, with its instructions per update on QEMU."""
+    from kiloml.monitor.project import ram_estimate
+    from kiloml.monitor.resources import monitor_instructions, monitor_resources
+    from kiloml.verify.target import DEFAULT_OPTIMIZATION
+
+    m = pipeline.monitor
+    assert m is not None
+    info: dict = {"params": m.describe(), "snapshot_every": pipeline.monitor_snapshot_every,
+                  "ram_estimate": ram_estimate(m.n_monitored, m.n_channels, m.n_classes),
+                  "resources": {}}
+    if emulate and profile.qemu_machine:
+        work = out / "verify" / profile.name / "monitor"
+        res = monitor_resources(pipeline, library, profile, DEFAULT_OPTIMIZATION, work,
+                                created_utc=library.info.get("created_utc"))
+        res.update(monitor_instructions(pipeline, reference, profile, DEFAULT_OPTIMIZATION,
+                                        work))
+        info["resources"][profile.name] = res
+    else:
+        info["resources"][profile.name] = {"note": "not measured (--no-emulator)"}
+    return info
 
 
 def _power(pipeline: Pipeline, profile, target_cfg, resources: dict, estimate: dict) -> dict:

@@ -18,6 +18,7 @@ from kiloml.codegen.cwriter import c_float, c_string
 from kiloml.decision.emit import functions as decision_functions
 from kiloml.decision.emit import header as decision_header
 from kiloml.decision.emit import state as decision_state
+from kiloml.monitor import library_c as monitor_c
 from kiloml.pipeline import Pipeline
 from kiloml.stage import CStage, EmitContext
 from kiloml.version import __version__
@@ -109,6 +110,8 @@ def write_library(pipeline: Pipeline, directory: Path, *, prefix: str | None = N
     emitted.append(EmittedStage("model", pipeline.model.emit_c(model_ctx), "model", 0))
 
     runtime: list[str] = ["kml_decision"]
+    if pipeline.monitor is not None:  # only then: a library without one is unchanged
+        runtime.append("kml_monitor")
     for e in emitted:
         for name in e.c.runtime:
             if name not in runtime:
@@ -236,7 +239,7 @@ void kml_reset(void);
 
 /* The feature vector (KML_FEATURES floats) of one window, for logging. */
 void kml_compute_features(const float *window, float *features);
-{_recording_header(p)}{decision_header(p.decision_params)}
+{_recording_header(p)}{decision_header(p.decision_params)}{_monitor_header(p)}
 #ifdef __cplusplus
 }}
 #endif
@@ -319,7 +322,7 @@ static int32_t kml_ring_next;    /* row the next sample goes to: the oldest row 
 static int32_t kml_ring_fill;    /* samples held, up to KML_WINDOW_SAMPLES */
 static int32_t kml_since_window; /* samples since the last complete window */
 static float kml_feature_buf[KML_FEATURES];
-{decision_state(p.decision_params)}{scratch_decl}
+{decision_state(p.decision_params)}{_monitor_state(p)}{scratch_decl}
 static void kml_run_features(const float *window, int32_t start_row, float *features)
 {{
 {calls}
@@ -390,7 +393,24 @@ int32_t kml_classify_latest(kml_result_t *out)
     kml_run_features(kml_ring, kml_ring_next, kml_feature_buf);
     return kml_run_model(kml_feature_buf, out);
 }}
-{_recording_source(p)}{decision_functions()}"""
+{_recording_source(p)}{_decision_functions(p)}"""
+
+
+# --- the monitor ([monitor]; nothing of it without one) --------------------------------
+
+
+def _monitor_header(p: Pipeline) -> str:
+    return "" if p.monitor is None else monitor_c.header(p.monitor, p.monitor_snapshot_every)
+
+
+def _monitor_state(p: Pipeline) -> str:
+    return "" if p.monitor is None else monitor_c.state(p.monitor)
+
+
+def _decision_functions(p: Pipeline) -> str:
+    if p.monitor is None:
+        return decision_functions()
+    return monitor_c.functions() + monitor_c.decide_latest(decision_functions())
 
 
 # --- whole recordings ([window] mode = "recording") --------------------------------------
@@ -600,7 +620,23 @@ kiloml_c_target({target})
 
 def _readme(p: Pipeline, n_features: int, info: dict) -> str:
     return (_readme_windows(p, n_features) + _readme_recording(p) + _readme_predict(p)
-            + _readme_identity(info))
+            + _readme_monitor(p) + _readme_identity(info))
+
+
+def _readme_monitor(p: Pipeline) -> str:
+    if p.monitor is None:
+        return ""
+    return f"""
+## Monitor
+
+`[monitor]`: `kml_decide_latest` updates the on-device monitor (`kml_monitor.c`) after each
+window's decision: input drift of {p.monitor.n_monitored} features, out-of-range rate, stuck
+channels, confidence, out-of-distribution score, Page-Hinkley change detection.
+`kml_monitor_flags()` gives the latest window's flags (`KML_MON_INPUT_DRIFT` ...
+`KML_MON_CHANGE` of `kml_monitor.h`); `kml_monitor_snapshot(uptime_s, out)` writes the
+48-byte `kml_telemetry_v1` record (one BLE notification) and starts the next one;
+`kml_monitor_restart()` starts it again (`kml_reset` does not).
+"""
 
 
 def _readme_identity(info: dict) -> str:

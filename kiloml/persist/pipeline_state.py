@@ -33,6 +33,7 @@ from kiloml.persist.archive import ArrayBook, describe, read_document, write_doc
 from kiloml.persist.codec import decode, encode
 from kiloml.persist.fields import Fields, encode_float
 from kiloml.persist.graph_state import load_graph, save_graph
+from kiloml.persist.monitor_state import load_monitor, save_monitor
 from kiloml.persist.sklearn_state import (
     ENSEMBLES,
     SINGLE_TREES,
@@ -99,6 +100,9 @@ def _save(p: Pipeline, book: ArrayBook) -> dict:
         **({} if p.recording is None else {"recording": p.recording.model_dump(mode="json")}),
         # only with a [library] prefix (a default pipeline's file is unchanged)
         **({} if p.library_prefix == "kml" else {"library_prefix": p.library_prefix}),
+        # only with a [monitor] (a pipeline without one is unchanged)
+        **({} if p.monitor is None else
+           {"monitor": save_monitor(p.monitor, p.monitor_snapshot_every, book)}),
     }
 
 
@@ -242,6 +246,9 @@ def _load(f: Fields) -> Pipeline:
     p.recording = f.config("recording", RecordingRule) if f.has("recording") else None
     if f.has("library_prefix"):
         p.library_prefix = _library_prefix(f)
+    if f.has("monitor"):
+        p.monitor, p.monitor_snapshot_every = load_monitor(
+            f.object("monitor"), p.n_classes, p.n_channels, n_features)
     f.done()
     return p
 

@@ -191,7 +191,7 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
     return (uint16_t)flags;
 }
 
-uint16_t kml_monitor_flags(const kml_monitor_state *s)
+uint16_t kml_monitor_state_flags(const kml_monitor_state *s)
 {
     return s->flags;
 }
@@ -260,7 +260,7 @@ static void kml_mon_put32(uint8_t *out, uint32_t v)
     kml_mon_put16(out + 2, v >> 16);
 }
 
-void kml_monitor_snapshot(const kml_monitor_params *p, kml_monitor_state *s,
+void kml_monitor_write_snapshot(const kml_monitor_params *p, kml_monitor_state *s,
                           const uint8_t model_id[8], uint32_t uptime_s,
                           uint8_t out[KML_TELEMETRY_BYTES])
 {

@@ -13,7 +13,7 @@
 extern "C" {
 #endif
 
-/* kml_monitor_flags() bits (kiloml.monitor.flags.FLAGS) */
+/* kml_monitor_state_flags() bits (kiloml.monitor.flags.FLAGS) */
 #define KML_MON_INPUT_DRIFT 0x0001u    /* EWMA z (or variance ratio) of a feature off limits */
 #define KML_MON_OUT_OF_RANGE 0x0002u   /* out-of-range rate above its limit */
 #define KML_MON_STUCK_CHANNEL 0x0004u  /* a channel flat for stuck_windows windows */
@@ -60,7 +60,7 @@ typedef struct {
     float ph_min_windows; /* windows after a (re)start before a detector may fire */
 } kml_monitor_params;
 
-/* what a record counts; kml_monitor_snapshot starts it again */
+/* what a record counts; kml_monitor_write_snapshot starts it again */
 typedef struct {
     uint16_t counts[6];          /* decisions per class (c >= 5: slot 5), saturating */
     uint16_t uncertain;          /* uncertain candidates */
@@ -89,7 +89,7 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
                             const float *features, const float *channel_variance,
                             const float *smoothed, int32_t decision, int32_t uncertain);
 
-uint16_t kml_monitor_flags(const kml_monitor_state *s);
+uint16_t kml_monitor_state_flags(const kml_monitor_state *s);
 
 /* The population variance of each channel of a window (samples x channels, sample-major;
  * a ring of rows whose oldest is start_row, 0 for a plain window): the float32 mean in time
@@ -99,7 +99,7 @@ void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t 
 
 /* Writes the 48-byte kml_telemetry_v1 record (little-endian, CRC-16/CCITT-FALSE) and
  * starts the next record's counts, histogram and flags. */
-void kml_monitor_snapshot(const kml_monitor_params *p, kml_monitor_state *s,
+void kml_monitor_write_snapshot(const kml_monitor_params *p, kml_monitor_state *s,
                           const uint8_t model_id[8], uint32_t uptime_s,
                           uint8_t out[KML_TELEMETRY_BYTES]);
 

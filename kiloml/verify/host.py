@@ -60,14 +60,21 @@ class StreamEvents:
     changed: np.ndarray  # int32 [M]
     candidate: np.ndarray  # int32 [M]
     smoothed: np.ndarray  # float32 [M, K]
+    # with a monitor: kml_monitor_flags() after each window, and the telemetry record
+    # written at that window (zeros where none is)
+    monitor_flags: np.ndarray | None = None  # int32 [M]
+    monitor_records: np.ndarray | None = None  # uint8 [M, 48]
 
     @classmethod
-    def parse(cls, raw: bytes, n_classes: int) -> StreamEvents:
+    def parse(cls, raw: bytes, n_classes: int, *, monitor: bool = False) -> StreamEvents:
         """The harnesses' stream records (host_main.c and qemu_main.c write the same)."""
-        record = np.dtype([("recording", "<i4"), ("sample", "<i4"), ("label", "<i4"),
-                           ("scores", "<f4", (n_classes,)), ("decision", "<i4"),
-                           ("changed", "<i4"), ("candidate", "<i4"),
-                           ("smoothed", "<f4", (n_classes,))])
+        fields = [("recording", "<i4"), ("sample", "<i4"), ("label", "<i4"),
+                  ("scores", "<f4", (n_classes,)), ("decision", "<i4"),
+                  ("changed", "<i4"), ("candidate", "<i4"),
+                  ("smoothed", "<f4", (n_classes,))]
+        if monitor:
+            fields += [("monitor_flags", "<i4"), ("monitor_records", "u1", (48,))]
+        record = np.dtype(fields)
         if len(raw) % record.itemsize:
             raise ToolchainError(f"the harness wrote {len(raw)} bytes of stream records of "
                                  f"{record.itemsize}")
@@ -136,14 +143,14 @@ def run_windows(exe: Path, windows: np.ndarray, n_classes: int, n_features: int,
 
 
 def run_stream(exe: Path, recordings: list[np.ndarray], n_classes: int,
-               work: Path) -> StreamEvents:
+               work: Path, *, monitor: bool = False) -> StreamEvents:
     parts = [np.int32(len(recordings)).astype("<i4").tobytes()]
     for samples in recordings:
         s = np.ascontiguousarray(samples, dtype="<f4")
         parts.append(np.int32(len(s)).astype("<i4").tobytes())
         parts.append(s.tobytes())
     raw = _run(exe, "stream", b"".join(parts), work)
-    return StreamEvents.parse(raw, n_classes)
+    return StreamEvents.parse(raw, n_classes, monitor=monitor)
 
 
 def run_recordings(exe: Path, recordings: list[np.ndarray], n_classes: int,

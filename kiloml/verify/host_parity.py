@@ -48,7 +48,8 @@ def executable_parity(pipeline, library: FirmwareLibrary, reference, exe: Path,
                             np.concatenate([p.features for p in parts]))
     result = window_parity(reference.labels, reference.scores, reference.features, outputs,
                            pipeline.feature_slices())
-    events = run_stream(exe, reference.stream_recordings, pipeline.n_classes, work)
+    events = run_stream(exe, reference.stream_recordings, pipeline.n_classes, work,
+                        monitor=pipeline.monitor is not None)
     result["streaming"] = stream_parity(reference.stream_recording, reference.stream_last_sample,
                                         reference.stream_labels, reference.stream_scores, events)
     result["streaming"]["n_recordings"] = len(reference.stream_lengths)

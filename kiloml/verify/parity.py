@@ -83,12 +83,38 @@ def decision_parity(reference, events: StreamEvents) -> dict | None:
 
 
 def add_decision_parity(streaming: dict, reference, events: StreamEvents) -> dict:
-    """Streaming parity includes the decision layer: every decision must agree too."""
+    """Streaming parity includes the decision layer: every decision must agree too (and,
+    with a monitor, its flags and telemetry records)."""
     layer = decision_parity(reference, events)
     if layer is not None:
         streaming["decision_layer"] = layer
         streaming["all_decisions_equal"] = streaming["all_decisions_equal"] and layer["all_equal"]
+    monitor = monitor_parity(reference, events)
+    if monitor is not None:
+        streaming["monitor"] = monitor
+        streaming["all_decisions_equal"] = (streaming["all_decisions_equal"]
+                                            and monitor["flags_equal"]
+                                            and monitor["snapshots_equal"])
     return streaming
+
+
+def monitor_parity(reference, events: StreamEvents) -> dict | None:
+    """The monitor in C against its Python twin on the same streamed windows: the flags
+    after every window and every telemetry record, byte for byte."""
+    if reference.stream_monitor_flags is None:
+        return None  # no [monitor]
+    expected, n = reference.stream_monitor_flags, len(reference.stream_monitor_flags)
+    if events.monitor_flags is None or len(events.monitor_flags) != n:
+        got = "none" if events.monitor_flags is None else len(events.monitor_flags)
+        return {"n": n, "flags_equal": False, "snapshots_equal": False,
+                "note": f"C reported monitor flags for {got} windows"}
+    flags_ok = events.monitor_flags.astype(np.int64) == expected
+    rec_ok = np.all(events.monitor_records == reference.stream_monitor_records, axis=1)
+    written = np.any(reference.stream_monitor_records != 0, axis=1)
+    return {"n": n, "flags_equal": bool(flags_ok.all()), "snapshots_equal": bool(rec_ok.all()),
+            "n_snapshots": int(written.sum()),
+            "windows_flagged": int((expected != 0).sum()),
+            "first_mismatches": np.flatnonzero(~(flags_ok & rec_ok))[:10].tolist()}
 
 
 def stream_parity(expected_rec: np.ndarray, expected_last: np.ndarray,

@@ -23,8 +23,10 @@ from kiloml.persist.archive import read_npz
 from kiloml.pipeline import Pipeline
 from kiloml.verify.parity import expected_stream
 
+RECORD_BYTES = 48  # kml_telemetry_v1 (kiloml.monitor.snapshot.RECORD_BYTES)
+
 REFERENCE_FILE = "reference.npz"
-I64, F32, F64 = "int64", "float32", "float64"
+I64, F32, F64, U8 = "int64", "float32", "float64", "uint8"
 # field: (dtype, shape in symbols): N windows, T window samples, C channels, K classes,
 # F features, S stream samples, R recordings, M streamed windows; mode = "recording":
 # Q samples of the recordings given to kml_classify_recording, P such recordings
@@ -36,6 +38,9 @@ LAYOUT: dict[str, tuple[str, tuple[str, ...]]] = {
     "stream_scores": (F64, ("M", "K")), "stream_device_scores": (F32, ("M", "K")),
     "stream_decision": (I64, ("M",)), "stream_changed": (I64, ("M",)),
     "stream_candidate": (I64, ("M",)), "stream_smoothed": (F32, ("M", "K")),
+    # with a [monitor]: its flags after each streamed window, and the 48-byte telemetry
+    # record written at every snapshot_every-th window of a recording (zeros elsewhere)
+    "stream_monitor_flags": (I64, ("M",)), "stream_monitor_records": (U8, ("M", "B")),
     "recording_samples": (F32, ("Q", "C")), "recording_lengths": (I64, ("P",)),
     "recording_labels": (I64, ("P",)), "recording_scores": (F32, ("P", "K")),
     "recording_probe": (I64, ("P",)),
@@ -63,6 +68,10 @@ class Reference:
     stream_changed: np.ndarray | None = None  # int64 [M]
     stream_candidate: np.ndarray | None = None  # int64 [M]
     stream_smoothed: np.ndarray | None = None  # float32 [M, K]
+    # the monitor's twin (kiloml.monitor.Monitor) after the decision layer, restarted per
+    # recording like the C's kml_monitor_restart (None without a [monitor])
+    stream_monitor_flags: np.ndarray | None = None  # int64 [M]
+    stream_monitor_records: np.ndarray | None = None  # uint8 [M, 48]
     # mode = "recording": what kml_classify_recording must return for every held-out
     # recording (raw samples, probe 0) and for boundary-length probes made from one of
     # them (probe 1: 0 and 1 samples, one sample short of the window, exactly it, one to
@@ -140,24 +149,26 @@ class Reference:
     def build(cls, pipeline: Pipeline, windows: np.ndarray, features: np.ndarray,
               labels: np.ndarray, scores: np.ndarray, raw: list[Recording],
               processed: list[Recording], *,
-              whole: list[Recording] | None = None) -> Reference:
+              whole: list[Recording] | None = None,
+              model_id: bytes | None = None) -> Reference:
         """``raw`` recordings are what the firmware is fed sample by sample; ``processed``
         are the same after preprocessing, whose windows the Python side decided on.
         ``whole``: every held-out recording as read (mode = "recording": what
-        kml_classify_recording is checked on, with boundary-length probes)."""
+        kml_classify_recording is checked on, with boundary-length probes). ``model_id``:
+        the library's 8 bytes (the telemetry records of a monitor hold them)."""
         extra = {} if pipeline.recording is None or whole is None else \
             whole_recording_reference(pipeline, whole)
         return dataclasses.replace(cls._build(pipeline, windows, features, labels, scores,
-                                              raw, processed), **extra)
+                                              raw, processed, model_id), **extra)
 
     @classmethod
     def _build(cls, pipeline: Pipeline, windows: np.ndarray, features: np.ndarray,
                labels: np.ndarray, scores: np.ndarray, raw: list[Recording],
-               processed: list[Recording]) -> Reference:
+               processed: list[Recording], model_id: bytes | None = None) -> Reference:
         lengths = [r.n_samples for r in processed]
         rec, _, last = expected_stream(lengths, pipeline.window_samples, pipeline.stride_samples)
         last = last * pipeline.decimation  # the raw sample that completes each window
-        stream_labels, stream_scores, device, steps = [], [], [], []
+        stream_labels, stream_scores, device, steps, monitor = [], [], [], [], []
         layer = DecisionLayer(pipeline.decision_params)
         for r in processed:
             starts = window_starts(r.n_samples, pipeline.window_samples, pipeline.stride_samples)
@@ -168,6 +179,9 @@ class Reference:
             stream_scores.append(pipeline.model.predict_proba(f))
             device.append(pipeline.device_scores(f))
             steps.append(layer.run(device[-1], stream_labels[-1]))  # kml_reset per recording
+            if pipeline.monitor is not None:
+                monitor.append(monitor_stream(pipeline, view[starts].transpose(0, 2, 1), f,
+                                              steps[-1], model_id or bytes(8)))
         k = pipeline.n_classes
 
         def cat(arrays: list[np.ndarray], dtype, width: int = 0) -> np.ndarray:
@@ -192,7 +206,34 @@ class Reference:
             stream_changed=cat([d.changed for d in steps], np.int64),
             stream_candidate=cat([d.candidate for d in steps], np.int64),
             stream_smoothed=cat([d.smoothed for d in steps], np.float32, k),
+            **({} if pipeline.monitor is None else {
+                "stream_monitor_flags": cat([m[0] for m in monitor], np.int64),
+                "stream_monitor_records": cat([m[1] for m in monitor], np.uint8, RECORD_BYTES)}),
         )
+
+
+def monitor_stream(pipeline: Pipeline, windows: np.ndarray, features: np.ndarray, steps,
+                   model_id: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The monitor's twin on one recording's windows after the decision layer: its flags
+    per window and the records at every snapshot_every-th window (uptime_s: the window's
+    number), as the harnesses' kml_monitor_restart, kml_monitor_flags, kml_monitor_snapshot."""
+    from kiloml.monitor.signals import channel_variances
+    from kiloml.monitor.twin import Monitor
+
+    assert pipeline.monitor is not None
+    every = pipeline.monitor_snapshot_every
+    mon = Monitor(pipeline.monitor)
+    n = len(features)
+    variance = channel_variances(np.ascontiguousarray(windows, np.float32))
+    f32 = np.asarray(features, np.float32)
+    flags = np.zeros(n, np.int64)
+    records = np.zeros((n, RECORD_BYTES), np.uint8)
+    for i in range(n):
+        flags[i] = mon.update(f32[i], variance[i], steps.smoothed[i], int(steps.decision[i]),
+                              bool(steps.candidate[i] == -1))
+        if (i + 1) % every == 0:
+            records[i] = np.frombuffer(mon.snapshot(model_id, i + 1), np.uint8)
+    return flags, records
 
 
 def _check_recordings(data: dict, path: Path, n_classes: int | None) -> None:

@@ -324,7 +324,8 @@ def _concat_events(parts: list):
     from kiloml.verify.host import StreamEvents
 
     fields = StreamEvents.__dataclass_fields__
-    merged = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
+    merged = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields
+              if all(getattr(p, f) is not None for p in parts)}
     # recordings numbered in the order they were chosen
     merged["recording"] = np.concatenate([np.full(len(p.recording), i, np.int32)
                                           for i, p in enumerate(parts)])

@@ -256,7 +256,8 @@ def _run_stream(toolchain, elf: Path, machine: str, plugin: Path, reference: Ref
         parts.append(np.ascontiguousarray(samples, dtype="<f4").tobytes())
     run = qemu.run_harness(toolchain, elf, machine, b"".join(parts), plugin, work,
                            timeout_s=120 + 1e-4 * len(reference.stream_samples))
-    return StreamEvents.parse(run.output, k), run.instructions
+    return StreamEvents.parse(run.output, k, monitor=pipeline.monitor is not None), \
+        run.instructions
 
 
 def _recordings_that_fit(reference: Reference, pipeline: Pipeline, machine: str

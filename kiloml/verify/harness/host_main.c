@@ -11,7 +11,12 @@
  *                              index of the window's last sample, int32 label,
  *                              float32 scores[KML_CLASSES], then the decision layer's
  *                              int32 decision, changed, candidate and float32
- *                              smoothed[KML_CLASSES] (kml_decide_latest).
+ *                              smoothed[KML_CLASSES] (kml_decide_latest); with a
+ *                              monitor (KML_MONITOR) then int32 kml_monitor_flags() and
+ *                              48 bytes: the telemetry record kml_monitor_snapshot writes
+ *                              at every KML_MONITOR_SNAPSHOT_EVERY-th window of a
+ *                              recording (uptime_s: that window's number), else zeros;
+ *                              kml_monitor_restart() before each recording.
  *   host_main recording IN OUT IN: int32 n_recordings, then per recording int32
  *                              n_samples and n_samples x KML_CHANNELS float32 (raw).
  *                              OUT per recording: int32 kml_classify_recording's
@@ -62,11 +67,29 @@ static int run_windows(FILE *in, FILE *out)
     return 0;
 }
 
+#ifdef KML_MONITOR
+static uint8_t monitor_record[KML_TELEMETRY_RECORD_BYTES];
+
+static int write_monitor(FILE *out, int32_t window)
+{
+    int32_t flags = (int32_t)kml_monitor_flags();
+    memset(monitor_record, 0, sizeof monitor_record);
+    if (window % KML_MONITOR_SNAPSHOT_EVERY == 0) {
+        kml_monitor_snapshot((uint32_t)window, monitor_record);
+    }
+    return write_exact(out, &flags, sizeof flags, 1) &&
+           write_exact(out, monitor_record, 1, sizeof monitor_record);
+}
+#endif
+
 static int run_stream(FILE *in, FILE *out)
 {
     int32_t n_recordings, r, n_samples, s;
     float sample[KML_CHANNELS];
     kml_decision_t d;
+#ifdef KML_MONITOR
+    int32_t window;
+#endif
     if (!read_exact(in, &n_recordings, sizeof n_recordings, 1)) {
         return 1;
     }
@@ -75,6 +98,10 @@ static int run_stream(FILE *in, FILE *out)
             return 1;
         }
         kml_reset();
+#ifdef KML_MONITOR
+        kml_monitor_restart();
+        window = 0;
+#endif
         for (s = 0; s < n_samples; ++s) {
             if (!read_exact(in, sample, sizeof(float), KML_CHANNELS)) {
                 return 1;
@@ -92,6 +119,11 @@ static int run_stream(FILE *in, FILE *out)
                     !write_exact(out, d.smoothed, sizeof(float), KML_CLASSES)) {
                     return 1;
                 }
+#ifdef KML_MONITOR
+                if (!write_monitor(out, ++window)) {
+                    return 1;
+                }
+#endif
             }
         }
     }

@@ -21,6 +21,21 @@ int main(void)
         (void)kml_classify_latest(&result);
     }
     kml_compute_features(input, features);
+#if defined(KML_MONITOR) || defined(KML_PROBE_DECIDE)
+    { /* with a monitor: the decision layer that updates it, and its API */
+        kml_decision_t decision;
+        (void)kml_decide_latest(&decision);
+    }
+#endif
+#ifdef KML_MONITOR
+    {
+        static uint8_t record[KML_TELEMETRY_RECORD_BYTES];
+        kml_monitor_snapshot(0u, record);
+        if (kml_monitor_flags() != 0u) {
+            return -2;
+        }
+    }
+#endif
 #ifdef KML_RECORDING
     if (kml_classify_recording(input, KML_WINDOW_SAMPLES, &result) < 0) {
         return -1;

@@ -9,7 +9,7 @@
  *        float32 constants[KML_HARNESS_CONSTANTS] (kiloml/monitor/harness.py's order);
  *        uint8 model_id[8]; per window: float32 features[features],
  *        variance[channels], smoothed[classes], int32 decision, uncertain, uint32 uptime.
- *   out: per window: uint32 update's flags, kml_monitor_flags(), float32 state signals
+ *   out: per window: uint32 update's flags, kml_monitor_state_flags(), float32 state signals
  *        (z_mean[k], z_var[k], run[KML_MON_RUN], ph n/mean/up/down), and after every snapshot_every-th window the 48-byte record. */
 #include <stdint.h>
 
@@ -132,7 +132,7 @@ static int run(void)
                                        extra[1]);
         }
         out_flags[0] = flags;
-        out_flags[1] = kml_monitor_flags(&s);
+        out_flags[1] = kml_monitor_state_flags(&s);
         for (j = 0; j < p.n_monitored; ++j) {
             sig[n++] = s.z_mean[j];
         }
@@ -159,9 +159,9 @@ static int run(void)
         }
         if ((i + 1) % head[5] == 0) {
             if (head[7] == 1) {
-                MEASURED(kml_monitor_snapshot(&p, &s, model_id, (uint32_t)extra[2], record));
+                MEASURED(kml_monitor_write_snapshot(&p, &s, model_id, (uint32_t)extra[2], record));
             } else {
-                kml_monitor_snapshot(&p, &s, model_id, (uint32_t)extra[2], record);
+                kml_monitor_write_snapshot(&p, &s, model_id, (uint32_t)extra[2], record);
             }
             if (put(record, sizeof record) != 0) {
                 return 1;

@@ -43,8 +43,8 @@ int main(void)
         /* the window's channel variances: part of what a streaming library runs */
         kml_monitor_channel_variance(f, 64 / KML_PROBE_CHANNELS, KML_PROBE_CHANNELS, 1, v);
         probe_out = kml_monitor_update(&params, &state, f, v, s, 0, 0);
-        probe_out += kml_monitor_flags(&state);
-        kml_monitor_snapshot(&params, &state, id, 0u, rec);
+        probe_out += kml_monitor_state_flags(&state);
+        kml_monitor_write_snapshot(&params, &state, id, 0u, rec);
         probe_out += rec[46];
     }
 #else

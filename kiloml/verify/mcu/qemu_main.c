@@ -10,7 +10,10 @@
  *        float32 features[KML_FEATURES], uint32 stack bytes used by kml_classify;
  *        mode 1, per completed window: int32 recording, int32 sample index,
  *        int32 label, float32 scores[KML_CLASSES], int32 decision, changed,
- *        candidate, float32 smoothed[KML_CLASSES] (kml_decide_latest).
+ *        candidate, float32 smoothed[KML_CLASSES] (kml_decide_latest); with a monitor
+ *        (KML_MONITOR) then int32 kml_monitor_flags() and the 48-byte record of
+ *        kml_monitor_snapshot at every KML_MONITOR_SNAPSHOT_EVERY-th window of a
+ *        recording (uptime_s: the window's number; zeros otherwise), as host_main.c.
  *        mode 2 (recording, libraries of [window] mode = "recording"): int32
  *        n_recordings, then per recording int32 n_samples and the raw samples
  *        (at most KML_HARNESS_RECORDING_FLOATS floats, set by the build);
@@ -69,10 +72,31 @@ static int run_windows(int32_t in, int32_t out)
     return 0;
 }
 
+#ifdef KML_MONITOR
+static uint8_t monitor_record[KML_TELEMETRY_RECORD_BYTES];
+
+static int write_monitor(int32_t out, int32_t window)
+{
+    int32_t flags = (int32_t)kml_monitor_flags();
+    uint32_t i;
+    for (i = 0; i < sizeof monitor_record; ++i) {
+        monitor_record[i] = 0;
+    }
+    if (window % KML_MONITOR_SNAPSHOT_EVERY == 0) {
+        kml_monitor_snapshot((uint32_t)window, monitor_record);
+    }
+    return sh_write(out, &flags, sizeof flags) == 0 &&
+           sh_write(out, monitor_record, sizeof monitor_record) == 0;
+}
+#endif
+
 static int run_stream(int32_t in, int32_t out)
 {
     int32_t n_recordings, r, n_samples, s, k, chunk;
     kml_decision_t d;
+#ifdef KML_MONITOR
+    int32_t window;
+#endif
     if (sh_read(in, &n_recordings, sizeof n_recordings) != 0) {
         return 1;
     }
@@ -81,6 +105,10 @@ static int run_stream(int32_t in, int32_t out)
             return 1;
         }
         kml_reset();
+#ifdef KML_MONITOR
+        kml_monitor_restart();
+        window = 0;
+#endif
         for (s = 0; s < n_samples; s += chunk) {
             chunk = (n_samples - s < STREAM_CHUNK) ? n_samples - s : STREAM_CHUNK;
             if (sh_read(in, sample_buf, (uint32_t)(chunk * KML_CHANNELS * sizeof(float))) != 0) {
@@ -104,6 +132,11 @@ static int run_stream(int32_t in, int32_t out)
                         sh_write(out, d.smoothed, sizeof d.smoothed) != 0) {
                         return 1;
                     }
+#ifdef KML_MONITOR
+                    if (!write_monitor(out, ++window)) {
+                        return 1;
+                    }
+#endif
                 }
             }
         }
