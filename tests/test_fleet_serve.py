@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import assert_user_error, run_cli
+from headless_chromium import CHROMEDRIVER, CHROMIUM, chromium_driver
 from pg_server import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 from kiloml.telemetry.codec import encode
@@ -265,13 +266,6 @@ def test_serve_into_a_real_postgresql(tmp_path: Path, postgres_url: str) -> None
 
 # ---- the dashboard in a real browser ------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-# Offline and reproducible, as tests/test_report_browser.py runs it
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1400,900")
-
 PAGE_FACTS = """
 const color = e => getComputedStyle(e).color;
 const rows = [...document.querySelectorAll("#devices-table tr[data-device]")].map(r => ({
@@ -299,9 +293,6 @@ def red(css: str) -> bool:
                     reason="Chromium or its chromedriver is not installed (Debian packages "
                     "chromium and chromium-driver; `make test` installs them)")
 def test_dashboard_in_chromium(tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     with running_server(tmp_path) as server:
         for k in range(4):
             assert server.post(binary(records(24, seed=k)), device=f"dev-{k}")[0] == 200
@@ -314,15 +305,8 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         assert server.post(b"\x00" * 50, device="dev-0")[0] == 400
         assert server.post(b"", token="not-the-token")[0] == 401
 
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        driver = chromium_driver(tmp_path / "chromium-profile", window=(1400, 900))
         try:
-            driver.set_page_load_timeout(60)
             driver.get(server.url + "/")
             facts = driver.execute_script(PAGE_FACTS)
             errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

@@ -8,25 +8,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli, write_toy_project
+from tests.headless_chromium import CHROMEDRIVER, CHROMIUM, chromium_driver
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 if CHROMIUM is None or CHROMEDRIVER is None:
     pytest.skip("Chromium or its chromedriver is not installed (Debian packages chromium and "
                 "chromium-driver; `make test` installs them)", allow_module_level=True)
-from selenium import webdriver  # noqa: E402  (pinned in requirements.lock: never skipped)
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-
-# Offline and reproducible: no sandbox (root in CI), nothing fetched in the background.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1200,900")
 
 NETWORK_MODEL = '[model]\nkind = "mlp"\nhidden = [16]\nepochs = 20\n'
 TREE_MODEL = '[model]\nkind = "random_forest"\nn_estimators = 5\nmax_depth = 6\n'
@@ -36,14 +27,7 @@ SCREENSHOT = os.environ.get("KILOML_REPORT_SCREENSHOT")
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
+    driver = chromium_driver(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
 
