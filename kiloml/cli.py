@@ -10,6 +10,7 @@ import typer
 
 from kiloml.atomic import write_text_atomically
 from kiloml.cli_errors import GuardedGroup, user_errors
+from kiloml.display import shown_path
 from kiloml.errors import KilomlError
 
 __all__ = ["app", "main", "user_errors"]
@@ -109,11 +110,11 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
     m = result.metrics
     ev = m["evaluation"]
     out = result.output_dir
-    print(f"library        {_rel(out / 'firmware')}/ (kiloml_model.h, kiloml_model.c "
+    print(f"library        {shown_path(out / 'firmware')}/ (kiloml_model.h, kiloml_model.c "
           f"and runtime)")
     if "neural" in m:
         _print_neural(m, out)
-    print(f"report         {_rel(out / 'report.html')}")
+    print(f"report         {shown_path(out / 'report.html')}")
     groups = ev["test_groups"]  # (test_pattern: often one group per test file)
     shown = ", ".join(groups[:5]) + (f" ... ({len(groups)} groups)" if len(groups) > 5 else "")
     print(f"test accuracy  {ev['accuracy']:.4f} on {ev['n_test_windows']} windows of "
@@ -152,7 +153,7 @@ def run(project: Annotated[Path, typer.Argument(help="kiloml.toml or its folder"
                   "RAM" + (f", {ins:,.0f} instructions per update" if ins is not None else ""))
     if not result.ok:
         sys.stderr.write("kiloml: the library failed verification or its budget "
-                         f"(see {_rel(out / 'report.html')})\n")
+                         f"(see {shown_path(out / 'report.html')})\n")
         raise typer.Exit(1)
 
 
@@ -180,7 +181,7 @@ def verify(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
     m = __import__("kiloml.results", fromlist=["read_metrics"]).read_metrics(outcome.output_dir)
     _print_parity(m, only=outcome.target)
     _print_resources(m, only=outcome.target)
-    print(f"report         {_rel(outcome.output_dir / 'report.html')}")
+    print(f"report         {shown_path(outcome.output_dir / 'report.html')}")
     if not outcome.ok:
         sys.stderr.write("kiloml: the library failed verification or its budget on "
                          f"{outcome.target}\n")
@@ -189,8 +190,9 @@ def verify(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
 
 def _print_neural(m: dict, out: Path) -> None:
     n, model = m["neural"], m["model"]
-    print(f"model          {_rel(out / n['model_file'])} (int8, {model['operators']} operators, "
-          f"{model['macs']:,} MACs, {model['weight_bytes']:,} B of weights)")
+    print(f"model          {shown_path(out / n['model_file'])} (int8, "
+          f"{model['operators']} operators, {model['macs']:,} MACs, "
+          f"{model['weight_bytes']:,} B of weights)")
     if n["float_accuracy"] is not None:
         print(f"float / int8   {n['float_accuracy']:.4f} / {n['int8_accuracy']:.4f} test "
               f"accuracy ({n['int8_minus_float_points']:+.2f} points from quantization)")
@@ -302,7 +304,7 @@ def stress(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
     if "augmentation" in info and aug:
         line += f" (with augmentation {info['augmentation']['baseline_accuracy']:.4f})"
     print(line + f"; breaking point = {info['drop_points']:g} points below it")
-    print(f"report         {_rel(outcome.output_dir / 'report.html')}")
+    print(f"report         {shown_path(outcome.output_dir / 'report.html')}")
 
 
 @app.command()
@@ -335,7 +337,7 @@ def search(project: Annotated[Path, typer.Argument(help="kiloml.toml or its fold
     run = result.summary.get("chosen_run")
     if run:
         m = run["measured"] or {}
-        print(f"chosen run     {_rel(Path(run['output_dir']))}/report.html: test accuracy "
+        print(f"chosen run     {shown_path(Path(run['output_dir']))}/report.html: test accuracy "
               f"{run['test_accuracy']:.4f}; measured flash {m.get('flash_bytes', 0):,} B, RAM "
               f"{m.get('ram_bytes', 0):,} B + stack {m.get('stack_bytes', 0):,} B, "
               f"{m.get('instructions_per_inference', 0):,} instructions per inference")
@@ -378,12 +380,6 @@ def targets() -> None:
               f"{'yes' if p.has_dsp_ext else 'no ':<3}  {p.qemu_machine or '(none)':<11} "
               f"{p.active_current_ua_per_mhz:>6g} {p.sleep_current_ua:>8g}  {p.description}")
 
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 _add_model_commands()

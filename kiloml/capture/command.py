@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from kiloml.display import shown_path
 from kiloml.errors import KilomlError
 
 PROTOCOLS = ("text", "kml")
@@ -78,20 +79,14 @@ def capture(
     figs["rate_check"] = rate_checked(cap, figs)
     figs["baud"] = baud
     write_recording(paths, cap, rate, label, figs)
-    print(f"recording      {_rel(paths.csv)} ({cap.n_samples} samples x {len(cap.channels)} "
+    print(f"recording      {shown_path(paths.csv)} ({cap.n_samples} samples x {len(cap.channels)} "
           f"channels: {', '.join(cap.channels)})")
     for line in summary_lines(figs):
         print(line)
-    print(f"report         {_rel(paths.json)}")
+    print(f"report         {shown_path(paths.json)}")
     if cap.end in ("vanished", "stalled"):
         what = "vanished" if cap.end == "vanished" else "stopped sending"
         raise KilomlError(f"{port}: the device {what} after {cap.elapsed_s:.2f} s "
                           f"({cap.end_detail}); kept the {cap.n_samples} whole samples "
-                          f"received in {_rel(paths.csv)}")
+                          f"received in {shown_path(paths.csv)}")
 
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

@@ -19,6 +19,7 @@ from kiloml.data.recording import MAX_RECORDING_VALUES, Recording
 from kiloml.data.splits import pattern_test_groups
 from kiloml.data.wav_ingest import read_wav
 from kiloml.data.windows import check_window_settings
+from kiloml.display import shown_path
 from kiloml.errors import KilomlError
 from kiloml.progress import track
 from kiloml.project import DataConfig, LoadedProject, locate
@@ -110,9 +111,9 @@ def list_files(project: LoadedProject, cfg: DataConfig) -> tuple[Path, list[Path
         elif kind.startswith("a folder"):
             if p.suffix.lower() in DATA_SUFFIXES[cfg.source]:
                 raise KilomlError(f"a folder named like a recording matches '{pattern}'; "
-                                  f"rename it or narrow [data] glob", file=_display(p))
+                                  f"rename it or narrow [data] glob", file=shown_path(p))
         else:
-            raise KilomlError(f"matches '{pattern}' but is {kind}", file=_display(p))
+            raise KilomlError(f"matches '{pattern}' but is {kind}", file=shown_path(p))
     if not files:
         empty = not any(base.iterdir())
         raise KilomlError("the data folder is empty" if empty else
@@ -134,7 +135,7 @@ def _check_class_folders(base: Path, files: list[Path], pattern: str) -> None:
             continue
         raise KilomlError(f"the class folder '{child.name}' holds no file matching "
                               f"'{pattern}': add its recordings or remove the folder",
-                              file=_display(child))
+                              file=shown_path(child))
 
 
 def _from_name(pattern: str | None, relative: str, what: str, display: str) -> str | None:
@@ -153,7 +154,7 @@ def _load_files(project: LoadedProject, cfg: DataConfig) -> tuple[list[Recording
     paths: list[str] = []
     rates: list[float] = []
     for path in track(files, f"reading {cfg.source.upper()} files"):
-        display = _display(path)
+        display = shown_path(path)
         relative = path.relative_to(base).as_posix()
         label = _from_name(cfg.label_pattern, relative, "label", display)
         if cfg.label_from_folder:
@@ -194,12 +195,6 @@ def _load_files(project: LoadedProject, cfg: DataConfig) -> tuple[list[Recording
     _check_consistent(recordings, cfg, rates)
     return recordings, paths
 
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _channel_names(cfg: DataConfig, n_channels: int, display: str) -> list[str]:
