@@ -20,6 +20,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from kiloml.crc16 import crc16_ccitt_false
+
 PROTOCOL_VERSION = 1
 HELLO, SAMPLE, END = 0x01, 0x02, 0x03
 MAX_CHANNELS = 32
@@ -27,15 +29,6 @@ MAX_NAME_BYTES = 31  # a channel name or unit, UTF-8
 # The longest frame a valid sender writes (a HELLO of 32 channels with 31-byte names and
 # units, its CRC and COBS overhead) fits in this; longer runs without a zero are garbage.
 MAX_FRAME_BYTES = 4096
-
-
-def crc16_ccitt_false(data: bytes, crc: int = 0xFFFF) -> int:
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
 
 
 def cobs_encode(data: bytes) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kiloml.crc16 import crc16_ccitt_false
 from kiloml.monitor.signals import clamp
 
 F32 = np.float32
@@ -12,16 +13,6 @@ MAGIC = 0x544B
 FORMAT_VERSION = 1
 RECORD_BYTES = 48
 HIST_BINS = 16
-
-
-def crc16_ccitt_false(data: bytes) -> int:
-    """poly 0x1021, init 0xFFFF, no reflection, xorout 0 ("123456789" -> 0x29B1)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
 
 
 def hist_quantile(hist: np.ndarray, q: int) -> int:

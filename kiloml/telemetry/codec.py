@@ -13,6 +13,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from kiloml.crc16 import crc16_ccitt_false
 from kiloml.errors import KilomlError
 from kiloml.telemetry.flags import flag_names
 
@@ -61,26 +62,9 @@ class TelemetryError(KilomlError):
         self.size = size
 
 
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = (crc << 1 ^ 0x1021) if crc & 0x8000 else crc << 1
-        table.append(crc & 0xFFFF)
-    return table
-
-
-_CRC_TABLE = _crc_table()  # a byte at a time: ingest decodes millions of records
-
-
 def crc16(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, xorout 0
-    (crc16(b"123456789") == 0x29B1)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = (crc << 8 & 0xFFFF) ^ _CRC_TABLE[(crc >> 8) ^ byte]
-    return crc
+    """CRC-16/CCITT-FALSE of a record's bytes (kiloml.crc16)."""
+    return crc16_ccitt_false(data)
 
 
 def quantize(value: float, scale: float, low: int, high: int) -> int:
