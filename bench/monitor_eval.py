@@ -50,9 +50,8 @@ from kiloml.persist.pipeline_state import PIPELINE_FILE, load_pipeline  # noqa: 
 from kiloml.project import load_project  # noqa: E402
 
 PROJECT = ROOT / "examples" / "watch" / "kiloml.toml"
-SEVERITIES = {"gain": [20, 50], "offset": [0.5, 2], "ramp": [1, 4], "noise": [10, 0],
-              "stuck": [0.2, 0.6], "clipping": [0.5, 0.25], "dropout": [0.1, 0.4]}
-RAMP_S = 60.0
+SEVERITIES = ev.SEVERITIES
+RAMP_S = ev.RAMP_S
 ADWIN_GRID = [0.002, 1e-6, 1e-12, 1e-24, 1e-48, 1e-96]
 KSWIN_GRID = [0.005, 1e-6, 1e-12, 1e-24, 1e-48]
 TUNE_KSWIN_WINDOWS = 12_000

@@ -651,8 +651,11 @@ class MonitorSection(Section):
     stuck_windows: int = Field(default=8, ge=1, le=65535)
     stuck_floor_fraction: float = Field(default=0.01, gt=0, le=1)
     snapshot_every: int = Field(default=64, ge=1, le=1_000_000)  # windows per record
-    # part 2 (the false-alarm budget): kept, checked for form, not used yet
+    # the false-alarm budget in device time ("30d", "12h"): limits calibrated on the
+    # held-out devices' clean streams (kiloml.monitor.calibrate); absent: training defaults
     false_alarm_every: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?[smhd]$")
+    # false alarms and drift detection delays on the held-out devices (monitor.evaluation)
+    evaluate: bool = True
     ram_budget_bytes: int = Field(default=256, gt=0, le=2**32)
 
     @field_validator("range_quantiles")

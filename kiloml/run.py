@@ -135,6 +135,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
             cfg.monitor, pipeline.model, features, windows.x, split.train, oof_scores,
             pipeline.n_classes, len(pipeline.feature_names()), project.path)
         pipeline.monitor_snapshot_every = cfg.monitor.snapshot_every
+        monitor_alarms = _monitor_alarms(project, pipeline, raw_recordings, split)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         evaluation = classification_metrics(windows.y[split.test], test_pred,
@@ -223,8 +224,8 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         }
         metrics["targets"][profile.name] = profile.model_dump()
     if pipeline.monitor is not None:
-        metrics["monitor"] = _monitor_metrics(pipeline, library, reference, profile, out,
-                                              emulate)
+        metrics["monitor"] = {**_monitor_metrics(pipeline, library, reference, profile, out,
+                                                 emulate), **monitor_alarms}
     metrics["power"] = {profile.name: _power(pipeline, profile, cfg.target,
                                              metrics["resources"][profile.name], estimate)}
     family.after_target(metrics, pipeline.model, x, split, profile, out, emulate)
@@ -237,6 +238,37 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
     metrics["elapsed_s"] = round(time.time() - started, 2)
     write_results(out, metrics, pipeline)
     return metrics
+
+
+def _monitor_alarms(project: LoadedProject, pipeline: Pipeline, raw_recordings: list,
+                    split) -> dict:
+    """[monitor] false_alarm_every: the limits calibrated on the held-out devices' clean
+    streams (pipeline.monitor replaced); with [monitor] evaluate, the alarms evaluated on
+    them (metrics.json monitor.calibration and monitor.evaluation)."""
+    from kiloml.evaluate.perturb import ChannelScale
+    from kiloml.monitor import assess
+
+    section = project.config.monitor
+    defaults = pipeline.monitor
+    if section.false_alarm_every is None and not section.evaluate:
+        return {}
+    devices = assess.held_out_devices(pipeline, raw_recordings, list(split.test_groups))
+    out: dict = {}
+    calibration = None
+    if section.false_alarm_every is not None:
+        calibration = assess.calibrate_for_run(
+            section.false_alarm_every, defaults, pipeline, devices, project.path,
+            locate(project, ("monitor",), "false_alarm_every"))
+        pipeline.monitor = calibration.params
+        out["calibration"] = {**calibration.report, "devices": devices.names}
+    if section.evaluate and devices.names:
+        held = set(split.test_groups)  # severities in units of the training samples
+        scale = ChannelScale.of_samples(np.concatenate(
+            [r.samples for r in raw_recordings if r.group not in held] or
+            [r.samples for r in raw_recordings]))
+        out["evaluation"] = assess.evaluate_for_run(
+            pipeline, calibration, defaults, devices, scale, section.false_alarm_every)
+    return out
 
 
 def _monitor_metrics(pipeline: Pipeline, library, reference: Reference, profile, out: Path,

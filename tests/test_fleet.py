@@ -152,7 +152,8 @@ def test_report_ranks_devices_by_alarm(fleet_dir: Path, tmp_path: Path) -> None:
     assert [d["device"] for d in ranked[:2]] == ["dev-drift1", "dev-drift2"]
     assert not any(d["alarm"] for d in ranked[2:])
     first = {d["device"]: d["first_alarm_s"] for d in ranked}
-    assert first["dev-drift1"] == 21 * PERIOD_S and first["dev-drift2"] == 36 * PERIOD_S
+    # an alarm is 2 consecutive flagged records: known at the second one
+    assert first["dev-drift1"] == 22 * PERIOD_S and first["dev-drift2"] == 37 * PERIOD_S
     assert first["dev-0"] is None
     drift1 = ranked[0]
     assert drift1["records"] == 48 and drift1["flagged_records"] == 28
@@ -167,6 +168,14 @@ def test_report_ranks_devices_by_alarm(fleet_dir: Path, tmp_path: Path) -> None:
     assert text.count("data:image/png;base64,") == 3
     assert "2 of 8 devices in alarm" in text and "ongoing" in text
     assert text.index("dev-drift1") < text.index("dev-0")
+    # --confirm 1: the first flagged record is the alarm
+    again = run_cli("fleet", "report", "--db", db, "--out", str(out), "--json", str(js),
+                    "--confirm", "1")
+    assert again.exit_code == 0, again.stderr
+    first = {d["device"]: d["first_alarm_s"] for d in json.loads(js.read_text())["devices"]}
+    assert first["dev-drift1"] == 21 * PERIOD_S and first["dev-drift2"] == 36 * PERIOD_S
+    assert_user_error(run_cli("fleet", "report", "--db", db, "--out", str(out), "--confirm",
+                              "0"), "--confirm: must be at least 1, not 0")
 
 
 def test_report_bad_input(tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ def test_json_records_are_stored_once_and_flag_alarms(server: Server) -> None:
     status, answer = server.post(binary(recs[:1]), device="json-drift")
     assert status == 200 and answer["duplicates"] == 1
     drift = server.devices()["json-drift"]
-    assert drift["alarm"] and drift["first_alarm_s"] == 5 * 600 and drift["records"] == 10
+    assert drift["alarm"] and drift["first_alarm_s"] == 6 * 600 and drift["records"] == 10
     assert drift["flags"] == ["INPUT_DRIFT", "OOD"]
 
 
@@ -331,8 +331,9 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
                                                        else ("0", "", "ok")), r
         assert red(r["statusColor"]) == alarm and r["records"] == "24"
         assert (r["background"] != "rgba(0, 0, 0, 0)") == alarm, r
-    assert rows[0]["flagsNow"] == "INPUT_DRIFT, OOD" and rows[0]["firstAlarm"] == "1:30:00"
-    assert rows[1]["firstAlarm"] == "3:10:00" and rows[2]["flagsNow"] == "-"
+    # (onset at record 8, 10 min apart: confirmed by the second flagged record, 1:40:00)
+    assert rows[0]["flagsNow"] == "INPUT_DRIFT, OOD" and rows[0]["firstAlarm"] == "1:40:00"
+    assert rows[1]["firstAlarm"] == "3:20:00" and rows[2]["flagsNow"] == "-"
     assert facts["counts"] == {"devices": "6", "in-alarm": "2", "records": "144",
                                "alarms": "2", "posts": "8", "stored": "144",
                                "duplicates": "24", "bad": "1", "rejected": "1",

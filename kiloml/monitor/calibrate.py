@@ -7,7 +7,8 @@ The rule (docs/architecture.md, "monitor calibration"):
 1. The budget is device time at the inference rate: B = false_alarm_every / stride windows.
 2. The per-window inputs of every alarm (the clipped z of the monitored features, the
    out-of-range share, the OOD score, top score, margin, entropy, the uncertain bit) are
-   taken from the clean streams and resampled by a moving-block bootstrap: blocks of b
+   taken from the clean streams (one per held-out device) and resampled by a moving-block
+   bootstrap, each synthetic stream from one device's stream: blocks of b
    windows, b the first lag at which every input's |autocorrelation| is below ACF_LIMIT
    (0.2: weakly dependent; the white-noise band 2/sqrt(N) is never reached by activity
    streams whose sample autocorrelation wanders), and at least 1 / (2 alpha) windows (the
@@ -189,15 +190,23 @@ def block_length(inputs: list[np.ndarray], max_lag: int) -> int | None:
 
 def bootstrap(inputs: list[np.ndarray], b: int, n_streams: int, length: int,
               rng: np.random.Generator) -> np.ndarray:
-    """[R, L, S]: moving blocks of b windows, each inside one clean stream."""
+    """[R, L, S]: moving blocks of b windows. Each synthetic stream is one device: its
+    blocks all come from one clean stream, drawn with probability in proportion to its
+    block starts (blocks mixed across devices would average a device that differs from
+    the rest into the others, and its alarms would be missed by the estimate)."""
     starts, offset = [], 0
     for u in inputs:
         if len(u) >= b:
             starts.append(offset + np.arange(len(u) - b + 1))
         offset += len(u)
-    pool, data = np.concatenate(starts), np.concatenate(inputs)
+    data = np.concatenate(inputs)
+    sizes = np.array([len(s) for s in starts], np.float64)
+    device = rng.choice(len(starts), size=n_streams, p=sizes / sizes.sum())
     n_blocks = -(-length // b)
-    first = pool[rng.integers(len(pool), size=(n_streams, n_blocks))]
+    first = np.empty((n_streams, n_blocks), np.int64)
+    for d, pool in enumerate(starts):
+        rows = np.flatnonzero(device == d)
+        first[rows] = pool[rng.integers(len(pool), size=(len(rows), n_blocks))]
     rows = (first[..., None] + np.arange(b)).reshape(n_streams, -1)[:, :length]
     return data[rows]
 
@@ -231,6 +240,13 @@ def calibrate(p: MonitorParams, streams: list[Stream], every: str, stride_s: flo
     if n < 2 * MIN_BLOCKS:
         raise KilomlError(f"'{every}' cannot be calibrated on {have}: needs at least "
                           f"{max(2 * MIN_BLOCKS, need_budget)} windows", where=where)
+    # the budget first: it says how much data to record whatever the block comes to
+    if budget > MAX_EXTRAPOLATION * n:
+        raise KilomlError(
+            f"'{every}' ({budget} windows at {stride_s:g} s) cannot be calibrated on {have}: "
+            f"the estimate extrapolates at most {MAX_EXTRAPOLATION}x the clean data, so it "
+            f"needs at least {need_budget} windows ({duration_text(need_budget * stride_s)}) "
+            "of in-distribution held-out streams", where=where)
     lag = block_length(inputs, n // (MIN_BLOCKS * BLOCK_LAGS))
     # at least half the EWMA's time constant: shorter blocks cut the dependence that the
     # EWMA and Page-Hinkley sums measure (blocks of 4 windows made their maxima 20-30 %
@@ -250,12 +266,6 @@ def calibrate(p: MonitorParams, streams: list[Stream], every: str, stride_s: flo
     if max((len(u) for u in inputs), default=0) < b:
         raise KilomlError(f"'{every}' cannot be calibrated: every clean stream is shorter "
                           f"than the {b}-window bootstrap block", where=where)
-    if budget > MAX_EXTRAPOLATION * n:
-        raise KilomlError(
-            f"'{every}' ({budget} windows at {stride_s:g} s) cannot be calibrated on {have}: "
-            f"the estimate extrapolates at most {MAX_EXTRAPOLATION}x the clean data, so it "
-            f"needs at least {need_budget} windows ({duration_text(need_budget * stride_s)}) "
-            "of in-distribution held-out streams", where=where)
     length = int(max(MAX_STREAM, 16 * b))
     rng = np.random.default_rng(seed)
     u = bootstrap(inputs, b, n_streams, length, rng)

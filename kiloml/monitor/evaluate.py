@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kiloml.data.recording import Recording
 from kiloml.data.windows import window_starts
 from kiloml.decision.layer import DecisionLayer
 from kiloml.evaluate.perturb import ChannelScale, perturb_samples
@@ -34,13 +35,25 @@ from kiloml.pipeline import Pipeline
 
 F32 = np.float32
 GRADUAL = ("gain", "offset", "ramp", "noise", "stuck", "clipping", "dropout")
+# the severities evaluated by default, mild then strong (kiloml stress's units: gain in %,
+# offset / ramp in training standard deviations, noise as SNR dB, stuck / dropout as the
+# share of time, clipping as the kept share of the range)
+SEVERITIES = {"gain": (20.0, 50.0), "offset": (0.5, 2.0), "ramp": (1.0, 4.0),
+              "noise": (10.0, 0.0), "stuck": (0.2, 0.6), "clipping": (0.5, 0.25),
+              "dropout": (0.1, 0.4)}
+RAMP_S = 60.0  # a drift grows from 0 to its full severity over this much device time
 Detector = Callable[[Stream], np.ndarray]  # -> bool [N]: alarm at that window
 
 
 def stream_of(pipeline: Pipeline, samples: np.ndarray) -> Stream:
-    """A continuous raw sample stream [S, C] -> the monitor's inputs per window: features,
-    channel variances, the decision layer's smoothed scores and decisions (one boot)."""
+    """A continuous raw sample stream [S, C] at the input rate -> the monitor's inputs per
+    window: features, channel variances, the decision layer's smoothed scores and
+    decisions (one boot; preprocessing and decimation as on the device)."""
     x = np.asarray(samples, F32)
+    if pipeline.preprocess:  # the device filters its input as one continuous stream
+        x = pipeline.preprocess_recordings([Recording(
+            x, pipeline.input_rate_hz, list(pipeline.channels), "", "stream", label="")])[0
+                                            ].samples
     starts = window_starts(len(x), pipeline.window_samples, pipeline.stride_samples)
     view = np.lib.stride_tricks.sliding_window_view(x, pipeline.window_samples, axis=0)
     windows = np.ascontiguousarray(view[starts].transpose(0, 2, 1))

@@ -17,6 +17,7 @@ from kiloml.report.evaluation_section import (
     per_class_section,
 )
 from kiloml.report.figures import bar_figure
+from kiloml.report.monitor_section import monitor_section
 from kiloml.report.neural_section import neural_section
 from kiloml.report.power_section import power_section
 from kiloml.report.recording_section import recording_section
@@ -66,7 +67,7 @@ def report_sections(metrics: dict, pipeline: Pipeline) -> list[Section]:
     sections = [summary_section(metrics), held_out_section(metrics),
                 per_class_section(metrics), misclassified_section(metrics),
                 recording_section(metrics), neural_section(metrics), decision_section(metrics),
-                rule_section(metrics),
+                monitor_section(metrics), rule_section(metrics),
                 stress_section(metrics), parity_section(metrics), resources_section(metrics),
                 power_section(metrics), search_section(metrics),
                 model_section(metrics, pipeline), data_section(metrics),

@@ -1,8 +1,10 @@
 """What the fleet report says, from the database: each device's series and alarm state,
 the alarm episodes, per-model-version distributions (JSON-ready, no HTML here).
 
-A device is in alarm when any of its records has a monitor flag set; first_alarm_s is the
-uptime of its first flagged record. Records are ordered by uptime (then window count):
+A device is in alarm when CONFIRM_RECORDS consecutive records have a monitor flag set (a
+drift keeps the monitor's level flags raised; a false alarm of the calibrated limits is an
+excursion of a few windows, inside one record); first_alarm_s is the uptime of the record
+that confirms it (when the fleet knows). Records are ordered by uptime (then window count):
 the record carries device time since boot, so a reboot restarts a device's time axis."""
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ SIGNALS = {"top_score_p50": "top score p50", "drift_z": "input drift |z|",
            "ood_score": "OOD score", "out_of_range_rate": "out-of-range rate"}
 REFERENCE_KEYS = tuple(SIGNALS)
 QUANTILES = (0.1, 0.5, 0.9)
+CONFIRM_RECORDS = 2  # consecutive flagged records that make an alarm (kiloml fleet --confirm)
 
 
 @dataclass
@@ -41,10 +44,14 @@ class DeviceSeries:
     uncertain: np.ndarray
     decisions: np.ndarray  # records x 6
 
-    @property
-    def first_alarm_index(self) -> int | None:
-        flagged = np.flatnonzero(self.flags)
-        return int(flagged[0]) if flagged.size else None
+    def first_alarm_index(self, confirm: int = CONFIRM_RECORDS) -> int | None:
+        """The record that completes the first run of ``confirm`` flagged records."""
+        run = 0
+        for i, f in enumerate(self.flags):
+            run = run + 1 if f else 0
+            if run >= confirm:
+                return i
+        return None
 
 
 def load_series(conn: Connection) -> list[DeviceSeries]:
@@ -96,8 +103,8 @@ def _quantiles(values: np.ndarray) -> dict[str, float] | None:
     return {f"p{round(q * 100)}": float(np.quantile(values, q)) for q in QUANTILES}
 
 
-def _episodes(s: DeviceSeries) -> list[dict[str, Any]]:
-    """Runs of consecutive flagged records: one alarm each."""
+def _episodes(s: DeviceSeries, confirm: int) -> list[dict[str, Any]]:
+    """Runs of at least ``confirm`` consecutive flagged records: one alarm each."""
     out: list[dict[str, Any]] = []
     i, n = 0, len(s.flags)
     while i < n:
@@ -109,6 +116,9 @@ def _episodes(s: DeviceSeries) -> list[dict[str, Any]]:
         while j < n and s.flags[j]:
             bits |= int(s.flags[j])
             j += 1
+        if j - i < confirm:
+            i = j
+            continue
         out.append({"device": s.device, "start_s": int(s.uptime_s[i]),
                     "end_s": int(s.uptime_s[j - 1]), "records": j - i,
                     "flags": flag_names(bits), "model_id": s.model_ids[i],
@@ -117,8 +127,8 @@ def _episodes(s: DeviceSeries) -> list[dict[str, Any]]:
     return out
 
 
-def _device(s: DeviceSeries) -> dict[str, Any]:
-    first = s.first_alarm_index
+def _device(s: DeviceSeries, confirm: int) -> dict[str, Any]:
+    first = s.first_alarm_index(confirm)
     bits = int(np.bitwise_or.reduce(s.flags)) if s.flags.size else 0
     total = s.decisions.sum()
     return {
@@ -169,15 +179,19 @@ def _models(series: list[DeviceSeries], reference: dict[str, Any] | None
     return out
 
 
-def fleet_summary(conn: Connection, reference: dict[str, Any] | None = None
-                  ) -> tuple[dict[str, Any], list[DeviceSeries]]:
+def fleet_summary(conn: Connection, reference: dict[str, Any] | None = None,
+                  confirm: int = CONFIRM_RECORDS) -> tuple[dict[str, Any], list[DeviceSeries]]:
     """The report's JSON ({"devices", "alarms", "models", ...}) and the series behind it."""
+    if confirm < 1:
+        raise KilomlError(f"must be at least 1, not {confirm}", where="--confirm")
     series = load_series(conn)
     by_name = {s.device: s for s in series}
-    ranked = sorted((_device(s) for s in series), key=_rank_key)
-    alarms = sorted((a for d in ranked if d["alarm"] for a in _episodes(by_name[d["device"]])),
+    ranked = sorted((_device(s, confirm) for s in series), key=_rank_key)
+    alarms = sorted((a for d in ranked if d["alarm"]
+                     for a in _episodes(by_name[d["device"]], confirm)),
                     key=lambda a: (a["start_s"], a["device"]))
-    summary = {"records": sum(d["records"] for d in ranked), "devices": ranked,
+    summary = {"records": sum(d["records"] for d in ranked), "confirm_records": confirm,
+               "devices": ranked,
                "alarms": alarms, "models": _models(series, reference),
                "reference": reference}
     return summary, [by_name[d["device"]] for d in ranked]

@@ -19,7 +19,13 @@ from kiloml.outputs import Protected, check_output_file
 from kiloml.report.elements import FAIL_COLOR, STYLE, Section, html_table, name_list, png_img
 from kiloml.report.figures import grid_shape
 from kiloml.telemetry.db import open_database
-from kiloml.telemetry.fleet_data import SIGNALS, DeviceSeries, fleet_summary, read_reference
+from kiloml.telemetry.fleet_data import (
+    CONFIRM_RECORDS,
+    SIGNALS,
+    DeviceSeries,
+    fleet_summary,
+    read_reference,
+)
 
 with needs("sqlalchemy", "kiloml fleet"):
     from sqlalchemy.engine import make_url
@@ -35,7 +41,8 @@ HORIZONTAL = ({"orientation": "horizontal"}
 
 
 def write_fleet_report(url: str, out: Path, json_out: Path | None = None,
-                       run: Path | None = None) -> dict[str, Any]:
+                       run: Path | None = None, confirm: int = CONFIRM_RECORDS
+                       ) -> dict[str, Any]:
     """Read the database at ``url``, write the report (and the JSON); returns the JSON."""
     protected = ([Protected("the run's metrics.json", Path(run) / "metrics.json", folder=False)]
                  if run is not None else [])
@@ -50,7 +57,7 @@ def write_fleet_report(url: str, out: Path, json_out: Path | None = None,
     engine = open_database(url, create=False)
     try:
         with engine.connect() as conn:
-            summary, series = fleet_summary(conn, reference)
+            summary, series = fleet_summary(conn, reference, confirm)
     finally:
         engine.dispose()
     if not series:
@@ -69,7 +76,8 @@ def write_fleet_report(url: str, out: Path, json_out: Path | None = None,
 def render_fleet_report(summary: dict[str, Any], series: list[DeviceSeries]) -> str:
     devices = summary["devices"]
     in_alarm = [d for d in devices if d["alarm"]]
-    sections = [_ranking_section(devices), _alarm_section(summary["alarms"]),
+    confirm = summary["confirm_records"]
+    sections = [_ranking_section(devices, confirm), _alarm_section(summary["alarms"], confirm),
                 _trend_section(series, devices),
                 _model_section(summary["models"], summary["reference"], series)]
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>kiloml: "
@@ -83,7 +91,7 @@ def render_fleet_report(summary: dict[str, Any], series: list[DeviceSeries]) -> 
     return "\n".join(parts)
 
 
-def _ranking_section(devices: list[dict[str, Any]]) -> Section:
+def _ranking_section(devices: list[dict[str, Any]], confirm: int) -> Section:
     rows = []
     for d in devices:
         state = ("<span class='fail'>alarm</span>" if d["alarm"]
@@ -95,28 +103,30 @@ def _ranking_section(devices: list[dict[str, Any]]) -> Section:
                      f"{d['max_drift_z']:.2f}", f"{d['max_ood_score']:.2f}",
                      f"{d['last']['top_score_p50']:.2f}"))
     return Section("devices", "Devices, ranked by alarm", [
-        "<p class='muted'>A device is in alarm when any of its records has a monitor flag; "
-        "first alarm = the uptime of its first flagged record.</p>",
+        f"<p class='muted'>A device is in alarm when {confirm} consecutive records have a "
+        "monitor flag; first alarm = the uptime of the record that confirms it.</p>",
         html_table(rows, ("device", "state", "first alarm (s)", "flagged records", "flags",
                           "model", "max |drift z|", "max OOD", "last top p50"))])
 
 
-def _alarm_section(alarms: list[dict[str, Any]]) -> Section:
+def _alarm_section(alarms: list[dict[str, Any]], confirm: int) -> Section:
     if not alarms:
-        return Section("alarms", "Alarms", ["<p>No record has a monitor flag set.</p>"])
+        return Section("alarms", "Alarms", [f"<p>No device has {confirm} consecutive "
+                                            "flagged records.</p>"])
     rows = [(html.escape(a["device"]), f"{a['start_s']:,}", f"{a['end_s']:,}",
              f"{a['records']:,}", name_list(a["flags"], 7), html.escape(a["model_id"]),
              "cleared" if a["cleared"] else "<span class='fail'>ongoing</span>")
             for a in alarms]
     return Section("alarms", f"Alarms ({len(alarms)})", [
-        "<p class='muted'>One row per run of consecutive flagged records, earliest first."
-        "</p>",
+        f"<p class='muted'>One row per run of at least {confirm} consecutive flagged "
+        "records, earliest first.</p>",
         html_table(rows, ("device", "from (s)", "to (s)", "records", "flags", "model",
                           "state"))])
 
 
 def _trend_section(series: list[DeviceSeries], devices: list[dict[str, Any]]) -> Section:
     alarm = {d["device"]: d["alarm"] for d in devices}
+    first_s = {d["device"]: d["first_alarm_s"] for d in devices}
     fig, axes = plt.subplots(1, len(SIGNALS), figsize=(4.0 * len(SIGNALS), 3.2))
     for ax, (key, label) in zip(axes, SIGNALS.items(), strict=True):
         for s in reversed(series):  # the ranking's top drawn last, on top
@@ -140,9 +150,9 @@ def _trend_section(series: list[DeviceSeries], devices: list[dict[str, Any]]) ->
         ax.plot(hours, np.abs(s.signals["drift_z"]), lw=1, label="|drift z|")
         ax.plot(hours, s.signals["ood_score"], lw=1, label="OOD")
         ax.plot(hours, s.signals["top_score_p50"], lw=1, label="top p50")
-        first = s.first_alarm_index
+        first = first_s[s.device]
         if first is not None:
-            ax.axvline(hours[first], color=FAIL_COLOR, ls="--", lw=1)
+            ax.axvline(first / 3600, color=FAIL_COLOR, ls="--", lw=1)
             flagged = s.flags != 0
             ax.fill_between(hours, 0, 1, where=flagged, color=FAIL_COLOR, alpha=0.12,
                             transform=ax.get_xaxis_transform(), step="mid")
