@@ -26,7 +26,8 @@ from kiloml.version import __version__
 MARKER_FILE = ".kiloml-output"
 KINDS = {"run": "a run folder", "search": "a search folder",
          "model-compile": "a `kiloml model compile` folder",
-         "library": "a library folder (kiloml.Library.save)"}
+         "library": "a library folder (kiloml.Library.save)",
+         "fleet-simulate": "a `kiloml fleet simulate` folder"}
 
 
 @dataclass(frozen=True)

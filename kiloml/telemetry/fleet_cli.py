@@ -14,10 +14,45 @@ from kiloml.cli_errors import user_errors
 
 __all__ = ["fleet_app"]
 
-fleet_app = typer.Typer(help="Devices in the field: telemetry into a database, the fleet "
-                        "report.", no_args_is_help=True)
+fleet_app = typer.Typer(help="Devices in the field: simulated devices, telemetry into a "
+                        "database, the fleet report.", no_args_is_help=True)
 
 DB_HELP = "Database URL: sqlite:///fleet.db (a file) or postgresql://user@host/db"
+
+
+@fleet_app.command("simulate")
+@user_errors
+def simulate_command(
+    run_dir: Annotated[Path, typer.Argument(help="A kiloml run folder whose project has a "
+                                            "monitor section")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write <device>.bin and "
+                                      "truth.json into")],
+    devices: Annotated[int, typer.Option("--devices", help="Simulated devices")] = 10,
+    drifting: Annotated[int, typer.Option("--drifting", help="How many of them drift")] = 1,
+    days: Annotated[float, typer.Option("--days", help="Device time each (fractions "
+                                        "allowed)")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="Everything random follows it")] = 0,
+    record_every: Annotated[str, typer.Option("--record-every", help="Device time between "
+                                              "telemetry records (whole seconds: 60s, 5m)")
+                            ] = "60s",
+    perturbation: Annotated[list[str] | None, typer.Option(
+        "--perturbation", help="NAME:SEVERITY a drifting device may get (repeatable; "
+        "default: the strong severity of each gradual perturbation)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Devices simulated at once")] = 2,
+) -> None:
+    """N devices replay the run's held-out recordings through its C library compiled for
+    the host; K of them with a drift injected gradually from a random time."""
+    from kiloml.telemetry.simulate import simulate
+
+    truth = simulate(run_dir, out, devices=devices, drifting=drifting, days=days, seed=seed,
+                     record_every=record_every, perturbations=perturbation, jobs=jobs)
+    drift = truth["drifting"]
+    print(f"{devices} devices x {days:g} days, {truth['records_per_device']:,} records "
+          f"each; drifting: " + (", ".join(
+              f"{d['device']} ({d['perturbation']} {d['severity']:g} from "
+              f"{d['onset_s'] / 3600:.2f} h)" for d in drift[:10])
+              + (" ..." if len(drift) > 10 else "") if drift else "none"))
+    print(f"wrote {out} ({len(truth['devices'])} .bin files and truth.json)")
 
 
 @fleet_app.command("ingest")

@@ -25,15 +25,17 @@ def require_tool(name: str, package: str) -> str:
 
 
 def build_host(library: FirmwareLibrary, build_dir: Path, *, sanitize: bool = False,
-               optimize: str = "-O2") -> Path:
-    """Compile library + host harness with the strict flags; returns the executable."""
+               optimize: str = "-O2", harness: str = "host_main.c") -> Path:
+    """Compile library + host harness (a file of verify/harness, written against the kml_
+    API) with the strict flags; returns the executable."""
     cc = require_tool("gcc", "gcc")
     build_dir.mkdir(parents=True, exist_ok=True)
-    exe = build_dir / ("host_main_sanitized" if sanitize else "host_main")
+    stem = Path(harness).stem
+    exe = build_dir / (f"{stem}_sanitized" if sanitize else stem)
     cmd = [cc, *STRICT_CFLAGS, optimize,
            *[f"-I{d}" for d in library.harness_includes(build_dir)],
            *(SANITIZE_FLAGS if sanitize else []),
-           *[str(s) for s in library.sources], str(HARNESS_DIR / "host_main.c"),
+           *[str(s) for s in library.sources], str(HARNESS_DIR / harness),
            "-lm", "-o", str(exe)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
