@@ -81,11 +81,13 @@ def report_command(
                                                   "and alarms as JSON")] = None,
     run: Annotated[Path | None, typer.Option("--run", help="A kiloml run folder: its "
                                              "metrics.json's training reference")] = None,
+    confirm: Annotated[int, typer.Option("--confirm", help="Consecutive flagged records "
+                                         "that make an alarm")] = 2,
 ) -> None:
     """The fleet report: devices ranked by alarm, trends, model versions, alarms."""
     from kiloml.telemetry.fleet_report import write_fleet_report
 
-    fleet = write_fleet_report(db, out, json_out, run)
+    fleet = write_fleet_report(db, out, json_out, run, confirm)
     alarms = [d for d in fleet["devices"] if d["alarm"]]
     print(f"{len(fleet['devices'])} devices, {fleet['records']:,} records, "
           f"{len(alarms)} in alarm" + (": " + ", ".join(d["device"] for d in alarms[:10])
