@@ -9,14 +9,19 @@
 #include <stddef.h> /* offsetof */
 #include <string.h> /* memcpy, memset */
 
-#define KML_MON_F32_MIN 1.17549435e-38f /* FLT_MIN: smaller scores are taken as 0 */
-
 /* Helpers called from several places stay out of line: the monitor's flash budget
  * (2 KB on a Cortex-M) matters more than a few calls per window. */
 #if defined(__GNUC__)
 #define KML_MON_OUTLINE __attribute__((noinline))
 #else
 #define KML_MON_OUTLINE
+#endif
+
+/* |x|, only ever compared: -0.0 and NaN compare as they would through x < 0 ? -x : x */
+#if defined(__GNUC__)
+#define KML_MON_ABS(x) __builtin_fabsf(x)
+#else
+#define KML_MON_ABS(x) ((x) < 0.0f ? -(x) : (x))
 #endif
 
 KML_MON_OUTLINE static float kml_mon_clamp(float v, float lo, float hi)
@@ -48,8 +53,6 @@ static float kml_mon_log2(float x)
     return (float)e + poly;
 }
 
-static const kml_monitor_record kml_mon_empty_record = {{0}, 0, {0}, 0};
-
 /* the flag each running signal raises */
 static const uint16_t kml_mon_run_flag[KML_MON_RUN] = {
     KML_MON_OUT_OF_RANGE, KML_MON_OOD, KML_MON_LOW_CONFIDENCE, KML_MON_LOW_CONFIDENCE,
@@ -72,31 +75,6 @@ void kml_monitor_reset(const kml_monitor_params *p, kml_monitor_state *s)
     }
 }
 
-/* Two-sided Page-Hinkley: the deviation from the detector's running mean, less delta,
- * summed and floored at 0 each way; past lambda it fires and starts again. */
-static int32_t kml_mon_page_hinkley(const kml_monitor_params *p, kml_monitor_state *s,
-                                    int32_t j, float x)
-{
-    float dev, up, down;
-    if (s->ph_n[j] < p->ph_cap) {
-        s->ph_n[j] = s->ph_n[j] + 1.0f;
-    }
-    s->ph_mean[j] = s->ph_mean[j] + (x - s->ph_mean[j]) / s->ph_n[j];
-    dev = x - s->ph_mean[j];
-    up = s->ph_up[j] + dev - p->ph_delta[j];
-    down = s->ph_down[j] - dev - p->ph_delta[j];
-    s->ph_up[j] = up > 0.0f ? up : 0.0f;
-    s->ph_down[j] = down > 0.0f ? down : 0.0f;
-    if (s->ph_n[j] >= p->ph_min_windows &&
-        (s->ph_up[j] > p->ph_lambda[j] || s->ph_down[j] > p->ph_lambda[j])) {
-        s->ph_n[j] = 0.0f;
-        s->ph_up[j] = 0.0f;
-        s->ph_down[j] = 0.0f;
-        return 1;
-    }
-    return 0;
-}
-
 KML_MON_OUTLINE static void kml_mon_count(uint16_t *c)
 {
     if (*c < 0xFFFFu) {
@@ -108,24 +86,26 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
                             const float *features, const float *channel_variance,
                             const float *smoothed, int32_t decision, int32_t uncertain)
 {
-    int32_t i, best = 0, outside = 0, bin;
+    int32_t i, outside = 0, bin;
     float x[KML_MON_RUN], d2 = 0.0f, top, second = -1.0f, ent = 0.0f;
     uint32_t flags = 0; /* 32 bits while it is built: no narrowing after every OR */
+    const float alpha = p->alpha, clip = p->z_clip;
     /* inputs: clipped z of each monitored feature, its EWMA mean and variance */
     for (i = 0; i < p->n_monitored; ++i) {
         const float v = features[p->index[i]];
-        float z = (v - p->mean[i]) * p->inv_sd[i], d, ad;
+        float z = (v - p->mean[i]) * p->inv_sd[i], d, ad, zm, zv;
         if (!(v >= p->lo[i] && v <= p->hi[i])) {
             ++outside;
         }
-        z = z != z ? p->z_clip : kml_mon_clamp(z, -p->z_clip, p->z_clip);
+        z = z != z ? clip : kml_mon_clamp(z, -clip, clip);
         d2 = d2 + z * z;
         d = z - s->z_mean[i];
-        ad = p->alpha * d;
-        s->z_mean[i] = s->z_mean[i] + ad;
-        s->z_var[i] = p->one_minus_alpha * (s->z_var[i] + d * ad);
-        if (s->z_mean[i] > p->z_limit || s->z_mean[i] < -p->z_limit ||
-            s->z_var[i] > p->var_hi || s->z_var[i] < p->var_lo) {
+        ad = alpha * d;
+        zm = s->z_mean[i] + ad;
+        zv = p->one_minus_alpha * (s->z_var[i] + d * ad);
+        s->z_mean[i] = zm;
+        s->z_var[i] = zv;
+        if (KML_MON_ABS(zm) > p->z_limit || zv > p->var_hi || zv < p->var_lo) {
             flags |= KML_MON_INPUT_DRIFT;
         }
     }
@@ -139,22 +119,31 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
             flags |= KML_MON_STUCK_CHANNEL;
         }
     }
-    /* confidence: the first maximum (a NaN never wins), the largest other, entropy */
-    for (i = 1; i < p->n_classes; ++i) {
-        if (smoothed[i] > smoothed[best]) {
-            best = i;
-        }
-    }
+    /* confidence: the entropy; the first maximum (a NaN never wins) and the largest of the
+     * others, in one pass: a score that loses to the maximum so far, or a maximum it
+     * replaces, is a candidate for the second. The twin's two passes give the same top and
+     * the same second but for the sign of a zero (equal scores of other bits are +-0),
+     * which can only flip a zero margin's sign: the running margin is the same. */
+    top = smoothed[0];
     for (i = 0; i < p->n_classes; ++i) {
-        const float q = smoothed[i];
-        if (i != best && q > second) {
-            second = q;
-        }
-        if (q >= KML_MON_F32_MIN) {
+        float q = smoothed[i];
+        uint32_t bits;
+        memcpy(&bits, &q, sizeof bits);
+        if (bits - 0x00800000u <= 0x7F000000u) { /* q >= FLT_MIN: a positive normal, or inf */
             ent = ent - q * kml_mon_log2(q);
         }
+        if (i > 0) {
+            if (q > top) {
+                const float t = top;
+                top = q;
+                q = t;
+            }
+            if (q > second) {
+                second = q;
+            }
+        }
     }
-    top = kml_mon_clamp(smoothed[best], 0.0f, 1.0f);
+    top = kml_mon_clamp(top, 0.0f, 1.0f);
     x[KML_MON_OOR] = (float)outside * p->inv_k;
     x[KML_MON_SCORE_OOD] = d2 * p->inv_k;
     x[KML_MON_TOP] = top;
@@ -162,16 +151,36 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
     x[KML_MON_ENTROPY] = kml_mon_clamp(ent * p->inv_log2_classes, 0.0f, 1.0f);
     x[KML_MON_UNCERTAIN] = uncertain ? 1.0f : 0.0f;
     for (i = 0; i < KML_MON_RUN; ++i) {
-        const float r = s->run[i] + p->alpha * (x[i] - s->run[i]);
+        const float xi = x[i], r = s->run[i] + p->alpha * (x[i] - s->run[i]);
         s->run[i] = r;
         if (r < p->run_lo[i] || r > p->run_hi[i]) {
             flags |= kml_mon_run_flag[i];
         }
-    }
-    /* change detection on the window's OOD score (detector 0) and top score (1) */
-    for (i = 0; i < KML_MON_PH; ++i) {
-        if (kml_mon_page_hinkley(p, s, i, x[KML_MON_SCORE_OOD + i])) {
-            flags |= KML_MON_CHANGE;
+        /* change detection on the window's OOD score (detector 0) and top score (1): two-sided
+         * Page-Hinkley, the deviation from the detector's running mean, less delta, summed and
+         * floored at 0 each way; past lambda it fires and starts again */
+        if ((uint32_t)i - KML_MON_SCORE_OOD < KML_MON_PH) {
+            const int32_t j = i - KML_MON_SCORE_OOD;
+            float n = s->ph_n[j], mean, dev, up, down;
+            if (n < p->ph_cap) {
+                n = n + 1.0f;
+            }
+            mean = s->ph_mean[j] + (xi - s->ph_mean[j]) / n;
+            dev = xi - mean;
+            up = s->ph_up[j] + dev - p->ph_delta[j];
+            down = s->ph_down[j] - dev - p->ph_delta[j];
+            up = up > 0.0f ? up : 0.0f;
+            down = down > 0.0f ? down : 0.0f;
+            if (n >= p->ph_min_windows && (up > p->ph_lambda[j] || down > p->ph_lambda[j])) {
+                n = 0.0f;
+                up = 0.0f;
+                down = 0.0f;
+                flags |= KML_MON_CHANGE;
+            }
+            s->ph_n[j] = n;
+            s->ph_mean[j] = mean;
+            s->ph_up[j] = up;
+            s->ph_down[j] = down;
         }
     }
     /* the record's counts (saturating) */
@@ -182,7 +191,7 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
         kml_mon_count(&s->rec.counts[decision < 5 ? decision : 5]);
     }
     if (uncertain) {
-        kml_mon_count(&s->rec.uncertain);
+        kml_mon_count(&s->rec.counts[6]);
     }
     bin = (int32_t)(top * (float)KML_MON_HIST); /* exact: a power of two; top in [0, 1] */
     kml_mon_count(&s->rec.hist[bin < KML_MON_HIST ? bin : KML_MON_HIST - 1]);
@@ -220,44 +229,23 @@ void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t 
     }
 }
 
-/* the bin midpoint (x 255, floor) of the q-th percentile of the record's histogram */
-KML_MON_OUTLINE static uint8_t kml_mon_quantile(const uint16_t *hist, uint32_t total, uint32_t q)
+/* n bytes of v, little-endian; returns the byte after them */
+KML_MON_OUTLINE static uint8_t *kml_mon_put(uint8_t *out, int32_t n, uint32_t v)
 {
-    uint32_t need, seen = 0;
-    int32_t b;
-    if (total == 0) {
-        return 0;
+    for (; n > 0; --n) {
+        *out++ = (uint8_t)(v & 0xFFu);
+        v >>= 8;
     }
-    need = (q * total + 99u) / 100u; /* the rank: ceil(q% of total), at least 1 */
-    if (need == 0) {
-        need = 1;
-    }
-    for (b = 0; b < KML_MON_HIST - 1; ++b) {
-        seen += hist[b];
-        if (seen >= need) {
-            break;
-        }
-    }
-    return (uint8_t)(((uint32_t)b * 2u + 1u) * 255u / (2u * KML_MON_HIST));
+    return out;
 }
 
-/* the record's fixed-point fields: v x scale in float32, clamped, truncated toward zero
- * (a negative value keeps its two's complement in the field's low bytes) */
-static uint32_t kml_mon_fixed(float v, float scale, float lo, float hi)
+/* a fixed-point field of n bytes: v x scale in float32, clamped, truncated toward zero (a
+ * negative value keeps its two's complement in the field's low bytes); the arguments in
+ * the registers kml_mon_clamp and kml_mon_put take them */
+KML_MON_OUTLINE static uint8_t *kml_mon_put_fixed(uint8_t *out, int32_t n, float v, float lo,
+                                                  float hi, float scale)
 {
-    return (uint32_t)(int32_t)kml_mon_clamp(v * scale, lo, hi);
-}
-
-static void kml_mon_put16(uint8_t *out, uint32_t v)
-{
-    out[0] = (uint8_t)(v & 0xFFu);
-    out[1] = (uint8_t)((v >> 8) & 0xFFu);
-}
-
-static void kml_mon_put32(uint8_t *out, uint32_t v)
-{
-    kml_mon_put16(out, v & 0xFFFFu);
-    kml_mon_put16(out + 2, v >> 16);
+    return kml_mon_put(out, n, (uint32_t)(int32_t)kml_mon_clamp(v * scale, lo, hi));
 }
 
 void kml_monitor_write_snapshot(const kml_monitor_params *p, kml_monitor_state *s,
@@ -265,44 +253,47 @@ void kml_monitor_write_snapshot(const kml_monitor_params *p, kml_monitor_state *
                           uint8_t out[KML_TELEMETRY_BYTES])
 {
     int32_t i, b;
-    uint32_t total = 0, crc = 0xFFFFu;
-    float drift = 0.0f, largest = 0.0f;
-    kml_mon_put16(out, 0x544Bu);
-    out[2] = 1;
-    out[3] = (uint8_t)(p->n_classes < 255 ? p->n_classes : 255);
-    for (i = 0; i < 8; ++i) {
-        out[4 + i] = model_id[i];
+    uint32_t total = 0, crc = 0xFFFFu, q, seen;
+    const uint32_t classes = (uint32_t)(p->n_classes < 255 ? p->n_classes : 255);
+    float drift = 0.0f;
+    uint8_t *o;
+    o = kml_mon_put(out, 4, 0x0001544Bu | classes << 24); /* "KT", format 1, classes */
+    memcpy(o, model_id, 8);
+    o = kml_mon_put(o + 8, 4, uptime_s);
+    o = kml_mon_put(o, 4, s->windows);
+    for (i = 0; i < 7; ++i) { /* the decision counts, then the uncertain count */
+        o = kml_mon_put(o, 2, s->rec.counts[i]);
     }
-    kml_mon_put32(out + 12, uptime_s);
-    kml_mon_put32(out + 16, s->windows);
-    for (i = 0; i < 6; ++i) {
-        kml_mon_put16(out + 20 + 2 * i, s->rec.counts[i]);
-    }
-    kml_mon_put16(out + 32, s->rec.uncertain);
     for (i = 0; i < KML_MON_HIST; ++i) {
         total += s->rec.hist[i];
     }
-    out[34] = kml_mon_quantile(s->rec.hist, total, 10u); /* top-score p10, p50, p90 */
-    out[35] = kml_mon_quantile(s->rec.hist, total, 50u);
-    out[36] = kml_mon_quantile(s->rec.hist, total, 90u);
-    out[37] = (uint8_t)kml_mon_fixed(s->run[KML_MON_OOR], 255.0f, 0.0f, 255.0f);
-    for (i = 0; i < p->n_monitored; ++i) { /* the first largest |EWMA z| */
-        const float a = s->z_mean[i] < 0.0f ? -s->z_mean[i] : s->z_mean[i];
-        if (a > largest) {
-            largest = a;
-            drift = s->z_mean[i];
+    /* top-score p10, p50, p90: the midpoint (x 255, floor) of the first bin whose cumulative
+     * count reaches q% of the total (the rank ceil(q% of total), at least 1); 0 if empty */
+    for (b = 0, q = 10u, seen = s->rec.hist[0]; q <= 90u;) {
+        if (b == KML_MON_HIST - 1 || 100u * seen >= q * total) {
+            *o++ = total ? (uint8_t)(((uint32_t)b * 2u + 1u) * 255u / (2u * KML_MON_HIST)) : 0u;
+            q += 40u;
+        } else {
+            seen += s->rec.hist[++b];
         }
     }
-    kml_mon_put16(out + 38, kml_mon_fixed(drift, 256.0f, -32768.0f, 32767.0f)); /* Q8.8 */
-    kml_mon_put16(out + 40, kml_mon_fixed(s->run[KML_MON_SCORE_OOD], 256.0f, 0.0f, 65535.0f));
-    kml_mon_put16(out + 42, kml_mon_fixed(s->run[KML_MON_ENTROPY], 65535.0f, 0.0f, 65535.0f));
-    kml_mon_put16(out + 44, s->rec.flags);
+    o = kml_mon_put_fixed(o, 1, s->run[KML_MON_OOR], 0.0f, 255.0f, 255.0f);
+    for (i = 0; i < p->n_monitored; ++i) { /* the first largest |EWMA z| */
+        const float z = s->z_mean[i];
+        if (KML_MON_ABS(z) > KML_MON_ABS(drift)) {
+            drift = z;
+        }
+    }
+    o = kml_mon_put_fixed(o, 2, drift, -32768.0f, 32767.0f, 256.0f); /* Q8.8 */
+    o = kml_mon_put_fixed(o, 2, s->run[KML_MON_SCORE_OOD], 0.0f, 65535.0f, 256.0f);
+    o = kml_mon_put_fixed(o, 2, s->run[KML_MON_ENTROPY], 0.0f, 65535.0f, 65535.0f);
+    o = kml_mon_put(o, 2, s->rec.flags);
     for (i = 0; i < KML_TELEMETRY_BYTES - 2; ++i) { /* CRC-16/CCITT-FALSE */
         crc ^= (uint32_t)out[i] << 8;
-        for (b = 0; b < 8; ++b) {
-            crc = (crc & 0x8000u) ? ((crc << 1) ^ 0x1021u) & 0xFFFFu : (crc << 1) & 0xFFFFu;
+        for (b = 0; b < 8; ++b) { /* bits above 15 never reach the low 16: masked at the end */
+            crc = (crc << 1) ^ ((crc & 0x8000u) ? 0x1021u : 0u);
         }
     }
-    kml_mon_put16(out + 46, crc);
-    s->rec = kml_mon_empty_record;
+    (void)kml_mon_put(o, 2, crc);
+    memset(&s->rec, 0, sizeof s->rec);
 }

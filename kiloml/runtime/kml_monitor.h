@@ -62,8 +62,8 @@ typedef struct {
 
 /* what a record counts; kml_monitor_write_snapshot starts it again */
 typedef struct {
-    uint16_t counts[6];          /* decisions per class (c >= 5: slot 5), saturating */
-    uint16_t uncertain;          /* uncertain candidates */
+    uint16_t counts[7];          /* decisions per class (c >= 5: slot 5), then [6] the
+                                  * uncertain candidates; saturating (the record's order) */
     uint16_t hist[KML_MON_HIST]; /* top-score histogram */
     uint16_t flags;              /* OR of the windows' flags */
 } kml_monitor_record;
