@@ -244,16 +244,22 @@ def _monitor_alarms(project: LoadedProject, pipeline: Pipeline, raw_recordings: 
                     split) -> dict:
     """[monitor] false_alarm_every: the limits calibrated on the held-out devices' clean
     streams (pipeline.monitor replaced); with [monitor] evaluate, the alarms evaluated on
-    them (metrics.json monitor.calibration and monitor.evaluation)."""
+    them (metrics.json monitor.calibration and monitor.evaluation); the training samples'
+    per-channel scale that drift severities are in (monitor.channel_scale)."""
     from kiloml.evaluate.perturb import ChannelScale
     from kiloml.monitor import assess
 
     section = project.config.monitor
     defaults = pipeline.monitor
+    held = set(split.test_groups)  # severities in units of the training samples
+    scale = ChannelScale.of_samples(np.concatenate(
+        [r.samples for r in raw_recordings if r.group not in held] or
+        [r.samples for r in raw_recordings]))
+    out: dict = {"channel_scale": {"std": scale.std.tolist(), "low": scale.low.tolist(),
+                                   "high": scale.high.tolist()}}
     if section.false_alarm_every is None and not section.evaluate:
-        return {}
+        return out
     devices = assess.held_out_devices(pipeline, raw_recordings, list(split.test_groups))
-    out: dict = {}
     calibration = None
     if section.false_alarm_every is not None:
         calibration = assess.calibrate_for_run(
@@ -262,10 +268,6 @@ def _monitor_alarms(project: LoadedProject, pipeline: Pipeline, raw_recordings: 
         pipeline.monitor = calibration.params
         out["calibration"] = {**calibration.report, "devices": devices.names}
     if section.evaluate and devices.names:
-        held = set(split.test_groups)  # severities in units of the training samples
-        scale = ChannelScale.of_samples(np.concatenate(
-            [r.samples for r in raw_recordings if r.group not in held] or
-            [r.samples for r in raw_recordings]))
         out["evaluation"] = assess.evaluate_for_run(
             pipeline, calibration, defaults, devices, scale, section.false_alarm_every)
     return out

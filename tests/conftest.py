@@ -101,6 +101,30 @@ def write_toy_project(root: Path, seconds: float = 8.0, rate_scale: int = 1) -> 
     return toml
 
 
+def write_activity_project(root: Path, minutes: dict[str, float], segment_s: float = 10.0
+                           ) -> Path:
+    """One CSV per subject with a label column: the toy activities in segments of
+    ``segment_s`` in random order (a device's day is many activities, not three blocks)."""
+    (root / "data").mkdir(parents=True)
+    for k, (subject, m) in enumerate(minutes.items()):
+        rng = np.random.default_rng(k)
+        parts, labels = [], []
+        for i in range(int(m * 60 / segment_s)):
+            label = list(CLASSES)[rng.integers(len(CLASSES))]
+            rows = signal(label, segment_s, seed=1000 * k + i)
+            rows[:, 0] += i * segment_s
+            parts.append(rows)
+            labels += [label] * len(rows)
+        rows = np.concatenate(parts)
+        lines = ["t,ax,ay,az,label"] + [",".join(f"{v:.6f}" for v in r) + f",{lab}"
+                                        for r, lab in zip(rows, labels, strict=True)]
+        (root / "data" / f"{subject}_day.csv").write_text("\n".join(lines) + "\n")
+    toml = root / "kiloml.toml"
+    toml.write_text(PROJECT_TOML.format(name="activity").replace(
+        "label_from_folder = true", 'label_column = "label"'))
+    return toml
+
+
 @pytest.fixture
 def csv_project(tmp_path: Path) -> CsvProject:
     """The toy project: three activities x four subjects, 8 s each."""

@@ -9,9 +9,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import CLASSES, PROJECT_TOML, CsvProject, assert_user_error, run_cli, signal
+from conftest import CsvProject, assert_user_error, run_cli, write_activity_project
 
+from kiloml.evaluate.perturb import ChannelScale
+from kiloml.monitor import delays, evaluate
+from kiloml.monitor.twin import Monitor
 from kiloml.persist.pipeline_state import load_pipeline
+from kiloml.verify.reference import Reference
 
 
 def monitor_toml(every: str | None, evaluate: bool = True) -> str:
@@ -30,30 +34,6 @@ def test_too_little_held_out_data_is_one_line(csv_project: CsvProject) -> None:
     number = int(line.split("kiloml.toml:")[1].split(":")[0])
     assert text[number - 1].startswith("false_alarm_every")
     assert not (csv_project.root / "out").exists()  # nothing half-written
-
-
-def write_activity_project(root: Path, minutes: dict[str, float], segment_s: float = 10.0
-                           ) -> Path:
-    """One CSV per subject with a label column: the toy activities in segments of
-    ``segment_s`` in random order (a device's day is many activities, not three blocks)."""
-    (root / "data").mkdir(parents=True)
-    for k, (subject, m) in enumerate(minutes.items()):
-        rng = np.random.default_rng(k)
-        parts, labels = [], []
-        for i in range(int(m * 60 / segment_s)):
-            label = list(CLASSES)[rng.integers(len(CLASSES))]
-            rows = signal(label, segment_s, seed=1000 * k + i)
-            rows[:, 0] += i * segment_s
-            parts.append(rows)
-            labels += [label] * len(rows)
-        rows = np.concatenate(parts)
-        lines = ["t,ax,ay,az,label"] + [",".join(f"{v:.6f}" for v in r) + f",{lab}"
-                                        for r, lab in zip(rows, labels, strict=True)]
-        (root / "data" / f"{subject}_day.csv").write_text("\n".join(lines) + "\n")
-    toml = root / "kiloml.toml"
-    toml.write_text(PROJECT_TOML.format(name="activity").replace(
-        "label_from_folder = true", 'label_column = "label"'))
-    return toml
 
 
 def test_calibrated_limits_reach_the_c_and_are_evaluated(tmp_path: Path) -> None:
@@ -79,6 +59,29 @@ def test_calibrated_limits_reach_the_c_and_are_evaluated(tmp_path: Path) -> None
     # the C holds the calibrated limits: its flags equal the twin's on the held-out stream
     par = m["parity"]["host"]["streaming"]["monitor"]
     assert par["flags_equal"] and par["snapshots_equal"]
+    # the evaluation's streams are the device's: the twin on evaluate.stream_of of the
+    # held-out recording gives the flags the C gave in verification, window for window
+    reference = Reference.load(out / "verify" / "reference.npz")
+    s = evaluate.stream_of(pipeline, reference.stream_samples)
+    steps = Monitor(pipeline.monitor).run(s.features, s.channel_variance, s.smoothed,
+                                          s.decisions, s.uncertain)
+    assert np.array_equal(steps.flags, reference.stream_monitor_flags)
+    # the dense onsets' fast path (only the windows a drift touches) gives the delay the
+    # whole drifted stream gives
+    scale = ChannelScale(*(np.asarray(mon["channel_scale"][k]) for k in ("std", "low", "high")))
+    base = delays.clean_device(pipeline, pipeline.monitor, reference.stream_samples, s)
+    rate = pipeline.input_rate_hz
+    for pert, sev, share in (("offset", 2.0, 0.2), ("clipping", 0.25, 0.4), ("gain", 20.0, 0.3)):
+        onset = int(len(reference.stream_samples) * share)
+        y = evaluate.gradual(reference.stream_samples, pert, sev, scale, rate, onset,
+                             int(evaluate.RAMP_S * rate))
+        whole = evaluate.stream_of(pipeline, y)
+        flags = evaluate.monitor_detector(pipeline.monitor)(whole)
+        ends = np.arange(len(flags)) * pipeline.stride_samples + pipeline.window_samples
+        onset_w = int(np.searchsorted(ends, onset + 1))
+        horizon = onset_w + int(delays.HORIZON_S / 0.5)
+        expected = evaluate.delay(flags[:horizon], onset_w, 0.5)
+        assert delays.drift_delay(pipeline, pipeline.monitor, base, y, onset) == expected
     ev = mon["evaluation"]
     assert ev["devices"] == ["s4"] and ev["false_alarm_every"] == "2h"
     names = ev["detectors"]
@@ -87,10 +90,13 @@ def test_calibrated_limits_reach_the_c_and_are_evaluated(tmp_path: Path) -> None
     summary = ev["summary"]
     assert summary["do-nothing"]["clean_alarms"] == 0
     drifts = summary["kiloml monitor (calibrated)"]["drift"]
-    assert len(drifts) == 14 and all(d["devices"] == 1 for d in drifts)
+    # the first onset and the dense ones (12 min: 4 min of onsets every 15 s)
+    assert len(drifts) == 14 and all(d["streams"] == 17 for d in drifts)
+    baseline = summary["do-nothing"]["drift"]
+    assert all(d["streams"] == 1 and d["detected"] == 0 for d in baseline)  # the first
     strong_offset = next(d for d in drifts if d["perturbation"] == "offset" and
                          d["severity"] == 2.0)
-    assert strong_offset["detected"] == 1  # two training sd on every feature's input
+    assert strong_offset["detected"] == 17  # two training sd: from every onset
     assert ev["leave_one_device_out"] == []  # one held-out device: nothing to leave out
     assert [t["what"] for t in ev["timelines"]] == ["clean", "offset 2 from 240 s"]
     report = (out / "report.html").read_text()

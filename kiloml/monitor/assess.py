@@ -21,6 +21,7 @@ from kiloml.data.recording import Recording
 from kiloml.errors import KilomlError
 from kiloml.evaluate.perturb import ChannelScale
 from kiloml.monitor import calibrate as cal
+from kiloml.monitor import delays
 from kiloml.monitor import evaluate as ev
 from kiloml.monitor.config import MonitorParams
 from kiloml.monitor.harness import Stream
@@ -34,6 +35,7 @@ MAX_BOOTSTRAP_WINDOWS = 40_000  # a bootstrapped clean device: a device-day, at 
 # bootstraps whole device-days)
 TIMELINE_POINTS = 1500           # points per timeline kept for the report's plot
 WHERE = "[monitor] false_alarm_every"
+CALIBRATED = "kiloml monitor (calibrated)"
 
 
 @dataclass
@@ -95,7 +97,7 @@ def _detectors(calibrated: MonitorParams | None, defaults: MonitorParams, period
                ood) -> dict:
     out = {}
     if calibrated is not None:
-        out["kiloml monitor (calibrated)"] = ev.monitor_detector(calibrated)
+        out[CALIBRATED] = ev.monitor_detector(calibrated)
     out["kiloml monitor (training defaults)"] = ev.monitor_detector(defaults)
     out["do-nothing"] = ev.never
     out[f"periodic (every {period} windows)"] = ev.periodic_detector(period)
@@ -156,8 +158,12 @@ def evaluate_for_run(pipeline: Pipeline, calibration: cal.Calibration | None,
         if calibration is not None and every is not None and len(devices.names) >= 2:
             out["leave_one_device_out"] = _leave_one_out(defaults, devices, every, stride,
                                                          block, day, rng)
+        # every drift from a third of each device's stream for every detector; the
+        # calibrated monitor also from dense onsets (kiloml.monitor.delays): its worst
+        # delay is the calibrated delay
         jobs = [(i, pert, sev, severities) for i in range(len(devices.names))
                 for pert, severities in ev.SEVERITIES.items() for sev in severities]
+        bases = {}
         for i, pert, sev, severities in track(jobs, "monitor: drifts"):
             name, x = devices.names[i], devices.samples[i]
             onset = len(x) // 3
@@ -174,6 +180,17 @@ def evaluate_for_run(pipeline: Pipeline, calibration: cal.Calibration | None,
                 row["detectors"][det_name] = dataclasses.asdict(
                     ev.delay(det(s), onset_w, stride))
             out["drift"].append(row)
+            if calibrated is not None:
+                if i not in bases:
+                    bases[i] = delays.clean_device(pipeline, calibrated, x,
+                                                   devices.streams[i])
+                for dense in delays.onsets(len(x), rate):
+                    y = ev.gradual(x, pert, sev, scale, rate, dense, int(ev.RAMP_S * rate),
+                                   seed=seed, index=i)
+                    d = delays.drift_delay(pipeline, calibrated, bases[i], y, dense)
+                    out["drift"].append({"device": name, "perturbation": pert,
+                                         "severity": sev, "onset_s": dense / rate,
+                                         "detectors": {CALIBRATED: dataclasses.asdict(d)}})
             if i == 0 and pert == "offset" and sev == severities[-1]:
                 steps = Monitor(calibrated if calibrated is not None else defaults).run(
                     s.features, s.channel_variance, s.smoothed, s.decisions, s.uncertain)
@@ -211,7 +228,8 @@ def _leave_one_out(defaults: MonitorParams, devices: HeldOutDevices, every: str,
 
 def summary(out: dict) -> dict:
     """Per detector: clean false alarms per device-day (all devices' windows together) and,
-    per perturbation and severity, devices detected and the delays (median, max)."""
+    per perturbation and severity, the drifted streams (devices x onsets) it detected and
+    the delays (median, max)."""
     stride = out["stride_s"]
     res: dict = {}
     for det in out["detectors"]:
@@ -220,21 +238,29 @@ def summary(out: dict) -> dict:
         boot = [r["detectors"][det].get("bootstrap_per_device_day") for r in out["clean"]]
         drift: dict = {}
         for row in out["drift"]:
-            d = row["detectors"][det]
+            d = row["detectors"].get(det)
+            if d is None:  # a dense onset: the calibrated monitor's alone
+                continue
             key = f"{row['perturbation']}:{row['severity']:g}"
             e = drift.setdefault(key, {"perturbation": row["perturbation"],
-                                       "severity": row["severity"], "devices": 0,
+                                       "severity": row["severity"], "streams": 0,
                                        "detected": 0, "delays_s": [],
                                        "alarms_before_onset": 0})
-            e["devices"] += 1
+            e["streams"] += 1
             e["alarms_before_onset"] += d["alarms_before_onset"]
             if d["detected"]:
                 e["detected"] += 1
                 e["delays_s"].append(d["seconds"])
         for e in drift.values():
-            delays = e.pop("delays_s")
-            e["delay_s_median"] = float(np.median(delays)) if delays else None
-            e["delay_s_max"] = float(max(delays)) if delays else None
+            found = e.pop("delays_s")
+            e["delay_s_median"] = float(np.median(found)) if found else None
+            e["delay_s_max"] = float(max(found)) if found else None
+            if det == CALIBRATED:
+                # an onset between two evaluated ones: the drift from the next one is weaker
+                # at every moment, so (a stronger drift flagged no later) it is flagged by
+                # then: the worst delay plus the onsets' spacing
+                e["calibrated_delay_s"] = (e["delay_s_max"] + delays.ONSET_SPACING_S
+                                           if e["detected"] == e["streams"] else None)
         res[det] = {"clean_windows": windows, "clean_alarms": alarms,
                     "clean_per_device_day": ev.per_device_day(alarms, windows, stride)
                     if windows else None,

@@ -24,11 +24,11 @@ import numpy as np
 
 from kiloml.data.recording import Recording
 from kiloml.data.windows import window_starts
-from kiloml.decision.layer import DecisionLayer
+from kiloml.decision.layer import UNCERTAIN, DecisionLayer
 from kiloml.evaluate.perturb import ChannelScale, perturb_samples
 from kiloml.monitor.config import MonitorParams
 from kiloml.monitor.harness import Stream
-from kiloml.monitor.signals import channel_variance
+from kiloml.monitor.signals import channel_variances
 from kiloml.monitor.twin import Monitor
 from kiloml.optional import needs
 from kiloml.pipeline import Pipeline
@@ -62,10 +62,11 @@ def stream_of(pipeline: Pipeline, samples: np.ndarray) -> Stream:
     device = pipeline.device_scores(feats)
     labels = np.argmax(device, axis=1)
     steps = DecisionLayer(pipeline.decision_params).run(device, labels)
-    cv = np.stack([channel_variance(w) for w in windows]) if len(windows) else \
-        np.zeros((0, x.shape[1]), F32)
+    cv = channel_variances(windows) if len(windows) else np.zeros((0, x.shape[1]), F32)
     uptime = ((starts + pipeline.window_samples) / pipeline.sample_rate_hz).astype(np.uint32)
-    return Stream(feats, cv, steps.smoothed, steps.decision, steps.decision < 0, uptime)
+    # uncertain as kml_decide_latest passes it: the candidate, not the held decision
+    return Stream(feats, cv, steps.smoothed, steps.decision, steps.candidate == UNCERTAIN,
+                  uptime)
 
 
 def weight(n: int, onset: int, ramp: int) -> np.ndarray:

@@ -153,16 +153,17 @@ def _delays(e: dict) -> list[str]:
         for det in dets:
             x = e["summary"][det]["drift"][i]
             text = "missed" if x["delay_s_median"] is None else \
-                f"{x['delay_s_median']:.0f} s ({x['detected']}/{x['devices']})"
+                f"{x['delay_s_median']:.0f} s ({x['detected']}/{x['streams']})"
             if x["alarms_before_onset"]:
                 text += f", {x['alarms_before_onset']} FA before"
             cells.append(text)
         rows.append((pert, f"{sev:g}", *cells))
     return ["<h3>Detection delay of gradual drifts</h3>",
             f"<p class='muted'>kiloml stress's perturbations grow from 0 to full severity over "
-            f"{e['ramp_s']:g} s from a third of each held-out device's stream; median delay "
-            "from the onset to the first alarm (devices detected / devices). The do-nothing "
-            "detector misses everything.</p>",
+            f"{e['ramp_s']:g} s; median delay from the onset to the first alarm (drifted "
+            "streams detected / streams: each held-out device from several onsets for the "
+            "monitors, from the first for the baselines). The do-nothing detector misses "
+            "everything.</p>",
             html_table(rows, ("perturbation", "severity", *map(html.escape, dets)))]
 
 
