@@ -267,6 +267,7 @@ def _monitor_alarms(project: LoadedProject, pipeline: Pipeline, raw_recordings: 
             locate(project, ("monitor",), "false_alarm_every"))
         pipeline.monitor = calibration.params
         out["calibration"] = {**calibration.report, "devices": devices.names}
+    out["reference"] = assess.reference_values(pipeline.monitor, devices)
     if section.evaluate and devices.names:
         out["evaluation"] = assess.evaluate_for_run(
             pipeline, calibration, defaults, devices, scale, section.false_alarm_every)

@@ -52,8 +52,11 @@ def test_fifty_devices_five_drifting(tmp_path: Path) -> None:
                                       | set(s["late_or_early"]))]
     assert s["false_alarms"] == [], detail   # none of the 45
     assert s["missed"] == [], detail         # all 5 ...
-    print([r for r in s["devices"] if r["drifting"]])
     assert s["late_or_early"] == [], detail  # ... within the calibrated delay
     assert s["exact"] and s["within"]
-    alarmed = {d["device"] for d in json.loads(js.read_text())["devices"] if d["alarm"]}
+    fleet = json.loads(js.read_text())
+    # one model version, compared with the run's clean held-out reference
+    assert [m["devices"] for m in fleet["models"]] == [50]
+    assert fleet["models"][0]["reference"] == metrics["monitor"]["reference"]
+    alarmed = {d["device"] for d in fleet["devices"] if d["alarm"]}
     assert alarmed == {d["device"] for d in truth["drifting"]}

@@ -82,6 +82,10 @@ def test_calibrated_limits_reach_the_c_and_are_evaluated(tmp_path: Path) -> None
         horizon = onset_w + int(delays.HORIZON_S / 0.5)
         expected = evaluate.delay(flags[:horizon], onset_w, 0.5)
         assert delays.drift_delay(pipeline, pipeline.monitor, base, y, onset) == expected
+    # the clean held-out devices' telemetry trend values, for the fleet report's reference
+    ref = mon["reference"]
+    assert set(ref) == {"top_score_p50", "drift_z", "ood_score", "out_of_range_rate"}
+    assert 0 < ref["top_score_p50"] <= 1 and 0 <= ref["out_of_range_rate"] < 0.5
     ev = mon["evaluation"]
     assert ev["devices"] == ["s4"] and ev["false_alarm_every"] == "2h"
     names = ev["detectors"]

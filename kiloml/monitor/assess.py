@@ -78,6 +78,25 @@ def calibrate_for_run(every: str, params: MonitorParams, pipeline: Pipeline,
         raise
 
 
+def reference_values(params: MonitorParams, devices: HeldOutDevices) -> dict:
+    """metrics.json monitor.reference: what the telemetry's trend fields read on the clean
+    held-out devices (medians over their windows), for the fleet report's comparison."""
+    if not devices.streams:
+        return {}
+    k = params.n_monitored
+    tops, drift, ood, oor = [], [], [], []
+    for s in devices.streams:
+        steps = Monitor(params).run(s.features, s.channel_variance, s.smoothed, s.decisions,
+                                    s.uncertain)
+        tops.append(cal.window_inputs(params, s)[:, k + 3])
+        drift.append(np.abs(steps.signals[:, :k]).max(axis=1))
+        oor.append(steps.signals[:, 2 * k])
+        ood.append(steps.signals[:, 2 * k + 1])
+    return {name: float(np.median(np.concatenate(v))) for name, v in
+            (("top_score_p50", tops), ("drift_z", drift), ("ood_score", ood),
+             ("out_of_range_rate", oor))}
+
+
 def _timeline(steps, stride: float, first_window_s: float) -> dict:
     """The running OOD score, the largest |EWMA z| and the flags, thinned for a plot."""
     n = len(steps.flags)
