@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/monitor_eval.py
 	$(BIN)/python bench/fleet_ingest.py
+	$(BIN)/python bench/fleet_acceptance.py
 
 # The wheel in new virtual environments (tests/test_packaging.py): Python 3.11, 3.12 and
 # 3.13 with the base install (a tree project; the one-line error naming each missing extra),
