@@ -84,6 +84,9 @@ def test_family_is_clean_under_sanitizers(name: str, work: Path) -> None:
     assert p["decide"]["finite"]["calls"] >= 100 and p["decide"]["non_finite"]["calls"] >= 100
     if family.group == "decision":
         assert s["decisions"][0] > 0  # the layer does say "uncertain"
+    if "[monitor]" in (family.toml or ""):  # every 5th streamed window wrote a record
+        assert s["monitor_records"] >= s["streamed_windows"] // 5 - s["streams"]
+        assert s["monitor_flagged_windows"] > 0  # hostile streams do raise flags
 
 
 def _quantize_graph(n: int, q: Quantization) -> Graph:

@@ -193,6 +193,11 @@ def _decision_families() -> list[Family]:
                _window() + STATS + _forest() + calibrated),
         Family("majority-min_margin-hysteresis", "decision",
                _window() + STATS + _forest(style="inline", leaves="uint8") + majority),
+        # the on-device monitor after the layer: kml_decide_latest updates it on hostile
+        # streams; the harness reads its flags and telemetry records
+        Family("monitor-after-the-layer", "decision",
+               _window() + STATS + _forest() + calibrated
+               + "[monitor]\nfeatures = 4\nsnapshot_every = 8\n"),
         Family("min_score-network", "decision",
                _window() + STATS + '[model]\nkind = "mlp"\nhidden = [8]\nepochs = 3\n'
                'validation_groups = 1\n' + '[decision]\nmin_score = 0.5\n'
@@ -277,6 +282,13 @@ def build_pipeline(family: Family, work: Path) -> Pipeline:
                          windows.group[split.train], progress=False)
         oof = model_family.out_of_fold_scores(cv, pipeline.model, x, split)
     pipeline.decision = decision_params(cfg.decision, windows, split, oof, project.path)
+    if cfg.monitor is not None:
+        from kiloml.monitor.project import fit_for_run
+
+        pipeline.monitor = fit_for_run(cfg.monitor, pipeline.model, x.reshape(len(x), -1),
+                                       windows.x, split.train, oof, pipeline.n_classes,
+                                       len(pipeline.feature_names()), project.path)
+        pipeline.monitor_snapshot_every = cfg.monitor.snapshot_every
     return pipeline
 
 

@@ -97,6 +97,41 @@ static void check_decision(const kml_decision_t *d, int32_t returned)
     hash_bytes(&d->decision, sizeof d->decision);
 }
 
+#ifdef KML_MONITOR
+/* The monitor after kml_decide_latest: only its named flag bits, and every telemetry
+ * record whole (magic, version, classes, CRC-16/CCITT-FALSE over bytes 0..45). */
+static long long monitor_records, monitor_flagged;
+
+static void check_monitor(int32_t window, uint32_t uptime_s)
+{
+    uint16_t flags = kml_monitor_flags();
+    CHECK((flags & ~0x7Fu) == 0, "a reserved monitor flag bit is set");
+    monitor_flagged += flags != 0;
+    if (window % 5 == 4) {
+        uint8_t rec[KML_TELEMETRY_RECORD_BYTES + 1];
+        uint16_t crc = 0xFFFF;
+        int32_t i, bit;
+        rec[KML_TELEMETRY_RECORD_BYTES] = 0xA5; /* a guard byte after the record */
+        kml_monitor_snapshot(uptime_s, rec);
+        CHECK(rec[KML_TELEMETRY_RECORD_BYTES] == 0xA5, "the snapshot wrote past 48 bytes");
+        CHECK(rec[0] == 0x4B && rec[1] == 0x54 && rec[2] == 1, "bad record magic / version");
+        CHECK(rec[3] == KML_CLASSES, "the record's class count");
+        for (i = 0; i < 46; ++i) {
+            crc ^= (uint16_t)(rec[i] << 8);
+            for (bit = 0; bit < 8; ++bit) {
+                uint32_t wide = (uint32_t)crc << 1;
+                crc = (uint16_t)((crc & 0x8000u) ? wide ^ 0x1021u : wide);
+            }
+        }
+        CHECK(rec[46] == (crc & 0xFF) && rec[47] == (crc >> 8), "the record's CRC");
+        CHECK(((uint16_t)(rec[44] | (rec[45] << 8)) & ~0x7Fu) == 0,
+              "a reserved flag bit in the record");
+        hash_bytes(rec, KML_TELEMETRY_RECORD_BYTES);
+        ++monitor_records;
+    }
+}
+#endif
+
 static int all_finite(const float *x, int32_t n)
 {
     int32_t i;
@@ -209,6 +244,9 @@ static int32_t run_stream(int32_t index, int finite_only, long long *pushed, FIL
             int32_t label;
             CHECK(reported < MAX_STREAM_WINDOWS + 1, "more windows than samples allow");
             check_decision(decision, kml_decide_latest(decision));
+#ifdef KML_MONITOR
+            check_monitor(reported, (uint32_t)s);
+#endif
             label = kml_classify_latest(result);
             check_result(result, label);
             CHECK(label == decision->label, "the same window classified twice differs");
@@ -381,6 +419,10 @@ int main(int argc, char **argv)
     print_counts("labels", label_counts, KML_CLASSES);
     print_counts("stream_labels", stream_label_counts, KML_CLASSES);
     print_counts("decisions", decision_counts, KML_CLASSES + 1);
+#ifdef KML_MONITOR
+    printf("\"monitor_records\": %lld, \"monitor_flagged_windows\": %lld, ", monitor_records,
+           monitor_flagged);
+#endif
     printf("\"checksum\": \"%016llx\"}\n", (unsigned long long)checksum);
     return 0;
 }
