@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 
 from kiloml.report.elements import Section, html_table, png_img, status_cell
 
-MONITOR_COLORS = {"kiloml monitor (calibrated)": "#1f77b4",
-                  "kiloml monitor (training defaults)": "#9ecae1"}
+DETECTOR_COLORS = {"kiloml monitor (calibrated)": "#1f77b4",
+                   "kiloml monitor (training defaults)": "#9ecae1",
+                   "ADWIN (river defaults)": "#ff7f0e", "KSWIN (river defaults)": "#2ca02c"}
 
 
 def timeline_figure(timelines: list[dict], ood_limit: float, z_limit: float) -> Figure:
@@ -67,7 +68,11 @@ def delay_figure(summary: dict, ramp_s: float) -> Figure:
             x = [f"{e['severity']:g}" for e in es]
             y = [e["delay_s_median"] if e["delay_s_median"] is not None else ceiling
                  for e in es]
-            ax.plot(x, y, marker="o", lw=1.2, color=MONITOR_COLORS.get(det), label=det)
+            # a detector already alarming before the onset is "fast" by chance: dashed
+            early = any(e["alarms_before_onset"] for e in es)
+            ax.plot(x, y, marker="o", lw=1.2, color=DETECTOR_COLORS.get(det),
+                    ls="--" if early else "-",
+                    label=det + (" (alarms before the onset)" if early else ""))
             miss = [i for i, e in enumerate(es) if e["delay_s_median"] is None]
             if miss:
                 ax.scatter([x[i] for i in miss], [ceiling] * len(miss), marker="x",
@@ -88,10 +93,11 @@ def delay_figure(summary: dict, ramp_s: float) -> Figure:
     return fig
 
 
-def _cost(m: dict) -> list[str]:
+def _cost(m: dict, feature_names: list[str]) -> list[str]:
     p = m["params"]
     t = p["thresholds"]
-    rows = [("monitored features", html.escape(", ".join(str(i) for i in p["index"]))),
+    names = [feature_names[i] if 0 <= i < len(feature_names) else str(i) for i in p["index"]]
+    rows = [("monitored features", html.escape(", ".join(names))),
             ("channels watched for stuck", str(p["n_channels"])),
             ("EWMA weight", f"{p['alpha']:g}"), ("limits", html.escape(t["source"])),
             ("RAM estimate", f"{m['ram_estimate']['total']} B"),
@@ -173,7 +179,7 @@ def monitor_section(metrics: dict) -> Section | None:
         return None
     section = Section("monitor", "On-device monitor and alarms")
     parts = section.body
-    parts += _cost(m)
+    parts += _cost(m, metrics.get("features", {}).get("names", []))
     rows = []
     for where, par in metrics.get("parity", {}).items():
         mon = par.get("streaming", {}).get("monitor")
