@@ -125,8 +125,10 @@ times are device uptime &middot; JSON: <a href="/api/devices">/api/devices</a>,
 <a href="/api/stats">/api/stats</a></p>
 <section id="counts"><h2>Counts</h2>{_counts(summary, stats)}</section>
 <section id="devices"><h2>Devices, ranked by alarm</h2>
-<p class="muted">In alarm first (a larger share of flagged records, then an earlier first
-alarm); the signal columns are each device's latest record.</p>
+<p class="muted">A device is in alarm when {summary["confirm_records"]} consecutive records
+carry a monitor flag (first alarm: the record that confirms it). In alarm first (a larger
+share of flagged records, then an earlier first alarm); the signal columns are each
+device's latest record.</p>
 {devices}</section>
 <section id="alarms"><h2>Alarms</h2>{_alarm_table(summary["alarms"])}</section>
 </body></html>
