@@ -133,7 +133,8 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
     if cfg.monitor is not None:
         pipeline.monitor = fit_monitor_for_run(
             cfg.monitor, pipeline.model, features, windows.x, split.train, oof_scores,
-            pipeline.n_classes, len(pipeline.feature_names()), project.path)
+            pipeline.n_classes, len(pipeline.feature_names()), project.path,
+            labels=windows.y, channels=list(pipeline.channels))
         pipeline.monitor_snapshot_every = cfg.monitor.snapshot_every
         monitor_alarms = _monitor_alarms(project, pipeline, raw_recordings, split)
     with warnings.catch_warnings():

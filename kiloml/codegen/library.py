@@ -410,7 +410,7 @@ def _monitor_state(p: Pipeline) -> str:
 def _decision_functions(p: Pipeline) -> str:
     if p.monitor is None:
         return decision_functions()
-    return monitor_c.functions() + monitor_c.decide_latest(decision_functions())
+    return monitor_c.functions(p) + monitor_c.decide_latest(decision_functions())
 
 
 # --- whole recordings ([window] mode = "recording") --------------------------------------

@@ -40,6 +40,12 @@ class NetworkC:
     input_exprs: list[str] = field(default_factory=list)   # every graph input, in order
     output_exprs: list[str] = field(default_factory=list)  # every graph output, in order
 
+    def pointer(self, index: int, ctype: str) -> str:
+        """C expression: a pointer to tensor ``index`` where the plan put it in the arena
+        (an intermediate tensor stays there after the invoke unless a later op reused its
+        bytes: kiloml.nn.logits.survive)."""
+        return f"({ctype} *)({self.prefix.upper()}ARENA + {self.plan.offsets[index]})"
+
 
 def _int(v: object) -> str:
     v = int(v)  # type: ignore[arg-type]

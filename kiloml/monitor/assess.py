@@ -87,8 +87,8 @@ def reference_values(params: MonitorParams, devices: HeldOutDevices) -> dict:
     tops, drift, ood, oor = [], [], [], []
     for s in devices.streams:
         steps = Monitor(params).run(s.features, s.channel_variance, s.smoothed, s.decisions,
-                                    s.uncertain)
-        tops.append(cal.window_inputs(params, s)[:, k + 3])
+                                    s.uncertain, s.ood)
+        tops.append(cal.window_inputs(params, s)[:, k + 2])  # z[k], oor, ood, top
         drift.append(np.abs(steps.signals[:, :k]).max(axis=1))
         oor.append(steps.signals[:, 2 * k])
         ood.append(steps.signals[:, 2 * k + 1])
@@ -170,7 +170,7 @@ def evaluate_for_run(pipeline: Pipeline, calibration: cal.Calibration | None,
             out["clean"].append(row)
             shown = calibrated if calibrated is not None else defaults
             steps = Monitor(shown).run(s.features, s.channel_variance, s.smoothed,
-                                       s.decisions, s.uncertain)
+                                       s.decisions, s.uncertain, s.ood)
             out["timelines"].append({"device": name, "what": "clean",
                                      **_timeline(steps, stride, float(s.uptime_s[0]) if n
                                                  else 0.0)})
@@ -212,7 +212,8 @@ def evaluate_for_run(pipeline: Pipeline, calibration: cal.Calibration | None,
                                          "detectors": {CALIBRATED: dataclasses.asdict(d)}})
             if i == 0 and pert == "offset" and sev == severities[-1]:
                 steps = Monitor(calibrated if calibrated is not None else defaults).run(
-                    s.features, s.channel_variance, s.smoothed, s.decisions, s.uncertain)
+                    s.features, s.channel_variance, s.smoothed, s.decisions, s.uncertain,
+                    s.ood)
                 out["timelines"].append({
                     "device": name, "what": f"offset {sev:g} from {onset / rate:.0f} s",
                     "onset_s": onset / rate,

@@ -99,7 +99,8 @@ def duration_text(seconds: float) -> str:
 
 def window_inputs(p: MonitorParams, s: Stream) -> np.ndarray:
     """float64 [N, k + 6]: clipped z of the monitored features, out-of-range share, OOD
-    score, top score, margin, entropy, uncertain (what kml_monitor_update averages)."""
+    score (the mean squared z, or a network's energy less the offset: Stream.ood), top
+    score, margin, entropy, uncertain (what kml_monitor_update averages)."""
     x = np.asarray(s.features, np.float64)[:, p.index]
     with np.errstate(all="ignore"):
         z = (x - p.mean.astype(np.float64)) * p.inv_sd.astype(np.float64)
@@ -107,7 +108,12 @@ def window_inputs(p: MonitorParams, s: Stream) -> np.ndarray:
     z = np.where(np.isnan(z), clip, np.clip(z, -clip, clip))
     inside = (x >= p.lo) & (x <= p.hi)
     oor = 1.0 - inside.mean(axis=1)
-    ood = (z * z).mean(axis=1)
+    if p.energy:
+        if s.ood is None:
+            raise ValueError("this monitor's OOD input is the energy: the stream has none")
+        ood = (np.asarray(s.ood, F32) - F32(p.energy_offset)).astype(np.float64)
+    else:
+        ood = (z * z).mean(axis=1)
     inv = F32(1.0 / np.log2(p.n_classes))
     conf = np.array([confidence(np.asarray(row, F32), inv) for row in s.smoothed], np.float64)
     conf = conf.reshape(len(x), 3)

@@ -13,6 +13,14 @@ N_PAGE_HINKLEY = 2  # detector 0: the per-window OOD score; 1: the per-window to
 RUN_SIGNALS = ("oor", "ood", "top", "margin", "entropy", "uncertain")
 RUN_FLAGS = ("OUT_OF_RANGE", "OOD", "LOW_CONFIDENCE", "LOW_CONFIDENCE", "LOW_CONFIDENCE",
              "UNCERTAIN_RATE")
+# what the monitored inputs are: positions in the feature vector (kml_feature_buf), or in
+# the raw window's per-channel statistics [means, variances] (kml_monitor_channel_moments:
+# a model that reads the window has no feature vector worth watching)
+INPUTS = ("features", "channels")
+# the per-window out-of-distribution input: the mean squared clipped z of the monitored
+# inputs (the diagonal Mahalanobis distance squared over k), or a network's energy score
+# less energy_offset (kiloml.monitor.energy)
+OOD_SCORES = ("mahalanobis", "energy")
 
 
 @dataclass(frozen=True)
@@ -112,11 +120,27 @@ class MonitorParams:
     ph_cap: int
     ph_min_windows: int
     fit: dict = field(default_factory=dict)  # what the fit saw (for the report)
+    inputs: str = "features"   # INPUTS: what index points into
+    ood: str = "mahalanobis"   # OOD_SCORES
+    # energy: the OOD input is the energy less this (the training windows' low range
+    # quantile), so in-distribution values are >= 0 as the record's unsigned Q8.8 field
+    # needs (a constant: the EWMA, its limit and Page-Hinkley move with it)
+    energy_offset: float = 0.0
+    init_ood: float = 1.0  # the running OOD's start (mean squared z: 1 in distribution)
+    names: list[str] = field(default_factory=list)  # of the monitored inputs (the report)
 
     def __post_init__(self) -> None:
         self.index = np.asarray(self.index, np.int32)
         for name in ("mean", "inv_sd", "lo", "hi", "floor"):
             setattr(self, name, np.asarray(getattr(self, name), F32))
+        if self.inputs not in INPUTS:
+            raise ValueError(f"inputs must be one of {', '.join(INPUTS)}")
+        if self.ood not in OOD_SCORES:
+            raise ValueError(f"ood must be one of {', '.join(OOD_SCORES)}")
+        if self.inputs == "channels" and (self.index >= 2 * self.n_channels).any():
+            raise ValueError("a monitored channel statistic past the 2 x channels")
+        if not np.isfinite(F32(self.energy_offset)):
+            raise ValueError("energy_offset must be finite")
         if self.n_classes < 2:
             raise ValueError("the monitor needs at least 2 classes")
         if self.n_monitored < 1:
@@ -139,13 +163,27 @@ class MonitorParams:
         return {"alpha": F32(self.alpha), "one_minus_alpha": F32(F32(1.0) - F32(self.alpha)),
                 "z_clip": F32(self.z_clip), "inv_k": F32(F32(1.0) / k),
                 "inv_log2_classes": F32(1.0 / np.log2(self.n_classes)),
-                "run_init": np.asarray([0.0, 1.0, self.init_top, self.init_margin,
+                "run_init": np.asarray([0.0, self.init_ood, self.init_top, self.init_margin,
                                         self.init_entropy, 0.0], F32),
                 "run_lo": lo, "run_hi": hi, "ph_cap": F32(self.ph_cap),
                 "ph_min_windows": F32(self.ph_min_windows)}
 
+    @property
+    def energy(self) -> bool:
+        return self.ood == "energy"
+
+    @property
+    def n_inputs(self) -> int | None:
+        """The length of the vector the monitored inputs are taken from, when fixed."""
+        return 2 * self.n_channels if self.inputs == "channels" else None
+
     def describe(self) -> dict:
-        return {"index": self.index.tolist(), "n_channels": self.n_channels,
-                "n_classes": self.n_classes, "stuck_windows": self.stuck_windows,
-                "alpha": self.alpha, "z_clip": self.z_clip,
-                "thresholds": asdict(self.thresholds), "fit": self.fit}
+        out = {"index": self.index.tolist(), "n_channels": self.n_channels,
+               "n_classes": self.n_classes, "stuck_windows": self.stuck_windows,
+               "alpha": self.alpha, "z_clip": self.z_clip,
+               "thresholds": asdict(self.thresholds), "fit": self.fit}
+        if self.inputs != "features" or self.energy:  # the tree / linear form as it was
+            out.update(inputs=self.inputs, ood=self.ood,
+                       energy_offset=float(F32(self.energy_offset)), init_ood=self.init_ood,
+                       names=list(self.names))
+        return out

@@ -21,7 +21,7 @@ from kiloml.decision.layer import UNCERTAIN, DecisionLayer
 from kiloml.monitor import evaluate as ev
 from kiloml.monitor.config import MonitorParams
 from kiloml.monitor.harness import Stream
-from kiloml.monitor.signals import channel_variances
+from kiloml.monitor.inputs import monitor_inputs
 from kiloml.monitor.twin import Monitor
 from kiloml.pipeline import Pipeline
 
@@ -68,10 +68,19 @@ def clean_device(pipeline: Pipeline, params: MonitorParams, samples: np.ndarray,
         before.append(_clone(m))
         flags[i] = m.update(stream.features[i], stream.channel_variance[i],
                             stream.smoothed[i], int(stream.decisions[i]),
-                            bool(stream.uncertain[i]))
+                            bool(stream.uncertain[i]),
+                            None if stream.ood is None else stream.ood[i])
     before.append(_clone(m))
-    return CleanDevice(np.asarray(samples, F32), stream, starts,
-                       pipeline.device_scores(stream.features), before, flags)
+    x = np.asarray(samples, F32)
+    if params.inputs == "features":  # the stream holds the model's features
+        scores = pipeline.device_scores(stream.features)
+    elif pipeline.preprocess or not n:  # drift_delay runs whole streams: no scores needed
+        scores = np.zeros((n, pipeline.n_classes), F32)
+    else:  # the stream holds channel moments: the model's inputs from the windows
+        windows = np.ascontiguousarray(x[starts[:, None] + np.arange(pipeline.window_samples)])
+        with np.errstate(all="ignore"):
+            scores = pipeline.device_scores(pipeline.compute_features_batched(windows))
+    return CleanDevice(x, stream, starts, scores, before, flags)
 
 
 def drift_delay(pipeline: Pipeline, params: MonitorParams, base: CleanDevice,
@@ -96,11 +105,14 @@ def drift_delay(pipeline: Pipeline, params: MonitorParams, base: CleanDevice,
         windows = np.ascontiguousarray(y[idx])  # [windows, samples, channels]
         with np.errstate(all="ignore"):
             feats = pipeline.compute_features_batched(windows)
-        scores = np.concatenate([base.scores[:first], pipeline.device_scores(feats)])
+        inputs = monitor_inputs(pipeline, windows, feats, params)
+        scores = np.concatenate([base.scores[:first], inputs.scores])
         steps = DecisionLayer(pipeline.decision_params).run(scores, np.argmax(scores, axis=1))
-        cv = channel_variances(windows)
         m = _clone(base.before[first])
         for i in range(first, stop):
-            flags[i] = m.update(feats[i - first], cv[i - first], steps.smoothed[i],
-                                int(steps.decision[i]), bool(steps.candidate[i] == UNCERTAIN))
+            j = i - first
+            flags[i] = m.update(inputs.watched[j], inputs.channel_variance[j],
+                                steps.smoothed[i], int(steps.decision[i]),
+                                bool(steps.candidate[i] == UNCERTAIN),
+                                None if inputs.energy is None else inputs.energy[j])
     return ev.delay(flags != 0, onset_w, stride)

@@ -28,7 +28,7 @@ from kiloml.decision.layer import UNCERTAIN, DecisionLayer
 from kiloml.evaluate.perturb import ChannelScale, perturb_samples
 from kiloml.monitor.config import MonitorParams
 from kiloml.monitor.harness import Stream
-from kiloml.monitor.signals import channel_variances
+from kiloml.monitor.inputs import monitor_inputs
 from kiloml.monitor.twin import Monitor
 from kiloml.optional import needs
 from kiloml.pipeline import Pipeline
@@ -47,8 +47,9 @@ Detector = Callable[[Stream], np.ndarray]  # -> bool [N]: alarm at that window
 
 def stream_of(pipeline: Pipeline, samples: np.ndarray) -> Stream:
     """A continuous raw sample stream [S, C] at the input rate -> the monitor's inputs per
-    window: features, channel variances, the decision layer's smoothed scores and
-    decisions (one boot; preprocessing and decimation as on the device)."""
+    window: what it watches (features, or a raw-window model's channel moments), channel
+    variances, the decision layer's smoothed scores and decisions, a network's energy
+    (one boot; preprocessing and decimation as on the device)."""
     x = np.asarray(samples, F32)
     if pipeline.preprocess:  # the device filters its input as one continuous stream
         x = pipeline.preprocess_recordings([Recording(
@@ -59,14 +60,14 @@ def stream_of(pipeline: Pipeline, samples: np.ndarray) -> Stream:
     windows = np.ascontiguousarray(view[starts].transpose(0, 2, 1))
     with np.errstate(all="ignore"):
         feats = pipeline.compute_features_batched(windows)
-    device = pipeline.device_scores(feats)
+    inputs = monitor_inputs(pipeline, windows, feats)
+    device = inputs.scores
     labels = np.argmax(device, axis=1)
     steps = DecisionLayer(pipeline.decision_params).run(device, labels)
-    cv = channel_variances(windows) if len(windows) else np.zeros((0, x.shape[1]), F32)
     uptime = ((starts + pipeline.window_samples) / pipeline.sample_rate_hz).astype(np.uint32)
     # uncertain as kml_decide_latest passes it: the candidate, not the held decision
-    return Stream(feats, cv, steps.smoothed, steps.decision, steps.candidate == UNCERTAIN,
-                  uptime)
+    return Stream(inputs.watched, inputs.channel_variance, steps.smoothed, steps.decision,
+                  steps.candidate == UNCERTAIN, uptime, inputs.energy)
 
 
 def weight(n: int, onset: int, ramp: int) -> np.ndarray:
@@ -116,7 +117,7 @@ def monitor_detector(params: MonitorParams) -> Detector:
     def run(s: Stream) -> np.ndarray:
         m = Monitor(params)
         return m.run(s.features, s.channel_variance, s.smoothed, s.decisions,
-                     s.uncertain).flags != 0
+                     s.uncertain, s.ood).flags != 0
     return run
 
 
@@ -185,4 +186,5 @@ def resample_stream(s: Stream, n: int, block: int, rng: np.random.Generator) -> 
     rows = (first[:, None] + np.arange(block)).reshape(-1)[:n]
     up = np.arange(n, dtype=np.uint32)
     return Stream(s.features[rows], s.channel_variance[rows], s.smoothed[rows],
-                  s.decisions[rows], s.uncertain[rows], up)
+                  s.decisions[rows], s.uncertain[rows], up,
+                  None if s.ood is None else s.ood[rows])

@@ -3,6 +3,7 @@ statistics and quantiles, the channels' flatness floors, and default limits."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -43,12 +44,34 @@ def window_ood(x: np.ndarray, mean: np.ndarray, inv_sd: np.ndarray, clip: float
     return (z * z).mean(axis=1)
 
 
+def separation(x: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """The one-way ANOVA F statistic of each column across the classes (between-class
+    over within-class variance): how well a candidate input separates the classes; 0 for
+    a constant or non-finite column. None with fewer than 2 classes."""
+    from sklearn.feature_selection import f_classif
+
+    y = np.asarray(labels)
+    x = np.asarray(x, np.float64)
+    rows = np.isfinite(x).all(axis=1)
+    if len(np.unique(y[rows])) < 2:
+        return None
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant columns: F is NaN, said by the 0
+        f, _ = f_classif(x[rows], y[rows])
+    return np.nan_to_num(f, nan=0.0, posinf=np.finfo(np.float64).max)
+
+
 def fit_monitor(features_train: np.ndarray, channel_variance_train: np.ndarray,
                 config: MonitorConfig, importances: np.ndarray | None = None, *,
-                n_classes: int, smoothed_train: np.ndarray | None = None) -> MonitorParams:
-    """``features_train`` [N, F], ``channel_variance_train`` [N, channels] (the raw
-    training windows' per-channel variance), ``smoothed_train`` [N, classes] (optional:
-    the decision layer's smoothed scores, for the confidence limits)."""
+                n_classes: int, smoothed_train: np.ndarray | None = None,
+                inputs: str = "features", energy_train: np.ndarray | None = None,
+                names: list[str] | None = None) -> MonitorParams:
+    """``features_train`` [N, F] (the vector the monitored inputs are chosen from: the
+    features, or for ``inputs = "channels"`` the windows' channel_moments),
+    ``channel_variance_train`` [N, channels] (the raw training windows' per-channel
+    variance), ``smoothed_train`` [N, classes] (optional: the decision layer's smoothed
+    scores, for the confidence limits), ``energy_train`` [N] (a network's energy score
+    per training window: the OOD input becomes the energy), ``names`` of the F columns."""
     x_all = np.asarray(features_train, np.float64)
     if x_all.ndim != 2 or len(x_all) < 2:
         raise ValueError("fit_monitor needs at least 2 training windows of features")
@@ -69,7 +92,15 @@ def fit_monitor(features_train: np.ndarray, channel_variance_train: np.ndarray,
     floor = np.nanquantile(cv, config.stuck_quantile, axis=0) * config.stuck_floor_fraction
     # exactly flat windows (variance 0) are what a frozen sensor gives: always below
     floor = np.where(floor > 0, floor, float(F32_MIN)).astype(F32)
-    ood = window_ood(x, mean, inv_sd.astype(np.float64), config.z_clip)
+    offset = 0.0
+    if energy_train is None:
+        ood = window_ood(x, mean, inv_sd.astype(np.float64), config.z_clip)
+    else:
+        e = np.asarray(energy_train, F32)
+        if len(e) != len(x_all) or not np.isfinite(e).all():
+            raise ValueError("the energy score needs one finite value per training window")
+        offset = float(F32(np.quantile(e.astype(np.float64), config.range_quantiles[0])))
+        ood = (e - F32(offset)).astype(np.float64)  # the twin's float32 subtraction
     sd_ood = float(np.std(ood)) or 1.0
     if smoothed_train is not None:
         conf = np.array([confidence(np.asarray(s, F32), F32(1.0 / np.log2(n_classes)))
@@ -96,5 +127,15 @@ def fit_monitor(features_train: np.ndarray, channel_variance_train: np.ndarray,
         n_classes=n_classes, stuck_windows=config.stuck_windows, alpha=config.alpha,
         z_clip=config.z_clip, init_top=init[0], init_margin=init[1], init_entropy=init[2],
         thresholds=thresholds, ph_cap=config.ph_cap, ph_min_windows=config.ph_min_windows,
-        fit={"windows": len(x_all), "importance": "model" if importances is not None
-             else "first features", "ood_train_mean": float(ood.mean())})
+        fit={"windows": len(x_all), "importance": importance_source(inputs, importances),
+             "ood_train_mean": float(ood.mean())},
+        inputs=inputs, ood="energy" if energy_train is not None else "mahalanobis",
+        energy_offset=offset, init_ood=1.0 if energy_train is None else float(ood.mean()),
+        names=[] if names is None or len(names) != x_all.shape[1]
+        else [names[int(i)] for i in index])
+
+
+def importance_source(inputs: str, importances: np.ndarray | None) -> str:
+    if importances is None:
+        return "first features" if inputs == "features" else "first channel statistics"
+    return "model" if inputs == "features" else "ANOVA F across the classes"

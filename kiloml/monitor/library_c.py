@@ -4,16 +4,29 @@ public kml_monitor_flags / kml_monitor_snapshot / kml_monitor_restart API."""
 
 from __future__ import annotations
 
+import textwrap
+from typing import TYPE_CHECKING
+
 from kiloml.monitor.config import MonitorParams
-from kiloml.monitor.emit import emit_monitor_c
+from kiloml.monitor.emit import c_float, emit_monitor_c
 from kiloml.monitor.snapshot import RECORD_BYTES
+
+if TYPE_CHECKING:
+    from kiloml.pipeline import Pipeline
 
 NAME = "kml_mo"  # file-scope names kml_mo_params, kml_mo_state ... (prefixed per library)
 
 
+def watched(p: MonitorParams) -> str:
+    what = (f"{p.n_monitored} features" if p.inputs == "features" else
+            f"{p.n_monitored} of the window's channel means and variances")
+    ood = "; OOD score: the network's energy" if p.energy else ""
+    return f"{what}, {p.n_channels} channels{ood}"
+
+
 def header(p: MonitorParams, snapshot_every: int) -> str:
     return f"""
-/* ---- monitor ([monitor]: {p.n_monitored} features, {p.n_channels} channels) ----
+/* ---- monitor ([monitor]: {watched(p)}) ----
  * kml_decide_latest updates it after each window's decision: input drift, out-of-range
  * rate, stuck channels, confidence, OOD score, Page-Hinkley change detection. The flag bits
  * are kml_monitor.h's (KML_MON_INPUT_DRIFT ... KML_MON_CHANGE). */
@@ -44,7 +57,99 @@ def state(p: MonitorParams) -> str:
     return f"\n/* ---- monitor ---- */\n{c}static int32_t {NAME}_ready; /* {NAME}_init ran */\n"
 
 
-def functions() -> str:
+def energy_function(pipeline: Pipeline) -> str:
+    """C: kml_mo_energy, the window's energy score from the network's logits where the
+    latest kml_classify_latest left them in the arena (kiloml.nn.logits: they survive the
+    invoke), less the monitor's training offset."""
+    from kiloml.nn.logits import check_logits
+
+    model, p = pipeline.model, pipeline.monitor
+    assert p is not None
+    net = getattr(model, "network_c", None)
+    if net is None or getattr(model, "graph", None) is None:
+        raise AssertionError("the monitor's energy score needs the network's generated C")
+    logits = check_logits(model.graph, pipeline.n_classes)
+    ptr = net.pointer(logits.index, f"const {logits.ctype}")
+    what = "pre-softmax" if logits.softmax else "output"
+    if logits.dtype == "int8":
+        call = (f"kml_monitor_energy_s8({ptr}, {logits.size},\n"
+                f"                                 {c_float(logits.scale)}, "
+                f"{logits.zero_point})")
+    else:
+        call = f"kml_monitor_energy({ptr}, {logits.size})"
+    return f"""
+/* The energy score of the network's {what} logits ({logits.dtype}, where the network left
+ * them in its arena) less its training offset: the monitor's OOD input. */
+static const float {NAME}_energy_offset = {c_float(p.energy_offset)};
+
+static float {NAME}_energy(void)
+{{
+    return {call} - {NAME}_energy_offset;
+}}
+"""
+
+
+DEFAULT_STEP = f"""
+/* After the latest window's decision: the features kml_classify_latest computed, the
+ * ring's channel variances, the smoothed scores, the decision and whether the candidate
+ * was uncertain. */
+static void {NAME}_step(const kml_decision_t *d)
+{{{{
+    float variance[KML_CHANNELS];
+    {NAME}_start();
+    kml_monitor_channel_variance(kml_ring, KML_WINDOW_SAMPLES, KML_CHANNELS, kml_ring_next,
+                                 variance);
+    (void)kml_monitor_update(&{NAME}_params, &{NAME}_state, kml_feature_buf, variance,
+                             d->smoothed, d->decision, d->candidate == KML_UNCERTAIN);
+}}}}
+"""
+
+
+def step(pipeline: Pipeline) -> str:
+    """kml_mo_step: what the monitor watches, from where the library has it (a tree or
+    linear model's: the text it always had)."""
+    p = pipeline.monitor
+    assert p is not None
+    if p.inputs == "features" and not p.energy:
+        return DEFAULT_STEP.format()
+    if p.inputs == "channels":  # a model of the raw window: the ring's channel statistics
+        what = ("the ring's channel means and variances (the watched inputs; the variances "
+                "also for stuck channels)")
+        prepare = f"""    float stats[2 * KML_CHANNELS];
+    {NAME}_start();
+    kml_monitor_channel_moments(kml_ring, KML_WINDOW_SAMPLES, KML_CHANNELS, kml_ring_next,
+                                stats);
+"""
+        inputs = "stats, stats + KML_CHANNELS"
+    else:
+        what = "the features kml_classify_latest computed, the ring's channel variances"
+        prepare = f"""    float variance[KML_CHANNELS];
+    {NAME}_start();
+    kml_monitor_channel_variance(kml_ring, KML_WINDOW_SAMPLES, KML_CHANNELS, kml_ring_next,
+                                 variance);
+"""
+        inputs = "kml_feature_buf, variance"
+    call = "kml_monitor_update_ood" if p.energy else "kml_monitor_update"
+    pad = " " * len(f"    (void){call}(")
+    update = (f"    (void){call}(&{NAME}_params, &{NAME}_state, {inputs},\n"
+              f"{pad}d->smoothed, d->decision, d->candidate == KML_UNCERTAIN")
+    if p.energy:
+        what += (", the network's energy score (its logits, still in the arena, less the "
+                 "training offset)")
+        update += f",\n{pad}{NAME}_energy()"
+    update += ");\n"
+    comment = textwrap.fill(f"After the latest window's decision: {what}; the smoothed "
+                            "scores, the decision and whether the candidate was uncertain.",
+                            88, initial_indent="/* ", subsequent_indent=" * ")
+    return f"""{energy_function(pipeline) if p.energy else ""}
+{comment} */
+static void {NAME}_step(const kml_decision_t *d)
+{{
+{prepare}{update}}}
+"""
+
+
+def functions(pipeline: Pipeline) -> str:
     """kml_mo_step (called by kml_decide_latest) and the public API."""
     return f"""
 static void {NAME}_start(void)
@@ -54,20 +159,7 @@ static void {NAME}_start(void)
         {NAME}_ready = 1;
     }}
 }}
-
-/* After the latest window's decision: the features kml_classify_latest computed, the
- * ring's channel variances, the smoothed scores, the decision and whether the candidate
- * was uncertain. */
-static void {NAME}_step(const kml_decision_t *d)
-{{
-    float variance[KML_CHANNELS];
-    {NAME}_start();
-    kml_monitor_channel_variance(kml_ring, KML_WINDOW_SAMPLES, KML_CHANNELS, kml_ring_next,
-                                 variance);
-    (void)kml_monitor_update(&{NAME}_params, &{NAME}_state, kml_feature_buf, variance,
-                             d->smoothed, d->decision, d->candidate == KML_UNCERTAIN);
-}}
-
+{step(pipeline)}
 uint16_t kml_monitor_flags(void)
 {{
     {NAME}_start();

@@ -40,23 +40,25 @@ def monitor_resources(pipeline: Pipeline, library: FirmwareLibrary, profile, opt
 
 def monitor_instructions(pipeline: Pipeline, reference, profile, optimize: str, work: Path
                          ) -> dict:
-    """Instructions per kml_monitor_update on QEMU (kiloml/verify/mcu/monitor_main.c, the
-    instruction counter), on the held-out windows: their features and channel variances,
-    the device scores as the smoothed scores, the model's labels as the decisions."""
+    """Instructions per kml_monitor_update (kml_monitor_update_ood for a network) on QEMU
+    (kiloml/verify/mcu/monitor_main.c, the instruction counter), on the held-out windows:
+    what the monitor watches and their channel variances, the device scores as the
+    smoothed scores, the model's labels as the decisions, a network's energy score."""
     import numpy as np
 
     from kiloml.monitor.harness import Stream, build_qemu, run_qemu
-    from kiloml.monitor.signals import channel_variances
+    from kiloml.monitor.inputs import monitor_inputs
 
     assert pipeline.monitor is not None
     x = np.asarray(reference.features, np.float32)
     n = len(x)
     if n == 0:
         return {}
-    stream = Stream(features=x, channel_variance=channel_variances(reference.windows),
-                    smoothed=np.asarray(pipeline.device_scores(x), np.float32),
-                    decisions=np.asarray(reference.labels, np.int64),
-                    uncertain=np.zeros(n, bool), uptime_s=np.arange(n, dtype=np.uint32))
+    inputs = monitor_inputs(pipeline, reference.windows, x)
+    stream = Stream(features=inputs.watched, channel_variance=inputs.channel_variance,
+                    smoothed=inputs.scores, decisions=np.asarray(reference.labels, np.int64),
+                    uncertain=np.zeros(n, bool), uptime_s=np.arange(n, dtype=np.uint32),
+                    ood=inputs.energy)
     q = build_qemu(work / "qemu", machine=profile.qemu_machine, profile_name=profile.name,
                    optimize=optimize)
     out = run_qemu(q, pipeline.monitor, stream, bytes(8), pipeline.monitor_snapshot_every,

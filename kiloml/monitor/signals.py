@@ -31,6 +31,19 @@ def log2(x: np.float32) -> np.float32:
     return F32(F32(e) + poly)
 
 
+def log2_many(x: np.ndarray) -> np.ndarray:
+    """log2 element-wise (float32 arrays), the same operations."""
+    bits = np.asarray(x, F32).view(np.uint32)
+    e = ((bits >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int32) - np.int32(127)
+    f = ((bits & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000)).view(F32)
+    f = (f - F32(1.0)).astype(F32)
+    poly = np.full(f.shape, LOG2_POLY[0], F32)
+    for c in LOG2_POLY[1:]:
+        poly = ((poly * f).astype(F32) + c).astype(F32)
+    poly = (poly * f).astype(F32)
+    return (e.astype(F32) + poly).astype(F32)
+
+
 def ewma(alpha: np.float32, run: np.float32, x: np.float32) -> np.float32:
     return F32(run + F32(alpha * F32(x - run)))
 
@@ -87,3 +100,26 @@ def channel_variances(windows: np.ndarray) -> np.ndarray:
     mean = (np.cumsum(w, axis=1, dtype=F32)[:, -1, :] / n).astype(F32)
     d = (w - mean[:, None, :]).astype(F32)
     return (np.cumsum((d * d).astype(F32), axis=1, dtype=F32)[:, -1, :] / n).astype(F32)
+
+
+def channel_moments(window: np.ndarray, start_row: int = 0) -> np.ndarray:
+    """kml_monitor_channel_moments: float32 [2 x channels], the means then the variances
+    (channel_variance's passes, the mean kept)."""
+    w = np.roll(np.asarray(window, F32), -start_row, axis=0)
+    n = F32(w.shape[0])
+    mean = np.zeros(w.shape[1], F32)
+    for c in range(w.shape[1]):
+        acc = F32(0.0)
+        for v in w[:, c]:
+            acc = F32(acc + v)
+        mean[c] = F32(acc / n)
+    return np.concatenate([mean, channel_variance(window, start_row)])
+
+
+def channel_moments_many(windows: np.ndarray) -> np.ndarray:
+    """channel_moments of many plain windows [N, samples, channels] -> [N, 2 x channels],
+    bit for bit (np.cumsum adds in order)."""
+    w = np.asarray(windows, F32)
+    n = F32(w.shape[1])
+    mean = (np.cumsum(w, axis=1, dtype=F32)[:, -1, :] / n).astype(F32)
+    return np.concatenate([mean, channel_variances(w)], axis=1)

@@ -67,8 +67,15 @@ class Monitor:
                          *(v for row in ph for v in row)], F32)
 
     def update(self, features: np.ndarray, channel_variance: np.ndarray,
-               smoothed: np.ndarray, decision: int, uncertain: bool) -> int:
+               smoothed: np.ndarray, decision: int, uncertain: bool,
+               energy: float | None = None) -> int:
+        """One window: ``features`` the vector the monitored inputs are taken from (the
+        feature vector, or channel_moments for inputs = "channels"); ``energy`` the
+        window's energy score (a monitor with ood = "energy" needs it:
+        kml_monitor_update_ood)."""
         p, c, t = self.p, self.c, self.t
+        if p.energy and energy is None:
+            raise ValueError("this monitor's OOD input is the network's energy score")
         a, om, clip = c["alpha"], c["one_minus_alpha"], c["z_clip"]
         features = np.asarray(features, F32)
         flags = 0
@@ -98,7 +105,8 @@ class Monitor:
                 if self.flat_run[ch] >= p.stuck_windows:
                     flags |= FLAGS["STUCK_CHANNEL"]
             top, margin, ent = confidence(np.asarray(smoothed, F32), c["inv_log2_classes"])
-            x = [F32(F32(outside) * c["inv_k"]), F32(d2 * c["inv_k"]), top, margin, ent,
+            ood = F32(F32(energy) - F32(p.energy_offset)) if p.energy else F32(d2 * c["inv_k"])
+            x = [F32(F32(outside) * c["inv_k"]), ood, top, margin, ent,
                  F32(1.0) if uncertain else F32(0.0)]
             for j in range(len(RUN_SIGNALS)):
                 r = ewma(a, self.running[j], x[j])
@@ -131,7 +139,8 @@ class Monitor:
         return record
 
     def run(self, features: np.ndarray, channel_variance: np.ndarray, smoothed: np.ndarray,
-            decisions: np.ndarray, uncertain: np.ndarray) -> MonitorSteps:
+            decisions: np.ndarray, uncertain: np.ndarray, energy: np.ndarray | None = None
+            ) -> MonitorSteps:
         """Reset, then step through a stream; the signals and flags after each window."""
         self.reset()
         n = len(features)
@@ -139,6 +148,7 @@ class Monitor:
                            np.zeros(n, np.int64))
         for i in range(n):
             out.flags[i] = self.update(features[i], channel_variance[i], smoothed[i],
-                                       int(decisions[i]), bool(uncertain[i]))
+                                       int(decisions[i]), bool(uncertain[i]),
+                                       None if energy is None else energy[i])
             out.signals[i] = self.signals()
         return out

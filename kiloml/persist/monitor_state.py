@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 
-from kiloml.monitor.config import MonitorParams, MonitorThresholds
+from kiloml.monitor.config import INPUTS, OOD_SCORES, MonitorParams, MonitorThresholds
 from kiloml.persist.archive import ArrayBook, describe
 from kiloml.persist.codec import decode, encode
 from kiloml.persist.fields import Fields, check_float, encode_float
@@ -27,15 +27,27 @@ def save_monitor(m: MonitorParams, snapshot_every: int, book: ArrayBook) -> dict
             "thresholds": {k: (v if k == "source" else
                                [encode_float(x) for x in v] if isinstance(v, (tuple, list))
                                else encode_float(v)) for k, v in t.items()},
-            "fit": encode(m.fit, book, "monitor.fit")}
+            "fit": encode(m.fit, book, "monitor.fit"),
+            # a network's monitor (the tree / linear form is written as it always was)
+            **({} if m.inputs == "features" and not m.energy else {
+                "inputs": m.inputs, "ood": m.ood,
+                "energy_offset": encode_float(m.energy_offset),
+                "init_ood": encode_float(m.init_ood), "names": list(m.names)})}
 
 
 def load_monitor(f: Fields, n_classes: int, n_channels: int, n_features: int
                  ) -> tuple[MonitorParams, int]:
+    extra: dict = {}
+    if f.has("inputs"):
+        extra = {"inputs": f.str("inputs", INPUTS), "ood": f.str("ood", OOD_SCORES),
+                 "energy_offset": f.float("energy_offset"), "init_ood": f.float("init_ood"),
+                 "names": f.strings("names", max_items=MAX_FEATURES)}
+    # what index points into: the feature vector, or the window's channel means and variances
+    n_inputs = 2 * n_channels if extra.get("inputs") == "channels" else n_features
     index = f.array("index", "int32", (None,))
     k = len(index)
-    if k < 1 or (index < 0).any() or (index >= n_features).any():
-        raise f.error("index", f"monitored features must be 1 or more of 0 .. {n_features - 1}")
+    if k < 1 or (index < 0).any() or (index >= n_inputs).any():
+        raise f.error("index", f"monitored inputs must be 1 or more of 0 .. {n_inputs - 1}")
     arrays = {a: f.array(a, "float32", (k,)).copy() for a in ARRAYS}
     floor = f.array("floor", "float32", (n_channels,)).copy()
     t = f.object("thresholds")
@@ -66,7 +78,7 @@ def load_monitor(f: Fields, n_classes: int, n_channels: int, n_features: int
             init_entropy=f.float("init_entropy"),
             thresholds=MonitorThresholds(**values),
             ph_cap=f.int("ph_cap", 1, 1 << 30), ph_min_windows=f.int("ph_min_windows", 1, 1 << 30),
-            fit=fit)
+            fit=fit, **extra)
     except ValueError as exc:
         raise f.error("n_classes", str(exc)) from None
     every = f.int("snapshot_every", 1, 1_000_000)

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: the on-device monitor. Every operation is float32 in a fixed order,
- * with no libm call (the entropy's log2 is a fixed polynomial on the float's bits), so
- * kiloml/monitor/ reproduces it bit for bit. */
+ * with no libm call (the entropy's log2 and the energy's exp2 are fixed polynomials on the
+ * float's bits), so kiloml/monitor/ reproduces it bit for bit. */
 #include "kml_fp.h" /* first: no float contraction, no fast-math */
 
 #include "kml_monitor.h"
 
+#include <float.h>  /* FLT_MAX */
 #include <stddef.h> /* offsetof */
 #include <string.h> /* memcpy, memset */
 
@@ -15,6 +16,13 @@
 #define KML_MON_OUTLINE __attribute__((noinline))
 #else
 #define KML_MON_OUTLINE
+#endif
+/* Inlined wherever it is called (log2 into the update, as when it was its only caller, and
+ * into the energy; the update's body into its two entry points) */
+#if defined(__GNUC__)
+#define KML_MON_INLINE __attribute__((always_inline)) static inline
+#else
+#define KML_MON_INLINE static
 #endif
 
 /* |x|, only ever compared: -0.0 and NaN compare as they would through x < 0 ? -x : x */
@@ -34,7 +42,7 @@ KML_MON_OUTLINE static float kml_mon_clamp(float v, float lo, float hi)
 
 /* log2(x) for a normal positive float: the exponent plus a degree-5 polynomial in the
  * mantissa's fraction (|error| < 3e-5; exact at powers of two). */
-static float kml_mon_log2(float x)
+KML_MON_INLINE float kml_mon_log2(float x)
 {
     uint32_t bits;
     float f, poly;
@@ -82,9 +90,14 @@ KML_MON_OUTLINE static void kml_mon_count(uint16_t *c)
     }
 }
 
-uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
-                            const float *features, const float *channel_variance,
-                            const float *smoothed, int32_t decision, int32_t uncertain)
+/* The body of kml_monitor_update and kml_monitor_update_ood, inlined into each with
+ * has_ood a constant: the default build's kml_monitor_update compiles as it did before the
+ * OOD input existed (the compiler folds the choice away), and a library links only the one
+ * it calls (gc-sections). */
+KML_MON_INLINE uint16_t kml_mon_update(const kml_monitor_params *p, kml_monitor_state *s,
+                                       const float *features, const float *channel_variance,
+                                       const float *smoothed, int32_t decision,
+                                       int32_t uncertain, int32_t has_ood, float ood)
 {
     int32_t i, outside = 0, bin;
     float x[KML_MON_RUN], d2 = 0.0f, top, second = -1.0f, ent = 0.0f;
@@ -145,7 +158,7 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
     }
     top = kml_mon_clamp(top, 0.0f, 1.0f);
     x[KML_MON_OOR] = (float)outside * p->inv_k;
-    x[KML_MON_SCORE_OOD] = d2 * p->inv_k;
+    x[KML_MON_SCORE_OOD] = has_ood ? ood : d2 * p->inv_k;
     x[KML_MON_TOP] = top;
     x[KML_MON_MARGIN] = kml_mon_clamp(top - kml_mon_clamp(second, 0.0f, 1.0f), 0.0f, 1.0f);
     x[KML_MON_ENTROPY] = kml_mon_clamp(ent * p->inv_log2_classes, 0.0f, 1.0f);
@@ -200,6 +213,23 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
     return (uint16_t)flags;
 }
 
+uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
+                            const float *features, const float *channel_variance,
+                            const float *smoothed, int32_t decision, int32_t uncertain)
+{
+    return kml_mon_update(p, s, features, channel_variance, smoothed, decision, uncertain, 0,
+                          0.0f);
+}
+
+uint16_t kml_monitor_update_ood(const kml_monitor_params *p, kml_monitor_state *s,
+                                const float *features, const float *channel_variance,
+                                const float *smoothed, int32_t decision, int32_t uncertain,
+                                float ood)
+{
+    return kml_mon_update(p, s, features, channel_variance, smoothed, decision, uncertain, 1,
+                          ood);
+}
+
 uint16_t kml_monitor_state_flags(const kml_monitor_state *s)
 {
     return s->flags;
@@ -227,6 +257,92 @@ void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t 
         }
         out[c] = mean;
     }
+}
+
+void kml_monitor_channel_moments(const float *window, int32_t samples, int32_t channels,
+                                 int32_t start_row, float *out)
+{
+    /* kml_monitor_channel_variance's two passes, the mean kept too (a separate function:
+     * a library that watches features links none of it) */
+    int32_t c, t, row, pass;
+    const float n = (float)samples;
+    for (c = 0; c < channels; ++c) {
+        float mean = 0.0f;
+        for (pass = 0; pass < 2; ++pass) {
+            float acc = 0.0f;
+            for (t = 0, row = start_row; t < samples; ++t) {
+                float x = window[row * channels + c];
+                if (pass) {
+                    x = x - mean;
+                    x = x * x;
+                }
+                acc = acc + x;
+                row = row + 1 == samples ? 0 : row + 1;
+            }
+            mean = acc / n;
+            out[pass * channels + c] = mean;
+        }
+    }
+}
+
+/* 2^t for t <= 0 (the energy's exponentials): 0 below -126 and for NaN; otherwise
+ * 2^floor(t) (added to the exponent's bits) times a degree-5 polynomial of the fraction,
+ * 1 + f (c1 + f (c2 + ...)): exactly 1 at t = 0, relative error < 2e-7 on [0, 1). */
+static float kml_mon_exp2(float t)
+{
+    int32_t i;
+    uint32_t bits;
+    float f, poly;
+    if (!(t >= -126.0f)) {
+        return 0.0f;
+    }
+    i = (int32_t)t; /* toward zero: exact, |t| <= 126 */
+    if ((float)i > t) {
+        i = i - 1;
+    }
+    f = t - (float)i; /* the fraction, in [0, 1): exact */
+    poly = 0.001867342f;
+    poly = poly * f + 0.009018507f;
+    poly = poly * f + 0.055796713f;
+    poly = poly * f + 0.2401663f;
+    poly = poly * f + 0.693151f;
+    poly = poly * f;
+    poly = poly + 1.0f;
+    memcpy(&bits, &poly, sizeof bits);
+    bits = bits + ((uint32_t)i << 23); /* times 2^i: a normal float for i >= -126 */
+    memcpy(&poly, &bits, sizeof poly);
+    return poly;
+}
+
+/* the energy of n logits, each scale * (q[i] - zero_point) when q is given, else f[i] */
+KML_MON_OUTLINE static float kml_mon_energy(const float *f, const int8_t *q, int32_t n,
+                                            float scale, int32_t zero_point)
+{
+    int32_t i;
+    float m = -FLT_MAX, sum = 0.0f, e;
+    for (i = 0; i < n; ++i) { /* the largest (a NaN never wins) */
+        const float l = q ? scale * (float)((int32_t)q[i] - zero_point) : f[i];
+        if (l > m) {
+            m = l;
+        }
+    }
+    for (i = 0; i < n; ++i) { /* sum of exp(l - m) = 2^((l - m) log2(e)), in order */
+        const float l = q ? scale * (float)((int32_t)q[i] - zero_point) : f[i];
+        sum = sum + kml_mon_exp2((l - m) * 1.442695f);
+    }
+    /* -(m + ln(sum)); sum >= 1 whenever a logit is finite */
+    e = -(m + 0.6931472f * kml_mon_log2(sum));
+    return kml_mon_clamp(e, -1e30f, 1e30f);
+}
+
+float kml_monitor_energy(const float *logits, int32_t n)
+{
+    return kml_mon_energy(logits, NULL, n, 1.0f, 0);
+}
+
+float kml_monitor_energy_s8(const int8_t *logits, int32_t n, float scale, int32_t zero_point)
+{
+    return kml_mon_energy(NULL, logits, n, scale, zero_point);
 }
 
 /* n bytes of v, little-endian; returns the byte after them */

@@ -89,6 +89,14 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
                             const float *features, const float *channel_variance,
                             const float *smoothed, int32_t decision, int32_t uncertain);
 
+/* kml_monitor_update with the window's out-of-distribution input given (a network's energy
+ * score less its training offset, kml_monitor_energy_s8) in place of the mean squared z of
+ * the monitored features. */
+uint16_t kml_monitor_update_ood(const kml_monitor_params *p, kml_monitor_state *s,
+                                const float *features, const float *channel_variance,
+                                const float *smoothed, int32_t decision, int32_t uncertain,
+                                float ood);
+
 uint16_t kml_monitor_state_flags(const kml_monitor_state *s);
 
 /* The population variance of each channel of a window (samples x channels, sample-major;
@@ -96,6 +104,19 @@ uint16_t kml_monitor_state_flags(const kml_monitor_state *s);
  * order, then the mean of squared deviations in time order. */
 void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t channels,
                                   int32_t start_row, float *out);
+
+/* kml_monitor_channel_variance's passes with the mean kept: out[c] the mean of channel c,
+ * out[channels + c] its variance (the inputs a monitor of a raw-window model watches). */
+void kml_monitor_channel_moments(const float *window, int32_t samples, int32_t channels,
+                                 int32_t start_row, float *out);
+
+/* The energy score of n logits, -log(sum exp(logit)) (temperature 1; higher is further out
+ * of distribution): the largest logit m subtracted, exp as 2^((l - m) log2 e) and the log as
+ * log2 x ln 2, both fixed polynomials (no libm), summed in order; clamped to +-1e30. The
+ * _s8 form reads int8 logits, each scale * (q - zero_point) in float32 (a network's
+ * pre-softmax tensor, where it stays in the arena after the network ran). */
+float kml_monitor_energy(const float *logits, int32_t n);
+float kml_monitor_energy_s8(const int8_t *logits, int32_t n, float scale, int32_t zero_point);
 
 /* Writes the 48-byte kml_telemetry_v1 record (little-endian, CRC-16/CCITT-FALSE) and
  * starts the next record's counts, histogram and flags. */

@@ -217,20 +217,23 @@ def monitor_stream(pipeline: Pipeline, windows: np.ndarray, features: np.ndarray
     """The monitor's twin on one recording's windows after the decision layer: its flags
     per window and the records at every snapshot_every-th window (uptime_s: the window's
     number), as the harnesses' kml_monitor_restart, kml_monitor_flags, kml_monitor_snapshot."""
-    from kiloml.monitor.signals import channel_variances
+    from kiloml.monitor.inputs import monitor_inputs
     from kiloml.monitor.twin import Monitor
 
     assert pipeline.monitor is not None
     every = pipeline.monitor_snapshot_every
     mon = Monitor(pipeline.monitor)
     n = len(features)
-    variance = channel_variances(np.ascontiguousarray(windows, np.float32))
-    f32 = np.asarray(features, np.float32)
+    # what kml_mo_step passes: the features or the window's channel moments, the channel
+    # variances, a network's energy score
+    inputs = monitor_inputs(pipeline, windows, features)
+    energy = inputs.energy
     flags = np.zeros(n, np.int64)
     records = np.zeros((n, RECORD_BYTES), np.uint8)
     for i in range(n):
-        flags[i] = mon.update(f32[i], variance[i], steps.smoothed[i], int(steps.decision[i]),
-                              bool(steps.candidate[i] == -1))
+        flags[i] = mon.update(inputs.watched[i], inputs.channel_variance[i], steps.smoothed[i],
+                              int(steps.decision[i]), bool(steps.candidate[i] == -1),
+                              None if energy is None else energy[i])
         if (i + 1) % every == 0:
             records[i] = np.frombuffer(mon.snapshot(model_id, i + 1), np.uint8)
     return flags, records

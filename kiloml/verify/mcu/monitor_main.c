@@ -4,11 +4,13 @@
  * (semihosting, kml_in.bin -> kml_out.bin; each measured call between
  * kml_bench_begin/kml_bench_end for the instruction counter).
  *   in:  int32 k, channels, classes, stuck_windows, features, snapshot_every, n,
- *        measure (QEMU: 0 counts each update's instructions, 1 each snapshot's);
+ *        measure (QEMU: 0 counts each update's instructions, 1 each snapshot's), energy
+ *        (1: the OOD input is the window's energy less the offset, kml_monitor_update_ood);
  *        int32 index[k]; float32 mean, inv_sd, lo, hi [k]; float32 floor[channels];
  *        float32 constants[KML_HARNESS_CONSTANTS] (kiloml/monitor/harness.py's order);
- *        uint8 model_id[8]; per window: float32 features[features],
- *        variance[channels], smoothed[classes], int32 decision, uncertain, uint32 uptime.
+ *        uint8 model_id[8]; float32 energy offset; per window: float32 features[features],
+ *        variance[channels], smoothed[classes], energy, int32 decision, uncertain,
+ *        uint32 uptime.
  *   out: per window: uint32 update's flags, kml_monitor_state_flags(), float32 state signals
  *        (z_mean[k], z_var[k], run[KML_MON_RUN], ph n/mean/up/down), and after every snapshot_every-th window the 48-byte record. */
 #include <stdint.h>
@@ -59,8 +61,8 @@ static float features[MAX_FEATURES], variance[MAX_CHANNELS], smoothed[MAX_CLASSE
 
 static int run(void)
 {
-    int32_t head[8], i, extra[3];
-    float c[KML_HARNESS_CONSTANTS], sig[2 * MAX_K + 6 + 4 * KML_MON_PH];
+    int32_t head[9], i, extra[3];
+    float c[KML_HARNESS_CONSTANTS], sig[2 * MAX_K + 6 + 4 * KML_MON_PH], offset, energy;
     uint8_t model_id[8], record[KML_TELEMETRY_BYTES];
     uint32_t out_flags[2];
     kml_monitor_params p;
@@ -79,7 +81,7 @@ static int run(void)
         get(lo, 4u * (uint32_t)p.n_monitored) != 0 ||
         get(hi, 4u * (uint32_t)p.n_monitored) != 0 ||
         get(floor_, 4u * (uint32_t)p.n_channels) != 0 || get(c, sizeof c) != 0 ||
-        get(model_id, sizeof model_id) != 0) {
+        get(model_id, sizeof model_id) != 0 || get(&offset, sizeof offset) != 0) {
         return 1;
     }
     p.index = index_;
@@ -121,10 +123,20 @@ static int run(void)
         uint16_t flags = 0;
         if (get(features, 4u * (uint32_t)head[4]) != 0 ||
             get(variance, 4u * (uint32_t)p.n_channels) != 0 ||
-            get(smoothed, 4u * (uint32_t)p.n_classes) != 0 || get(extra, sizeof extra) != 0) {
+            get(smoothed, 4u * (uint32_t)p.n_classes) != 0 ||
+            get(&energy, sizeof energy) != 0 || get(extra, sizeof extra) != 0) {
             return 1;
         }
-        if (head[7] == 0) {
+        if (head[8]) { /* as the library's step: the energy less its training offset */
+            const float ood = energy - offset;
+            if (head[7] == 0) {
+                MEASURED(flags = kml_monitor_update_ood(&p, &s, features, variance, smoothed,
+                                                        extra[0], extra[1], ood));
+            } else {
+                flags = kml_monitor_update_ood(&p, &s, features, variance, smoothed, extra[0],
+                                               extra[1], ood);
+            }
+        } else if (head[7] == 0) {
             MEASURED(flags = kml_monitor_update(&p, &s, features, variance, smoothed,
                                                 extra[0], extra[1]));
         } else {

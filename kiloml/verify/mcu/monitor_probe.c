@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Size probe of kml_monitor: a minimal firmware with one monitor (const parameters in
  * flash, its state in RAM) or, with -DKML_NO_MONITOR, the same firmware without it; the
- * difference is what the monitor costs. KML_PROBE_K / _CHANNELS / _CLASSES size it. */
+ * difference is what the monitor costs. KML_PROBE_K / _CHANNELS / _CLASSES size it;
+ * KML_PROBE_NETWORK makes it a raw-window network's (the channel moments it watches, the
+ * int8 logits' energy score, kml_monitor_update_ood). */
 #include <stdint.h>
 
 #ifndef KML_NO_MONITOR
@@ -40,9 +42,19 @@ int main(void)
         state.z_var = z_var;
         state.flat_run = flat_run;
         kml_monitor_reset(&params, &state);
+#ifdef KML_PROBE_NETWORK
+        /* the window's channel means and variances (what it watches), the logits' energy */
+        static int8_t logits[KML_PROBE_CLASSES];
+        logits[0] = (int8_t)probe_in[0];
+        kml_monitor_channel_moments(f, 32 / KML_PROBE_CHANNELS, KML_PROBE_CHANNELS, 1, v);
+        probe_out = kml_monitor_update_ood(
+            &params, &state, v, v + KML_PROBE_CHANNELS, s, 0, 0,
+            kml_monitor_energy_s8(logits, KML_PROBE_CLASSES, 0.125f, -3) - 1.5f);
+#else
         /* the window's channel variances: part of what a streaming library runs */
         kml_monitor_channel_variance(f, 64 / KML_PROBE_CHANNELS, KML_PROBE_CHANNELS, 1, v);
         probe_out = kml_monitor_update(&params, &state, f, v, s, 0, 0);
+#endif
         probe_out += kml_monitor_state_flags(&state);
         kml_monitor_write_snapshot(&params, &state, id, 0u, rec);
         probe_out += rec[46];
