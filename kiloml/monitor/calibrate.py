@@ -111,7 +111,8 @@ def window_inputs(p: MonitorParams, s: Stream) -> np.ndarray:
     if p.energy:
         if s.ood is None:
             raise ValueError("this monitor's OOD input is the energy: the stream has none")
-        ood = (np.asarray(s.ood, F32) - F32(p.energy_offset)).astype(np.float64)
+        x = (np.asarray(s.ood, F32) - F32(p.energy_offset)).astype(np.float64)
+        ood = np.where(np.isnan(x), 1e30, np.clip(x, -1e30, 1e30))  # as update_ood
     else:
         ood = (z * z).mean(axis=1)
     inv = F32(1.0 / np.log2(p.n_classes))

@@ -16,6 +16,7 @@ from kiloml.monitor.signals import clamp, confidence, ewma
 F32 = np.float32
 U16 = 0xFFFF
 U32 = 0xFFFFFFFF
+OOD_CLAMP = F32(1e30)  # a given OOD input's range (kml_monitor_update_ood)
 
 
 @dataclass
@@ -105,7 +106,11 @@ class Monitor:
                 if self.flat_run[ch] >= p.stuck_windows:
                     flags |= FLAGS["STUCK_CHANNEL"]
             top, margin, ent = confidence(np.asarray(smoothed, F32), c["inv_log2_classes"])
-            ood = F32(F32(energy) - F32(p.energy_offset)) if p.energy else F32(d2 * c["inv_k"])
+            if p.energy:  # kml_monitor_update_ood: clamped to +-1e30, NaN to +1e30
+                ood = F32(F32(energy) - F32(p.energy_offset))
+                ood = OOD_CLAMP if ood != ood else clamp(ood, -OOD_CLAMP, OOD_CLAMP)
+            else:
+                ood = F32(d2 * c["inv_k"])
             x = [F32(F32(outside) * c["inv_k"]), ood, top, margin, ent,
                  F32(1.0) if uncertain else F32(0.0)]
             for j in range(len(RUN_SIGNALS)):

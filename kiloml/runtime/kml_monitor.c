@@ -158,7 +158,10 @@ KML_MON_INLINE uint16_t kml_mon_update(const kml_monitor_params *p, kml_monitor_
     }
     top = kml_mon_clamp(top, 0.0f, 1.0f);
     x[KML_MON_OOR] = (float)outside * p->inv_k;
-    x[KML_MON_SCORE_OOD] = has_ood ? ood : d2 * p->inv_k;
+    /* a given OOD input is clamped to +-1e30, NaN to +1e30 (out of distribution): the
+     * running mean and Page-Hinkley sums stay finite whatever the caller passes */
+    x[KML_MON_SCORE_OOD] = !has_ood ? d2 * p->inv_k
+                                    : ood != ood ? 1e30f : kml_mon_clamp(ood, -1e30f, 1e30f);
     x[KML_MON_TOP] = top;
     x[KML_MON_MARGIN] = kml_mon_clamp(top - kml_mon_clamp(second, 0.0f, 1.0f), 0.0f, 1.0f);
     x[KML_MON_ENTROPY] = kml_mon_clamp(ent * p->inv_log2_classes, 0.0f, 1.0f);

@@ -91,7 +91,7 @@ uint16_t kml_monitor_update(const kml_monitor_params *p, kml_monitor_state *s,
 
 /* kml_monitor_update with the window's out-of-distribution input given (a network's energy
  * score less its training offset, kml_monitor_energy_s8) in place of the mean squared z of
- * the monitored features. */
+ * the monitored features; clamped to +-1e30, NaN counting as +1e30. */
 uint16_t kml_monitor_update_ood(const kml_monitor_params *p, kml_monitor_state *s,
                                 const float *features, const float *channel_variance,
                                 const float *smoothed, int32_t decision, int32_t uncertain,

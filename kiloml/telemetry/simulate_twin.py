@@ -13,7 +13,7 @@ import numpy as np
 from kiloml.data.recording import Recording
 from kiloml.data.windows import window_starts
 from kiloml.decision.layer import DecisionLayer
-from kiloml.monitor.signals import channel_variances
+from kiloml.monitor.inputs import monitor_inputs
 from kiloml.monitor.twin import Monitor
 from kiloml.pipeline import Pipeline
 
@@ -62,9 +62,9 @@ def twin_records(pipeline: Pipeline, samples: np.ndarray, record_every_s: int,
     windows = np.ascontiguousarray(view[starts].transpose(0, 2, 1))
     features = np.asarray(pipeline.compute_features_batched(windows), F32)
     labels = pipeline.model.predict(features) if len(features) else np.zeros(0, int)
-    steps = DecisionLayer(pipeline.decision_params).run(pipeline.device_scores(features),
-                                                       labels)
-    variance = channel_variances(windows) if len(windows) else np.zeros((0, x.shape[1]), F32)
+    # what kml_mo_step passes (a network's channel moments and energy score too)
+    inputs = monitor_inputs(pipeline, windows, features)
+    steps = DecisionLayer(pipeline.decision_params).run(inputs.scores, labels)
     # the raw sample that completes processed sample j is sample j * d (kiloml.verify)
     pushed_at = (starts + w - 1) * d + 1
     monitor = Monitor(pipeline.monitor)
@@ -72,8 +72,9 @@ def twin_records(pipeline: Pipeline, samples: np.ndarray, record_every_s: int,
     i = 0
     for n, uptime in record_points(n_samples, pipeline.input_rate_hz, record_every_s):
         while i < len(starts) and pushed_at[i] <= n:
-            monitor.update(features[i], variance[i], steps.smoothed[i], int(steps.decision[i]),
-                           bool(steps.candidate[i] == -1))
+            monitor.update(inputs.watched[i], inputs.channel_variance[i], steps.smoothed[i],
+                           int(steps.decision[i]), bool(steps.candidate[i] == -1),
+                           None if inputs.energy is None else inputs.energy[i])
             i += 1
         out.append(monitor.snapshot(model_id, uptime))
     return b"".join(out)
