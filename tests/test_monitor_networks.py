@@ -224,6 +224,11 @@ def test_a_false_alarm_budget_calibrates_on_a_network(tmp_path: Path) -> None:
     assert mon["params"]["thresholds"]["source"].startswith("calibrated")
     assert mon["params"]["ood"] == "energy" and mon["params"]["inputs"] == "channels"
     assert 0 < mon["reference"]["top_score_p50"] <= 1
+    report = (project.out / "report.html").read_text()
+    part = report[report.index("id='monitor'"):]
+    names = ", ".join(mon["params"]["names"])
+    assert names.startswith(("mean(", "variance(")) and names in part
+    assert "energy of the network" in part  # the OOD score row
     out = json.loads((project.out / "metrics.json").read_text())["parity"]["host"]
     assert out["streaming"]["monitor"]["flags_equal"]
     # the held-out stream through evaluate.stream_of gives the flags the C gave

@@ -96,9 +96,14 @@ def delay_figure(summary: dict, ramp_s: float) -> Figure:
 def _cost(m: dict, feature_names: list[str]) -> list[str]:
     p = m["params"]
     t = p["thresholds"]
-    names = [feature_names[i] if 0 <= i < len(feature_names) else str(i) for i in p["index"]]
+    # a raw-window network's monitor names its own inputs (the channels' means, variances)
+    names = p.get("names") or [feature_names[i] if 0 <= i < len(feature_names) else str(i)
+                               for i in p["index"]]
     rows = [("monitored features", html.escape(", ".join(names))),
             ("channels watched for stuck", str(p["n_channels"])),
+            ("OOD score", f"energy of the network's logits less a training offset "
+             f"({p['energy_offset']:.4g})" if p.get("ood") == "energy"
+             else "mean squared z of the monitored features"),
             ("EWMA weight", f"{p['alpha']:g}"), ("limits", html.escape(t["source"])),
             ("RAM estimate", f"{m['ram_estimate']['total']} B"),
             ("telemetry record", f"48 B every {m['snapshot_every']} windows")]
