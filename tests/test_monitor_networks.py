@@ -3,7 +3,8 @@
 the host and QEMU; the polynomials' accuracy), kml_monitor_update_ood against the twin, and
 in a project: an MLP on features (energy) and a CNN on the raw window (channel means and
 variances + energy), flags and records equal on the host and QEMU in `kiloml run` and
-`kiloml verify`; a false-alarm budget calibrates on a network project."""
+`kiloml verify` (and `kiloml fleet simulate`'s C records equal to the twin's); a
+false-alarm budget calibrates on a network project, and its evaluation runs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from kiloml.monitor.energy import EXP2_MIN, energies, exp2
 from kiloml.monitor.signals import channel_moments, channel_moments_many, log2_many
 from kiloml.nn.logits import Logits, dequantize
 from kiloml.persist.pipeline_state import load_pipeline
+from kiloml.telemetry import simulate as sim
+from kiloml.telemetry.simulate_twin import twin_records
 from kiloml.verify.reference import Reference
 
 F32 = np.float32
@@ -201,6 +204,18 @@ def test_network_monitor_parity_in_run_and_verify(tmp_path: Path, model: str,
     again = run_cli("verify", str(project.toml))
     assert again.exit_code == 0, again.stderr
     assert "monitor flags" in again.stdout and "MISMATCH" not in again.stdout
+    if raw_window:  # kiloml fleet simulate: the compiled C's records are the twin's
+        fleet = tmp_path / "fleet"
+        done = run_cli("fleet", "simulate", str(project.out), "--devices", "2", "--drifting",
+                       "1", "--days", "0.005", "--seed", "1", "--out", str(fleet))
+        assert done.exit_code == 0, done.stderr
+        truth = json.loads((fleet / "truth.json").read_text())
+        run = sim.load_run(project.out)
+        n = truth["samples_per_device"]
+        for plan in sim.plan_fleet(2, 1, n, list(sim.DEFAULT_PERTURBATIONS), 1):
+            x = np.concatenate(list(sim.device_chunks(run, plan, n)))
+            twin = twin_records(run.pipeline, x, 60, bytes.fromhex(truth["model_id"]))
+            assert twin == (fleet / f"{plan.name}.bin").read_bytes(), plan.name
 
 
 def test_a_false_alarm_budget_calibrates_on_a_network(tmp_path: Path) -> None:
