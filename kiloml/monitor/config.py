@@ -172,11 +172,6 @@ class MonitorParams:
     def energy(self) -> bool:
         return self.ood == "energy"
 
-    @property
-    def n_inputs(self) -> int | None:
-        """The length of the vector the monitored inputs are taken from, when fixed."""
-        return 2 * self.n_channels if self.inputs == "channels" else None
-
     def describe(self) -> dict:
         out = {"index": self.index.tolist(), "n_channels": self.n_channels,
                "n_classes": self.n_classes, "stuck_windows": self.stuck_windows,

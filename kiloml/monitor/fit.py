@@ -16,7 +16,8 @@ F32 = np.float32
 
 def importances_of(model: Any) -> np.ndarray | None:
     """Feature importance from the model: a forest's feature_importances_, |coef| of a
-    linear model (summed over classes); None for anything else (networks: the first k).
+    linear model (summed over classes); None for anything else (networks: fit_for_run
+    takes the class separation, kiloml.monitor.fit.separation).
     """
     if hasattr(model, "feature_importances_"):
         return np.asarray(model.feature_importances_, np.float64)
@@ -127,7 +128,8 @@ def fit_monitor(features_train: np.ndarray, channel_variance_train: np.ndarray,
         n_classes=n_classes, stuck_windows=config.stuck_windows, alpha=config.alpha,
         z_clip=config.z_clip, init_top=init[0], init_margin=init[1], init_entropy=init[2],
         thresholds=thresholds, ph_cap=config.ph_cap, ph_min_windows=config.ph_min_windows,
-        fit={"windows": len(x_all), "importance": importance_source(inputs, importances),
+        fit={"windows": len(x_all), "importance": importance_source(inputs, importances,
+                                                                   energy_train is not None),
              "ood_train_mean": float(ood.mean())},
         inputs=inputs, ood="energy" if energy_train is not None else "mahalanobis",
         energy_offset=offset, init_ood=1.0 if energy_train is None else float(ood.mean()),
@@ -135,7 +137,8 @@ def fit_monitor(features_train: np.ndarray, channel_variance_train: np.ndarray,
         else [names[int(i)] for i in index])
 
 
-def importance_source(inputs: str, importances: np.ndarray | None) -> str:
+def importance_source(inputs: str, importances: np.ndarray | None, energy: bool) -> str:
     if importances is None:
         return "first features" if inputs == "features" else "first channel statistics"
-    return "model" if inputs == "features" else "ANOVA F across the classes"
+    # a network has no importances: its inputs are chosen by separation
+    return "ANOVA F across the classes" if inputs == "channels" or energy else "model"

@@ -55,10 +55,11 @@ def fit_for_run(section, model, features: np.ndarray, windows: np.ndarray,
     preprocessed windows, what the ring holds), ``train`` the training rows, ``labels``
     [N] their classes (a raw-window model's inputs are chosen by class separation).
 
-    A network's OOD input is the energy score of its logits (kiloml.monitor.energy); a
-    network that reads the raw window is watched through the window's per-channel means
-    and variances (kml_monitor_channel_moments): the k of them that separate the training
-    classes best (ANOVA F), since its "features" are raw samples."""
+    A network's OOD input is the energy score of its logits (kiloml.monitor.energy), and
+    its watched inputs are those that separate the training classes best (ANOVA F: it has
+    no feature importances); one that reads the raw window is watched through the window's
+    per-channel means and variances (kml_monitor_channel_moments), since its "features"
+    are raw samples."""
     from kiloml.monitor.inputs import is_network, reads_window, scores_and_energy
     from kiloml.nn.logits import LogitsError
 
@@ -90,6 +91,8 @@ def fit_for_run(section, model, features: np.ndarray, windows: np.ndarray,
         watched = features[train]
         cv = channel_variances(w)
         importances = importances_of(getattr(model, "estimator", model))
+        if importances is None and labels is not None:  # a network: by class separation
+            importances = separation(watched, labels[train])
         inputs = "features"
         names = None  # the report names them from the pipeline's feature names
     try:
