@@ -15,14 +15,19 @@ import numpy as np
 import pytest
 from conftest import CsvProject, run_cli, write_activity_project, write_toy_project
 
+from kiloml.codegen.nn_planner import Buffer, MemoryPlan
+from kiloml.errors import KilomlError
 from kiloml.evaluate.perturb import ChannelScale
 from kiloml.monitor import FLAGS, Monitor, MonitorConfig, delays, fit_monitor
 from kiloml.monitor import evaluate as ev
 from kiloml.monitor import harness as mh
 from kiloml.monitor.energy import EXP2_MIN, energies, exp2
+from kiloml.monitor.project import fit_for_run
 from kiloml.monitor.signals import channel_moments, channel_moments_many, log2_many
-from kiloml.nn.logits import Logits, dequantize
+from kiloml.nn.graph import Graph, Quantization, Tensor
+from kiloml.nn.logits import Logits, LogitsError, dequantize, find_logits, survive
 from kiloml.persist.pipeline_state import load_pipeline
+from kiloml.project import MonitorSection
 from kiloml.telemetry import simulate as sim
 from kiloml.telemetry.simulate_twin import twin_records
 from kiloml.verify.reference import Reference
@@ -201,6 +206,13 @@ def test_network_monitor_parity_in_run_and_verify(tmp_path: Path, model: str,
     pipeline = load_pipeline(project.out / "pipeline.json")
     assert pipeline.monitor.energy and pipeline.monitor.inputs == params["inputs"]
     assert pipeline.monitor.energy_offset == params["energy_offset"]
+    # logits the energy cannot read (not one per class here) are one line, located
+    train = np.arange(len(reference.features))
+    with pytest.raises(KilomlError, match="energy score cannot read this network's logits") \
+            as info:
+        fit_for_run(MonitorSection(), pipeline.model, reference.features, reference.windows,
+                    train, None, 4, reference.features.shape[1], project.toml)
+    assert info.value.where == "[monitor]" and "one value per class (4)" in info.value.message
     again = run_cli("verify", str(project.toml))
     assert again.exit_code == 0, again.stderr
     assert "monitor flags" in again.stdout and "MISMATCH" not in again.stdout
@@ -270,3 +282,30 @@ def test_a_false_alarm_budget_calibrates_on_a_network(tmp_path: Path) -> None:
         onset_w = int(np.searchsorted(ends, onset + 1))
         expected = ev.delay(whole[:onset_w + int(delays.HORIZON_S / 0.5)], onset_w, 0.5)
         assert delays.drift_delay(pipeline, pipeline.monitor, base, y, onset) == expected
+
+
+def int8_tensor(graph: Graph, name: str, shape: tuple[int, ...], dtype: str = "int8") -> int:
+    quant = Quantization.per_tensor(0.1, -3) if dtype == "int8" else None
+    return graph.add_tensor(Tensor(name, shape, dtype, quant))
+
+
+def test_which_tensor_is_the_logits_and_whether_it_survives() -> None:
+    g = Graph([], [], [], [], name="g")
+    x, l0, p, y = (int8_tensor(g, "x", (1, 4)), int8_tensor(g, "l", (1, 3)),
+                   int8_tensor(g, "p", (1, 3)), int8_tensor(g, "y", (1, 3), "float32"))
+    g.add_op("RELU", [x], [l0])
+    g.add_op("SOFTMAX", [l0], [p])
+    g.add_op("DEQUANTIZE", [p], [y])
+    g.inputs, g.outputs = [x], [y]
+    found = find_logits(g, 3)  # through the DEQUANTIZE to the softmax's input
+    assert (found.index, found.dtype, found.softmax, found.zero_point) == (l0, "int8", True, -3)
+    g.outputs = [l0]  # no softmax: the output is the logits
+    assert find_logits(g, 3).index == l0 and not find_logits(g, 3).softmax
+    with pytest.raises(LogitsError, match="one value per class"):
+        find_logits(g, 4)
+    # the arena holds the logits after the last op unless a later buffer is laid over them
+    logits, later = Buffer(f"t{l0}", 4, 0, 1, [l0]), Buffer(f"t{y}", 12, 2, 3, [y])
+    plan = MemoryPlan({l0: 0, y: 4}, {}, 16, 16, "s", {}, [], [logits, later])
+    assert survive(plan, l0)
+    plan.offsets[y] = 0
+    assert not survive(plan, l0)
