@@ -159,10 +159,14 @@ def test_chunked_drifts_follow_the_device_time(run_dir: Path) -> None:
 
 def test_severities_in_training_units_when_the_run_has_them(run_dir: Path, tmp_path: Path
                                                             ) -> None:
-    assert sim.load_run(run_dir).scale_units == "held-out"
+    # a run writes the training samples' scale (monitor.channel_scale)
+    assert sim.load_run(run_dir).scale_units == "training"
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["monitor"]["channel_scale"]  # a run from before it: the held-out recordings'
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert sim.load_run(run).scale_units == "held-out"
     metrics["monitor"]["channel_scale"] = {"std": [2.0] * 3, "low": [-5.0] * 3,
                                            "high": [5.0] * 3}
     (run / "metrics.json").write_text(json.dumps(metrics))
