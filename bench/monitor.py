@@ -204,8 +204,9 @@ def markdown(r: dict) -> str:
             f"{h['windows_equal']}/{h['windows']}, {h['records_equal']}/{h['records']} | "
             f"{q['windows_equal']}/{q['windows']}, {q['records_equal']}/{q['records']} |")
     lines += ["", f"A snapshot (one {EVERY}-window record here) is mostly its bitwise "
-              "CRC-16. The thresholds are the fit's training-distribution defaults, not yet "
-              "calibrated to a false-alarm budget (issue 16 part 2).", ""]
+              "CRC-16. The thresholds are the fit's training-distribution defaults (the "
+              "instruction counts do not depend on them); a project's `false_alarm_every` "
+              "calibrates them (bench/results/monitor_eval.md).", ""]
     return "\n".join(lines)
 
 

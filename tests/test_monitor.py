@@ -27,11 +27,11 @@ F, CHANNELS, K = 10, 3, 4
 MODEL_ID = bytes.fromhex("0123456789abcdef")
 EVERY = 50  # windows per telemetry record
 # Cortex-M4F, -O2, the default configuration (k=4) at the watch example's 6 channels and 7
-# classes, channel variances included: measured 2,212 B of flash (over the 2 KB goal; the
-# code's own symbols 2,180 B, the rest alignment padding) and 168 B of RAM; this test's
-# streams (3 channels, 4 classes) take at most ~870 instructions per update
-# (bench/results/monitor.md has the figures)
-M4_FLASH_MAX, M4_RAM_MAX, M4_INSTRUCTIONS_MAX = 2260, 256, 1000
+# classes, channel variances included: measured 2,040 B of flash (the issue's 2 KB budget;
+# the link's 64-byte alignment of newlib's strlen puts the next step at 2,104 B, 10 B of code
+# away) and 168 B of RAM; this test's streams (3 channels, 4 classes) take at most ~870
+# instructions per update (bench/results/monitor.md has the figures)
+M4_FLASH_MAX, M4_RAM_MAX, M4_INSTRUCTIONS_MAX = 2048, 256, 1000
 M4_SNAPSHOT_INSTRUCTIONS_MAX = 4500  # measured at most 3,952 (the bitwise CRC: ~3,000)
 
 
@@ -202,10 +202,10 @@ def test_a_changed_operation_order_is_caught(params, tmp_path: Path) -> None:
     """One EWMA step written as (1 - a) * run + a * x instead of run + a * (x - run): the
     same value in real numbers, other float32 bits, and the parity check sees it."""
     src = (RUNTIME_DIR / "kml_monitor.c").read_text()
-    step = "s->run[i] + p->alpha * (x[i] - s->run[i])"
+    step = "s->run[i] + alpha * (x[i] - s->run[i])"
     assert src.count(step) == 1
     (tmp_path / "kml_monitor.c").write_text(
-        src.replace(step, "p->one_minus_alpha * s->run[i] + p->alpha * x[i]"))
+        src.replace(step, "p->one_minus_alpha * s->run[i] + alpha * x[i]"))
     exe = tmp_path / "mutant"
     subprocess.run(["gcc", *STRICT_CFLAGS, "-O2", "-DKML_MONITOR_HOST", f"-I{RUNTIME_DIR}",
                     str(tmp_path / "kml_monitor.c"), str(mh.HARNESS), "-o", str(exe)],
@@ -367,8 +367,12 @@ def test_bad_configurations_and_training_data_say_what_is_wrong() -> None:
     x[:, 1] = np.nan
     with pytest.raises(ValueError, match="monitored feature 1 has no finite"):
         fit_monitor(x, np.ones((10, 2), F32), MonitorConfig(n_monitored=3), n_classes=2)
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        fit_monitor(np.ones((10, 3), F32), np.ones((10, 2), F32), MonitorConfig(), n_classes=1)
+    for classes in (1, 256):  # the record's classes field is one byte
+        with pytest.raises(ValueError, match=f"2 to 255 classes, not {classes}"):
+            fit_monitor(np.ones((10, 3), F32), np.ones((10, 2), F32), MonitorConfig(),
+                        n_classes=classes)
+    with pytest.raises(ValueError, match="at least 1 raw channel"):
+        fit_monitor(np.ones((10, 3), F32), np.ones((10, 0), F32), MonitorConfig(), n_classes=2)
 
 
 def test_default_monitor_fits_the_m4_budget(tmp_path: Path) -> None:

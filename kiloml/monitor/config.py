@@ -13,6 +13,12 @@ N_PAGE_HINKLEY = 2  # detector 0: the per-window OOD score; 1: the per-window to
 RUN_SIGNALS = ("oor", "ood", "top", "margin", "entropy", "uncertain")
 RUN_FLAGS = ("OUT_OF_RANGE", "OOD", "LOW_CONFIDENCE", "LOW_CONFIDENCE", "LOW_CONFIDENCE",
              "UNCERTAIN_RATE")
+# the running signals whose flag is raised below their limit (kml_monitor.c: TOP, MARGIN);
+# the others raise theirs above it
+RUN_BELOW = ("top", "margin")
+# the running signals kml_monitor_params.run_init starts (ood ... entropy); oor and uncertain
+# start at 0
+RUN_INIT = slice(1, 5)
 # what the monitored inputs are: positions in the feature vector (kml_feature_buf), or in
 # the raw window's per-channel statistics [means, variances] (kml_monitor_channel_moments:
 # a model that reads the window has no feature vector worth watching)
@@ -88,15 +94,12 @@ class MonitorThresholds:
         out["ph_lambda"] = np.asarray(self.ph_lambda, F32)
         return out
 
-    def run_limits(self) -> tuple[np.ndarray, np.ndarray]:
-        """run_lo, run_hi (float32 [6], RUN_SIGNALS order): the flag is raised below lo or
-        above hi; +-FLT_MAX where a signal has no limit on that side (the running signals
-        are finite, and the C constants need no INFINITY)."""
-        inf = float(np.finfo(F32).max)
-        lo = [-inf, -inf, self.top_limit, self.margin_limit, -inf, -inf]
-        hi = [self.oor_limit, self.ood_limit, inf, inf, self.entropy_limit,
-              self.uncertain_limit]
-        return np.asarray(lo, F32), np.asarray(hi, F32)
+    def run_limits(self) -> np.ndarray:
+        """run_limit (float32 [6], RUN_SIGNALS order): a signal of RUN_BELOW raises its flag
+        below its limit, the others above it (each is one-sided: one limit per signal keeps
+        the C parameters and the update's compare small)."""
+        return np.asarray([self.oor_limit, self.ood_limit, self.top_limit, self.margin_limit,
+                           self.entropy_limit, self.uncertain_limit], F32)
 
 
 @dataclass
@@ -141,10 +144,15 @@ class MonitorParams:
             raise ValueError("a monitored channel statistic past the 2 x channels")
         if not np.isfinite(F32(self.energy_offset)):
             raise ValueError("energy_offset must be finite")
-        if self.n_classes < 2:
-            raise ValueError("the monitor needs at least 2 classes")
+        if not 2 <= self.n_classes <= 255:  # the telemetry record's byte
+            raise ValueError(f"the monitor needs 2 to 255 classes, not {self.n_classes}")
         if self.n_monitored < 1:
             raise ValueError("the monitor needs at least 1 monitored feature")
+        if self.n_channels < 1:
+            raise ValueError("the monitor needs at least 1 raw channel (floor)")
+        for name in ("n_monitored", "n_channels", "n_classes", "stuck_windows"):
+            if not 0 <= getattr(self, name) <= 0xFFFF:  # uint16_t in kml_monitor_params
+                raise ValueError(f"{name} must be at most 65535, not {getattr(self, name)}")
         if self.ph_cap < self.ph_min_windows:
             raise ValueError("ph_cap must be at least ph_min_windows")
 
@@ -159,13 +167,12 @@ class MonitorParams:
     def constants(self) -> dict:
         """The derived float32 constants, computed once here and stored in the C params."""
         k = F32(self.n_monitored)
-        lo, hi = self.thresholds.run_limits()
         return {"alpha": F32(self.alpha), "one_minus_alpha": F32(F32(1.0) - F32(self.alpha)),
                 "z_clip": F32(self.z_clip), "inv_k": F32(F32(1.0) / k),
                 "inv_log2_classes": F32(1.0 / np.log2(self.n_classes)),
                 "run_init": np.asarray([0.0, self.init_ood, self.init_top, self.init_margin,
                                         self.init_entropy, 0.0], F32),
-                "run_lo": lo, "run_hi": hi, "ph_cap": F32(self.ph_cap),
+                "run_limit": self.thresholds.run_limits(), "ph_cap": F32(self.ph_cap),
                 "ph_min_windows": F32(self.ph_min_windows)}
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiloml.monitor.config import MonitorParams
+from kiloml.monitor.config import RUN_INIT, MonitorParams
 
 F32 = np.float32
 
@@ -41,9 +41,8 @@ def emit_monitor_c(p: MonitorParams, name: str) -> str:
         "    " + ", ".join(c_float(c[x]) for x in ("alpha", "one_minus_alpha", "z_clip",
                                                   "inv_k", "inv_log2_classes")) + ",",
         "    " + ", ".join(c_float(t[x]) for x in ("z_limit", "var_lo", "var_hi")) + ",",
-        f"    {_floats(c['run_init'])},",
-        f"    {_floats(c['run_lo'])},",
-        f"    {_floats(c['run_hi'])},",
+        f"    {_floats(c['run_init'][RUN_INIT])},",
+        f"    {_floats(c['run_limit'])},",
         f"    {_floats(t['ph_delta'])}, {_floats(t['ph_lambda'])},",
         f"    {c_float(c['ph_cap'])}, {c_float(c['ph_min_windows'])}}};",
         f"static float {name}_z_mean[{k}], {name}_z_var[{k}];",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from kiloml.codegen.library import RUNTIME_DIR, STRICT_CFLAGS
-from kiloml.monitor.config import N_PAGE_HINKLEY, MonitorParams
+from kiloml.monitor.config import N_PAGE_HINKLEY, RUN_INIT, MonitorParams
 from kiloml.monitor.snapshot import RECORD_BYTES
 
 F32 = np.float32
@@ -48,7 +48,7 @@ def constants(p: MonitorParams) -> np.ndarray:
     c, t = p.constants(), p.thresholds.as_float32()
     return np.array([c["alpha"], c["one_minus_alpha"], c["z_clip"], c["inv_k"],
                      c["inv_log2_classes"], t["z_limit"], t["var_lo"], t["var_hi"],
-                     *c["run_init"], *c["run_lo"], *c["run_hi"], *t["ph_delta"],
+                     *c["run_init"][RUN_INIT], *c["run_limit"], *t["ph_delta"],
                      *t["ph_lambda"], c["ph_cap"], c["ph_min_windows"]], "<f4")
 
 

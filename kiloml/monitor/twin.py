@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from kiloml.monitor import snapshot
-from kiloml.monitor.config import N_PAGE_HINKLEY, RUN_FLAGS, RUN_SIGNALS, MonitorParams
+from kiloml.monitor.config import (
+    N_PAGE_HINKLEY,
+    RUN_BELOW,
+    RUN_FLAGS,
+    RUN_SIGNALS,
+    MonitorParams,
+)
 from kiloml.monitor.flags import FLAGS
 from kiloml.monitor.page_hinkley import PageHinkley
 from kiloml.monitor.signals import clamp, confidence, ewma
@@ -116,7 +122,8 @@ class Monitor:
             for j in range(len(RUN_SIGNALS)):
                 r = ewma(a, self.running[j], x[j])
                 self.running[j] = r
-                if r < c["run_lo"][j] or r > c["run_hi"][j]:
+                limit = c["run_limit"][j]
+                if (r < limit) if RUN_SIGNALS[j] in RUN_BELOW else (r > limit):
                     flags |= FLAGS[RUN_FLAGS[j]]
             for j in range(N_PAGE_HINKLEY):  # detector 0: the OOD score, 1: the top score
                 if self.ph[j].update(x[1 + j], t["ph_delta"][j], t["ph_lambda"][j],

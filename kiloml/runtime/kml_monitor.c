@@ -34,10 +34,8 @@
 
 KML_MON_OUTLINE static float kml_mon_clamp(float v, float lo, float hi)
 {
-    if (!(v >= lo)) { /* NaN too */
-        return lo;
-    }
-    return v > hi ? hi : v;
+    v = v > hi ? hi : v;
+    return v >= lo ? v : lo; /* NaN too goes to lo */
 }
 
 /* log2(x) for a normal positive float: the exponent plus a degree-5 polynomial in the
@@ -62,25 +60,21 @@ KML_MON_INLINE float kml_mon_log2(float x)
 }
 
 /* the flag each running signal raises */
-static const uint16_t kml_mon_run_flag[KML_MON_RUN] = {
+static const uint8_t kml_mon_run_flag[KML_MON_RUN] = {
     KML_MON_OUT_OF_RANGE, KML_MON_OOD, KML_MON_LOW_CONFIDENCE, KML_MON_LOW_CONFIDENCE,
     KML_MON_LOW_CONFIDENCE, KML_MON_UNCERTAIN_RATE};
 
 void kml_monitor_reset(const kml_monitor_params *p, kml_monitor_state *s)
 {
-    int32_t i;
-    /* everything after the array pointers starts at 0 */
+    int32_t i = 0;
+    /* everything after the array pointers starts at 0, the running signals at run_init */
     memset(s->run, 0, sizeof *s - offsetof(kml_monitor_state, run));
-    for (i = 0; i < p->n_monitored; ++i) {
+    memcpy(&s->run[KML_MON_SCORE_OOD], p->run_init, sizeof p->run_init);
+    memset(s->flat_run, 0, (size_t)p->n_channels * sizeof *s->flat_run);
+    do {
         s->z_mean[i] = 0.0f; /* the training mean, in z */
         s->z_var[i] = 1.0f;
-    }
-    for (i = 0; i < p->n_channels; ++i) {
-        s->flat_run[i] = 0;
-    }
-    for (i = 0; i < KML_MON_RUN; ++i) {
-        s->run[i] = p->run_init[i];
-    }
+    } while (++i < p->n_monitored);
 }
 
 KML_MON_OUTLINE static void kml_mon_count(uint16_t *c)
@@ -99,16 +93,17 @@ KML_MON_INLINE uint16_t kml_mon_update(const kml_monitor_params *p, kml_monitor_
                                        const float *smoothed, int32_t decision,
                                        int32_t uncertain, int32_t has_ood, float ood)
 {
-    int32_t i, outside = 0, bin;
-    float x[KML_MON_RUN], d2 = 0.0f, top, second = -1.0f, ent = 0.0f;
+    int32_t i, bin;
+    float x[KML_MON_RUN], outside = 0.0f, d2 = 0.0f, top, second = -1.0f, ent = 0.0f;
     uint32_t flags = 0; /* 32 bits while it is built: no narrowing after every OR */
     const float alpha = p->alpha, clip = p->z_clip;
     /* inputs: clipped z of each monitored feature, its EWMA mean and variance */
-    for (i = 0; i < p->n_monitored; ++i) {
+    i = 0;
+    do { /* n_monitored >= 1 (kml_monitor_params) */
         const float v = features[p->index[i]];
         float z = (v - p->mean[i]) * p->inv_sd[i], d, ad, zm, zv;
         if (!(v >= p->lo[i] && v <= p->hi[i])) {
-            ++outside;
+            outside = outside + 1.0f; /* exact: k < 2^24 */
         }
         z = z != z ? clip : kml_mon_clamp(z, -clip, clip);
         d2 = d2 + z * z;
@@ -121,8 +116,9 @@ KML_MON_INLINE uint16_t kml_mon_update(const kml_monitor_params *p, kml_monitor_
         if (KML_MON_ABS(zm) > p->z_limit || zv > p->var_hi || zv < p->var_lo) {
             flags |= KML_MON_INPUT_DRIFT;
         }
-    }
-    for (i = 0; i < p->n_channels; ++i) {
+    } while (++i < p->n_monitored);
+    i = 0;
+    do { /* n_channels >= 1 */
         if (!(channel_variance[i] >= p->floor[i])) { /* NaN: a broken channel too */
             kml_mon_count(&s->flat_run[i]);
         } else {
@@ -131,14 +127,15 @@ KML_MON_INLINE uint16_t kml_mon_update(const kml_monitor_params *p, kml_monitor_
         if (s->flat_run[i] >= p->stuck_windows) {
             flags |= KML_MON_STUCK_CHANNEL;
         }
-    }
+    } while (++i < p->n_channels);
     /* confidence: the entropy; the first maximum (a NaN never wins) and the largest of the
      * others, in one pass: a score that loses to the maximum so far, or a maximum it
      * replaces, is a candidate for the second. The twin's two passes give the same top and
      * the same second but for the sign of a zero (equal scores of other bits are +-0),
      * which can only flip a zero margin's sign: the running margin is the same. */
     top = smoothed[0];
-    for (i = 0; i < p->n_classes; ++i) {
+    i = 0;
+    do { /* n_classes >= 2 */
         float q = smoothed[i];
         uint32_t bits;
         memcpy(&bits, &q, sizeof bits);
@@ -155,9 +152,9 @@ KML_MON_INLINE uint16_t kml_mon_update(const kml_monitor_params *p, kml_monitor_
                 second = q;
             }
         }
-    }
+    } while (++i < p->n_classes);
     top = kml_mon_clamp(top, 0.0f, 1.0f);
-    x[KML_MON_OOR] = (float)outside * p->inv_k;
+    x[KML_MON_OOR] = outside * p->inv_k;
     /* a given OOD input is clamped to +-1e30, NaN to +1e30 (out of distribution): the
      * running mean and Page-Hinkley sums stay finite whatever the caller passes */
     x[KML_MON_SCORE_OOD] = !has_ood ? d2 * p->inv_k
@@ -167,37 +164,38 @@ KML_MON_INLINE uint16_t kml_mon_update(const kml_monitor_params *p, kml_monitor_
     x[KML_MON_ENTROPY] = kml_mon_clamp(ent * p->inv_log2_classes, 0.0f, 1.0f);
     x[KML_MON_UNCERTAIN] = uncertain ? 1.0f : 0.0f;
     for (i = 0; i < KML_MON_RUN; ++i) {
-        const float xi = x[i], r = s->run[i] + p->alpha * (x[i] - s->run[i]);
+        const float r = s->run[i] + alpha * (x[i] - s->run[i]), limit = p->run_limit[i];
         s->run[i] = r;
-        if (r < p->run_lo[i] || r > p->run_hi[i]) {
+        /* TOP and MARGIN (bits 2 and 3) fall to their limits, the others rise to theirs */
+        if ((0x0Cu >> i & 1u) ? r < limit : r > limit) {
             flags |= kml_mon_run_flag[i];
         }
-        /* change detection on the window's OOD score (detector 0) and top score (1): two-sided
-         * Page-Hinkley, the deviation from the detector's running mean, less delta, summed and
-         * floored at 0 each way; past lambda it fires and starts again */
-        if ((uint32_t)i - KML_MON_SCORE_OOD < KML_MON_PH) {
-            const int32_t j = i - KML_MON_SCORE_OOD;
-            float n = s->ph_n[j], mean, dev, up, down;
-            if (n < p->ph_cap) {
-                n = n + 1.0f;
-            }
-            mean = s->ph_mean[j] + (xi - s->ph_mean[j]) / n;
-            dev = xi - mean;
-            up = s->ph_up[j] + dev - p->ph_delta[j];
-            down = s->ph_down[j] - dev - p->ph_delta[j];
-            up = up > 0.0f ? up : 0.0f;
-            down = down > 0.0f ? down : 0.0f;
-            if (n >= p->ph_min_windows && (up > p->ph_lambda[j] || down > p->ph_lambda[j])) {
-                n = 0.0f;
-                up = 0.0f;
-                down = 0.0f;
-                flags |= KML_MON_CHANGE;
-            }
-            s->ph_n[j] = n;
-            s->ph_mean[j] = mean;
-            s->ph_up[j] = up;
-            s->ph_down[j] = down;
+    }
+    /* change detection on the window's OOD score (detector 0) and top score (1): two-sided
+     * Page-Hinkley, the deviation from the detector's running mean, less delta, summed and
+     * floored at 0 each way; past lambda it fires and starts again */
+    for (i = 0; i < KML_MON_PH; ++i) {
+        const float xi = x[KML_MON_SCORE_OOD + i];
+        float n = s->ph_n[i], mean, dev, up, down;
+        if (n < p->ph_cap) {
+            n = n + 1.0f;
         }
+        mean = s->ph_mean[i] + (xi - s->ph_mean[i]) / n;
+        dev = xi - mean;
+        up = s->ph_up[i] + dev - p->ph_delta[i];
+        down = s->ph_down[i] - dev - p->ph_delta[i];
+        up = up > 0.0f ? up : 0.0f;
+        down = down > 0.0f ? down : 0.0f;
+        if (n >= p->ph_min_windows && (up > p->ph_lambda[i] || down > p->ph_lambda[i])) {
+            n = 0.0f;
+            up = 0.0f;
+            down = 0.0f;
+            flags |= KML_MON_CHANGE;
+        }
+        s->ph_n[i] = n;
+        s->ph_mean[i] = mean;
+        s->ph_up[i] = up;
+        s->ph_down[i] = down;
     }
     /* the record's counts (saturating) */
     if (s->windows < 0xFFFFFFFFu) {
@@ -233,11 +231,6 @@ uint16_t kml_monitor_update_ood(const kml_monitor_params *p, kml_monitor_state *
                           ood);
 }
 
-uint16_t kml_monitor_state_flags(const kml_monitor_state *s)
-{
-    return s->flags;
-}
-
 void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t channels,
                                   int32_t start_row, float *out)
 {
@@ -245,19 +238,19 @@ void kml_monitor_channel_variance(const float *window, int32_t samples, int32_t 
     const float n = (float)samples;
     for (c = 0; c < channels; ++c) {
         float mean = 0.0f;
-        for (pass = 0; pass < 2; ++pass) { /* the mean, then the mean squared deviation */
+        pass = 0;
+        do { /* the mean, then the mean squared deviation (samples >= 1) */
             float acc = 0.0f;
-            for (t = 0, row = start_row; t < samples; ++t) {
-                float x = window[row * channels + c];
-                if (pass) {
-                    x = x - mean;
-                    x = x * x;
-                }
-                acc = acc + x;
+            t = 0;
+            row = start_row;
+            do {
+                /* the first pass's x - 0.0f is x, bit for bit (-0.0 and NaN too) */
+                const float x = window[row * channels + c] - mean;
+                acc = acc + (pass ? x * x : x);
                 row = row + 1 == samples ? 0 : row + 1;
-            }
+            } while (++t < samples);
             mean = acc / n;
-        }
+        } while (++pass < 2);
         out[c] = mean;
     }
 }
@@ -373,10 +366,10 @@ void kml_monitor_write_snapshot(const kml_monitor_params *p, kml_monitor_state *
 {
     int32_t i, b;
     uint32_t total = 0, crc = 0xFFFFu, q, seen;
-    const uint32_t classes = (uint32_t)(p->n_classes < 255 ? p->n_classes : 255);
     float drift = 0.0f;
     uint8_t *o;
-    o = kml_mon_put(out, 4, 0x0001544Bu | classes << 24); /* "KT", format 1, classes */
+    /* "KT", format 1, classes (n_classes <= 255: the record's byte) */
+    o = kml_mon_put(out, 4, 0x0001544Bu | (uint32_t)p->n_classes << 24);
     memcpy(o, model_id, 8);
     o = kml_mon_put(o + 8, 4, uptime_s);
     o = kml_mon_put(o, 4, s->windows);
@@ -397,12 +390,13 @@ void kml_monitor_write_snapshot(const kml_monitor_params *p, kml_monitor_state *
         }
     }
     o = kml_mon_put_fixed(o, 1, s->run[KML_MON_OOR], 0.0f, 255.0f, 255.0f);
-    for (i = 0; i < p->n_monitored; ++i) { /* the first largest |EWMA z| */
+    i = 0;
+    do { /* the first largest |EWMA z| (n_monitored >= 1) */
         const float z = s->z_mean[i];
         if (KML_MON_ABS(z) > KML_MON_ABS(drift)) {
             drift = z;
         }
-    }
+    } while (++i < p->n_monitored);
     o = kml_mon_put_fixed(o, 2, drift, -32768.0f, 32767.0f, 256.0f); /* Q8.8 */
     o = kml_mon_put_fixed(o, 2, s->run[KML_MON_SCORE_OOD], 0.0f, 65535.0f, 256.0f);
     o = kml_mon_put_fixed(o, 2, s->run[KML_MON_ENTROPY], 0.0f, 65535.0f, 65535.0f);

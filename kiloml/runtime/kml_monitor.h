@@ -34,12 +34,17 @@ extern "C" {
 #define KML_MON_ENTROPY 4   /* normalized entropy of the smoothed scores */
 #define KML_MON_UNCERTAIN 5 /* share of uncertain candidates */
 #define KML_MON_RUN 6
+/* run_init: the starts of KML_MON_SCORE_OOD ... KML_MON_ENTROPY (OOR and UNCERTAIN start at 0) */
+#define KML_MON_RUN_INIT 4
 
 typedef struct {
-    int32_t n_monitored; /* k: monitored features */
-    int32_t n_channels;  /* raw channels (their window variances come in) */
-    int32_t n_classes;
-    int32_t stuck_windows; /* consecutive flat windows that make a channel stuck */
+    /* counts (16 bits: the parameters stay small in flash); n_monitored, n_channels >= 1,
+     * n_classes >= 2 (the update's loops run at least once), n_classes <= 255 (a byte of
+     * the telemetry record) */
+    uint16_t n_monitored;   /* k: monitored features */
+    uint16_t n_channels;    /* raw channels (their window variances come in) */
+    uint16_t n_classes;
+    uint16_t stuck_windows; /* consecutive flat windows that make a channel stuck */
     const int32_t *index;  /* [k] positions in the feature vector */
     const float *mean;     /* [k] training mean */
     const float *inv_sd;   /* [k] 1 / training standard deviation */
@@ -52,9 +57,10 @@ typedef struct {
     float inv_log2_classes;
     /* limits (kiloml.monitor.config.MonitorThresholds): a feature's EWMA z beyond
      * +-z_limit or its EWMA variance outside [var_lo, var_hi] is input drift; a running
-     * signal below run_lo or above run_hi raises its flag */
+     * signal past its run_limit raises its flag: KML_MON_TOP and KML_MON_MARGIN below it,
+     * the others above it */
     float z_limit, var_lo, var_hi;
-    float run_init[KML_MON_RUN], run_lo[KML_MON_RUN], run_hi[KML_MON_RUN];
+    float run_init[KML_MON_RUN_INIT], run_limit[KML_MON_RUN];
     float ph_delta[KML_MON_PH], ph_lambda[KML_MON_PH];
     float ph_cap;         /* the detector mean's count stops here (then it is an EWMA) */
     float ph_min_windows; /* windows after a (re)start before a detector may fire */
@@ -97,7 +103,11 @@ uint16_t kml_monitor_update_ood(const kml_monitor_params *p, kml_monitor_state *
                                 const float *smoothed, int32_t decision, int32_t uncertain,
                                 float ood);
 
-uint16_t kml_monitor_state_flags(const kml_monitor_state *s);
+/* the latest window's flags (inline: a load, no call) */
+static inline uint16_t kml_monitor_state_flags(const kml_monitor_state *s)
+{
+    return s->flags;
+}
 
 /* The population variance of each channel of a window (samples x channels, sample-major;
  * a ring of rows whose oldest is start_row, 0 for a plain window): the float32 mean in time

@@ -21,7 +21,7 @@
 #define MAX_CHANNELS 32
 #define MAX_CLASSES 64
 #define MAX_FEATURES 1024
-#define KML_HARNESS_CONSTANTS (8 + 3 * KML_MON_RUN + 2 * KML_MON_PH + 2)
+#define KML_HARNESS_CONSTANTS (8 + KML_MON_RUN_INIT + KML_MON_RUN + 2 * KML_MON_PH + 2)
 
 #ifdef KML_MONITOR_HOST
 #include <stdio.h>
@@ -71,10 +71,10 @@ static int run(void)
         head[2] > MAX_CLASSES || head[4] > MAX_FEATURES) {
         return 1;
     }
-    p.n_monitored = head[0];
-    p.n_channels = head[1];
-    p.n_classes = head[2];
-    p.stuck_windows = head[3];
+    p.n_monitored = (uint16_t)head[0];
+    p.n_channels = (uint16_t)head[1];
+    p.n_classes = (uint16_t)head[2];
+    p.stuck_windows = (uint16_t)head[3];
     if (get(index_, 4u * (uint32_t)p.n_monitored) != 0 ||
         get(mean, 4u * (uint32_t)p.n_monitored) != 0 ||
         get(inv_sd, 4u * (uint32_t)p.n_monitored) != 0 ||
@@ -98,14 +98,15 @@ static int run(void)
     p.z_limit = c[5];
     p.var_lo = c[6];
     p.var_hi = c[7];
-    for (i = 0; i < KML_MON_RUN; ++i) {
+    for (i = 0; i < KML_MON_RUN_INIT; ++i) {
         p.run_init[i] = c[8 + i];
-        p.run_lo[i] = c[8 + KML_MON_RUN + i];
-        p.run_hi[i] = c[8 + 2 * KML_MON_RUN + i];
+    }
+    for (i = 0; i < KML_MON_RUN; ++i) {
+        p.run_limit[i] = c[8 + KML_MON_RUN_INIT + i];
     }
     for (i = 0; i < KML_MON_PH; ++i) {
-        p.ph_delta[i] = c[8 + 3 * KML_MON_RUN + i];
-        p.ph_lambda[i] = c[8 + 3 * KML_MON_RUN + KML_MON_PH + i];
+        p.ph_delta[i] = c[8 + KML_MON_RUN_INIT + KML_MON_RUN + i];
+        p.ph_lambda[i] = c[8 + KML_MON_RUN_INIT + KML_MON_RUN + KML_MON_PH + i];
     }
     p.ph_cap = c[KML_HARNESS_CONSTANTS - 2];
     p.ph_min_windows = c[KML_HARNESS_CONSTANTS - 1];

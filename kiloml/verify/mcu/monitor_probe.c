@@ -15,8 +15,8 @@ static const float floor_[KML_PROBE_CHANNELS] = {0.0f};
 static const kml_monitor_params params = {
     KML_PROBE_K, KML_PROBE_CHANNELS, KML_PROBE_CLASSES, 8, index_, stats[0], stats[1],
     stats[2], stats[3], floor_, 0.03125f, 0.96875f, 16.0f, 0.25f, 0.5f, 3.0f, 0.01f, 9.0f,
-    {0.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f}, {-1e30f, -1e30f, 0.4f, 0.05f, -1e30f, -1e30f},
-    {0.25f, 4.0f, 1e30f, 1e30f, 0.95f, 0.5f}, {0.5f, 0.05f}, {50.0f, 5.0f}, 1024.0f, 32.0f};
+    {1.0f, 1.0f, 1.0f, 0.0f}, {0.25f, 4.0f, 0.4f, 0.05f, 0.95f, 0.5f},
+    {0.5f, 0.05f}, {50.0f, 5.0f}, 1024.0f, 32.0f};
 static float z_mean[KML_PROBE_K], z_var[KML_PROBE_K];
 static uint16_t flat_run[KML_PROBE_CHANNELS];
 static kml_monitor_state state; /* zero (.bss); the arrays are attached at start-up */
