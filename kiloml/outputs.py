@@ -27,7 +27,8 @@ MARKER_FILE = ".kiloml-output"
 KINDS = {"run": "a run folder", "search": "a search folder",
          "model-compile": "a `kiloml model compile` folder",
          "library": "a library folder (kiloml.Library.save)",
-         "fleet-simulate": "a `kiloml fleet simulate` folder"}
+         "fleet-simulate": "a `kiloml fleet simulate` folder",
+         "diff": "a `kiloml diff` folder"}
 
 
 @dataclass(frozen=True)

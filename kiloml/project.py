@@ -674,6 +674,19 @@ class MonitorSection(Section):
                              stuck_floor_fraction=self.stuck_floor_fraction)
 
 
+class GateConfig(Section):
+    """[gate]: the release gate's limits (`kiloml gate`, kiloml.registry.gate), read from
+    the project file a registry package stores. Drops are against the baseline version
+    (--against, default the production alias)."""
+
+    # points of (balanced) accuracy the held-out test may lose against the baseline
+    max_accuracy_drop: float = Field(default=1.0, ge=0, le=100)
+    # the decision layer's false alarms per hour on the held-out stream (none: unchecked)
+    max_false_alarms_per_hour: float | None = Field(default=None, ge=0, le=1e9)
+    # the share of decisions that change against the baseline on its held-out streams
+    max_changed_fraction: float = Field(default=0.05, ge=0, le=1)
+
+
 class OutputConfig(Section):
     dir: str | None = None
 
@@ -789,6 +802,7 @@ class Project(Section):
     search: SearchConfig | None = None
     monitor: MonitorSection | None = None
     optimize: OptimizeConfig = Field(default_factory=OptimizeConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 class LoadedProject(BaseModel):
