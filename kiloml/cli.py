@@ -68,9 +68,11 @@ def _add_capture_command() -> None:
 def _add_firmware_commands() -> None:
     from kiloml.export.cli import export_command
     from kiloml.replay.cli import replay_command
+    from kiloml.shadow.command import shadow_command
 
     app.command("export")(user_errors(export_command))
     app.command("replay")(user_errors(replay_command))
+    app.command("shadow")(user_errors(shadow_command))
 
 
 @app.command()

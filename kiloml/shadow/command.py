@@ -1,0 +1,120 @@
+"""`kiloml shadow PRODUCTION_RUN CANDIDATE_RUN --out DIR`: the shadow package (both
+libraries, the glue, a README) and the count the device will report on the production
+run's held-out streams, computed by the same C on the host."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from kiloml.errors import KilomlError
+from kiloml.export.common import check_export_folder, write_package
+from kiloml.shadow import glue
+from kiloml.shadow.harness import build, run
+from kiloml.verify.combined import member_from_run
+from kiloml.verify.reference import REFERENCE_FILE, read_npz
+
+
+@dataclass
+class ShadowOutcome:
+    out: Path
+    windows: int
+    disagreements: int
+
+
+def interface(library) -> dict:
+    """What check_pair compares, from the library's identity and its model header."""
+    header = library.model_header.read_text()
+    u = library.prefix.upper()
+
+    def macro(name: str) -> int:
+        for line in header.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[:2] == ["#define", f"{u}_{name}"]:
+                return int(parts[2].rstrip("u"))
+        raise KilomlError(f"{u}_{name} is not defined", file=library.model_header)
+
+    return {"prefix": library.prefix, "interface_hash": library.info["interface_hash"],
+            "window_samples": macro("WINDOW_SAMPLES"), "stride_samples": macro("STRIDE_SAMPLES"),
+            "n_classes": macro("CLASSES")}
+
+
+def held_out_streams(run_dir: Path) -> list[np.ndarray]:
+    ref = read_npz(run_dir / "verify" / REFERENCE_FILE)
+    if "stream_samples" not in ref or "stream_lengths" not in ref:
+        raise KilomlError("the run holds no held-out streams (run it again with this kiloml)",
+                          file=run_dir / "verify" / REFERENCE_FILE)
+    ends = np.cumsum(ref["stream_lengths"])
+    return np.split(ref["stream_samples"], ends[:-1])
+
+
+def shadow_package(production_run: Path, candidate_run: Path, out: Path) -> ShadowOutcome:
+    check_export_folder(out)
+    for what, folder in (("production", production_run), ("candidate", candidate_run)):
+        if not (folder / "pipeline.json").is_file():
+            raise KilomlError(f"the {what} is not a finished `kiloml run` folder (no "
+                              "pipeline.json)", file=folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        prod = member_from_run(production_run, work / "libs").library
+        cand = member_from_run(candidate_run, work / "libs").library
+        glue.check_pair(interface(prod), interface(cand))
+        outputs = run(build(prod, cand, work / "build"), held_out_streams(production_run),
+                      work / "run")
+        last = outputs.records[-1]
+        summary = {"production": {"prefix": prod.prefix, "model_id": prod.info["model_id"],
+                                  "run": str(production_run)},
+                   "candidate": {"prefix": cand.prefix, "model_id": cand.info["model_id"],
+                                 "run": str(candidate_run)},
+                   "held_out_windows": int(last["windows"]),
+                   "disagreements": int(last["disagreements"]),
+                   "label_disagreements": int(last["label_disagreements"])}
+        files: dict[str, str | bytes | Path] = {
+            f"{glue.GLUE_NAME}/{glue.GLUE_NAME}.h": glue.header(prod.prefix, cand.prefix),
+            f"{glue.GLUE_NAME}/{glue.GLUE_NAME}.c": glue.source(prod.prefix, cand.prefix),
+            "shadow.json": json.dumps(summary, indent=2, sort_keys=True) + "\n",
+            "README.md": readme(summary)}
+        for lib in (prod, cand):
+            for f in [*lib.sources, *lib.headers]:
+                files[f"{lib.prefix}/{f.name}"] = f.read_bytes()
+        write_package(out, files)
+    return ShadowOutcome(out, summary["held_out_windows"], summary["disagreements"])
+
+
+def readme(s: dict) -> str:
+    p, c = s["production"]["prefix"], s["candidate"]["prefix"]
+    return f"""# Shadow / A-B: {c} beside {p}
+
+Build `{p}/*.c`, `{c}/*.c` (a runtime kernel `kml_*.c` present in both folders is the same
+file: compile one copy) and `shadow/shadow.c` into your firmware, with all three folders on
+the include path. Feed every raw sample to `shadow_push_sample(sample, &decision)` instead
+of `{p}_push_sample`: it returns 1 when a window was decided, with production's decision in
+`decision` (act on it); the candidate decides on the same window and only the comparison is
+kept. `shadow_snapshot(uptime_s, record)` writes the 48-byte kml_shadow_v1 record
+(docs/shadow.md of kiloml: windows compared, decisions and arg-max labels that differ since
+boot, per-record counts, both model ids; CRC-16/CCITT-FALSE).
+
+On production's held-out streams the glue, compiled on the host, counts
+{s['disagreements']} decisions that differ of {s['held_out_windows']} windows
+({s['label_disagreements']} arg-max labels): the device reports the same (the libraries are
+bit-exact with their runs on the host and on the Cortex-M).
+"""
+
+
+def shadow_command(
+        production: Annotated[Path, typer.Argument(help="The production run folder")],
+        candidate: Annotated[Path, typer.Argument(help="The candidate run folder (another "
+                                                  "[library] prefix, the same interface)")],
+        out: Annotated[Path, typer.Option("--out", help="A new or empty folder")],
+) -> None:
+    """Generate the shadow / A-B glue: the candidate runs beside production on the same
+    windows and its disagreements are counted into a kml_shadow_v1 telemetry record."""
+    o = shadow_package(production, candidate, out)
+    print(f"shadow         {o.out}: on production's held-out streams {o.disagreements} of "
+          f"{o.windows} decisions differ (what the device's record will count)")
