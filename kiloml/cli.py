@@ -59,6 +59,28 @@ def _add_fleet_commands() -> None:
     app.add_typer(fleet_app, name="fleet")
 
 
+def _add_registry_commands() -> None:
+    from kiloml.registry.cli import (
+        promote_command,
+        registry_app,
+        release_command,
+        rollback_command,
+    )
+
+    app.command("release")(user_errors(release_command))
+    app.command("promote")(user_errors(promote_command))
+    app.command("rollback")(user_errors(rollback_command))
+    app.add_typer(registry_app, name="registry")
+
+
+def _add_release_checks() -> None:
+    from kiloml.registry.diff_cli import diff_command
+    from kiloml.registry.gate_cli import gate_command
+
+    app.command("gate")(user_errors(gate_command))
+    app.command("diff")(user_errors(diff_command))
+
+
 def _add_capture_command() -> None:
     from kiloml.capture.command import capture
 
@@ -386,6 +408,8 @@ def targets() -> None:
 
 _add_model_commands()
 _add_fleet_commands()
+_add_release_checks()
+_add_registry_commands()
 _add_info_command()
 _add_capture_command()
 _add_firmware_commands()
