@@ -107,6 +107,10 @@ class Pipeline:
     recording: RecordingRule | None = None
     # [library] prefix: the generated library's names (kiloml.codegen.prefix)
     library_prefix: str = "kml"
+    # [library] updatable / update_key: the forest's parameters can be replaced by a blob
+    # (kiloml.blob); the 32-byte Ed25519 public key blobs must be signed with (None: any)
+    library_updatable: bool = False
+    library_update_key: bytes | None = None
     # [monitor]: the on-device monitor after the decision layer (None: no monitor), and
     # the windows between its telemetry records in verification
     monitor: MonitorParams | None = None

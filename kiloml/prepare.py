@@ -63,6 +63,10 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
     pipeline.recording = cfg.window.recording_rule  # mode = "recording": kml_classify_recording
     pipeline.class_names = windows.class_names
     pipeline.library_prefix = cfg.library.prefix
+    pipeline.library_updatable = cfg.library.updatable
+    if cfg.library.update_key is not None:
+        from kiloml.blob.keys import public_key_bytes
+        pipeline.library_update_key = public_key_bytes(project.resolve(cfg.library.update_key))
     pipeline.features = make_feature_stages(project, windows.sample_rate_hz,
                                             windows.window_samples, windows.channels)
     check_data_settings(project, recordings, windows, split, pipeline)

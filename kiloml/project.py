@@ -696,6 +696,17 @@ class LibraryConfig(Section):
     ``GESTURE_CLASSES``, ``gesture_model.h``) so several models link into one firmware."""
 
     prefix: str = "kml"
+    # parameter blobs (kiloml.blob, docs/blob_format.md): the forest and decision
+    # parameters read through a pointer kml_blob_activate retargets
+    updatable: bool = False
+    # an Ed25519 public key (PEM, relative to the project file): blobs must be signed by it
+    update_key: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _update_key_needs_updatable(self) -> LibraryConfig:
+        if self.update_key is not None and not self.updatable:
+            raise ValueError("update_key needs updatable = true")
+        return self
 
     @field_validator("prefix")
     @classmethod

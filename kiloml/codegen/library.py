@@ -73,41 +73,24 @@ def write_library(pipeline: Pipeline, directory: Path, *, prefix: str | None = N
     time to record (default SOURCE_DATE_EPOCH or now; ``kiloml verify`` passes the run's)."""
     prefix = naming.check_prefix(prefix or getattr(pipeline, "library_prefix", None)
                                  or naming.DEFAULT_PREFIX)
+    updatable = getattr(pipeline, "library_updatable", False)
+    if updatable:  # refused before anything is written
+        from kiloml.codegen import updatable as blob_code
+        blob_code.forest_tables_of(pipeline)
     directory.mkdir(parents=True, exist_ok=True)
     n_features = len(pipeline.feature_names())
 
-    emitted: list[EmittedStage] = []
+    emitted = emit_feature_stages(pipeline)
     ch = pipeline.n_channels
-    # preprocess: raw -> kml_pa / kml_pb alternately -> processed
-    for i, stage in enumerate(pipeline.preprocess):
-        src = "raw" if i == 0 else ("kml_pa" if i % 2 else "kml_pb")
-        dst = "processed" if i == len(pipeline.preprocess) - 1 else (
-            "kml_pb" if i % 2 else "kml_pa")
-        ctx = EmitContext(prefix=f"kml_p{i}_", window="", start_row="", input=src, output=dst,
-                          window_rows=pipeline.window_samples, channels=ch, n_inputs=ch)
-        emitted.append(EmittedStage(f"preprocess {i}: {stage.kind}", stage.emit_c(ctx),
-                                    "preprocess", i))
-    offset = 0
-    names: list[str] = []
-    for i, stage in enumerate(pipeline.features):
-        if stage.reads == "window":
-            n = len(stage.feature_names(list(pipeline.channels)))
-            ctx = EmitContext(prefix=f"kml_s{i}_", window="window", start_row="start_row",
-                              input="window", output=f"features + {offset}",
-                              window_rows=pipeline.window_samples, channels=ch, n_inputs=ch)
-            offset += n
-            names += [""] * n
-            kind = "window"
-        else:
-            ctx = EmitContext(prefix=f"kml_s{i}_", window="", start_row="", input="features",
-                              output="features", window_rows=pipeline.window_samples,
-                              channels=ch, n_inputs=offset)
-            kind = "vector"
-        emitted.append(EmittedStage(f"stage {i}: {stage.kind}", stage.emit_c(ctx), kind, i))
     model_ctx = EmitContext(prefix="kml_m_", window="", start_row="", input="features",
                             output="out", window_rows=pipeline.window_samples,
                             channels=ch, n_inputs=n_features)
-    emitted.append(EmittedStage("model", pipeline.model.emit_c(model_ctx), "model", 0))
+    if updatable:
+        model_c = blob_code.model_stage(pipeline, model_ctx, emitted,
+                                        identity.interface_hash(pipeline))
+    else:
+        model_c = pipeline.model.emit_c(model_ctx)
+    emitted.append(EmittedStage("model", model_c, "model", 0))
 
     runtime: list[str] = ["kml_decision"]
     if pipeline.monitor is not None:  # only then: a library without one is unchanged
@@ -127,7 +110,7 @@ def write_library(pipeline: Pipeline, directory: Path, *, prefix: str | None = N
         config_name: naming.rename(_config_header(config_lines), prefix),
         header_name: naming.rename(_model_header(pipeline, n_features, marker), prefix),
         source_name: naming.rename(_model_source(pipeline, n_features, runtime, emitted,
-                                                 prefix), prefix),
+                                                 prefix, updatable), prefix),
         "CMakeLists.txt": _cmake(runtime, prefix),
     }
     sources = [directory / source_name]
@@ -172,6 +155,39 @@ def write_library(pipeline: Pipeline, directory: Path, *, prefix: str | None = N
     for name, path in copies.items():
         shutil.copyfile(path, directory / name)
     return FirmwareLibrary(directory, sources, headers, n_features, prefix, info)
+
+
+def emit_feature_stages(pipeline: Pipeline) -> list[EmittedStage]:
+    """The preprocessing and feature stages' C, in order."""
+    emitted: list[EmittedStage] = []
+    ch = pipeline.n_channels
+    # preprocess: raw -> kml_pa / kml_pb alternately -> processed
+    for i, stage in enumerate(pipeline.preprocess):
+        src = "raw" if i == 0 else ("kml_pa" if i % 2 else "kml_pb")
+        dst = "processed" if i == len(pipeline.preprocess) - 1 else (
+            "kml_pb" if i % 2 else "kml_pa")
+        ctx = EmitContext(prefix=f"kml_p{i}_", window="", start_row="", input=src, output=dst,
+                          window_rows=pipeline.window_samples, channels=ch, n_inputs=ch)
+        emitted.append(EmittedStage(f"preprocess {i}: {stage.kind}", stage.emit_c(ctx),
+                                    "preprocess", i))
+    offset = 0
+    names: list[str] = []
+    for i, stage in enumerate(pipeline.features):
+        if stage.reads == "window":
+            n = len(stage.feature_names(list(pipeline.channels)))
+            ctx = EmitContext(prefix=f"kml_s{i}_", window="window", start_row="start_row",
+                              input="window", output=f"features + {offset}",
+                              window_rows=pipeline.window_samples, channels=ch, n_inputs=ch)
+            offset += n
+            names += [""] * n
+            kind = "window"
+        else:
+            ctx = EmitContext(prefix=f"kml_s{i}_", window="", start_row="", input="features",
+                              output="features", window_rows=pipeline.window_samples,
+                              channels=ch, n_inputs=offset)
+            kind = "vector"
+        emitted.append(EmittedStage(f"stage {i}: {stage.kind}", stage.emit_c(ctx), kind, i))
+    return emitted
 
 
 def _banner(pipeline: Pipeline) -> str:
@@ -249,7 +265,16 @@ void kml_compute_features(const float *window, float *features);
 
 
 def _model_source(p: Pipeline, n_features: int, runtime: list[str],
-                  emitted: list[EmittedStage], prefix: str) -> str:
+                  emitted: list[EmittedStage], prefix: str, updatable: bool = False) -> str:
+    source = _model_source_text(p, n_features, runtime, emitted, prefix)
+    if updatable:
+        from kiloml.codegen.updatable import retarget
+        return retarget(source)
+    return source
+
+
+def _model_source_text(p: Pipeline, n_features: int, runtime: list[str],
+                       emitted: list[EmittedStage], prefix: str) -> str:
     includes = "\n".join(f'#include "{name}.h"' for name in runtime)
     if prefix != naming.DEFAULT_PREFIX:  # first: the renames of the configured kernels
         includes = f'#include "kml_config.h"\n{includes}'

@@ -10,13 +10,22 @@ from kiloml.codegen.cwriter import c_array, c_float
 from kiloml.models.forest import ForestTables
 
 CTYPES = {np.uint8: "uint8_t", np.uint16: "uint16_t", np.uint32: "uint32_t"}
+# An updatable library ([library] updatable, kiloml.blob): fixed table types, so that
+# another version's forest fits the same compiled code (its limits: 16384 features,
+# 65535 nodes per forest, 256 classes, uint16 leaf fractions).
+UPDATABLE_TYPES = {"head": np.uint16, "ref": np.uint16, "base": np.uint16,
+                   "class": np.uint8, "fraction": np.uint16}
+UPDATABLE_MIN_TREES = 64  # KML_TREE_MAX_TREES of an updatable library: at least this
 
 
 def _ctype(dtype: type) -> str:
     return CTYPES[np.dtype(dtype).type]
 
 
-def config_lines(t: ForestTables, *, table_walk: bool) -> list[str]:
+def config_lines(t: ForestTables, *, table_walk: bool, updatable: bool = False
+                 ) -> list[str]:
+    if updatable:
+        return updatable_config_lines(t)
     lines = [
         f"#define KML_TREE_HEAD_T {_ctype(t.head_dtype) if table_walk else 'uint16_t'}",
         f"#define KML_TREE_REF_T {_ctype(t.ref_dtype)}",
@@ -40,24 +49,30 @@ def config_lines(t: ForestTables, *, table_walk: bool) -> list[str]:
     return lines
 
 
-def runtime_modules(t: ForestTables) -> list[str]:
-    return ["kml_trees", "kml_f64"] if t.score_mode in (1, 2) else ["kml_trees"]
+def updatable_config_lines(t: ForestTables) -> list[str]:
+    u = {k: _ctype(v) for k, v in UPDATABLE_TYPES.items()}
+    lines = [f"#define KML_TREE_HEAD_T {u['head']}", f"#define KML_TREE_REF_T {u['ref']}",
+             f"#define KML_TREE_BASE_T {u['base']}", f"#define KML_TREE_CLASS_T {u['class']}",
+             f"#define KML_TREE_MAX_CLASSES {t.n_classes}",
+             f"#define KML_TREE_MAX_TREES {max(t.n_trees, UPDATABLE_MIN_TREES)}",
+             f"#define KML_TREE_PROBA {t.score_mode}"]
+    if t.score_mode == 1:
+        lines.append(f"#define KML_TREE_FRACTION_T {u['fraction']}")
+    return [*lines, "#define KML_TREE_SPARSE_LEAVES 1", "#define KML_TREE_INDEXED_THRESHOLDS 0"]
 
 
-def _leaf_arrays(t: ForestTables, p: str) -> tuple[list[str], dict[str, str]]:
-    """Mixed-leaf constants and the struct fields pointing at them."""
-    arrays: list[str] = []
-    fields: dict[str, str] = {}
-    if t.score_mode == 0:
-        return arrays, fields
-    class_t = _ctype(t.class_dtype)
+def heads_as(t: ForestTables, dtype: type) -> np.ndarray:
+    """The node heads (feature index, left/right-is-leaf in the two top bits) in ``dtype``."""
+    bits = 8 * np.dtype(dtype).itemsize
+    head = (t.feature.astype(np.uint32) | (t.left_is_leaf.astype(np.uint32) << (bits - 1))
+            | (t.right_is_leaf.astype(np.uint32) << (bits - 2)))
+    return head.astype(dtype)
+
+
+def sparse_entries(t: ForestTables) -> tuple[list[int], list[int], list[int], list[int]]:
+    """The mixed leaves as sparse rows: (starts, classes, numerators (modes 1, 3), float64
+    bit patterns (mode 2))."""
     integer = t.score_mode in (1, 3)
-    if integer and not t.sparse_leaves():
-        frac_t = _ctype(t.fraction_dtype)
-        arrays.append(c_array(frac_t, f"{p}entry_num", t.leaf_num.ravel(),
-                              per_line=t.n_classes))
-        fields.update(entry_num=f"{p}entry_num")
-        return arrays, fields
     starts, classes, nums, values = [0], [], [], []
     for m in range(t.n_mixed):
         for k in np.flatnonzero(t.leaf_proba[m]):
@@ -67,11 +82,34 @@ def _leaf_arrays(t: ForestTables, p: str) -> tuple[list[str], dict[str, str]]:
             else:
                 values.append(int(t.leaf_proba[m, k:k + 1].view(np.uint64)[0]))
         starts.append(len(classes))
+    return starts, classes, nums, values
+
+
+def runtime_modules(t: ForestTables) -> list[str]:
+    return ["kml_trees", "kml_f64"] if t.score_mode in (1, 2) else ["kml_trees"]
+
+
+def _leaf_arrays(t: ForestTables, p: str, updatable: bool = False
+                 ) -> tuple[list[str], dict[str, str]]:
+    """Mixed-leaf constants and the struct fields pointing at them."""
+    arrays: list[str] = []
+    fields: dict[str, str] = {}
+    if t.score_mode == 0:
+        return arrays, fields
+    class_t = _ctype(UPDATABLE_TYPES["class"] if updatable else t.class_dtype)
+    integer = t.score_mode in (1, 3)
+    if integer and not updatable and not t.sparse_leaves():
+        frac_t = _ctype(t.fraction_dtype)
+        arrays.append(c_array(frac_t, f"{p}entry_num", t.leaf_num.ravel(),
+                              per_line=t.n_classes))
+        fields.update(entry_num=f"{p}entry_num")
+        return arrays, fields
+    starts, classes, nums, values = sparse_entries(t)
     arrays.append(c_array("uint16_t", f"{p}leaf_start", starts, per_line=16))
     arrays.append(c_array(class_t, f"{p}entry_class", classes, per_line=16))
     fields.update(leaf_start=f"{p}leaf_start", entry_class=f"{p}entry_class")
     if integer:
-        frac_t = _ctype(t.fraction_dtype)
+        frac_t = _ctype(UPDATABLE_TYPES["fraction"] if updatable else t.fraction_dtype)
         arrays.append(c_array(frac_t, f"{p}entry_num", nums, per_line=16))
         fields.update(entry_num=f"{p}entry_num")
     else:
@@ -115,16 +153,23 @@ def _struct(t: ForestTables, p: str, fields: dict[str, str]) -> str:
     return f"static const kml_forest_t {p}forest = {{\n{body}\n}};\n"
 
 
-def emit_table(t: ForestTables, p: str, input_expr: str, output_expr: str
-               ) -> tuple[list[str], str, str]:
-    """(config lines, constants, call) for the table-walking kernel."""
-    ref_t = _ctype(t.ref_dtype)
+def emit_table(t: ForestTables, p: str, input_expr: str, output_expr: str, *,
+               updatable: bool = False) -> tuple[list[str], str, str]:
+    """(config lines, constants, call) for the table-walking kernel. ``updatable``: the
+    fixed types of UPDATABLE_TYPES, one float32 threshold per node, sparse leaves (what
+    a parameter blob carries; float thresholds, leaf modes 0-2 only)."""
+    if updatable and (t.quantized or t.score_mode == 3):
+        raise ValueError("an updatable forest has float32 thresholds and leaf modes 0-2")
+    types = UPDATABLE_TYPES if updatable else {"ref": t.ref_dtype, "base": t.base_dtype,
+                                               "head": t.head_dtype}
+    ref_t = _ctype(types["ref"])
     arrays = [
-        c_array(_ctype(t.base_dtype), f"{p}tree_base", t.tree_base, per_line=12),
-        c_array(_ctype(t.head_dtype), f"{p}head", t.heads(), per_line=16),
+        c_array(_ctype(types["base"]), f"{p}tree_base", t.tree_base, per_line=12),
+        c_array(_ctype(types["head"]), f"{p}head",
+                heads_as(t, types["head"]) if updatable else t.heads(), per_line=16),
     ]
     fields = {"tree_base": f"{p}tree_base", "head": f"{p}head"}
-    shared = t.threshold_table()
+    shared = None if updatable else t.threshold_table()
     if t.quantized:
         def thresholds(name: str, values: np.ndarray) -> str:
             return c_array("int16_t", name, values, per_line=12)
@@ -145,13 +190,13 @@ def emit_table(t: ForestTables, p: str, input_expr: str, output_expr: str
     arrays.append(c_array("uint8_t", f"{p}nan_left",
                           np.packbits(t.nan_left, bitorder="little"), per_line=16))
     fields["nan_left"] = f"{p}nan_left"
-    leaf_arrays, leaf_fields = _leaf_arrays(t, p)
+    leaf_arrays, leaf_fields = _leaf_arrays(t, p, updatable)
     input_arrays, input_fields = _input_arrays(t, p)
     constants = "\n".join([*arrays, *leaf_arrays, *input_arrays,
                            _struct(t, p, {**fields, **leaf_fields, **input_fields})])
     call = f"{output_expr}->label = kml_forest_predict(&{p}forest, {input_expr}, " \
            f"{output_expr}->scores);"
-    return config_lines(t, table_walk=True), constants, call
+    return config_lines(t, table_walk=True, updatable=updatable), constants, call
 
 
 def emit_inline(t: ForestTables, p: str, input_expr: str, output_expr: str

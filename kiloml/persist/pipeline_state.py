@@ -100,6 +100,10 @@ def _save(p: Pipeline, book: ArrayBook) -> dict:
         **({} if p.recording is None else {"recording": p.recording.model_dump(mode="json")}),
         # only with a [library] prefix (a default pipeline's file is unchanged)
         **({} if p.library_prefix == "kml" else {"library_prefix": p.library_prefix}),
+        # only with [library] updatable = true (kiloml.blob)
+        **({} if not p.library_updatable else {"library_update": {
+            "public_key": None if p.library_update_key is None
+            else p.library_update_key.hex()}}),
         # only with a [monitor] (a pipeline without one is unchanged)
         **({} if p.monitor is None else
            {"monitor": save_monitor(p.monitor, p.monitor_snapshot_every, book)}),
@@ -246,11 +250,23 @@ def _load(f: Fields) -> Pipeline:
     p.recording = f.config("recording", RecordingRule) if f.has("recording") else None
     if f.has("library_prefix"):
         p.library_prefix = _library_prefix(f)
+    if f.has("library_update"):
+        p.library_updatable, p.library_update_key = True, _update_key(f.object("library_update"))
     if f.has("monitor"):
         p.monitor, p.monitor_snapshot_every = load_monitor(
             f.object("monitor"), p.n_classes, p.n_channels, n_features)
     f.done()
     return p
+
+
+def _update_key(f: Fields) -> bytes | None:
+    key = f.optional("public_key", lambda k: f.str(k, max_length=64))
+    f.done()
+    if key is None:
+        return None
+    if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise f.error("public_key", "is not 64 lower-case hex digits (an Ed25519 key)")
+    return bytes.fromhex(key)
 
 
 def _library_prefix(f: Fields) -> str:

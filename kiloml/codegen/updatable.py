@@ -1,0 +1,100 @@
+"""An updatable library ([library] updatable = true): the forest and the decision
+parameters are read through kml_blob_forest() / kml_blob_decision(), which
+kml_blob_activate retargets to a parameter blob's tables (kiloml.blob,
+docs/blob_format.md). A library without the setting is generated exactly as before."""
+
+from __future__ import annotations
+
+from kiloml.blob.layout import (
+    config_lines,
+    feature_code_digest,
+    forest_problem,
+    layout,
+    layout_hash,
+)
+from kiloml.decision.layer import SMOOTHING
+from kiloml.errors import KilomlError
+from kiloml.models.forest import ForestTables
+from kiloml.models.forest_c import emit_table, runtime_modules
+from kiloml.stage import CStage, EmitContext
+
+BLOB_RUNTIME = ["kml_blob", "kml_sha256"]
+SIGNATURE_RUNTIME = ["kml_ed25519", "kml_sha512"]
+BUILTIN = """/* ---- parameter blobs: the compiled-in ones, until kml_blob_activate ---- */
+const kml_blob_model_t kml_blob_builtin = {&kml_m_forest, &kml_d_params};
+
+"""
+_BUILTIN_BEFORE = "static void kml_run_features("
+_FOREST_ARG = "kml_forest_predict(&kml_m_forest,"
+_DECISION_ARG = "kml_decision_step(&kml_d_params,"
+
+
+def forest_tables_of(pipeline) -> ForestTables:
+    """The pipeline's forest tables, or a one-line KilomlError naming [library] updatable
+    when its model cannot take parameter blobs."""
+    from kiloml.models.trees import TreeModel
+
+    model = pipeline.model
+    if type(model) is not TreeModel:
+        raise KilomlError(f"[library] updatable = true: only forests take parameter blobs "
+                          f"so far (this model is a {type(model).__name__})")
+    if model.config.c_style != "table":
+        raise KilomlError("[library] updatable = true needs [model] c_style = \"table\" "
+                          "(inline trees are code, not parameters)")
+    if pipeline.library_prefix != "kml":
+        raise KilomlError("[library] updatable = true takes no [library] prefix yet")
+    tables = model.tables or model.compile(len(pipeline.feature_names()))
+    problem = forest_problem(tables)
+    if problem:
+        raise KilomlError(f"[library] updatable = true: this forest cannot live in a "
+                          f"parameter blob: {problem}")
+    return tables
+
+
+def feature_parts(emitted: list) -> list[str]:
+    """What the layout hash covers of the feature and preprocessing stages' C."""
+    parts = []
+    for e in emitted:
+        c = e.c
+        parts += [e.kind, e.title, *c.runtime, *c.config, c.constants, c.call, c.state,
+                  c.reset, str(c.scratch_floats)]
+    return parts
+
+
+def describe_layout(pipeline, tables: ForestTables, emitted: list) -> dict:
+    """The layout (kiloml.blob.layout) of ``pipeline``'s updatable library; ``emitted``:
+    its feature and preprocessing stages (codegen.library.emit_feature_stages)."""
+    d = pipeline.decision_params
+    geometry = [str(pipeline.window_samples), str(pipeline.stride_samples),
+                repr(float(pipeline.sample_rate_hz)), ",".join(pipeline.channels)]
+    return layout(tables, smoothing=SMOOTHING[d.smoothing],
+                  smoothing_windows=d.smoothing_windows,
+                  feature_code=feature_code_digest([*geometry, *feature_parts(emitted)]))
+
+
+def model_stage(pipeline, ctx: EmitContext, emitted: list, interface_hash: int) -> CStage:
+    tables = forest_tables_of(pipeline)
+    config, constants, call = emit_table(tables, ctx.prefix, ctx.input, ctx.output,
+                                         updatable=True)
+    if ctx.prefix != "kml_m_" or _FOREST_ARG not in call:
+        raise AssertionError("the model stage's call does not read kml_m_forest")
+    call = call.replace(_FOREST_ARG, "kml_forest_predict(kml_blob_forest(),")
+    described = describe_layout(pipeline, tables, emitted)
+    d = pipeline.decision_params
+    key = pipeline.library_update_key
+    config = config_lines(tables, interface_hash=interface_hash,
+                          layout_hash_value=layout_hash(described),
+                          smoothing=SMOOTHING[d.smoothing],
+                          smoothing_windows=d.smoothing_windows, public_key=key)
+    runtime = [*runtime_modules(tables), *BLOB_RUNTIME,
+               *(SIGNATURE_RUNTIME if key is not None else [])]
+    return CStage(runtime=runtime, config=config, constants=constants, call=call)
+
+
+def retarget(source: str) -> str:
+    """kiloml_model.c of an updatable library: the decision layer reads the active
+    parameters, and the compiled-in ones are kml_blob_builtin."""
+    if source.count(_BUILTIN_BEFORE) != 1 or _DECISION_ARG not in source:
+        raise AssertionError("kiloml_model.c is not shaped as codegen.updatable expects")
+    source = source.replace(_DECISION_ARG, "kml_decision_step(kml_blob_decision(),")
+    return source.replace(_BUILTIN_BEFORE, BUILTIN + _BUILTIN_BEFORE)
