@@ -64,8 +64,9 @@ def timeline_figure(diff: BehaviourDiff, recordings: list[int]) -> Figure:
                                       + 1.2 * len(recordings) + 0.6))
     for ax, r in zip(axes[:, 0], recordings, strict=True):
         n = streams.lengths[r]
-        for d, colour, label, offset in ((diff.decisions_a, "#0969da", s["a"]["label"], -0.1),
-                                         (diff.decisions_b, "#9a6700", s["b"]["label"], 0.1)):
+        for d, colour, label, offset in (
+                (diff.decisions_a, "#0969da", f"A: {s['a']['label']}", -0.1),
+                (diff.decisions_b, "#9a6700", f"B: {s['b']['label']}", 0.1)):
             own = decision_names(d.class_names)
             t, y = _steps(d, r, n, streams.rate_hz, len(d.class_names))
             if len(t) > 1:
@@ -99,7 +100,7 @@ def confidence_figure(summary: dict) -> Figure:
     ax.set_xlim(0, 1.05)
     ax.set_xlabel("mean top smoothed score where the library decides the class")
     ax.set_title("Confidence shift per class", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
