@@ -18,6 +18,7 @@ registry_app = typer.Typer(help="A model registry: its versions, their model car
                            "manifests, every file's hash checked.", no_args_is_help=True)
 
 REG_HELP = "The registry folder"
+PIPE_WIDTH = 200
 
 
 def release_command(
@@ -52,11 +53,15 @@ def release_command(
 @user_errors
 def list_command(registry: Annotated[Path, typer.Argument(help=REG_HELP)]) -> None:
     """The versions: when released, model id, aliases, latest gate."""
+    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     from kiloml.progress import console
     from kiloml.registry.store import Registry
+
+    if not console.is_terminal:  # a pipe or a file: rows whole, for grep
+        console = Console(highlight=False, width=PIPE_WIDTH)
 
     reg = Registry.open(registry)
     aliases = reg.aliases()

@@ -187,8 +187,9 @@ def find_project(run_dir: Path, metrics: dict, given: Path | None) -> LoadedProj
     if given is not None:
         project = load_project(given)
         if project.config.name != name:
+            made = repr(name) if isinstance(name, str) else "a project it does not name"
             raise KilomlError(f"is the project {project.config.name!r}, but the run was made "
-                              f"from {describe(name)}", file=project.path, where="--project")
+                              f"from {made}", file=project.path, where="--project")
         return project
     here = run_dir.resolve()
     for folder in list(here.parents)[:SEARCH_LEVELS]:
