@@ -59,6 +59,12 @@ def _add_fleet_commands() -> None:
     app.add_typer(fleet_app, name="fleet")
 
 
+def _add_blob_commands() -> None:
+    from kiloml.blob.cli import blob_app
+
+    app.add_typer(blob_app, name="blob")
+
+
 def _add_registry_commands() -> None:
     from kiloml.registry.cli import (
         promote_command,
@@ -408,6 +414,7 @@ def targets() -> None:
 
 _add_model_commands()
 _add_fleet_commands()
+_add_blob_commands()
 _add_release_checks()
 _add_registry_commands()
 _add_info_command()

@@ -26,6 +26,8 @@ def prepare_data(project: LoadedProject, *, announce: bool = True
     """Recordings (raw and preprocessed, augmented copies included), the pipeline with its
     window geometry and feature stages (not fitted, no model yet), windows and split."""
     cfg = project.config
+    from kiloml.codegen.updatable import check_settings as check_updatable_settings
+    check_updatable_settings(cfg)  # [library] updatable: before the data is read
     loaded = load_data(project)
     raw_recordings = loaded.recordings
     pipeline = Pipeline(

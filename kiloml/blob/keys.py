@@ -47,8 +47,9 @@ def load_private_key(path: Path, where: str = "signing key"):  # -> Ed25519Priva
         except Exception:
             continue
         if not isinstance(key, Ed25519PrivateKey):
-            raise KilomlError(f"{where} {shown_path(path)} is a {type(key).__name__[1:]}, "
-                              "not an Ed25519 private key")
+            kind = type(key).__name__.lstrip("_").replace("PrivateKey", "")
+            raise KilomlError(f"{where} {shown_path(path)} is not an Ed25519 private key "
+                              f"(it holds an {kind} key)")
         return key
     raise KilomlError(f"{where} {shown_path(path)} is not an unencrypted Ed25519 private "
                       "key (PEM or DER PKCS#8, or OpenSSH; make one with `openssl genpkey "
@@ -73,7 +74,10 @@ def public_key_bytes(path: Path, where: str = "[library] update_key") -> bytes:
         except Exception:
             continue
     if key is None:
-        private = load_private_key(path, where)
+        try:
+            private = load_private_key(path, where)
+        except KilomlError:
+            private = None
         key = private.public_key() if isinstance(private, Ed25519PrivateKey) else None
     if not isinstance(key, Ed25519PublicKey):
         raise KilomlError(f"{where} {shown_path(path)} is not an Ed25519 public key")

@@ -98,3 +98,24 @@ def retarget(source: str) -> str:
         raise AssertionError("kiloml_model.c is not shaped as codegen.updatable expects")
     source = source.replace(_DECISION_ARG, "kml_decision_step(kml_blob_decision(),")
     return source.replace(_BUILTIN_BEFORE, BUILTIN + _BUILTIN_BEFORE)
+
+
+def check_settings(cfg) -> None:
+    """[library] updatable with a model that cannot take blobs: one line, before
+    training (the project's settings; the tables are checked again when emitted)."""
+    if not cfg.library.updatable:
+        return
+    from kiloml.project import TreeModelConfig
+
+    model = cfg.model
+    if not isinstance(model, TreeModelConfig):
+        raise KilomlError(f"[library] updatable = true: only forests take parameter blobs "
+                          f"so far ([model] kind = \"{model.kind}\")")
+    if model.c_style != "table":
+        raise KilomlError("[library] updatable = true needs [model] c_style = \"table\" "
+                          "(inline trees are code, not parameters)")
+    if model.thresholds != "float32" or model.leaves != "exact":
+        raise KilomlError("[library] updatable = true takes float32 thresholds and exact "
+                          "leaves so far ([model] thresholds / leaves)")
+    if cfg.library.prefix != "kml":
+        raise KilomlError("[library] updatable = true takes no [library] prefix yet")
