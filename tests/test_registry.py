@@ -252,6 +252,28 @@ def test_verify_refuses_an_edited_manifest_and_a_dangling_alias(one_release: Pat
                       "production: points at version 4.0.0, which is not released")
 
 
+def test_verify_refuses_a_version_file_naming_no_package(one_release: Path) -> None:
+    info_path = one_release / "versions" / "1.0.0.json"
+    info = json.loads(info_path.read_text())
+    info["package"] = "cd" * 32
+    info_path.write_text(json.dumps(info))
+    assert_user_error(run_cli("registry", "verify", str(one_release)), str(info_path),
+                      "the package version 1.0.0 names is missing")
+    assert_user_error(run_cli("registry", "show", str(one_release), "1.0.0"),
+                      "the package of version 1.0.0 is missing")
+    info["package"] = "not a hash"
+    info_path.write_text(json.dumps(info))
+    assert_user_error(run_cli("registry", "list", str(one_release)), "package: expected a "
+                      "SHA-256")
+
+
+def test_show_names_a_missing_card(one_release: Path) -> None:
+    card = package(one_release) / "model_card.md"
+    card.unlink()
+    assert_user_error(run_cli("registry", "show", str(one_release), "1.0.0"), str(card),
+                      "missing from the package")
+
+
 def test_a_crashed_release_is_cleaned_by_the_next(device_run: Path, one_release: Path
                                                   ) -> None:
     staging = one_release / "packages" / ".staging-crashed"
@@ -364,6 +386,33 @@ def test_an_edited_library_is_refused(device_run: Path, tmp_path: Path) -> None:
     assert_user_error(release(run, tmp_path / "reg", "1.0.0"), "extra.c",
                       "is not part of the library pipeline.json generates")
     assert not (tmp_path / "reg").exists()
+
+
+def test_more_runs_that_are_refused(device_run: Path, tmp_path: Path) -> None:
+    run = copy_project(device_run, tmp_path / "project")
+    reg = tmp_path / "reg"
+    assert_user_error(release(run, reg, "1.0.0", "--notes", "x" * 4001), "--notes",
+                      "4,001 characters; at most 4,000")
+    assert_user_error(release(run, run / "registry", "1.0.0"), "lies inside a run folder",
+                      "the registry would be deleted with it")
+    assert not (run / "registry").exists()
+
+    edit_metrics(run, lambda m: m["library"].update(model_id="0123456789abcdef"))
+    assert_user_error(release(run, reg, "1.0.0"), "metrics.json: library.model_id",
+                      "is not the library's", "(metrics.json is of another run)")
+    shutil.copyfile(device_run / "metrics.json", run / "metrics.json")
+
+    edit_metrics(run, lambda m: m["resources"]["cortex-m4f"].update(
+        fused_multiply_add={"found": True}))
+    assert_user_error(release(run, reg, "1.0.0"), "build for cortex-m4f contains fused "
+                      "multiply-adds")
+    shutil.copyfile(device_run / "metrics.json", run / "metrics.json")
+
+    readme = run / "firmware" / "README.md"
+    readme.unlink()
+    readme.symlink_to(device_run / "firmware" / "README.md")
+    assert_user_error(release(run, reg, "1.0.0"), "README.md: is not a regular file")
+    assert not reg.exists()
 
 
 def test_the_project_file_is_found_or_given(device_run: Path, tmp_path: Path) -> None:
@@ -526,6 +575,8 @@ def test_the_store_api(one_release: Path, tmp_path: Path) -> None:
                                                        "previous": None}
     with pytest.raises(KilomlError, match="already a kiloml registry"):
         Registry.create(tmp_path / "new")
+    with pytest.raises(KilomlError, match="is not empty and is not a kiloml registry"):
+        Registry.create(tmp_path)
 
     reg = Registry.open(one_release)
     assert reg.versions() == ["1.0.0"]

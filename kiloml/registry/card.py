@@ -132,7 +132,7 @@ def card_markdown(card: dict) -> str:
              f"- model id: {m['id']}, interface hash {m['interface_hash']}",
              f"- model: {m['kind']}, built by kiloml {m['kiloml_version']}"]
     if card["notes"]:
-        lines.append(f"- notes: {card['notes']}")
+        lines.append("- notes: " + "\n  ".join(card["notes"].splitlines()))
     classes = ", ".join(d["classes"] or [])
     lines += ["", "## Data", "",
               f"- source: {d['source']}, {d['recordings']} recordings, {d['windows']} windows",

@@ -106,7 +106,7 @@ def show_command(registry: Annotated[Path, typer.Argument(help=REG_HELP)],
     folder = reg.package_dir(version)
     manifest = reg.manifest(version)
     info = reg.version_info(version)
-    print((folder / CARD_MD).read_text(encoding="utf-8"), end="")
+    print(read_card(folder / CARD_MD), end="")
     files = manifest.get("files", {})
     size = sum((folder / f).stat().st_size for f in files if (folder / f).is_file())
     names = [a for a, v in reg.aliases().items() if v == version]
@@ -116,6 +116,18 @@ def show_command(registry: Annotated[Path, typer.Argument(help=REG_HELP)],
     print(f"- package {info['package']}: {len(files)} files, {size:,} bytes "
           f"(manifest.json lists their SHA-256)")
     print(f"- gate: {gate_status(reg.gate_result(version))}")
+
+
+def read_card(path: Path) -> str:
+    from kiloml.errors import KilomlError
+
+    try:
+        if path.is_symlink() or not path.is_file():
+            raise KilomlError("missing from the package (`kiloml registry verify` checks "
+                              "it)", file=path)
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KilomlError(f"cannot read: {exc}", file=path) from None
 
 
 @registry_app.command("verify")

@@ -20,9 +20,12 @@ CHUNK = 1 << 20
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
+    try:
+        with path.open("rb") as f:
+            while block := f.read(CHUNK):
+                h.update(block)
+    except OSError as exc:
+        raise KilomlError(f"cannot read: {exc.strerror or exc}", file=path) from None
     return h.hexdigest()
 
 

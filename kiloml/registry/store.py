@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kiloml.atomic import write_text_atomically
 from kiloml.errors import KilomlError
+from kiloml.outputs import KINDS, marker_kind
 from kiloml.persist.archive import describe, read_json
 from kiloml.registry.semver import FORM, is_version, sorted_versions
 
@@ -96,6 +97,7 @@ class Registry:
         if (path / MARKER_FILE).exists():
             raise KilomlError("is already a kiloml registry", file=path)
         _refuse_not_empty(path)
+        _refuse_inside_output(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.creating-", dir=path.parent))
@@ -352,6 +354,18 @@ def require_usable(path: str | Path) -> None:
     if path.exists() and not path.is_dir():
         raise KilomlError("exists and is not a folder; a registry is a folder", file=path)
     _refuse_not_empty(path)
+    _refuse_inside_output(path)
+
+
+def _refuse_inside_output(path: Path) -> None:
+    """A registry is never made inside a folder kiloml replaces whole (a run's output)."""
+    here = Path(os.path.abspath(path)).resolve()
+    for folder in (here, *here.parents):
+        kind = marker_kind(folder)
+        if kind is not None:
+            raise KilomlError(f"lies inside {KINDS[kind]} ({folder}), which kiloml replaces "
+                              "whole: the registry would be deleted with it; choose a folder "
+                              "outside it", file=path)
 
 
 def _refuse_not_empty(path: Path) -> None:
