@@ -128,17 +128,18 @@ static void kml_fe_reduce(kml_fe r, const uint32_t t[16])
 static void kml_fe_mul(kml_fe r, const kml_fe a, const kml_fe b)
 {
     uint32_t t[16], i, j;
-    for (i = 0; i < 16; ++i) {
+    for (i = 0; i < 8; ++i) { /* t[8 + i] is written at the end of row i, before it is read */
         t[i] = 0;
     }
     for (i = 0; i < 8; ++i) {
-        uint64_t c = 0;
-        for (j = 0; j < 8; ++j) {
-            c += (uint64_t)a[i] * b[j] + t[i + j];
-            t[i + j] = (uint32_t)c;
-            c >>= 32;
+        const uint32_t ai = a[i];
+        uint32_t c = 0;
+        for (j = 0; j < 8; ++j) { /* one UMAAL on a Cortex-M4 */
+            const uint64_t x = (uint64_t)ai * b[j] + t[i + j] + c;
+            t[i + j] = (uint32_t)x;
+            c = (uint32_t)(x >> 32);
         }
-        t[i + 8] = (uint32_t)c;
+        t[i + 8] = c;
     }
     kml_fe_reduce(r, t);
 }
@@ -149,17 +150,19 @@ static void kml_fe_sq(kml_fe r, const kml_fe a)
 {
     uint32_t t[16], i, j, top = 0;
     uint64_t c;
-    for (i = 0; i < 16; ++i) {
+    for (i = 0; i < 8; ++i) { /* t[8 + i] comes from row i's carry (t[15]: none, 0) */
         t[i] = 0;
     }
+    t[15] = 0;
     for (i = 0; i < 7; ++i) {
-        c = 0;
+        const uint32_t ai = a[i];
+        uint32_t carry = 0;
         for (j = i + 1; j < 8; ++j) {
-            c += (uint64_t)a[i] * a[j] + t[i + j];
-            t[i + j] = (uint32_t)c;
-            c >>= 32;
+            const uint64_t x = (uint64_t)ai * a[j] + t[i + j] + carry;
+            t[i + j] = (uint32_t)x;
+            carry = (uint32_t)(x >> 32);
         }
-        t[i + 8] = (uint32_t)c; /* not written yet by an earlier row */
+        t[i + 8] = carry; /* not written yet by an earlier row */
     }
     for (i = 0; i < 16; ++i) { /* x 2: the sum of cross products is below 2^511 */
         const uint32_t w = t[i];
