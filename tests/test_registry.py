@@ -308,6 +308,15 @@ def test_a_run_without_qemu_parity_needs_a_flag(toy_run: Path, tmp_path: Path) -
         package(reg, "0.1.0") / "model_card.md").read_text()
 
 
+def test_a_run_verified_on_qemu_afterwards_needs_no_flag(toy_run: Path, tmp_path: Path
+                                                         ) -> None:
+    run = copy_project(toy_run.parent / "out", tmp_path / "project")
+    assert run_cli("verify", str(run.parent / "kiloml.toml")).exit_code == 0
+    released(run, tmp_path / "reg", "1.0.0")
+    card = json.loads((package(tmp_path / "reg") / "model_card.json").read_text())
+    assert card["parity"]["qemu"]["cortex-m4f"]["checked"] is True
+
+
 @pytest.mark.parametrize("where, fragment", [
     ("host", "the run failed parity on the host: 2 of 45 held-out window decisions differ"),
     ("cortex-m4f", "the run failed parity on cortex-m4f (QEMU mps2-an386): 2 of 45 held-out "
