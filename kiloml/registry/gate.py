@@ -21,6 +21,7 @@ from kiloml.project import GateConfig
 from kiloml.registry.contents import Package
 from kiloml.registry.diff import behaviour_diff, comparable
 from kiloml.registry.recordings import held_out_streams
+from kiloml.registry.semver import parse_version
 
 CHECKS = ("parity_host", "parity_qemu", "budgets", "accuracy_drop", "balanced_accuracy_drop",
           "false_alarms_per_hour", "changed_fraction", "interface")
@@ -159,11 +160,6 @@ def changed_fraction(package: Package, baseline: Baseline | None, limit: float) 
                  f"({len(s['segments']):,} segments)")
 
 
-def _major(version: str) -> int:
-    """MAJOR of a released version (the registry checked its form: MAJOR.MINOR.PATCH)."""
-    return int(version.split(".", 1)[0])
-
-
 def interface(package: Package, version: str, baseline: Baseline | None) -> Check:
     mine = package.interface_hash
     if baseline is None:
@@ -174,7 +170,7 @@ def interface(package: Package, version: str, baseline: Baseline | None) -> Chec
     a, b = baseline.package.interface, package.interface
     changed = ", ".join(f"{k} {a[k]} -> {b[k]}" for k in a if a.get(k) != b.get(k)) or \
         "the interface hash"
-    bumped = _major(version) > _major(baseline.version)
+    bumped = parse_version(version)[0] > parse_version(baseline.version)[0]
     return Check("interface", bumped, mine, theirs,
                  f"changed from {baseline.version}'s ({changed}); " + (
                      f"allowed by the major version bump to {version}" if bumped else

@@ -31,19 +31,20 @@ def gate_version(registry: Path, name: str, against: str) -> dict:
     return result
 
 
-def _shown(name: str, x: object) -> str:
+def _shown(name: str, x: object, *, limit: bool = False) -> str:
     if x is None:
         return "-"
     if isinstance(x, bool) or not isinstance(x, int | float):
         return str(x)
     if name.startswith("parity") or name in ("changed_fraction", "budgets"):
         return f"{100 * x:.2f}%"
-    if name.endswith("_drop"):
-        return f"{x:+.2f} points"
+    if name.endswith("_drop"):  # the value is signed: a gain is negative
+        return f"{x:.2f} points" if limit else f"{x:+.2f} points"
     return f"{x:,.2f}"
 
 
 def print_gate(result: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from kiloml.progress import console
@@ -54,9 +55,10 @@ def print_gate(result: dict) -> None:
                             ("result", "left"), ("detail", "left")):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for c in result["checks"]:
-        table.add_row(c["name"], _shown(c["name"], c["value"]), _shown(c["name"], c["limit"]),
+        table.add_row(c["name"], _shown(c["name"], c["value"]),
+                      _shown(c["name"], c["limit"], limit=True),
                       "[green]pass[/green]" if c["passed"] else "[bold red]FAIL[/bold red]",
-                      c["detail"])
+                      escape(c["detail"]))
     console.print(table)
     failed = [c["name"] for c in result["checks"] if not c["passed"]]
     console.print(f"gate           {result['version']}: " + (
