@@ -123,8 +123,9 @@ static void kml_fe_reduce(kml_fe r, const uint32_t t[16])
     kml_fe_fold(r, (uint32_t)c); /* c <= 38 */
 }
 
-/* r = a * b: schoolbook, row by row. a[i] * b[j] + t[i + j] + carry < 2^64, so one
- * 64-bit accumulator never overflows. r may alias a or b. */
+/* r = a * b: schoolbook, row by row. a[i] * b[j] + t[i + j] + carry is at most
+ * (2^32 - 1)^2 + 2 (2^32 - 1) = 2^64 - 1: a 64-bit sum never overflows. r may alias a or
+ * b (it is written last). */
 static void kml_fe_mul(kml_fe r, const kml_fe a, const kml_fe b)
 {
     uint32_t t[16], i, j;
@@ -134,7 +135,7 @@ static void kml_fe_mul(kml_fe r, const kml_fe a, const kml_fe b)
     for (i = 0; i < 8; ++i) {
         const uint32_t ai = a[i];
         uint32_t c = 0;
-        for (j = 0; j < 8; ++j) { /* one UMAAL on a Cortex-M4 */
+        for (j = 0; j < 8; ++j) {
             const uint64_t x = (uint64_t)ai * b[j] + t[i + j] + c;
             t[i + j] = (uint32_t)x;
             c = (uint32_t)(x >> 32);
@@ -194,7 +195,8 @@ static void kml_fe_sqn_mul(kml_fe r, const kml_fe a, uint32_t n, const kml_fe b)
 
 /* r = z^(2^250 - 1) and z11 = z^11: the common part of ref10's addition chains for
  * z^(p - 2) = z^(2^255 - 21) (the inverse) and z^((p - 5) / 8) = z^(2^252 - 3) (the
- * square root): 250 squarings and 11 multiplications in place of 255 of each. */
+ * square root). Each power then takes 254 (251) squarings and 11 multiplications, where
+ * square-and-multiply would also multiply once per set bit of the exponent (~250). */
 KML_ED_OUTLINE static void kml_fe_pow250(kml_fe r, kml_fe z11, const kml_fe z)
 {
     kml_fe z2, z9, a, b;
@@ -227,10 +229,10 @@ static void kml_fe_pow2523(kml_fe r, const kml_fe z)
     kml_fe_sqn_mul(r, t, 2, z); /* (2^250 - 1) * 4 + 1 = 2^252 - 3 */
 }
 
+/* r = -a, as p - a (p = 0 mod p: no constant zero needed); r may alias a */
 static void kml_fe_neg(kml_fe r, const kml_fe a)
 {
-    static const kml_fe zero = {0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u};
-    kml_fe_sub(r, zero, a);
+    kml_fe_sub(r, kml_ed_p, a);
 }
 
 /* r = a mod p, the one representative below p: a < 2^256 = 2p + 38, so at most two
