@@ -582,6 +582,8 @@ def test_the_store_api(one_release: Path, tmp_path: Path) -> None:
     new = Registry.create(tmp_path / "new")
     assert new.versions() == [] and new.aliases() == {"production": None, "canary": None,
                                                        "previous": None}
+    assert "(no versions yet)" in run_cli("registry", "list", str(new.path)).stdout
+    assert "verified       0 versions" in run_cli("registry", "verify", str(new.path)).stdout
     with pytest.raises(KilomlError, match="already a kiloml registry"):
         Registry.create(tmp_path / "new")
     with pytest.raises(KilomlError, match="is not empty and is not a kiloml registry"):

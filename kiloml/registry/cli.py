@@ -60,24 +60,24 @@ def list_command(registry: Annotated[Path, typer.Argument(help=REG_HELP)]) -> No
     from kiloml.progress import console
     from kiloml.registry.store import Registry
 
-    if not console.is_terminal:  # a pipe or a file: rows whole, for grep
-        console = Console(highlight=False, width=PIPE_WIDTH)
-
+    # a pipe or a file: rows whole, for grep
+    out = console if console.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
     reg = Registry.open(registry)
     aliases = reg.aliases()
-    table = Table(title=f"registry {shown_path(reg.path)}")
+    table = Table(title=Text(f"registry {shown_path(reg.path)}"))
     for column in ("version", "released", "model id", "aliases", "gate"):
         table.add_column(column, no_wrap=column != "aliases")
     for v in reg.versions():
         info = reg.version_info(v)
         names = ", ".join(a for a, target in aliases.items() if target == v)
-        table.add_row(v, info["released_utc"], info["model_id"], names or "-",
-                      gate_status(reg.gate_result(v)))
+        cells = (v, info["released_utc"], info["model_id"], names or "-",
+                 gate_status(reg.gate_result(v)))
+        table.add_row(*(Text(c) for c in cells))  # Text, not markup: the files are data
     if not reg.versions():
         table.add_row("-", "(no versions yet)", "", "", "")
-    console.print(table)
+    out.print(table)
     shown = ", ".join(f"{a} {v or '-'}" for a, v in aliases.items())
-    console.print(Text(f"aliases        {shown}"))
+    out.print(Text(f"aliases        {shown}"))
 
 
 def gate_status(result: dict | None) -> str:
