@@ -60,6 +60,8 @@ class BlobResult:
     selftest: int
     min_counter: int
     active_counter: int
+    check_stack_bytes: int = 0  # QEMU: the stack each call used (0 on the host)
+    activate_stack_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,10 @@ def parse(ops: Ops, out: bytes, n_classes: int) -> list[BlobResult | Decisions]:
     row = np.dtype([("l", "<i4"), ("d", "<i4"), ("s", "<f4", (n_classes,))])
     for kind in ops.kinds:
         if kind == "blob":
-            values = np.frombuffer(out, "<i4", 5, pos).tolist()
-            results.append(BlobResult(values[0], values[1], values[2], values[3] & 0xFFFFFFFF,
-                                      values[4] & 0xFFFFFFFF))
-            pos += 20
+            v = np.frombuffer(out, "<i4", 7, pos).tolist()
+            results.append(BlobResult(v[0], v[1], v[2], v[3] & 0xFFFFFFFF, v[4] & 0xFFFFFFFF,
+                                      v[5], v[6]))
+            pos += 28
         else:
             rows = np.frombuffer(out, row, n, pos)
             results.append(Decisions(rows["l"].astype(np.int64), rows["d"].astype(np.int64),

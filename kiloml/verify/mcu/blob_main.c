@@ -9,7 +9,8 @@
  *        boundary), the bytes (padded to 4); 2 allow downgrade: int32 on; 3 set the
  *        minimum counter: uint32; 4 classify: kml_reset, then every window.
  *   out: per blob: int32 check, activate, selftest (after), uint32 min counter, active
- *        counter; per classify: per window int32 label, decision, float32 scores[K].
+ *        counter, stack bytes of the check and of the activation (QEMU; 0 on the host);
+ *        per classify: per window int32 label, decision, float32 scores[K].
  * Blobs go to the buffer the active one is not in (a two-slot partition): the active
  * blob's bytes stay where they are. */
 #include "kml_fp.h" /* first: no float contraction, no fast-math */
@@ -34,19 +35,41 @@ static int put(const void *buf, uint32_t n)
 {
     return fwrite(buf, 1, n, out_file) == n ? 0 : 1;
 }
-#define MEASURED(call) call
+static int32_t measured_check(const uint8_t *blob, uint32_t n, uint32_t *stack)
+{
+    *stack = 0u;
+    return kml_blob_check(blob, n);
+}
+static int32_t measured_activate(const uint8_t *blob, uint32_t n, uint32_t *stack)
+{
+    *stack = 0u;
+    return kml_blob_activate(blob, n);
+}
 #else
 #include "measure.h"
 #include "semihost.h"
 static int32_t in_h, out_h;
 static int get(void *buf, uint32_t n) { return sh_read(in_h, buf, n); }
 static int put(const void *buf, uint32_t n) { return sh_write(out_h, buf, n); }
-#define MEASURED(call)     \
-    do {                   \
-        kml_bench_begin(); \
-        call;              \
-        kml_bench_end();   \
-    } while (0)
+/* each in its own frame: KML_MEASURE paints the stack below it (measure.h) */
+static __attribute__((noinline)) int32_t measured_check(const uint8_t *blob, uint32_t n,
+                                                        uint32_t *stack)
+{
+    int32_t r;
+    uint32_t used;
+    KML_MEASURE(r = kml_blob_check(blob, n), used);
+    *stack = used;
+    return r;
+}
+static __attribute__((noinline)) int32_t measured_activate(const uint8_t *blob, uint32_t n,
+                                                           uint32_t *stack)
+{
+    int32_t r;
+    uint32_t used;
+    KML_MEASURE(r = kml_blob_activate(blob, n), used);
+    *stack = used;
+    return r;
+}
 #endif
 
 #define WINDOW_FLOATS (KML_WINDOW_SAMPLES * KML_CHANNELS)
@@ -89,7 +112,7 @@ static int run(void)
         } else if (op == 1) {
             uint32_t head[2], padded;
             int32_t out[3];
-            uint32_t counters[2];
+            uint32_t counters[4];
             const int32_t slot = active == 0 ? 1 : 0;
             uint8_t *bytes;
             if (get(head, sizeof head) != 0 || head[0] > KML_HARNESS_BLOB_BYTES ||
@@ -101,8 +124,8 @@ static int run(void)
             if (get(bytes, padded) != 0) {
                 return 1;
             }
-            MEASURED(out[0] = kml_blob_check(bytes, head[0]));
-            MEASURED(out[1] = kml_blob_activate(bytes, head[0]));
+            out[0] = measured_check(bytes, head[0], &counters[2]);
+            out[1] = measured_activate(bytes, head[0], &counters[3]);
             out[2] = kml_selftest();
             if (out[1] == KML_BLOB_OK) {
                 active = slot;
