@@ -173,6 +173,12 @@ def test_recordings_folder_empty_or_with_other_channels(versions: Versions) -> N
     assert_user_error(run_cli("diff", str(versions.registry), "1.0.0", "1.1.0",
                               "--recordings", str(versions.tmp / "nowhere"), "--out", out),
                       "--recordings", "folder not found")
+    short = versions.tmp / "short" / "idle" / "s9_rec.csv"
+    short.parent.mkdir(parents=True)
+    short.write_text(csv_text(signal("idle", 0.5, 1)))
+    assert_user_error(run_cli("diff", str(versions.registry), "1.0.0", "1.1.0",
+                              "--recordings", str(short.parent.parent), "--out", out),
+                      "no decisions to compare", "the longest 0.5 s", "1.0.0: 1 s")
     fast = versions.tmp / "fast"
     write_recordings(fast)
     for path in fast.glob("*/*.csv"):  # timestamps at twice the rate

@@ -68,8 +68,19 @@ def behaviour_diff(a: Package, b: Package, streams: Streams) -> BehaviourDiff:
             decided.append(stream_decisions(package, streams.samples, Path(tmp) / "ab"[i]))
     da, db = decided
     aligned = align(da, db, len(streams.samples))
+    if not len(aligned):
+        longest = max(streams.lengths, default=0) / streams.rate_hz
+        raise KilomlError(f"no decisions to compare: none of {streams.source} "
+                          f"({len(streams.samples)}, the longest {longest:g} s) holds a window "
+                          f"of both libraries ({a.label}: {_window_s(a):g} s, {b.label}: "
+                          f"{_window_s(b):g} s)")
     return BehaviourDiff(a, b, streams, da, db, aligned, summarize(a, b, streams, da, db,
                                                                    aligned))
+
+
+def _window_s(package: Package) -> float:
+    p = package.pipeline
+    return p.window_samples * p.decimation / p.input_rate_hz
 
 
 def summarize(a: Package, b: Package, streams: Streams, da: Decisions, db: Decisions,

@@ -96,7 +96,7 @@ def confidence_figure(summary: dict) -> Figure:
         ax.barh(y + offset, [v if v is not None else 0.0 for v in values], height=0.38,
                 color=colour, label=who)
     ax.set_yticks(y, [short_label(n, 24) for n in names], fontsize=8)
-    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_ylim(max(len(names), 1) - 0.5, -0.5)
     ax.set_xlim(0, 1.05)
     ax.set_xlabel("mean top smoothed score where the library decides the class")
     ax.set_title("Confidence shift per class", fontsize=10)
