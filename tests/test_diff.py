@@ -14,7 +14,7 @@ from conftest import assert_user_error, csv_text, run_cli, signal
 from registry_helpers import LONGER_WINDOW, TWO_CHANNELS, WORSE_MODEL, release, toy_variant
 
 from kiloml.decision.layer import UNCERTAIN
-from kiloml.registry.contents import read_package
+from kiloml.registry.contents import Package, read_package
 from kiloml.registry.diff import behaviour_diff
 from kiloml.registry.recordings import held_out_streams
 from kiloml.registry.store import Registry
@@ -39,7 +39,7 @@ def versions(toy_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Version
     return Versions(reg, tmp)
 
 
-def package(v: Versions, version: str):
+def package(v: Versions, version: str) -> Package:
     return read_package(Registry.open(v.registry).package_dir(version), version)
 
 

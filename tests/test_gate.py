@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import assert_user_error, run_cli
+from conftest import CsvProject, assert_user_error, run_cli
 from registry_helpers import (
     HYSTERESIS,
     LONGER_WINDOW,
@@ -168,14 +168,14 @@ def test_not_a_registry(gated: Gated) -> None:
     ("max_false_alarms_per_hour = 'often'", "[gate] max_false_alarms_per_hour"),
     ("max_drop = 1.0", "unknown key 'max_drop'"),
 ])
-def test_gate_section_bad_values(csv_project, line: str, fragment: str) -> None:
+def test_gate_section_bad_values(csv_project: CsvProject, line: str, fragment: str) -> None:
     csv_project.toml.write_text(csv_project.toml.read_text() + f"\n[gate]\n{line}\n")
     with pytest.raises(KilomlError) as err:
         load_project(csv_project.toml)
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
-def test_gate_section_defaults(csv_project) -> None:
+def test_gate_section_defaults(csv_project: CsvProject) -> None:
     g = load_project(csv_project.toml).config.gate
     assert (g.max_accuracy_drop, g.max_false_alarms_per_hour, g.max_changed_fraction) == \
         (1.0, None, 0.05)

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from kiloml.registry.alignment import UNCERTAIN_NAME, decision_names, label_index
 from kiloml.registry.diff import BehaviourDiff
+from kiloml.registry.streams import Decisions
 from kiloml.report.elements import STYLE, Section, html_table, png_img, short_label
 
 MAX_TIMELINES = 12  # recordings drawn (the most changed first)
@@ -45,7 +46,8 @@ def transition_figure(summary: dict) -> Figure:
     return fig
 
 
-def _steps(d, r: int, n_samples: int, rate: float, n_classes: int):
+def _steps(d: Decisions, r: int, n_samples: int, rate: float, n_classes: int
+           ) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(d.recording == r)
     t = np.append((d.sample[rows] + 1) / rate, n_samples / rate)
     y = label_index(d.decision[rows], n_classes)
