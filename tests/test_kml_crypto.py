@@ -636,7 +636,7 @@ def test_edge_cases_decided_as_openssl(hosts: dict[str, Path]) -> None:
 VERIFY_BASE = 4_600_000
 VERIFY_PER_BYTE = 125
 SHA256_PER_BLOCK = 4_600
-VERIFY_STACK = 1_536
+VERIFY_STACK = 1_280
 SHA_STACK = 640
 
 

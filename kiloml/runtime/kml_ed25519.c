@@ -439,11 +439,13 @@ KML_ED_OUTLINE static void kml_ge_encode(uint8_t s[32], const kml_ge *p)
 KML_ED_OUTLINE static void kml_ge_double_scalarmult(kml_ge *r, const uint32_t s[8],
                                                     const uint32_t k[8], const kml_ge *q)
 {
-    kml_ge table[3]; /* B, q, B + q */
+    kml_ge bq;
+    const kml_ge *table[3]; /* B (in flash), q, B + q: pointers, no copies on the stack */
     uint32_t i;
-    memcpy(&table[0], &kml_ed_base, sizeof(kml_ge));
-    memcpy(&table[1], q, sizeof(kml_ge));
-    kml_ge_add(&table[2], &table[0], q);
+    kml_ge_add(&bq, &kml_ed_base, q);
+    table[0] = &kml_ed_base;
+    table[1] = q;
+    table[2] = &bq;
     memset(r, 0, sizeof *r); /* the identity (0 : 1 : 1 : 0) */
     r->y[0] = 1;
     r->z[0] = 1;
@@ -452,7 +454,7 @@ KML_ED_OUTLINE static void kml_ge_double_scalarmult(kml_ge *r, const uint32_t s[
             ((s[i >> 5] >> (i & 31)) & 1u) | (((k[i >> 5] >> (i & 31)) & 1u) << 1);
         kml_ge_dbl(r, r);
         if (pick != 0) {
-            kml_ge_add(r, r, &table[pick - 1]);
+            kml_ge_add(r, r, table[pick - 1]);
         }
     }
 }
