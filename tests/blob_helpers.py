@@ -21,6 +21,7 @@ VERSIONS = {  # name: (n_estimators, max_depth, window_ms, updatable)
     "v2": (8, 5, 1000, True),
     "other": (5, 6, 1200, True),  # another window: another interface
     "plain": (5, 6, 1000, False),  # not built updatable
+    "monitored": (5, 6, 1000, True),  # v1 with a [monitor]
 }
 
 
@@ -32,6 +33,8 @@ def make_run(root: Path, name: str) -> Path:
     text = text.replace("window_ms = 1000", f"window_ms = {window}")
     if updatable:
         text += "\n[library]\nupdatable = true\n"
+    if name == "monitored":
+        text += "\n[monitor]\nfeatures = 4\n"
     toml.write_text(text)
     result = run_cli("run", str(toml), "--no-emulator")
     assert result.exit_code == 0, result.stdout + result.stderr

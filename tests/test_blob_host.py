@@ -230,3 +230,20 @@ def test_c_check_on_hostile_blobs_under_sanitizers(v1: Path, tmp_path: Path) -> 
     assert codes[-1] == "ok"
     seen = set(codes)
     assert {"bad_payload", "bad_hash", "bad_length", "selftest_failed"} <= seen, seen
+
+
+def test_telemetry_records_carry_the_active_model_id(tmp_path: Path) -> None:
+    """With a monitor, kml_monitor_snapshot names the compiled-in model until a blob is
+    active, then the blob's."""
+    run = make_run(tmp_path, "monitored")
+    v2 = make_run(tmp_path, "v2")
+    exe = bh.build_host(run / "firmware", tmp_path / "host")
+    blob = blob_of(v2, counter=1)
+    ops = bh.Ops(reference_windows(run)[:4]).snapshot().blob(blob).snapshot()
+    before, result, after = bh.run_host(exe, ops, 3, tmp_path / "host")
+    header = (run / "firmware" / "kiloml_model.h").read_text()
+    own = header.split('#define KML_MODEL_ID "')[1][:16]
+    assert before[4:12].hex() == own
+    # v2 has no monitor but the same interface and layout: its blob is taken
+    assert result.activate == 0, bh.reason_name(result.activate)
+    assert after[4:12] == fmt.unpack(blob)[0].model_id != before[4:12]

@@ -47,6 +47,11 @@ class Ops:
         self.kinds.append("classify")
         return self
 
+    def snapshot(self) -> Ops:
+        self.parts.append(np.array([5], "<i4").tobytes())
+        self.kinds.append("snapshot")
+        return self
+
     def pack(self) -> bytes:
         w = np.ascontiguousarray(self.windows, "<f4")
         return np.array([len(w)], "<i4").tobytes() + w.tobytes() + b"".join(self.parts) \
@@ -71,8 +76,9 @@ class Decisions:
     scores: np.ndarray     # float32 [N, K]
 
 
-def parse(ops: Ops, out: bytes, n_classes: int) -> list[BlobResult | Decisions]:
-    results: list[BlobResult | Decisions] = []
+def parse(ops: Ops, out: bytes, n_classes: int) -> list[BlobResult | Decisions | bytes]:
+    """One result per blob (BlobResult), classify (Decisions) and snapshot (the record)."""
+    results: list[BlobResult | Decisions | bytes] = []
     pos, n = 0, len(ops.windows)
     row = np.dtype([("l", "<i4"), ("d", "<i4"), ("s", "<f4", (n_classes,))])
     for kind in ops.kinds:
@@ -81,6 +87,9 @@ def parse(ops: Ops, out: bytes, n_classes: int) -> list[BlobResult | Decisions]:
             results.append(BlobResult(v[0], v[1], v[2], v[3] & 0xFFFFFFFF, v[4] & 0xFFFFFFFF,
                                       v[5], v[6]))
             pos += 28
+        elif kind == "snapshot":
+            results.append(out[pos:pos + 48])
+            pos += 48
         else:
             rows = np.frombuffer(out, row, n, pos)
             results.append(Decisions(rows["l"].astype(np.int64), rows["d"].astype(np.int64),
@@ -109,7 +118,7 @@ def build_host(firmware: Path, work: Path, cflags: list[str] | None = None) -> P
 
 
 def run_host(exe: Path, ops: Ops, n_classes: int, work: Path, env: dict | None = None
-             ) -> list[BlobResult | Decisions]:
+             ) -> list[BlobResult | Decisions | bytes]:
     (work / "blob_in.bin").write_bytes(ops.pack())
     result = subprocess.run([str(exe), str(work / "blob_in.bin"), str(work / "blob_out.bin")],
                             capture_output=True, text=True, env=env)
@@ -145,7 +154,7 @@ def build_qemu(firmware: Path, work: Path, machine: str = "mps2-an386",
 
 
 def run_qemu(q: QemuBlob, ops: Ops, n_classes: int, work: Path, timeout_s: float = 300.0
-             ) -> tuple[list[BlobResult | Decisions], np.ndarray]:
+             ) -> tuple[list[BlobResult | Decisions | bytes], np.ndarray]:
     """The results and the instructions of each kml_blob_check and kml_blob_activate (two
     per blob, in order)."""
     from kiloml.verify.mcu.qemu import run_harness

@@ -91,12 +91,26 @@ def model_stage(pipeline, ctx: EmitContext, emitted: list, interface_hash: int) 
     return CStage(runtime=runtime, config=config, constants=constants, call=call)
 
 
+_SNAPSHOT = "    kml_mo_start();\n    kml_monitor_write_snapshot(&kml_mo_params, &kml_mo_state, id,"
+_ACTIVE_ID = """    if (kml_blob_active_model_id() != NULL) { /* the active blob's model */
+        for (i = 0; i < 8; ++i) {
+            id[i] = kml_blob_active_model_id()[i];
+        }
+    }
+"""
+
+
 def retarget(source: str) -> str:
     """kiloml_model.c of an updatable library: the decision layer reads the active
-    parameters, and the compiled-in ones are kml_blob_builtin."""
+    parameters, the compiled-in ones are kml_blob_builtin, and telemetry records carry
+    the active blob's model id."""
     if source.count(_BUILTIN_BEFORE) != 1 or _DECISION_ARG not in source:
         raise AssertionError("kiloml_model.c is not shaped as codegen.updatable expects")
     source = source.replace(_DECISION_ARG, "kml_decision_step(kml_blob_decision(),")
+    if "kml_monitor_write_snapshot(" in source:
+        if source.count(_SNAPSHOT) != 1:
+            raise AssertionError("the monitor's snapshot is not shaped as expected")
+        source = source.replace(_SNAPSHOT, _ACTIVE_ID + _SNAPSHOT)
     return source.replace(_BUILTIN_BEFORE, BUILTIN + _BUILTIN_BEFORE)
 
 

@@ -7,10 +7,12 @@
  *   in:  int32 n_windows, float32 windows[n][KML_WINDOW_SAMPLES][KML_CHANNELS], then ops
  *        (int32 each): 0 end; 1 blob: uint32 bytes, uint32 misalign (0: at an 8-byte
  *        boundary), the bytes (padded to 4); 2 allow downgrade: int32 on; 3 set the
- *        minimum counter: uint32; 4 classify: kml_reset, then every window.
+ *        minimum counter: uint32; 4 classify: kml_reset, then every window; 5 snapshot:
+ *        the monitor's 48-byte telemetry record (zeros without a monitor).
  *   out: per blob: int32 check, activate, selftest (after), uint32 min counter, active
  *        counter, stack bytes of the check and of the activation (QEMU; 0 on the host);
- *        per classify: per window int32 label, decision, float32 scores[K].
+ *        per classify: per window int32 label, decision, float32 scores[K]; per
+ *        snapshot: the record.
  * Blobs go to the buffer the active one is not in (a two-slot partition): the active
  * blob's bytes stay where they are. */
 #include "kml_fp.h" /* first: no float contraction, no fast-math */
@@ -147,6 +149,14 @@ static int run(void)
             }
         } else if (op == 4) {
             if (classify(n) != 0) {
+                return 1;
+            }
+        } else if (op == 5) {
+            uint8_t record[48] = {0};
+#ifdef KML_MONITOR
+            kml_monitor_snapshot(0u, record);
+#endif
+            if (put(record, sizeof record) != 0) {
                 return 1;
             }
         } else {
