@@ -3,6 +3,7 @@ in the registry, exit 0 only when every check passes."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from registry_helpers import (
 
 from kiloml.errors import KilomlError
 from kiloml.project import load_project
+from kiloml.registry.contents import read_package
 from kiloml.registry.gate import CHECKS
 from kiloml.registry.store import Registry
 
@@ -179,3 +181,16 @@ def test_gate_section_defaults(csv_project: CsvProject) -> None:
     g = load_project(csv_project.toml).config.gate
     assert (g.max_accuracy_drop, g.max_false_alarms_per_hour, g.max_changed_fraction) == \
         (1.0, None, 0.05)
+
+
+def test_limits_of_a_project_with_a_profile_file(gated: Gated, tmp_path: Path) -> None:
+    """A project whose [target] names a profile file of its own: the package holds only
+    project.toml, and the gate reads its [gate] without looking for the profile."""
+    folder = tmp_path / "package"
+    shutil.copytree(Registry.open(gated.registry).package_dir("1.3.0"), folder)
+    project = folder / "project.toml"
+    project.chmod(0o644)
+    project.write_text(project.read_text().replace('name = "cortex-m4f"', 'name = "board.toml"'))
+    with pytest.raises(KilomlError, match=r"board\.toml"):
+        load_project(project)
+    assert read_package(folder, "1.3.0").project().config.gate.max_changed_fraction == 0.01

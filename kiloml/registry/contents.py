@@ -5,14 +5,18 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from kiloml.codegen.identity import interface
+from kiloml.data.files import decode_utf8, read_regular
 from kiloml.errors import KilomlError
 from kiloml.persist.pipeline_state import load_pipeline
 from kiloml.pipeline import Pipeline
-from kiloml.project import LoadedProject, load_project
+from kiloml.project import MAX_PROJECT_BYTES, LoadedProject, Project, validation_error
 from kiloml.results import METRICS_FILE, read_metrics
 from kiloml.verify.reference import REFERENCE_FILE, Reference
 
@@ -54,8 +58,20 @@ class Package:
         return str(self.metrics.get("library", {}).get("model_id", ""))
 
     def project(self) -> LoadedProject:
-        """The project file the run was made from (its [data] and [gate])."""
-        return load_project(self.project_file)
+        """The project file the run was made from (its [data] and [gate]), validated as
+        `kiloml run` did. Its paths are not the package's: a target profile file it names
+        is not looked for (the run's figures are in metrics.json), and [data] path is only
+        read when replaced (kiloml.registry.recordings)."""
+        path = self.project_file
+        text = decode_utf8(read_regular(path, path, MAX_PROJECT_BYTES, "project file"), path,
+                           "project file")
+        try:
+            config = Project.model_validate(tomllib.loads(text))
+        except tomllib.TOMLDecodeError as exc:
+            raise KilomlError(f"invalid TOML: {exc}", file=path) from None
+        except ValidationError as exc:
+            raise validation_error(exc, text, path) from None
+        return LoadedProject(config=config, path=path.resolve(), root=path.resolve().parent)
 
 
 def read_package(folder: Path, label: str) -> Package:
