@@ -20,6 +20,8 @@ from kiloml.blob import format as fmt
 from kiloml.blob import harness as bh
 from kiloml.blob.build import write_blob
 from kiloml.blob.keys import load_private_key, public_key_bytes
+from kiloml.codegen.identity import created_in
+from kiloml.codegen.library import write_library
 from kiloml.errors import KilomlError
 from kiloml.persist.pipeline_state import load_pipeline, save_pipeline
 
@@ -247,3 +249,36 @@ def test_telemetry_records_carry_the_active_model_id(tmp_path: Path) -> None:
     # v2 has no monitor but the same interface and layout: its blob is taken
     assert result.activate == 0, bh.reason_name(result.activate)
     assert after[4:12] == fmt.unpack(blob)[0].model_id != before[4:12]
+
+
+def test_without_the_setting_the_library_is_unchanged(v1: Path, tmp_path: Path) -> None:
+    """The same project without [library] updatable: the same bytes as v1's pipeline
+    generated with the setting off; with it on, the forest reads through kml_blob."""
+    plain = make_run(tmp_path, "plain")
+    pipeline = load_pipeline(v1 / "pipeline.json")
+    pipeline.library_updatable = False
+    created = created_in(plain / "firmware" / "kiloml_model.h", "kml")
+    write_library(pipeline, tmp_path / "off", created_utc=created)
+    names = sorted(p.name for p in (plain / "firmware").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "off").iterdir())
+    for name in names:
+        assert (tmp_path / "off" / name).read_bytes() == \
+            (plain / "firmware" / name).read_bytes(), name
+    assert "kml_blob" not in (plain / "firmware" / "kiloml_model.c").read_text()
+    on = (v1 / "firmware" / "kiloml_model.c").read_text()
+    assert "kml_forest_predict(kml_blob_forest()," in on
+    assert "kml_decision_step(kml_blob_decision()," in on
+
+
+def test_pipeline_keeps_the_setting_and_the_key(v1: Path, tmp_path: Path) -> None:
+    pipeline = load_pipeline(v1 / "pipeline.json")
+    assert pipeline.library_updatable and pipeline.library_update_key is None
+    pipeline.library_update_key = bytes(range(32))
+    save_pipeline(pipeline, tmp_path / "pipeline.json")
+    again = load_pipeline(tmp_path / "pipeline.json")
+    assert again.library_updatable and again.library_update_key == bytes(range(32))
+    text = (tmp_path / "pipeline.json").read_text()
+    (tmp_path / "pipeline.json").write_text(text.replace(bytes(range(32)).hex(), "zz" * 32))
+    with pytest.raises(KilomlError, match=r"library_update\.public_key") as info:
+        load_pipeline(tmp_path / "pipeline.json")
+    assert "\n" not in str(info.value)
