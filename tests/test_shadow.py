@@ -157,3 +157,26 @@ def test_shadow_command_writes_the_package(pair: tuple[Path, Path], tmp_path: Pa
     assert_user_error(run_cli("shadow", str(tmp_path), str(cand_run), "--out",
                               str(tmp_path / "y")), "not a finished")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_kiloml_diff_predicts_the_shadow_count(pair: tuple[Path, Path], tmp_path: Path
+                                               ) -> None:
+    """Both versions released, `kiloml diff` on production's held-out streams: its changed
+    windows are the count the shadow image writes into its record."""
+    prod_run, cand_run = pair
+    registry = tmp_path / "reg"
+    for run_dir, version in ((prod_run, "1.0.0"), (cand_run, "1.1.0")):
+        result = run_cli("release", str(run_dir), "--registry", str(registry), "--version",
+                         version, "--allow-no-device-parity",
+                         "--project", str(run_dir.parent / "kiloml.toml"))
+        assert result.exit_code == 0, result.stderr
+    result = run_cli("diff", str(registry), "1.0.0", "1.1.0", "--out", str(tmp_path / "d"))
+    assert result.exit_code == 0, result.stderr
+    diff = json.loads((tmp_path / "d" / "diff.json").read_text())
+    prod = member_from_run(prod_run, tmp_path / "libs").library
+    cand = member_from_run(cand_run, tmp_path / "libs").library
+    recordings, _ = streams(prod_run)
+    shadow = run(build(prod, cand, tmp_path / "build"), recordings, tmp_path / "run")
+    last = shadow.records[-1]
+    assert diff["n_windows"] == last["windows"]
+    assert diff["changed_windows"] == last["disagreements"] > 0
