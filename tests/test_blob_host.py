@@ -282,3 +282,27 @@ def test_pipeline_keeps_the_setting_and_the_key(v1: Path, tmp_path: Path) -> Non
     with pytest.raises(KilomlError, match=r"library_update\.public_key") as info:
         load_pipeline(tmp_path / "pipeline.json")
     assert "\n" not in str(info.value)
+
+
+def test_update_key_in_a_run_compiles_in_the_key(csv_project: CsvProject) -> None:
+    key = Ed25519PrivateKey.generate()
+    (csv_project.root / "pub.pem").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    csv_project.toml.write_text(csv_project.toml.read_text() + "\n[library]\nupdatable = true"
+                                "\nupdate_key = \"pub.pem\"\n")
+    result = run_cli("run", str(csv_project.toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                        serialization.PublicFormat.Raw)
+    config = (csv_project.out / "firmware" / "kml_config.h").read_text()
+    assert "#define KML_BLOB_REQUIRE_SIGNATURE 1" in config
+    assert ", ".join(f"0x{b:02x}" for b in raw) in config
+    assert (csv_project.out / "firmware" / "kml_ed25519.c").exists()
+    assert load_pipeline(csv_project.out / "pipeline.json").library_update_key == raw
+    with pytest.raises(KilomlError, match="requires signed blobs"):
+        write_blob(csv_project.out, csv_project.root / "x.kmlb", signing_key=None, counter=1)
+    other = csv_project.root / "other.pem"
+    other.write_bytes(pem(Ed25519PrivateKey.generate()))
+    with pytest.raises(KilomlError, match="not the key the library trusts"):
+        write_blob(csv_project.out, csv_project.root / "x.kmlb", signing_key=other, counter=1)
+    assert not (csv_project.root / "x.kmlb").exists()
