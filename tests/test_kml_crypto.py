@@ -9,6 +9,7 @@ OpenSSL; kml_ed25519_verify must decide each one the same way."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import shutil
@@ -489,6 +490,32 @@ def test_every_bit_flipped(hosts: dict[str, Path]) -> None:
     assert verify_all(hosts["strict"], bad) == decided == [0] * len(bad)
 
 
+OTHER_BUILDS = {
+    "gcc -O0": ("gcc", "-O0", None),
+    "gcc -O3": ("gcc", "-O3", None),
+    "clang -O2": ("clang", "-O2", None),
+    "clang -Os": ("clang", "-Os", None),
+    "g++ -O2 (C++)": ("g++", "-O2", ["-x", "c++", "-std=c++11", *WARNINGS]),
+}
+
+
+@pytest.mark.parametrize("build", sorted(OTHER_BUILDS))
+def test_other_compilers_decide_the_same(build: str, tmp_path: Path) -> None:
+    """gcc at -O0 and -O3, clang, and the whole harness as C++: the RFC vectors, 100 random
+    signatures and their corruptions, and the edge cases, decided as OpenSSL decides."""
+    cc, opt, base = OTHER_BUILDS[build]
+    exe = ch.build_host(tmp_path, cc=cc, optimize=opt, base=base)
+    triples = rfc_cases() + random_signatures(100, seed=100)
+    triples += [(flip(s, i * 37 % 512), m, k) for i, (s, m, k) in enumerate(triples)]
+    triples += [(s, m, k) for _, s, m, k in edge_cases()]
+    assert verify_all(exe, triples) == [openssl(*t) for t in triples]
+    data = random.Random(0).randbytes(300)
+    cases = [ch.sha(bits, data[:n]) for bits in (256, 512) for n in range(0, 301, 11)]
+    assert [r.value for r in ch.run_host(exe, cases)] == [
+        hashlib.new(f"sha{bits}", data[:n]).digest() for bits in (256, 512)
+        for n in range(0, 301, 11)]
+
+
 def small_order_key_cases(key: bytes, message: bytes) -> list[tuple[str, bytes, bytes, bytes]]:
     """For a key that decodes to a point A of small order: R = [S]B for the first S whose
     k = H(R || key || M) has [k]A = identity (the cofactorless equation holds) and for one
@@ -511,6 +538,7 @@ def small_order_key_cases(key: bytes, message: bytes) -> list[tuple[str, bytes, 
     return out
 
 
+@functools.cache
 def edge_cases() -> list[tuple[str, bytes, bytes, bytes]]:
     """(what, signature, message, key), each decided by OpenSSL in the test."""
     msg = b"kiloml update"

@@ -88,13 +88,16 @@ def parse(cases: list[Case], out: bytes) -> list[Result]:
 
 
 def build_host(work: Path, *, cc: str = "gcc", optimize: str = "-O2",
-               extra: list[str] | None = None, sanitize: bool = False) -> Path:
-    """The host harness, built with kiloml's STRICT_CFLAGS (``sanitize``: under
-    AddressSanitizer and UBSan, any report fatal)."""
+               extra: list[str] | None = None, sanitize: bool = False,
+               base: list[str] | None = None) -> Path:
+    """The host harness, built with kiloml's STRICT_CFLAGS or ``base`` in their place (C++:
+    ``-x c++`` and a -std for it); ``sanitize``: under AddressSanitizer and UBSan, any
+    report fatal."""
     work.mkdir(parents=True, exist_ok=True)
-    name = "crypto_host" + ("_asan" if sanitize else "") + optimize.replace("-", "_")
-    exe = work / name
-    flags = [*STRICT_CFLAGS, optimize, *(SANITIZE_FLAGS if sanitize else []), *(extra or [])]
+    name = f"crypto_{cc}" + ("_asan" if sanitize else "") + optimize.replace("-", "_")
+    exe = work / name.replace("+", "x")
+    flags = [*(STRICT_CFLAGS if base is None else base), optimize,
+             *(SANITIZE_FLAGS if sanitize else []), *(extra or [])]
     subprocess.run([cc, *flags, "-DKML_CRYPTO_HOST", f"-I{RUNTIME_DIR}",
                     *map(str, SOURCES), str(HARNESS), "-o", str(exe)], check=True)
     return exe
