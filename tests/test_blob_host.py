@@ -306,3 +306,15 @@ def test_update_key_in_a_run_compiles_in_the_key(csv_project: CsvProject) -> Non
     with pytest.raises(KilomlError, match="not the key the library trusts"):
         write_blob(csv_project.out, csv_project.root / "x.kmlb", signing_key=other, counter=1)
     assert not (csv_project.root / "x.kmlb").exists()
+
+
+def test_reason_names_match_kml_blob_h() -> None:
+    import re
+
+    from kiloml.codegen.library import RUNTIME_DIR
+    header = (RUNTIME_DIR / "kml_blob.h").read_text()
+    codes = {m[0].lower(): int(m[1]) for m in
+             re.findall(r"KML_BLOB_([A-Z_]+) = (\d+)", header)}
+    assert sorted(codes, key=codes.get) == fmt.REASONS
+    source = (RUNTIME_DIR / "kml_blob.c").read_text()
+    assert all(f'"{name}"' in source for name in fmt.REASONS)
