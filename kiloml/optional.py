@@ -47,6 +47,7 @@ OPTIONAL: dict[str, OptionalPackage] = {
     "psycopg": OptionalPackage("psycopg", "psycopg", "fleet"),
     "fastapi": OptionalPackage("FastAPI", "fastapi", "fleet"),
     "uvicorn": OptionalPackage("uvicorn", "uvicorn", "fleet"),
+    "cryptography": OptionalPackage("cryptography", "cryptography", "sign"),
 }
 
 

@@ -7,6 +7,7 @@ half-written output folder behind.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import shutil
 import time
@@ -98,6 +99,10 @@ def _prepare_output(out_dir: Path) -> Path:
 
 
 def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
+    # which file made the run and its bytes' hash (at the start: the run's own reading of
+    # it): `kiloml release` stores that file with the version and refuses one edited since
+    project_file = {"path": str(project.path.resolve()),
+                    "sha256": hashlib.sha256(project.path.read_bytes()).hexdigest()}
     cfg = project.config
     profile = project.target_profile()
     started = time.time()
@@ -175,6 +180,7 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
     metrics = {
         "kiloml_version": __version__,
         "project": cfg.name,
+        "project_file": project_file,
         "data": {
             "source": cfg.data.source,
             "n_recordings": len(raw_recordings),

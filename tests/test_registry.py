@@ -428,14 +428,37 @@ def test_the_project_file_is_found_or_given(device_run: Path, tmp_path: Path) ->
     moved = tmp_path / "moved"
     shutil.copytree(device_run, moved)
     reg = tmp_path / "reg"
-    assert_user_error(release(moved, reg, "1.0.0"), "cannot tell which project file made "
+    # the run records the file it was made from (metrics.json project_file): found from
+    # wherever the run folder is
+    released(moved, reg, "1.0.0")
+    stored = reg / "packages" / Registry.open(reg).version_info("1.0.0")["package"]
+    assert (stored / "project.toml").read_bytes() == \
+        (device_run.parent / "kiloml.toml").read_bytes()
+    # a run that records none (an older kiloml) away from its project: --project
+    metrics = json.loads((moved / "metrics.json").read_text())
+    del metrics["project_file"]
+    (moved / "metrics.json").write_text(json.dumps(metrics))
+    assert_user_error(release(moved, reg, "1.0.1"), "cannot tell which project file made "
                       "this run", "pass --project")
     other = write_toy_project(tmp_path / "other")
     other.write_text(other.read_text().replace('name = "toy"', 'name = "other"'))
-    assert_user_error(release(moved, reg, "1.0.0", "--project", str(other)),
+    assert_user_error(release(moved, reg, "1.0.1", "--project", str(other)),
                       "is the project 'other', but the run was made from 'toy'")
+    assert Registry.open(reg).versions() == ["1.0.0"]
+    released(moved, reg, "1.0.1", "--project", str(device_run.parent / "kiloml.toml"))
+
+
+def test_a_project_file_edited_since_the_run_is_refused(tmp_path: Path) -> None:
+    toml = write_toy_project(tmp_path / "p")
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    toml.write_text(toml.read_text().replace("n_estimators = 5", "n_estimators = 9"))
+    reg = tmp_path / "reg"
+    for extra in ((), ("--project", str(toml))):
+        assert_user_error(release(tmp_path / "p" / "out", reg, "1.0.0",
+                                  "--allow-no-device-parity", *extra),
+                          "changed since the run was made", "run the project again")
     assert not reg.exists()
-    released(moved, reg, "1.0.0", "--project", str(device_run.parent / "kiloml.toml"))
 
 
 def test_an_existing_version_is_never_replaced(one_release: Path, device_run: Path) -> None:
@@ -663,3 +686,77 @@ def test_concurrent_releases_of_one_version_one_lands(device_run: Path, second_r
     assert Registry.open(reg).versions() == ["3.0.0"]
     assert len(list((reg / "packages").iterdir())) == 1
     assert run_cli("registry", "verify", str(reg)).exit_code == 0
+
+
+def updatable_run(root: Path, extra: str = "") -> Path:
+    toml = write_toy_project(root)
+    toml.write_text(toml.read_text() + "\n[library]\nupdatable = true\n" + extra)
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    return root / "out"
+
+
+def ed25519_key(path: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return path
+
+
+def test_an_updatable_run_is_released_with_its_parameter_blob(tmp_path: Path) -> None:
+    from kiloml.blob.format import counter_of, unpack, verify_signature
+    from kiloml.blob.keys import public_key_bytes
+
+    run = updatable_run(tmp_path / "u")
+    key = ed25519_key(tmp_path / "key.pem")
+    reg = tmp_path / "reg"
+    result = release(run, reg, "1.2.3", "--allow-no-device-parity", "--signing-key", str(key))
+    assert result.exit_code == 0, result.stderr
+    assert "model.kmlb (signed)" in result.stdout
+    package = reg / "packages" / Registry.open(reg).version_info("1.2.3")["package"]
+    blob = (package / "model.kmlb").read_bytes()
+    header, _ = unpack(blob)
+    assert header.counter == counter_of("1.2.3") == (1 << 20) | (2 << 10) | 3
+    assert verify_signature(blob, public_key_bytes(key, "key"))
+    manifest = json.loads((package / "manifest.json").read_text())
+    assert manifest["files"]["model.kmlb"] == hashlib.sha256(blob).hexdigest()
+    assert run_cli("registry", "verify", str(reg)).exit_code == 0
+    # unsigned without a key; a key for a library that takes no blob, or that cannot be
+    # read, is one line and nothing is written
+    result = release(run, reg, "1.2.4", "--allow-no-device-parity")
+    assert result.exit_code == 0 and "model.kmlb (unsigned)" in result.stdout
+    plain = tmp_path / "plain"
+    toml = write_toy_project(plain)
+    assert run_cli("run", str(toml), "--no-emulator").exit_code == 0
+    assert_user_error(release(plain / "out", reg, "1.3.0", "--allow-no-device-parity",
+                              "--signing-key", str(key)), "--signing-key", "nothing to sign")
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    for bad, why in ((tmp_path / "missing.pem", "cannot be read"),
+                     (tmp_path / "junk.pem", "not an unencrypted Ed25519 private key")):
+        assert_user_error(release(run, reg, "1.3.0", "--allow-no-device-parity",
+                                  "--signing-key", str(bad)), why)
+    assert_user_error(release(run, reg, "1.1024.0", "--allow-no-device-parity"),
+                      "anti-rollback counter")
+    assert Registry.open(reg).versions() == ["1.2.3", "1.2.4"]
+
+
+def test_a_library_that_requires_signatures_needs_the_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = ed25519_key(tmp_path / "key.pem")
+    public = load_pem_private_key(key.read_bytes(), None).public_key()
+    (tmp_path / "pub.pem").write_bytes(public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    run = updatable_run(tmp_path / "s", f'update_key = "{tmp_path / "pub.pem"}"\n')
+    reg = tmp_path / "reg"
+    assert_user_error(release(run, reg, "1.0.0", "--allow-no-device-parity"),
+                      "requires signed blobs")
+    other = ed25519_key(tmp_path / "other.pem")
+    assert_user_error(release(run, reg, "1.0.0", "--allow-no-device-parity",
+                              "--signing-key", str(other)), "not the key the library trusts")
+    assert not reg.exists()
+    released(run, reg, "1.0.0", "--allow-no-device-parity", "--signing-key", str(key))

@@ -9,16 +9,14 @@ from types import ModuleType
 
 from kiloml.display import shown_path
 from kiloml.errors import KilomlError
+from kiloml.optional import needs
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 def _serialization(what: str) -> ModuleType:
-    try:
+    with needs("cryptography", what):  # one line naming kiloml[sign] when it is missing
         from cryptography.hazmat.primitives import serialization
-    except ImportError:
-        raise KilomlError(f"{what} needs the cryptography package, which is not installed: "
-                          "pip install cryptography") from None
     return serialization
 
 
@@ -36,7 +34,8 @@ def _read(path: Path, where: str) -> bytes:
 def load_private_key(path: Path, where: str = "signing key"):  # -> Ed25519PrivateKey
     """An unencrypted Ed25519 private key (PEM or DER PKCS#8, or OpenSSH PEM)."""
     serialization = _serialization("signing a blob")
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    with needs("cryptography", "signing a blob"):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     data = _read(path, where)
     loaders = [serialization.load_pem_private_key, serialization.load_der_private_key,
@@ -60,10 +59,11 @@ def public_key_bytes(path: Path, where: str = "[library] update_key") -> bytes:
     """The 32 raw bytes of an Ed25519 public key file (PEM or DER SubjectPublicKeyInfo;
     a private key file gives its public half)."""
     serialization = _serialization(where)
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
+    with needs("cryptography", where):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+            Ed25519PrivateKey,
+            Ed25519PublicKey,
+        )
 
     data = _read(path, where)
     key = None
@@ -90,9 +90,9 @@ def sign(key, message: bytes) -> bytes:
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    _serialization("checking a blob's signature")
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    with needs("cryptography", "checking a blob's signature"):
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)

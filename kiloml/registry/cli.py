@@ -35,15 +35,21 @@ def release_command(
     allow_no_device_parity: Annotated[bool, typer.Option(
         "--allow-no-device-parity", help="Release a run whose parity was checked on the "
         "host only (--no-emulator); its card says so and the gate refuses it")] = False,
+    signing_key: Annotated[Path | None, typer.Option(
+        "--signing-key", help="An Ed25519 private key (PEM/DER PKCS#8 or OpenSSH) to sign "
+        "the parameter blob model.kmlb with (an updatable library)")] = None,
 ) -> None:
     """Release a finished run as an immutable, content-addressed version of a registry:
     its C library, metrics, reference, pipeline, project file, model card and manifest."""
     from kiloml.registry.release import release
 
     done = release(run_dir, registry, version, notes=notes, project=project,
-                   allow_no_device_parity=allow_no_device_parity)
+                   allow_no_device_parity=allow_no_device_parity, signing_key=signing_key)
     print(f"released       {done.version} -> {shown_path(done.folder)}/ ({done.n_files} "
           "files and manifest.json)")
+    if done.blob is not None:
+        print(f"blob           model.kmlb ({done.blob}): the parameters as a model update "
+              "for devices running an updatable library of the same layout")
     if not done.device_parity:
         print("warning        parity checked on the host only (--allow-no-device-parity): "
               "the gate will refuse this version until it is verified on the emulated MCU")

@@ -46,17 +46,43 @@ class Released:
     folder: Path
     n_files: int
     device_parity: bool
+    blob: str | None = None  # "signed" / "unsigned" when the package holds model.kmlb
 
 
-def add_extra_files(run_dir: Path, staging: Path) -> None:
+BLOB_FILE = "model.kmlb"
+
+
+def parameter_blob(run_dir: Path, version: str, signing_key: Path | None) -> bytes | None:
+    """model.kmlb of the run (docs/blob_format.md), signed when a key is given, its
+    anti-rollback counter from the version; None when the library takes no blob. Made
+    before anything is written, so a bad key or version refuses the release whole."""
+    from kiloml.blob.build import blob_bytes
+    from kiloml.blob.format import counter_of
+
+    try:
+        counter = counter_of(version)
+        blob = blob_bytes(run_dir, signing_key=signing_key, counter=counter)
+    except KilomlError as exc:
+        exc.where = exc.where or ("--signing-key" if signing_key is not None else "--version")
+        raise
+    if blob is None and signing_key is not None:
+        raise KilomlError("the run's library takes no parameter blob (a table-style forest "
+                          "built with [library] updatable = true does): nothing to sign",
+                          where="--signing-key")
+    return blob
+
+
+def add_extra_files(staging: Path, blob: bytes | None) -> None:
     """Files a package holds beyond the run's own, written into ``staging`` before it is
-    hashed. Nothing yet: model.kmlb (the parameter blob, docs/blob_format.md) goes here."""
-    return None
+    hashed: the parameter blob, when the library takes one."""
+    if blob is not None:
+        (staging / BLOB_FILE).write_bytes(blob)
 
 
 def release(run_dir: str | Path, registry: str | Path, version: str, *,
             notes: str | None = None, project: str | Path | None = None,
-            allow_no_device_parity: bool = False) -> Released:
+            allow_no_device_parity: bool = False, signing_key: str | Path | None = None
+            ) -> Released:
     """Release the run in ``run_dir`` as ``version`` of ``registry`` (made when missing).
     Every refusal is a KilomlError raised before anything is written."""
     parse_version(version)
@@ -68,6 +94,8 @@ def release(run_dir: str | Path, registry: str | Path, version: str, *,
         _refuse_existing(Registry.open(registry), version)
     run = read_run(Path(run_dir), None if project is None else Path(project),
                    allow_no_device_parity=allow_no_device_parity)
+    blob = parameter_blob(run.folder, version,
+                          None if signing_key is None else Path(signing_key))
     reg = Registry.open_or_create(registry)
     with reg.locked():
         _refuse_existing(reg, version)  # again: another release may have made it meanwhile
@@ -78,7 +106,7 @@ def release(run_dir: str | Path, registry: str | Path, version: str, *,
         except OSError as exc:
             raise KilomlError(f"cannot write: {exc.strerror or exc}", file=reg.packages) from None
         try:
-            n_files = write_package(run, staging, version, notes, released)
+            n_files = write_package(run, staging, version, notes, released, blob)
             package = file_sha256(staging / MANIFEST_FILE)
             folder = reg.packages / package
             if folder.exists():  # a crashed release of this very package: unreferenced
@@ -90,7 +118,9 @@ def release(run_dir: str | Path, registry: str | Path, version: str, *,
         write_json(reg.version_file(version), {
             "version": version, "package": package, "released_utc": released,
             "notes": notes, "model_id": run.model_id, "interface_hash": run.interface_hash})
-    return Released(reg.path, version, package, folder, n_files, run.device_parity)
+    signed = signing_key is not None
+    return Released(reg.path, version, package, folder, n_files, run.device_parity,
+                    None if blob is None else "signed" if signed else "unsigned")
 
 
 def _refuse_existing(reg: Registry, version: str) -> None:
@@ -101,7 +131,7 @@ def _refuse_existing(reg: Registry, version: str) -> None:
 
 
 def write_package(run: FinishedRun, staging: Path, version: str, notes: str | None,
-                  released: str) -> int:
+                  released: str, blob: bytes | None = None) -> int:
     """Every file of the package into ``staging``, the manifest last; returns how many
     files the manifest lists."""
     umask = os.umask(0)
@@ -121,7 +151,7 @@ def write_package(run: FinishedRun, staging: Path, version: str, notes: str | No
                       model_id=run.model_id, interface_hash=run.interface_hash)
     write_json(staging / CARD_JSON, card)
     (staging / CARD_MD).write_text(card_markdown(card), encoding="utf-8")
-    add_extra_files(run.folder, staging)
+    add_extra_files(staging, blob)
     files = hash_files(staging)
     write_json(staging / MANIFEST_FILE, {
         "format": MANIFEST_FORMAT, "version": version, "files": files,

@@ -6,6 +6,7 @@ reference are read through kiloml.persist (never unpickled) with their checks.""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,13 +181,20 @@ def find_project(run_dir: Path, metrics: dict, given: Path | None) -> LoadedProj
     above the run whose output folder the run is (a run records only its project's name;
     `kiloml verify` goes the other way, from the project to its output folder)."""
     name = metrics.get("project")
+    recorded = metrics.get("project_file")  # runs since this kiloml record the file
     if given is not None:
         project = load_project(given)
         if project.config.name != name:
             made = repr(name) if isinstance(name, str) else "a project it does not name"
             raise KilomlError(f"is the project {project.config.name!r}, but the run was made "
                               f"from {made}", file=project.path, where="--project")
+        check_unchanged(project.path, recorded)
         return project
+    if isinstance(recorded, dict) and isinstance(recorded.get("path"), str) \
+            and Path(recorded["path"]).is_file():
+        path = Path(recorded["path"])
+        check_unchanged(path, recorded)
+        return load_project(path)
     here = run_dir.resolve()
     for folder in list(here.parents)[:SEARCH_LEVELS]:
         candidate = folder / PROJECT_NAME
@@ -201,6 +209,16 @@ def find_project(run_dir: Path, metrics: dict, given: Path | None) -> LoadedProj
     raise KilomlError(f"cannot tell which project file made this run (no {PROJECT_NAME} "
                       f"within {SEARCH_LEVELS} folders above it names it as its output "
                       "folder); pass --project", file=shown_path(run_dir))
+
+
+def check_unchanged(path: Path, recorded: object) -> None:
+    """The project file's bytes are the ones the run hashed (when it recorded them)."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("sha256"), str):
+        return
+    if hashlib.sha256(path.read_bytes()).hexdigest() != recorded["sha256"]:
+        raise KilomlError("changed since the run was made (its SHA-256 is not the one "
+                          "metrics.json project_file records): run the project again, then "
+                          "release", file=shown_path(path))
 
 
 def _is_output_of(project: LoadedProject, run_dir: Path) -> bool:
