@@ -71,6 +71,9 @@ bench: setup
 	$(BIN)/python bench/monitor_eval.py
 	$(BIN)/python bench/fleet_ingest.py
 	$(BIN)/python bench/fleet_acceptance.py
+	$(BIN)/python bench/crypto.py
+	$(BIN)/python bench/blob.py
+	$(BIN)/python bench/registry_demo.py
 
 # The wheel in new virtual environments (tests/test_packaging.py): Python 3.11, 3.12 and
 # 3.13 with the base install (a tree project; the one-line error naming each missing extra),
