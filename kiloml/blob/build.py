@@ -1,5 +1,5 @@
-"""model.kmlb from a run folder: the run's forest and decision parameters with golden
-vectors from its held-out windows, for an updatable library of the same interface and
+"""model.kmlb from a run folder: the run's forest (or network) and decision parameters
+with golden vectors from its held-out windows, for an updatable library of the same interface and
 layout (``kiloml release`` calls :func:`write_blob`)."""
 
 from __future__ import annotations
@@ -41,7 +41,12 @@ def blob_bytes(run_dir: Path, *, signing_key: Path | None, counter: int) -> byte
     """The blob of ``run_dir``'s parameters, or None when its library takes none."""
     from kiloml.codegen.identity import interface_hash
     from kiloml.codegen.library import emit_feature_stages
-    from kiloml.codegen.updatable import describe_layout, forest_tables_of
+    from kiloml.codegen.updatable import (
+        describe_layout,
+        describe_network_layout,
+        forest_tables_of,
+        network_code_of,
+    )
     from kiloml.persist.pipeline_state import load_pipeline
 
     pipeline = load_pipeline(run_dir / "pipeline.json")
@@ -49,6 +54,7 @@ def blob_bytes(run_dir: Path, *, signing_key: Path | None, counter: int) -> byte
         return None
     try:
         tables = forest_tables_of(pipeline)
+        code = network_code_of(pipeline) if tables is None else None
     except KilomlError:
         return None
     key = None
@@ -68,18 +74,29 @@ def blob_bytes(run_dir: Path, *, signing_key: Path | None, counter: int) -> byte
     if not len(features):
         raise KilomlError(f"{shown_path(path)} holds no held-out windows for the golden "
                           "vectors")
-    golden = golden_of(tables, pipeline.decision_params,
-                       features[golden_rows(len(features))])
-    described = describe_layout(pipeline, tables, emit_feature_stages(pipeline))
+    d = pipeline.decision_params
+    emitted = emit_feature_stages(pipeline)
+    if code is not None:
+        from kiloml.blob import network_payload as nn
+        golden = nn.network_golden(pipeline.model, d, features[golden_rows(
+            len(features), nn.GOLDEN_VECTORS)])
+        described = describe_network_layout(pipeline, code.graph_code, emitted)
+        body, kind = nn.payload(code.pool, d, golden), fmt.KIND_NETWORK
+    else:
+        assert tables is not None
+        golden = golden_of(tables, d, features[golden_rows(len(features))])
+        described = describe_layout(pipeline, tables, emitted)
+        body, kind = payload(tables, d, golden), fmt.KIND_FOREST
     header = fmt.Header(model_id=fmt.model_id_bytes(_model_id(run_dir)),
                         interface_hash=interface_hash(pipeline),
-                        layout_hash=layout_hash(described), counter=counter)
-    return fmt.pack(header, payload(tables, pipeline.decision_params, golden), key)
+                        layout_hash=layout_hash(described), counter=counter, kind=kind)
+    return fmt.pack(header, body, key)
 
 
 def write_blob(run_dir: Path, out: Path, *, signing_key: Path | None, counter: int) -> bool:
     """Write ``out`` (model.kmlb) from ``run_dir``; False (nothing written) when the run's
-    library cannot take a blob: not built updatable, or not a table-style forest."""
+    library cannot take a blob: not built updatable, or not a table-style forest or a
+    network whose kernels take blobs."""
     blob = blob_bytes(Path(run_dir), signing_key=signing_key, counter=counter)
     if blob is None:
         return False

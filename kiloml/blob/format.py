@@ -14,6 +14,7 @@ MAGIC = b"KMLB"
 FORMAT_VERSION = 1
 HEADER_BYTES = 136
 KIND_FOREST = 1
+KIND_NETWORK = 2
 FLAG_SIGNED = 1
 SHA256_AT = 40  # the hash covers header[:40] + payload
 SIGNATURE_AT = 72  # the signature covers header[:72] (which holds the hash)
@@ -29,11 +30,12 @@ MAX_COUNTER = 0xFFFFFFFF
 FOREST, TREE_BASE, HEAD, THRESHOLD, LEFT, RIGHT, NAN_LEFT = 1, 2, 3, 4, 5, 6, 7
 LEAF_START, ENTRY_CLASS, ENTRY_NUM, ENTRY_VALUE = 8, 9, 10, 11
 DECISION, GOLDEN = 16, 32
+NN_INT8, NN_WORDS = 48, 49  # a network's weight pool and parameter words
 SECTION_NAMES = {FOREST: "forest", TREE_BASE: "tree_base", HEAD: "head",
                  THRESHOLD: "threshold", LEFT: "left", RIGHT: "right", NAN_LEFT: "nan_left",
                  LEAF_START: "leaf_start", ENTRY_CLASS: "entry_class",
                  ENTRY_NUM: "entry_num", ENTRY_VALUE: "entry_value", DECISION: "decision",
-                 GOLDEN: "golden"}
+                 GOLDEN: "golden", NN_INT8: "nn_int8", NN_WORDS: "nn_words"}
 
 # kml_blob.h's reason codes
 REASONS = ["ok", "bad_magic", "bad_version", "bad_interface", "bad_layout", "bad_length",

@@ -72,3 +72,36 @@ def config_lines(tables: ForestTables, *, interface_hash: int, layout_hash_value
         key = ", ".join(f"0x{b:02x}" for b in public_key)
         lines.append(f"#define KML_BLOB_PUBLIC_KEY {{{key}}} /* [library] update_key */")
     return lines
+
+
+def network_layout(*, graph_code: str, classes: int, features: int, smoothing: int,
+                   smoothing_windows: int, feature_code: str) -> dict:
+    """The layout of an updatable network library: its graph (kernel calls, shapes, arena
+    plan, the pools' sizes and every parameter word's accepted range) is code."""
+    graph = hashlib.sha256(graph_code.encode("utf-8")).hexdigest()
+    return {"format": LAYOUT_FORMAT, "kind": "network", "graph": graph, "classes": classes,
+            "features": features, "smoothing": smoothing,
+            "smoothing_windows": smoothing_windows, "feature_code": feature_code}
+
+
+def network_config_lines(*, interface_hash: int, layout_hash_value: int, classes: int,
+                         features: int, smoothing: int, smoothing_windows: int,
+                         int8_bytes: int, words: int, ranges: int,
+                         public_key: bytes | None) -> list[str]:
+    """kml_config.h's lines of an updatable network library (kml_blob's)."""
+    lines = ["#define KML_BLOB_UPDATABLE 1",
+             "#define KML_BLOB_KIND 2 /* a network */",
+             f"#define KML_BLOB_INTERFACE_HASH 0x{interface_hash:08x}u",
+             f"#define KML_BLOB_LAYOUT_HASH 0x{layout_hash_value:08x}u",
+             f"#define KML_BLOB_FEATURES {features}",
+             f"#define KML_BLOB_CLASSES {classes}",
+             f"#define KML_BLOB_SMOOTHING {smoothing}",
+             f"#define KML_BLOB_SMOOTHING_WINDOWS {smoothing_windows}",
+             f"#define KML_BLOB_NN_INT8_BYTES {int8_bytes}",
+             f"#define KML_BLOB_NN_WORDS {words}",
+             f"#define KML_BLOB_NN_RANGES {ranges}",
+             f"#define KML_BLOB_REQUIRE_SIGNATURE {int(public_key is not None)}"]
+    if public_key is not None:
+        key = ", ".join(f"0x{b:02x}" for b in public_key)
+        lines.append(f"#define KML_BLOB_PUBLIC_KEY {{{key}}} /* [library] update_key */")
+    return lines

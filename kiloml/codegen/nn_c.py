@@ -8,11 +8,12 @@ activation at an offset the memory planner chose.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from kiloml.codegen.cwriter import c_array, c_float
-from kiloml.codegen.nn_calls import CodegenError, KernelCall, kernel_call
+from kiloml.codegen.nn_calls import Arg, CodegenError, KernelCall, kernel_call
 from kiloml.codegen.nn_planner import MemoryPlan, plan_memory
 from kiloml.nn.analysis import op_macs
 from kiloml.nn.graph import Graph
@@ -85,7 +86,19 @@ class _Emitter:
         return name
 
 
-def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -> NetworkC:
+class ParameterPool(Protocol):
+    """Where an updatable library's network reads its parameters (kiloml.blob.nn_pool):
+    the C expression of an argument it holds (None: the argument is emitted as usual),
+    and the invoke function's parameter list."""
+
+    parameters: str
+
+    def argument(self, op_index: int, call: KernelCall, position: int, arg: Arg
+                 ) -> str | None: ...
+
+
+def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True,
+                 pool: ParameterPool | None = None) -> NetworkC:
     if not graph.ops:
         raise CodegenError("the model has no operators")
     params = [prepare(graph, op) for op in graph.ops]
@@ -114,8 +127,11 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
             body.append(f"    KML_NN_LAYER({i}); /* {op.kind}: in place, the same bytes */")
             continue
         args = []
-        for a in call.args:
-            if a.kind in ("i32", "u32", "i8"):
+        for position, a in enumerate(call.args):
+            held = None if pool is None else pool.argument(i, call, position, a)
+            if held is not None:
+                args.append(held)
+            elif a.kind in ("i32", "u32", "i8"):
                 args.append(_int(a.value) + ("u" if a.kind == "u32" else ""))
             elif a.kind == "f32":
                 args.append(c_float(a.value))
@@ -161,7 +177,8 @@ def emit_network(graph: Graph, prefix: str = "kml_nn_", in_place: bool = True) -
           f"static int32_t {prefix}arena[{max(words, 1)}];\n"
           f"#define {arena} ((int8_t *){prefix}arena)\n\n"
         + "".join(e.lines)
-        + f"\nstatic void {invoke}(void)\n{{\n" + "\n".join(body) + "\n}\n")
+        + f"\nstatic void {invoke}({'void' if pool is None else pool.parameters})\n{{\n"
+        + "\n".join(body) + "\n}\n")
     notes = []
     slow = sorted({c.kernel for c in calls} - set(FAST_PATH_KERNELS) - {"kml_copy_s8"})
     if slow:

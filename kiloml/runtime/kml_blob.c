@@ -20,9 +20,17 @@
     !defined(KML_BLOB_SMOOTHING_WINDOWS)
 #error "kml_blob.c needs an updatable library's kml_config.h ([library] updatable = true)"
 #endif
+#if KML_BLOB_KIND == 2
+#if !defined(KML_BLOB_CLASSES) || !defined(KML_BLOB_NN_INT8_BYTES) || \
+    !defined(KML_BLOB_NN_WORDS) || !defined(KML_BLOB_NN_RANGES)
+#error "an updatable network's kml_config.h defines KML_BLOB_CLASSES and KML_BLOB_NN_*"
+#endif
+#else
 #if KML_TREE_INT16_THRESHOLDS || KML_TREE_INDEXED_THRESHOLDS || !KML_TREE_SPARSE_LEAVES || \
     KML_TREE_PROBA == 3
 #error "parameter blobs take float thresholds per node and sparse leaves (modes 0, 1, 2)"
+#endif
+#define KML_BLOB_CLASSES KML_TREE_MAX_CLASSES
 #endif
 
 /* Header fields (little-endian), see docs/blob_format.md. */
@@ -54,20 +62,32 @@
 #define KML_S_ENTRY_VALUE 11u
 #define KML_S_DECISION 16u
 #define KML_S_GOLDEN 32u
+#define KML_S_NN_INT8 48u  /* a network's int8 weight pool */
+#define KML_S_NN_WORDS 49u /* a network's int32 parameter words */
+#if KML_BLOB_KIND == 2
+#define KML_S_TAGS 50u
+#else
 #define KML_S_TAGS 33u
+#endif
 #define KML_S_OPTIONAL 1u /* section flag: a reader that does not know the tag skips it */
 
 #define KML_MAX_DEPTH 4096
 #define KML_MAX_GOLDEN 4096
 #define KML_MAX_WINDOWS 1024 /* hysteresis counts */
 
+#if KML_BLOB_KIND == 1
 #define KML_HEAD_BITS (8u * (uint32_t)sizeof(KML_TREE_HEAD_T))
 #define KML_LEFT_LEAF ((uint32_t)1u << (KML_HEAD_BITS - 1u))
 #define KML_RIGHT_LEAF ((uint32_t)1u << (KML_HEAD_BITS - 2u))
 #define KML_FEATURE_MASK (KML_RIGHT_LEAF - 1u)
+#endif
 
 typedef struct {
+#if KML_BLOB_KIND == 2
+    kml_blob_network_t network;
+#else
     kml_forest_t forest;
+#endif
     kml_decision_params decision;
     kml_blob_model_t model;
     const float *golden_x;
@@ -83,7 +103,7 @@ static int32_t kml_blob_current = -1; /* the active slot; -1: the compiled-in pa
 static uint32_t kml_blob_min = 0u;
 static int32_t kml_blob_downgrade_ok = 0;
 /* the self-test's own decision state */
-static float kml_blob_history[KML_BLOB_SMOOTHING_WINDOWS * KML_TREE_MAX_CLASSES];
+static float kml_blob_history[KML_BLOB_SMOOTHING_WINDOWS * KML_BLOB_CLASSES];
 static int32_t kml_blob_votes[KML_BLOB_SMOOTHING_WINDOWS];
 
 #if KML_BLOB_REQUIRE_SIGNATURE
@@ -185,6 +205,33 @@ static const void *kml_array(const kml_sections_t *s, uint32_t tag, uint32_t cou
     return s->data[tag];
 }
 
+#if KML_BLOB_KIND == 2
+/* A network's pools: exactly the sizes the compiled graph reads, every parameter word in
+ * its compiled range (shapes and flags equal to the compiled-in words; shifts, zero points, activation
+ * ranges and biases bounded so no kernel shifts, indexes or accumulates out of range). */
+static int32_t kml_parse_network(const kml_sections_t *s, kml_blob_network_t *net)
+{
+    int32_t r, j, at = 0;
+    net->w8 = (const int8_t *)kml_array(s, KML_S_NN_INT8, (uint32_t)KML_BLOB_NN_INT8_BYTES,
+                                        1u);
+    net->words = (const int32_t *)kml_array(s, KML_S_NN_WORDS, (uint32_t)KML_BLOB_NN_WORDS,
+                                            4u);
+    if (net->w8 == NULL || net->words == NULL) {
+        return KML_BLOB_BAD_PAYLOAD;
+    }
+    for (r = 0; r < KML_BLOB_NN_RANGES; ++r) {
+        const int32_t lo = kml_blob_nn_ranges[r][1], hi = kml_blob_nn_ranges[r][2];
+        for (j = 0; j < kml_blob_nn_ranges[r][0]; ++j, ++at) {
+            const int32_t w = kml_rdi32((const uint8_t *)(const void *)(net->words + at));
+            /* lo > hi: code (a shape, a flag), the compiled-in word exactly */
+            if (lo > hi ? w != kml_blob_builtin.network->words[at] : !kml_in(w, lo, hi)) {
+                return KML_BLOB_BAD_PAYLOAD;
+            }
+        }
+    }
+    return KML_BLOB_OK;
+}
+#else
 /* Every index a walk can follow: each node's feature, each child inside its own tree
  * and after its parent (so every walk ends), each leaf payload a pure class or a mixed
  * leaf; the mixed leaves' rows inside the entries, classes ascending. */
@@ -330,12 +377,13 @@ static int32_t kml_parse_forest(const kml_sections_t *s, kml_forest_t *f)
 #endif
     return kml_check_forest(f, n_nodes, n_mixed, n_entries);
 }
+#endif
 
 static int32_t kml_parse_decision(const kml_sections_t *s, kml_decision_params *d)
 {
     const uint8_t *m = s->data[KML_S_DECISION];
     int32_t k;
-    if (m == NULL || s->bytes[KML_S_DECISION] != 28u + 4u * (uint32_t)KML_TREE_MAX_CLASSES) {
+    if (m == NULL || s->bytes[KML_S_DECISION] != 28u + 4u * (uint32_t)KML_BLOB_CLASSES) {
         return KML_BLOB_BAD_PAYLOAD;
     }
     d->n_classes = kml_rdi32(m);
@@ -346,7 +394,7 @@ static int32_t kml_parse_decision(const kml_sections_t *s, kml_decision_params *
     d->min_score = kml_rdf32(m + 20);
     d->min_margin = kml_rdf32(m + 24);
     d->thresholds = (const float *)(const void *)(m + 28);
-    if (d->n_classes != KML_TREE_MAX_CLASSES || d->smoothing != KML_BLOB_SMOOTHING ||
+    if (d->n_classes != KML_BLOB_CLASSES || d->smoothing != KML_BLOB_SMOOTHING ||
         d->smoothing_windows != KML_BLOB_SMOOTHING_WINDOWS ||
         !kml_in(d->on_windows, 1, KML_MAX_WINDOWS) ||
         !kml_in(d->off_windows, 1, KML_MAX_WINDOWS) || !kml_finite(d->min_score) ||
@@ -382,8 +430,8 @@ static int32_t kml_parse_golden(const kml_sections_t *s, kml_blob_slot_t *slot)
     slot->golden_label = (const int32_t *)(const void *)(m + 8 + x_bytes);
     slot->golden_decision = (const int32_t *)(const void *)(m + 8 + x_bytes + 4u * (uint32_t)n);
     for (i = 0; i < n; ++i) {
-        if (!kml_in(slot->golden_label[i], 0, KML_TREE_MAX_CLASSES - 1) ||
-            !kml_in(slot->golden_decision[i], KML_UNCERTAIN, KML_TREE_MAX_CLASSES - 1)) {
+        if (!kml_in(slot->golden_label[i], 0, KML_BLOB_CLASSES - 1) ||
+            !kml_in(slot->golden_decision[i], KML_UNCERTAIN, KML_BLOB_CLASSES - 1)) {
             return KML_BLOB_BAD_PAYLOAD;
         }
     }
@@ -431,7 +479,7 @@ static int32_t kml_parse(const uint8_t *blob, uint32_t n, kml_blob_slot_t *slot)
         return KML_BLOB_BAD_INTERFACE;
     }
     if (kml_rd32(blob + KML_H_LAYOUT) != (uint32_t)KML_BLOB_LAYOUT_HASH ||
-        kml_rd32(blob + KML_H_KIND) != KML_BLOB_KIND_FOREST) {
+        kml_rd32(blob + KML_H_KIND) != (uint32_t)KML_BLOB_KIND) {
         return KML_BLOB_BAD_LAYOUT;
     }
     payload_bytes = kml_rd32(blob + KML_H_PAYLOAD_BYTES);
@@ -465,7 +513,11 @@ static int32_t kml_parse(const uint8_t *blob, uint32_t n, kml_blob_slot_t *slot)
     }
     r = kml_sections(blob + KML_BLOB_HEADER_BYTES, payload_bytes, &sections);
     if (r == KML_BLOB_OK) {
+#if KML_BLOB_KIND == 2
+        r = kml_parse_network(&sections, &slot->network);
+#else
         r = kml_parse_forest(&sections, &slot->forest);
+#endif
     }
     if (r == KML_BLOB_OK) {
         r = kml_parse_decision(&sections, &slot->decision);
@@ -476,7 +528,11 @@ static int32_t kml_parse(const uint8_t *blob, uint32_t n, kml_blob_slot_t *slot)
     if (r != KML_BLOB_OK) {
         return r;
     }
+#if KML_BLOB_KIND == 2
+    slot->model.network = &slot->network;
+#else
     slot->model.forest = &slot->forest;
+#endif
     slot->model.decision = &slot->decision;
     slot->counter = counter;
     slot->model_id = blob + KML_H_MODEL_ID;
@@ -486,14 +542,18 @@ static int32_t kml_parse(const uint8_t *blob, uint32_t n, kml_blob_slot_t *slot)
 static int32_t kml_run_golden(const kml_blob_slot_t *slot)
 {
     kml_decision_state state;
-    float scores[KML_TREE_MAX_CLASSES], smoothed[KML_TREE_MAX_CLASSES];
+    float scores[KML_BLOB_CLASSES], smoothed[KML_BLOB_CLASSES];
     int32_t i, candidate, decision;
     state.history = kml_blob_history;
     state.votes = kml_blob_votes;
     kml_decision_reset(&state);
     for (i = 0; i < slot->n_golden; ++i) {
         const float *x = slot->golden_x + (uint32_t)i * (uint32_t)KML_BLOB_FEATURES;
+#if KML_BLOB_KIND == 2
+        const int32_t label = kml_blob_network_predict(&slot->network, x, scores);
+#else
         const int32_t label = kml_forest_predict(&slot->forest, x, scores);
+#endif
         (void)kml_decision_step(&slot->decision, &state, scores, label, smoothed, &candidate,
                                 &decision);
         if (label != slot->golden_label[i] || decision != slot->golden_decision[i]) {
@@ -559,11 +619,19 @@ void kml_blob_allow_downgrade(int32_t allow)
     kml_blob_downgrade_ok = allow != 0;
 }
 
+#if KML_BLOB_KIND == 2
+const kml_blob_network_t *kml_blob_network(void)
+{
+    return kml_blob_current < 0 ? kml_blob_builtin.network
+                                : kml_blob_slots[kml_blob_current].model.network;
+}
+#else
 const kml_forest_t *kml_blob_forest(void)
 {
     return kml_blob_current < 0 ? kml_blob_builtin.forest
                                 : kml_blob_slots[kml_blob_current].model.forest;
 }
+#endif
 
 const kml_decision_params *kml_blob_decision(void)
 {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* kiloml runtime: model updates without reflashing code (docs/blob_format.md).
  *
- * An updatable library (`[library] updatable = true`) reads its forest and its decision
- * parameters through kml_blob_forest() / kml_blob_decision(). A parameter blob
+ * An updatable library (`[library] updatable = true`) reads its forest (a network: its
+ * weight and parameter pools, KML_BLOB_KIND 2) and its decision parameters through
+ * kml_blob_forest() (kml_blob_network()) / kml_blob_decision(). A parameter blob
  * (model.kmlb, written by `kiloml release` / kiloml.blob.build) holds a new version's
  * tables; kml_blob_activate checks it (magic, format, interface, layout, length,
  * SHA-256, Ed25519 signature when the library requires one, anti-rollback counter, every
@@ -23,7 +24,12 @@
 #include "kml_config.h"
 #endif
 #include "kml_decision.h"
+#ifndef KML_BLOB_KIND
+#define KML_BLOB_KIND 1 /* a table-style forest */
+#endif
+#if KML_BLOB_KIND == 1
 #include "kml_trees.h"
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,12 +57,36 @@ enum {
 #define KML_BLOB_FORMAT_VERSION 1
 #define KML_BLOB_HEADER_BYTES 136
 #define KML_BLOB_KIND_FOREST 1
+#define KML_BLOB_KIND_NETWORK 2
 
+#if KML_BLOB_KIND == 2
+/* A network's parameters: the int8 weight tables (KML_BLOB_NN_INT8_BYTES) and every other
+ * number its kernel calls take (KML_BLOB_NN_WORDS int32 words; the graph is code). */
+typedef struct {
+    const int8_t *w8;
+    const int32_t *words;
+} kml_blob_network_t;
+
+/* The parameters the generated code runs on. */
+typedef struct {
+    const kml_blob_network_t *network;
+    const kml_decision_params *decision;
+} kml_blob_model_t;
+
+/* Defined by the generated kiloml_model.c: one feature vector (KML_BLOB_FEATURES floats)
+ * through `net`; the label, and KML_BLOB_CLASSES scores. Uses the network's arena. */
+int32_t kml_blob_network_predict(const kml_blob_network_t *net, const float *features,
+                                 float *scores);
+/* {count, lo, hi}: the range each run of parameter words must lie in (a shape: its
+ * compiled value), in the words' order. */
+extern const int32_t kml_blob_nn_ranges[KML_BLOB_NN_RANGES][3];
+#else
 /* The parameters the generated code runs on. */
 typedef struct {
     const kml_forest_t *forest;
     const kml_decision_params *decision;
 } kml_blob_model_t;
+#endif
 
 /* The compiled-in parameters (defined by the generated kiloml_model.c). */
 extern const kml_blob_model_t kml_blob_builtin;
@@ -88,7 +118,11 @@ uint32_t kml_blob_min_counter(void);
 void kml_blob_allow_downgrade(int32_t allow);
 
 /* The active parameters (the generated code calls these on every window). */
+#if KML_BLOB_KIND == 2
+const kml_blob_network_t *kml_blob_network(void);
+#else
 const kml_forest_t *kml_blob_forest(void);
+#endif
 const kml_decision_params *kml_blob_decision(void);
 /* The active blob's counter and 8-byte model id (0 and NULL for the compiled-in ones). */
 uint32_t kml_blob_active_counter(void);
