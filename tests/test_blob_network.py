@@ -234,3 +234,16 @@ def test_hostile_network_blobs_under_sanitizers(runs: dict[str, Path],
     reasons = [bh.reason_name(r.activate) for r in results]
     assert set(reasons) <= {"ok", "bad_payload", "selftest_failed"}, set(reasons)
     assert reasons.count("bad_payload") > 30 and "selftest_failed" in reasons
+
+
+def test_a_kernel_without_blob_roles_is_one_line(runs: dict[str, Path]) -> None:
+    """A layer whose kernel has no parameter roles (here ADD) is refused when the
+    library is emitted, in one line naming [library] updatable."""
+    from kiloml.blob.nn_pool import Pool
+    from kiloml.codegen.nn_calls import Arg, KernelCall
+    from kiloml.errors import KilomlError
+
+    graph = load_pipeline(runs["v1"] / "pipeline.json").model.graph
+    call = KernelCall("kml_add_s8", [Arg("i32", 3)])
+    with pytest.raises(KilomlError, match=r"\[library\] updatable = true: .*kml_add_s8"):
+        Pool(graph, "kml_m_").argument(2, call, 0, call.args[0])
