@@ -149,6 +149,14 @@ def test_network_blob_sections(runs: dict[str, Path]) -> None:
     assert info["kind"] == fmt.KIND_NETWORK
     names = [s["name"] for s in info["sections"]]
     assert names == ["nn_int8", "nn_words", "decision", "golden"]
+    assert info["network"] == {"int8_bytes": len(section_data(blob, fmt.NN_INT8)),
+                               "words": len(section_data(blob, fmt.NN_WORDS)) // 4}
+    (runs["v2"] / "v2.kmlb").write_bytes(blob)
+    shown = run_cli("blob", "inspect", str(runs["v2"] / "v2.kmlb"))
+    assert shown.exit_code == 0 and "parameter words" in shown.stdout
+    checked = run_cli("blob", "check", str(runs["v2"] / "v2.kmlb"), "--firmware",
+                      str(runs["v1"]))
+    assert checked.exit_code == 0 and "ok" in checked.stdout, checked.stdout + checked.stderr
     config = (runs["v1"] / "firmware" / "kml_config.h").read_text()
     words = len(section_data(blob, fmt.NN_WORDS)) // 4
     assert f"#define KML_BLOB_NN_WORDS {words}\n" in config

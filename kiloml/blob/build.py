@@ -122,4 +122,8 @@ def describe(blob: bytes) -> dict:
                  "n_mixed", "n_entries"]
         info["forest"] = dict(zip(names, np.frombuffer(forest[:32], "<i4").tolist(),
                                   strict=True))
+    found = {tag: d for tag, _, d in fmt.sections(body)}
+    if header.kind == fmt.KIND_NETWORK and fmt.NN_INT8 in found and fmt.NN_WORDS in found:
+        info["network"] = {"int8_bytes": len(found[fmt.NN_INT8]),
+                           "words": len(found[fmt.NN_WORDS]) // 4}
     return json.loads(json.dumps(info))

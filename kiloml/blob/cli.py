@@ -50,6 +50,10 @@ def inspect_command(
         f = info["forest"]
         print(f"{'forest':15s}{f['n_trees']} trees, {f['n_nodes']} nodes, {f['n_classes']} "
               f"classes, {f['n_features']} features, leaf mode {f['proba']}")
+    if "network" in info:
+        n = info["network"]
+        print(f"{'network':15s}{n['int8_bytes']:,d} B of int8 weights, {n['words']:,d} "
+              "parameter words")
     for s in info["sections"]:
         print(f"{'section':15s}{s['tag']:3d} {s['name']:12s} {s['bytes']:8,d} B"
               + (" (optional)" if s["optional"] else ""))
