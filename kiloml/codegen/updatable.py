@@ -126,6 +126,8 @@ def network_stage(pipeline, ctx: EmitContext, emitted: list, interface_hash: int
     if ctx.prefix != "kml_m_":
         raise AssertionError("the model stage's prefix is not kml_m_")
     code = network_code_of(pipeline, ctx.prefix)
+    # where the arena holds the logits, for the monitor and the estimator (as emit_c does)
+    pipeline.model.network_c = code.net
     described = describe_network_layout(pipeline, code.graph_code, emitted)
     d = pipeline.decision_params
     key = pipeline.library_update_key
