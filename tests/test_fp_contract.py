@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import run_cli, write_toy_project
 
 from kiloml.codegen.library import FP_HEADER, RUNTIME_DIR
 from kiloml.verify.fma_check import check_image, finding, fused_instructions
@@ -203,21 +204,42 @@ COMPILERS = [
 COMPILER_IDS = ["gcc-c99", "clang-c99", "g++-gnu++11", "g++-c++17", "clang++-c++20", "arm-g++"]
 
 
+@pytest.fixture(scope="module")
+def updatable_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy project's library built updatable ([library] updatable: kml_blob.c and
+    kml_sha256.c with the kml_config.h they need)."""
+    root = tmp_path_factory.mktemp("updatable")
+    toml = write_toy_project(root)
+    toml.write_text(toml.read_text() + "\n[library]\nupdatable = true\n")
+    result = run_cli("run", str(toml), "--no-emulator")
+    assert result.exit_code == 0, result.stderr
+    assert (root / "out" / "firmware" / "kml_blob.c").is_file()
+    return root / "out" / "firmware"
+
+
 @pytest.mark.parametrize("cc, flags", COMPILERS, ids=COMPILER_IDS)
-def test_library_compiles_clean_as_c_and_cpp(toy_run: Path, tmp_path: Path, cc: str,
-                                             flags: list[str]) -> None:
+def test_library_compiles_clean_as_c_and_cpp(toy_run: Path, updatable_library: Path,
+                                             tmp_path: Path, cc: str, flags: list[str]
+                                             ) -> None:
     """The whole generated library (and the runtime kernels it does not use, with its
     kml_config.h), warnings as errors: the pragmas raise none, C++ takes every file."""
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} is not installed")
     library = firmware(toy_run)
+    # kml_linear needs a linear model's kml_config.h, kml_blob an updatable library's (it
+    # is compiled below with one)
     extra = [p for p in RUNTIME_DIR.glob("*.c") if not (library / p.name).exists()
-             and p.name != "kml_linear.c"]  # kml_linear needs a linear model's kml_config.h
-    for src in sorted(library.glob("*.c")) + sorted(extra):
-        result = subprocess.run([cc, *flags, f"-I{library}", f"-I{RUNTIME_DIR}", "-c",
-                                 str(src), "-o", str(tmp_path / (src.stem + ".o"))],
-                                capture_output=True, text=True)
-        assert result.returncode == 0, (src.name, result.stderr[-1500:])
+             and p.name not in ("kml_linear.c", "kml_blob.c")]
+    updatable = updatable_library
+    for folder, sources in ((library, sorted(library.glob("*.c")) + sorted(extra)),
+                            (updatable, sorted(updatable.glob("*.c")))):
+        for src in sources:
+            result = subprocess.run([cc, *flags, f"-I{folder}", f"-I{RUNTIME_DIR}", "-c",
+                                     str(src), "-o", str(tmp_path / (src.stem + ".o"))],
+                                    capture_output=True, text=True)
+            assert result.returncode == 0, (src.name, result.stderr[-1500:])
+
+
 
 
 @pytest.mark.parametrize("cc, flags", COMPILERS, ids=COMPILER_IDS)
