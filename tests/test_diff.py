@@ -217,5 +217,7 @@ def test_package_with_a_file_missing(versions: Versions, tmp_path: Path) -> None
     broken = tmp_path / "reg"
     shutil.copytree(versions.registry, broken)
     (Registry.open(broken).package_dir("1.1.0") / "reference.npz").unlink()
+    # the package is checked whole before it is read: the missing file is named
     assert_user_error(run_cli("diff", str(broken), "1.0.0", "1.1.0", "--out",
-                              str(tmp_path / "d")), "package 1.1.0 has no reference.npz")
+                              str(tmp_path / "d")), "reference.npz",
+                      "is listed in the manifest of version 1.1.0 but missing")

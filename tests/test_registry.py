@@ -760,3 +760,24 @@ def test_a_library_that_requires_signatures_needs_the_key(tmp_path: Path) -> Non
                               "--signing-key", str(other)), "not the key the library trusts")
     assert not reg.exists()
     released(run, reg, "1.0.0", "--allow-no-device-parity", "--signing-key", str(key))
+
+
+def test_a_tampered_package_is_refused_by_gate_diff_promote_and_rollback(
+        one_release: Path, device_run: Path, tmp_path: Path) -> None:
+    reg = one_release
+    assert run_cli("gate", str(reg), "1.0.0").exit_code == 0
+    assert run_cli("promote", str(reg), "1.0.0", "--to", "production").exit_code == 0
+    released(device_run, reg, "1.0.1")
+    assert run_cli("gate", str(reg), "1.0.1").exit_code == 0
+    assert run_cli("promote", str(reg), "1.0.1", "--to", "production").exit_code == 0
+    target = package(reg, "1.0.0") / "model_card.md"
+    target.chmod(0o644)
+    target.write_text(target.read_text() + "edited\n")
+    why = "SHA-256 does not match the manifest of version 1.0.0"
+    assert_user_error(run_cli("gate", str(reg), "1.0.0"), str(target), why)
+    assert_user_error(run_cli("diff", str(reg), "1.0.0", "1.0.1", "--out",
+                              str(tmp_path / "d")), why)
+    assert_user_error(run_cli("promote", str(reg), "1.0.0", "--to", "canary"), why)
+    assert_user_error(run_cli("rollback", str(reg)), why)
+    assert Registry.open(reg).aliases()["production"] == "1.0.1"  # nothing moved
+    assert not (tmp_path / "d").exists()

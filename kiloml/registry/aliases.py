@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from kiloml.atomic import write_text_atomically
 from kiloml.errors import KilomlError
+from kiloml.registry.integrity import verify_version
 from kiloml.registry.store import Registry, write_json
 
 PROMOTABLE = ("production", "canary")
@@ -46,6 +47,7 @@ def promote(reg: Registry, name: str, to: str) -> list[Change]:
                           where="--to")
     with reg.locked():
         version = reg.resolve(name)
+        verify_version(reg, version)  # a package changed since its release is refused
         require_passed_gate(reg, version)
         aliases = reg.aliases()
         if aliases[to] == version:
@@ -69,6 +71,7 @@ def rollback(reg: Registry) -> list[Change]:
                               "production was never replaced, or was rolled back as far "
                               "as the history goes)", file=reg.path)
         reg.require_version(back)
+        verify_version(reg, back)  # never back to a package changed since its release
         before = production_before(reg, back)
         utc = _now()
         changes = [Change(utc, "rollback", "production", aliases["production"], back),

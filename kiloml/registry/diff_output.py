@@ -13,6 +13,7 @@ from kiloml.outputs import Protected, check_output_folder, make_staging, replace
 from kiloml.registry.contents import read_package
 from kiloml.registry.diff import BehaviourDiff, behaviour_diff
 from kiloml.registry.diff_report import render_diff
+from kiloml.registry.integrity import intact_package
 from kiloml.registry.recordings import folder_streams, held_out_streams
 from kiloml.registry.store import Registry
 
@@ -29,7 +30,7 @@ def diff_versions(registry: Path, a: str, b: str, recordings: Path | None,
         protected.append(Protected("the recordings folder", recordings, folder=True))
     check_output_folder(out, KIND, protected, name="--out")
     va, vb = reg.resolve(a), reg.resolve(b)
-    pa, pb = read_package(reg.package_dir(va), va), read_package(reg.package_dir(vb), vb)
+    pa, pb = read_package(intact_package(reg, va), va), read_package(intact_package(reg, vb), vb)
     streams = held_out_streams(pa) if recordings is None else folder_streams(pa, recordings)
     diff = behaviour_diff(pa, pb, streams)
     diff.summary["a"]["name"], diff.summary["b"]["name"] = a, b

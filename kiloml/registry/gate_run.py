@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kiloml.registry.contents import read_package
 from kiloml.registry.gate import Baseline, gate_checks, gate_result
+from kiloml.registry.integrity import intact_package
 from kiloml.registry.store import Registry
 
 
@@ -22,9 +23,9 @@ def gate_version(registry: Path, name: str, against: str) -> dict:
     reg = Registry.open(registry)
     version = reg.resolve(name)
     base = baseline_version(reg, against)
-    package = read_package(reg.package_dir(version), version)
+    package = read_package(intact_package(reg, version), version)
     limits = package.project().config.gate
-    baseline = None if base is None else Baseline(base, read_package(reg.package_dir(base),
+    baseline = None if base is None else Baseline(base, read_package(intact_package(reg, base),
                                                                      base))
     result = gate_result(version, baseline, gate_checks(package, version, baseline, limits))
     reg.write_gate_result(version, result)

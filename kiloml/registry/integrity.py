@@ -92,6 +92,13 @@ def verify_version(reg: Registry, version: str) -> Verified:
     return Verified(version, info["package"], len(files), n_bytes)
 
 
+def intact_package(reg: Registry, version: str) -> Path:
+    """The package folder of ``version``, checked whole first: what the gate, the diff and
+    promote read must be what was released."""
+    verify_version(reg, version)
+    return reg.package_dir(version)
+
+
 def check_manifest(manifest: dict, path: Path, version: str, info: dict) -> None:
     missing = [k for k in MANIFEST_FIELDS if k not in manifest]
     if missing:
