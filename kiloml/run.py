@@ -181,6 +181,9 @@ def _run(project: LoadedProject, out: Path, emulate: bool, extra: dict) -> dict:
         "kiloml_version": __version__,
         "project": cfg.name,
         "project_file": project_file,
+        # the held-out recordings verify/reference.npz streams, in its order (kiloml diff
+        # names its segments and groups its changes by them)
+        "held_out_streams": [{"source": r.source, "group": r.group} for r, _ in streamed],
         "data": {
             "source": cfg.data.source,
             "n_recordings": len(raw_recordings),

@@ -41,15 +41,22 @@ class Streams:
 
 def held_out_streams(package: Package) -> Streams:
     """The held-out recordings ``package``'s run streamed in its verification, in load
-    order. The run stores no names for them: they are numbered; their group is the test
-    group when there was one, else "held-out"."""
+    order, named and grouped as metrics.json ``held_out_streams`` records them (runs of
+    an older kiloml record none: numbered, their group the test group when there was one,
+    else "held-out")."""
     p = package.pipeline
     samples = package.reference.stream_recordings
-    groups = package.metrics.get("evaluation", {}).get("test_groups", [])
-    group = str(groups[0]) if isinstance(groups, list) and len(groups) == 1 else "held-out"
-    return Streams(f"the held-out streams of {package.label} (its reference.npz)",
-                   [f"held-out {i}" for i in range(len(samples))], [group] * len(samples),
-                   samples, list(p.channels), float(p.input_rate_hz))
+    recorded = package.metrics.get("held_out_streams")
+    if isinstance(recorded, list) and len(recorded) == len(samples) and all(
+            isinstance(r, dict) and isinstance(r.get("source"), str)
+            and isinstance(r.get("group"), str) for r in recorded):
+        names, groups = [r["source"] for r in recorded], [r["group"] for r in recorded]
+    else:
+        tests = package.metrics.get("evaluation", {}).get("test_groups", [])
+        group = str(tests[0]) if isinstance(tests, list) and len(tests) == 1 else "held-out"
+        names, groups = [f"held-out {i}" for i in range(len(samples))], [group] * len(samples)
+    return Streams(f"the held-out streams of {package.label} (its reference.npz)", names,
+                   groups, samples, list(p.channels), float(p.input_rate_hz))
 
 
 def folder_streams(package: Package, folder: Path) -> Streams:
