@@ -122,24 +122,13 @@ class QemuCrypto:
 def build_qemu(work: Path, *, optimize: str = "-O2", machine: str = "mps2-an386",
                profile_name: str = "cortex-m4f") -> QemuCrypto:
     from kiloml.targets.profiles import load_profile
-    from kiloml.verify.mcu.build import (
-        MACHINE_MEMORY,
-        compile_objects,
-        link,
-        write_linker_script,
-    )
+    from kiloml.verify.mcu.build import build_standalone_harness
     from kiloml.verify.mcu.qemu import build_plugin
     from kiloml.verify.mcu.toolchain import find_toolchain
-    tc, profile = find_toolchain(), load_profile(profile_name)
-    objects = compile_objects(
-        tc, [MCU_DIR / "startup.c", MCU_DIR / "semihost.c", MCU_DIR / "measure.c", HARNESS,
-             *SOURCES], [MCU_DIR, RUNTIME_DIR], profile, optimize, work / "obj")
-    memory = MACHINE_MEMORY[machine]
-    script = write_linker_script(work / "crypto.ld", f"crypto harness on {machine}", memory,
-                                 16384)
-    elf = link(tc, objects, script, work / "crypto.elf", profile, memory,
-               target_label=f"the emulated board '{machine}'")
-    return QemuCrypto(elf, build_plugin(tc, work / "plugin"), machine)
+    elf = build_standalone_harness(HARNESS, SOURCES, [RUNTIME_DIR], work, name="crypto",
+                                   machine=machine, profile=load_profile(profile_name),
+                                   optimize=optimize)
+    return QemuCrypto(elf, build_plugin(find_toolchain(), work / "plugin"), machine)
 
 
 def run_qemu(q: QemuCrypto, cases: list[Case], work: Path, timeout_s: float = 300.0

@@ -138,19 +138,15 @@ class QemuBlob:
 def build_qemu(firmware: Path, work: Path, machine: str = "mps2-an386",
                profile_name: str = "cortex-m4f", optimize: str = "-O2") -> QemuBlob:
     from kiloml.targets.profiles import load_profile
-    from kiloml.verify.mcu.build import MACHINE_MEMORY, compile_objects, link, write_linker_script
+    from kiloml.verify.mcu.build import build_standalone_harness
     from kiloml.verify.mcu.qemu import build_plugin
     from kiloml.verify.mcu.toolchain import find_toolchain
-    tc, profile = find_toolchain(), load_profile(profile_name)
-    objects = compile_objects(
-        tc, [MCU_DIR / "startup.c", MCU_DIR / "semihost.c", MCU_DIR / "measure.c", HARNESS,
-             *library_sources(firmware)], [MCU_DIR, firmware], profile, optimize,
-        work / "obj", extra=["-DKML_HARNESS_WINDOW_FLOATS=262144u"])
-    memory = MACHINE_MEMORY[machine]
-    script = write_linker_script(work / "blob.ld", f"blob harness on {machine}", memory, 32768)
-    elf = link(tc, objects, script, work / "blob.elf", profile, memory,
-               target_label=f"the emulated board '{machine}'")
-    return QemuBlob(elf, build_plugin(tc, work / "plugin"), machine)
+    elf = build_standalone_harness(HARNESS, library_sources(firmware), [firmware], work,
+                                   name="blob", machine=machine,
+                                   profile=load_profile(profile_name), optimize=optimize,
+                                   extra=["-DKML_HARNESS_WINDOW_FLOATS=262144u"],
+                                   stack_bytes=32768)
+    return QemuBlob(elf, build_plugin(find_toolchain(), work / "plugin"), machine)
 
 
 def run_qemu(q: QemuBlob, ops: Ops, n_classes: int, work: Path, timeout_s: float = 300.0

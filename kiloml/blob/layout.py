@@ -68,10 +68,15 @@ def config_lines(tables: ForestTables, *, interface_hash: int, layout_hash_value
              f"#define KML_BLOB_SMOOTHING {smoothing}",
              f"#define KML_BLOB_SMOOTHING_WINDOWS {smoothing_windows}",
              f"#define KML_BLOB_REQUIRE_SIGNATURE {int(public_key is not None)}"]
-    if public_key is not None:
-        key = ", ".join(f"0x{b:02x}" for b in public_key)
-        lines.append(f"#define KML_BLOB_PUBLIC_KEY {{{key}}} /* [library] update_key */")
-    return lines
+    return lines + public_key_lines(public_key)
+
+
+def public_key_lines(public_key: bytes | None) -> list[str]:
+    """The trusted Ed25519 key as kml_config.h defines it (none: no line)."""
+    if public_key is None:
+        return []
+    key = ", ".join(f"0x{b:02x}" for b in public_key)
+    return [f"#define KML_BLOB_PUBLIC_KEY {{{key}}} /* [library] update_key */"]
 
 
 def network_layout(*, graph_code: str, classes: int, features: int, smoothing: int,
@@ -101,7 +106,4 @@ def network_config_lines(*, interface_hash: int, layout_hash_value: int, classes
              f"#define KML_BLOB_NN_WORDS {words}",
              f"#define KML_BLOB_NN_RANGES {ranges}",
              f"#define KML_BLOB_REQUIRE_SIGNATURE {int(public_key is not None)}"]
-    if public_key is not None:
-        key = ", ".join(f"0x{b:02x}" for b in public_key)
-        lines.append(f"#define KML_BLOB_PUBLIC_KEY {{{key}}} /* [library] update_key */")
-    return lines
+    return lines + public_key_lines(public_key)

@@ -130,25 +130,14 @@ def build_qemu(work: Path, machine: str = "mps2-an386", profile_name: str = "cor
     monitor's C in place of kiloml/runtime's (a control build); ``harness``:
     ENERGY_HARNESS for the energy."""
     from kiloml.targets.profiles import load_profile
-    from kiloml.verify.mcu.build import (
-        MACHINE_MEMORY,
-        compile_objects,
-        link,
-        write_linker_script,
-    )
+    from kiloml.verify.mcu.build import build_standalone_harness
     from kiloml.verify.mcu.qemu import build_plugin
     from kiloml.verify.mcu.toolchain import find_toolchain
-    tc, profile = find_toolchain(), load_profile(profile_name)
-    objects = compile_objects(
-        tc, [MCU_DIR / "startup.c", MCU_DIR / "semihost.c", MCU_DIR / "measure.c", harness,
-             *(sources or SOURCES)], [MCU_DIR, RUNTIME_DIR], profile, optimize, work / "obj",
-        extra=extra)
-    memory = MACHINE_MEMORY[machine]
-    script = write_linker_script(work / "monitor.ld", f"monitor harness on {machine}",
-                                 memory, 16384)
-    elf = link(tc, objects, script, work / "monitor.elf", profile, memory,
-               target_label=f"the emulated board '{machine}'")
-    return QemuMonitor(elf, build_plugin(tc, work / "plugin"), machine)
+    elf = build_standalone_harness(harness, sources or SOURCES, [RUNTIME_DIR], work,
+                                   name="monitor", machine=machine,
+                                   profile=load_profile(profile_name), optimize=optimize,
+                                   extra=extra)
+    return QemuMonitor(elf, build_plugin(find_toolchain(), work / "plugin"), machine)
 
 
 def run_qemu(q: QemuMonitor, p: MonitorParams, s: Stream, model_id: bytes,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kiloml.errors import KilomlError
 from kiloml.persist.archive import describe
-from kiloml.registry.store import MANIFEST_FILE, SHA256, Registry, read_object
+from kiloml.registry.store import MANIFEST_FILE, SHA256, Registry, check_fields, read_object
 
 MANIFEST_FORMAT = 1
 MANIFEST_FIELDS = ("format", "version", "files", "model_id", "interface_hash",
@@ -100,12 +100,7 @@ def intact_package(reg: Registry, version: str) -> Path:
 
 
 def check_manifest(manifest: dict, path: Path, version: str, info: dict) -> None:
-    missing = [k for k in MANIFEST_FIELDS if k not in manifest]
-    if missing:
-        raise KilomlError(f"has no {missing[0]!r} field", file=path)
-    extra = sorted(set(manifest) - set(MANIFEST_FIELDS))
-    if extra:
-        raise KilomlError(f"unknown field {extra[0]!r}", file=path)
+    check_fields(manifest, MANIFEST_FIELDS, path)
     if manifest["format"] != MANIFEST_FORMAT:
         raise KilomlError(f"manifest format {describe(manifest['format'])}; this kiloml "
                           f"reads format {MANIFEST_FORMAT}", file=path, where="format")

@@ -60,6 +60,16 @@ def read_object(path: Path) -> dict:
     return data
 
 
+def check_fields(data: dict, fields: tuple[str, ...] | list[str], path: Path) -> None:
+    """Exactly ``fields``: the first missing or unknown one is named."""
+    missing = [k for k in fields if k not in data]
+    if missing:
+        raise KilomlError(f"has no {missing[0]!r} field", file=path)
+    extra = sorted(set(data) - set(fields))
+    if extra:
+        raise KilomlError(f"unknown field {extra[0]!r}", file=path)
+
+
 @dataclass(frozen=True)
 class Registry:
     """One registry folder. Make it with ``Registry.open`` or ``Registry.create``."""
@@ -178,12 +188,7 @@ class Registry:
         self.require_version(version)
         path = self.version_file(version)
         info = read_object(path)
-        missing = [k for k in VERSION_FIELDS if k not in info]
-        if missing:
-            raise KilomlError(f"has no {missing[0]!r} field", file=path)
-        extra = sorted(set(info) - set(VERSION_FIELDS))
-        if extra:
-            raise KilomlError(f"unknown field {extra[0]!r}", file=path)
+        check_fields(info, VERSION_FIELDS, path)
         if info["version"] != version:
             raise KilomlError(f"names version {describe(info['version'])}, not {version}",
                               file=path, where="version")

@@ -13,12 +13,16 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from kiloml.codegen import identity
+from kiloml.codegen.library import FirmwareLibrary
 from kiloml.errors import KilomlError
 from kiloml.export.common import check_export_folder, write_package
+from kiloml.persist.pipeline_state import PIPELINE_FILE, load_pipeline
+from kiloml.pipeline import Pipeline
 from kiloml.shadow import glue
 from kiloml.shadow.harness import build, run
 from kiloml.verify.combined import member_from_run
-from kiloml.verify.reference import REFERENCE_FILE, read_npz
+from kiloml.verify.reference import REFERENCE_FILE, Reference
 
 
 @dataclass
@@ -28,30 +32,17 @@ class ShadowOutcome:
     disagreements: int
 
 
-def interface(library) -> dict:
-    """What check_pair compares, from the library's identity and its model header."""
-    header = library.model_header.read_text()
-    u = library.prefix.upper()
-
-    def macro(name: str) -> int:
-        for line in header.splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[:2] == ["#define", f"{u}_{name}"]:
-                return int(parts[2].rstrip("u"))
-        raise KilomlError(f"{u}_{name} is not defined", file=library.model_header)
-
+def interface(library: FirmwareLibrary, pipeline: Pipeline) -> dict:
+    """What check_pair compares: the library's prefix and identity, the pipeline's
+    interface (kiloml.codegen.identity.interface)."""
+    face = identity.interface(pipeline)
     return {"prefix": library.prefix, "interface_hash": library.info["interface_hash"],
-            "window_samples": macro("WINDOW_SAMPLES"), "stride_samples": macro("STRIDE_SAMPLES"),
-            "n_classes": macro("CLASSES")}
+            "window_samples": face["window_samples"], "stride_samples": face["stride_samples"],
+            "n_classes": len(face["classes"])}
 
 
-def held_out_streams(run_dir: Path) -> list[np.ndarray]:
-    ref = read_npz(run_dir / "verify" / REFERENCE_FILE)
-    if "stream_samples" not in ref or "stream_lengths" not in ref:
-        raise KilomlError("the run holds no held-out streams (run it again with this kiloml)",
-                          file=run_dir / "verify" / REFERENCE_FILE)
-    ends = np.cumsum(ref["stream_lengths"])
-    return np.split(ref["stream_samples"], ends[:-1])
+def held_out_streams(run_dir: Path, pipeline: Pipeline) -> list[np.ndarray]:
+    return Reference.load(run_dir / "verify" / REFERENCE_FILE, pipeline).stream_recordings
 
 
 def shadow_package(production_run: Path, candidate_run: Path, out: Path) -> ShadowOutcome:
@@ -64,9 +55,11 @@ def shadow_package(production_run: Path, candidate_run: Path, out: Path) -> Shad
         work = Path(tmp)
         prod = member_from_run(production_run, work / "libs").library
         cand = member_from_run(candidate_run, work / "libs").library
-        glue.check_pair(interface(prod), interface(cand))
-        outputs = run(build(prod, cand, work / "build"), held_out_streams(production_run),
-                      work / "run")
+        prod_pipeline = load_pipeline(production_run / PIPELINE_FILE)
+        glue.check_pair(interface(prod, prod_pipeline),
+                        interface(cand, load_pipeline(candidate_run / PIPELINE_FILE)))
+        outputs = run(build(prod, cand, work / "build"),
+                      held_out_streams(production_run, prod_pipeline), work / "run")
         last = outputs.records[-1]
         summary = {"production": {"prefix": prod.prefix, "model_id": prod.info["model_id"],
                                   "run": str(production_run)},

@@ -15,7 +15,7 @@ from kiloml.errors import ToolchainError
 from kiloml.shadow import glue
 from kiloml.shadow.record import RECORD_BYTES, decode
 from kiloml.verify.combined import split_sources
-from kiloml.verify.host import require_tool
+from kiloml.verify.host import recording_payload, require_tool
 
 MAIN = r"""/* SPDX-License-Identifier: Apache-2.0 */
 /* Shadow harness: in: int32 recordings, then per recording int32 n and n samples x channels
@@ -129,13 +129,20 @@ def write_glue(production: FirmwareLibrary, candidate: FirmwareLibrary, out: Pat
     return h, c
 
 
-def build(production: FirmwareLibrary, candidate: FirmwareLibrary, work: Path) -> Path:
-    cc = require_tool("gcc", "gcc")
+def write_sources(production: FirmwareLibrary, candidate: FirmwareLibrary, work: Path
+                  ) -> tuple[Path, Path]:
+    """The glue and the harness main of the shadow image (host or QEMU) into ``work``."""
     _, glue_c = write_glue(production, candidate, work / "glue")
     main = work / "shadow_main.c"
     p = production.prefix
     main.write_text(MAIN.replace("PROD_CHANNELS", f"{p.upper()}_CHANNELS")
                     .replace("PROD_DECISION_T", f"{p}_decision_t"))
+    return glue_c, main
+
+
+def build(production: FirmwareLibrary, candidate: FirmwareLibrary, work: Path) -> Path:
+    cc = require_tool("gcc", "gcc")
+    glue_c, main = write_sources(production, candidate, work)
     own, shared = split_sources([production, candidate])
     exe = work / "shadow_host"
     includes = [f"-I{d}" for d in (work / "glue", production.directory, candidate.directory)]
@@ -145,14 +152,6 @@ def build(production: FirmwareLibrary, candidate: FirmwareLibrary, work: Path) -
     if result.returncode != 0 or "multiple definition" in result.stderr:
         raise ToolchainError(f"the shadow host build failed: {result.stderr.strip()[:600]}")
     return exe
-
-
-def payload(recordings: list[np.ndarray]) -> bytes:
-    parts = [np.int32(len(recordings)).astype("<i4").tobytes()]
-    for samples in recordings:
-        s = np.ascontiguousarray(samples, dtype="<f4")
-        parts += [np.int32(len(s)).astype("<i4").tobytes(), s.tobytes()]
-    return b"".join(parts)
 
 
 def parse(raw: bytes) -> ShadowOutputs:
@@ -171,7 +170,7 @@ def parse(raw: bytes) -> ShadowOutputs:
 
 def run(exe: Path, recordings: list[np.ndarray], work: Path) -> ShadowOutputs:
     work.mkdir(parents=True, exist_ok=True)
-    (work / "in.bin").write_bytes(payload(recordings))
+    (work / "in.bin").write_bytes(recording_payload(recordings))
     done = subprocess.run([str(exe), str(work / "in.bin"), str(work / "out.bin")],
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -187,11 +186,7 @@ def build_firmware(production: FirmwareLibrary, candidate: FirmwareLibrary, prof
     from kiloml.verify.mcu.toolchain import find_toolchain
 
     toolchain = find_toolchain()
-    _, glue_c = write_glue(production, candidate, work / "glue")
-    main = work / "shadow_main.c"
-    p = production.prefix
-    main.write_text(MAIN.replace("PROD_CHANNELS", f"{p.upper()}_CHANNELS")
-                    .replace("PROD_DECISION_T", f"{p}_decision_t"))
+    glue_c, main = write_sources(production, candidate, work)
     own, shared = split_sources([production, candidate])
     dirs = [work / "glue", production.directory, candidate.directory]
     objects = []
@@ -227,8 +222,8 @@ def run_firmware(elf: Path, recordings: list[np.ndarray], machine: str, work: Pa
     toolchain = find_toolchain()
     plugin = qemu.build_plugin(toolchain, work / "plugin")
     n = sum(len(r) for r in recordings)
-    done = qemu.run_harness(toolchain, elf, machine, payload(recordings), plugin, work / "run",
-                            timeout_s=120 + 0.01 * n)
+    done = qemu.run_harness(toolchain, elf, machine, recording_payload(recordings), plugin,
+                            work / "run", timeout_s=120 + 0.01 * n)
     if len(done.instructions) != n:
         raise ToolchainError(f"QEMU counted {len(done.instructions)} pushes for {n} samples")
     return parse(done.output), np.asarray(done.instructions)

@@ -146,12 +146,7 @@ def run_windows(exe: Path, windows: np.ndarray, n_classes: int, n_features: int,
 
 def run_stream(exe: Path, recordings: list[np.ndarray], n_classes: int,
                work: Path, *, monitor: bool = False) -> StreamEvents:
-    parts = [np.int32(len(recordings)).astype("<i4").tobytes()]
-    for samples in recordings:
-        s = np.ascontiguousarray(samples, dtype="<f4")
-        parts.append(np.int32(len(s)).astype("<i4").tobytes())
-        parts.append(s.tobytes())
-    raw = _run(exe, "stream", b"".join(parts), work)
+    raw = _run(exe, "stream", recording_payload(recordings), work)
     return StreamEvents.parse(raw, n_classes, monitor=monitor)
 
 

@@ -190,6 +190,26 @@ class Symbol:
     name: str
 
 
+def build_standalone_harness(harness: Path, sources: list[Path], include_dirs: list[Path],
+                             work: Path, *, name: str, machine: str, profile: TargetProfile,
+                             optimize: str = "-O2", extra: list[str] | None = None,
+                             stack_bytes: int = 16384) -> Path:
+    """A QEMU firmware around one semihosting harness (``harness``, its main) and the C it
+    tests: start-up, semihosting, the instruction-count marks, ``sources``; the ELF."""
+    from kiloml.verify.mcu.toolchain import find_toolchain
+
+    tc = find_toolchain()
+    objects = compile_objects(
+        tc, [MCU_DIR / "startup.c", MCU_DIR / "semihost.c", MCU_DIR / "measure.c", harness,
+             *sources], [MCU_DIR, *include_dirs], profile, optimize, work / "obj",
+        extra=extra)
+    memory = MACHINE_MEMORY[machine]
+    script = write_linker_script(work / f"{name}.ld", f"{name} harness on {machine}", memory,
+                                 stack_bytes)
+    return link(tc, objects, script, work / f"{name}.elf", profile, memory,
+                target_label=f"the emulated board '{machine}'")
+
+
 def symbols(toolchain: ArmToolchain, elf: Path) -> list[Symbol]:
     out = subprocess.run([toolchain.nm, "-n", "-S", "--defined-only", str(elf)],
                          capture_output=True, text=True, check=True).stdout
