@@ -83,10 +83,12 @@ package-test: setup
 	KILOML_PACKAGE_MATRIX=1 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -rP tests/test_packaging.py
 
 # Long sweeps: the generated C under ASan/UBSan with 100,000 inputs per entry point and
-# model family (bench/results/sanitizers.md).
+# model family (bench/results/sanitizers.md), the fuzz campaign, and 10,000 hostile
+# parameter blobs through kml_blob.c under ASan/UBSan.
 fuzz: setup
 	$(BIN)/python bench/sanitize.py --inputs 100000
 	$(BIN)/python tests/fuzz/campaign.py --models 10000 --recordings 2000 --codegen
+	KILOML_BLOB_FUZZ_BLOBS=10000 $(BIN)/python -m pytest -q -p no:xdist tests/test_blob_host.py -k hostile_blobs
 
 lint: venv
 	$(BIN)/ruff check .

@@ -219,7 +219,9 @@ def test_c_check_on_hostile_blobs_under_sanitizers(v1: Path, tmp_path: Path) -> 
     exe = bh.build_host(v1 / "firmware", tmp_path / "asan", SANITIZE)
     valid = blob_of(v1, counter=1)
     windows = reference_windows(v1)[:8]
-    blobs = hostile(valid, np.random.default_rng(17), 400)
+    # 400 in make test; make fuzz sets KILOML_BLOB_FUZZ_BLOBS for the long sweep
+    blobs = hostile(valid, np.random.default_rng(17),
+                    int(os.environ.get("KILOML_BLOB_FUZZ_BLOBS", "400")))
     ops = bh.Ops(windows)
     for blob in blobs:
         ops.blob(blob).classify()
